@@ -1,0 +1,8 @@
+"""Shared pytest configuration: each stage keeps its fixtures in tests/fixtures/<stage>.py."""
+
+pytest_plugins = [
+    "tests.fixtures.ports",
+    "tests.fixtures.llm",
+    "tests.fixtures.postgres",
+    "tests.fixtures.collector",
+]
