@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.ports",
+    "tests.fixtures.fake_llm",
     "tests.fixtures.llm",
     "tests.fixtures.postgres",
     "tests.fixtures.collector",

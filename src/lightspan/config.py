@@ -23,9 +23,9 @@ The file is ``$LIGHTSPAN_CONFIG`` if set, else ``./core-config.yaml`` if it exis
 from __future__ import annotations
 
 import os
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -41,7 +41,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
 
-class StoreType(str, Enum):
+class StoreType(StrEnum):
     external = "external"
     in_memory = "in_memory"
 
@@ -59,12 +59,12 @@ class StoreConfig(_Section):
     timeout_seconds: float = Field(default=10.0, gt=0)
 
 
-class Algorithm(str, Enum):
+class Algorithm(StrEnum):
     APO = "APO"
     VERL = "VERL"
 
 
-class TrainingInterval(str, Enum):
+class TrainingInterval(StrEnum):
     daily = "daily"
     weekly = "weekly"
     monthly = "monthly"
@@ -87,8 +87,8 @@ class SpoolConfig(_Section):
 class ExporterConfig(_Section):
     protocol: Literal["grpc", "http/protobuf"] = "grpc"
     endpoint: str | None = None
-    """Overrides the store address (e.g. a Collector at ``localhost:4317``); ``OTEL_EXPORTER_OTLP_*``
-    variables apply when this is unset."""
+    """Overrides the store address (e.g. a Collector at ``localhost:4317``);
+    ``OTEL_EXPORTER_OTLP_*`` variables apply when this is unset."""
     max_queue_size: int = Field(default=65536, ge=1)
     max_export_batch_size: int = Field(default=512, ge=1)
     schedule_delay_ms: float = Field(default=500.0, gt=0)
@@ -160,14 +160,29 @@ def _field_names(model: type[BaseModel]) -> dict[str, str]:
     return {name.lower(): name for name in model.model_fields}
 
 
+def _submodel(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+    """``(model, keyed)``: the section model a field holds, and whether it sits in a mapping."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, False
+    if get_origin(annotation) is dict:
+        value = get_args(annotation)[1]
+        if isinstance(value, type) and issubclass(value, BaseModel):
+            return value, True
+    return None, False
+
+
 def _resolve_path(parts: list[str], env_name: str) -> tuple[str, ...]:
-    """Map case-insensitive path parts onto the real field names, or raise naming the variable."""
+    """Map case-insensitive path parts onto the real field names, or raise naming the variable.
+
+    Keys of free-form mappings (model names under ``llm.prices``) keep their case.
+    """
     model: type[BaseModel] | None = LightspanConfig
     out: list[str] = []
-    for i, part in enumerate(parts):
+    i = 0
+    while i < len(parts):
+        part = parts[i]
         if model is None:
-            # Inside a free-form mapping (llm.prices): keep the key as written.
-            out.extend(p for p in parts[i:])
+            out.extend(parts[i:])
             break
         names = _field_names(model)
         if part.lower() not in names:
@@ -178,8 +193,11 @@ def _resolve_path(parts: list[str], env_name: str) -> tuple[str, ...]:
             )
         name = names[part.lower()]
         out.append(name)
-        ann = model.model_fields[name].annotation
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        model, keyed = _submodel(model.model_fields[name].annotation)
+        i += 1
+        if keyed and i < len(parts):
+            out.append(parts[i])
+            i += 1
     return tuple(out)
 
 
@@ -206,7 +224,7 @@ def env_overrides(environ: dict[str, str] | None = None) -> list[tuple[tuple[str
         if upper in _ALIASES:
             found.append((_ALIASES[upper], value, name))
         elif "__" in upper:
-            parts = upper[len("LIGHTSPAN_") :].split("__")
+            parts = name[len("LIGHTSPAN_") :].split("__")
             found.append((_resolve_path(parts, name), value, name))
     return found
 
@@ -219,7 +237,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         ctx = e.get("ctx") or {}
-        if "expected" in ctx:
+        if "expected" in ctx and "expected" not in msg and str(ctx["expected"]) not in msg:
             msg = f"{msg} (allowed: {ctx['expected']})"
         lines.append(f"{loc}: {msg} (got {e.get('input')!r})")
     return f"invalid configuration in {source}:\n  " + "\n  ".join(lines)

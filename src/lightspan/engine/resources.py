@@ -1,0 +1,184 @@
+"""Versioned resources: what an LLM task sends (prompt templates, model, token budget).
+
+Why versioned and resolved per run: the trainer publishes better prompts and cheaper
+execution choices as new resource sets; a workflow picks the set up at the start of a run
+and records which ``resources_id`` it used, so every trace says what produced it.
+
+The field names follow Agent Lightning's resources (``llm``: endpoint, model, api_key,
+sampling_parameters; ``prompt_template``: template, engine), so a set converts to and from a
+LightningStore ``ResourcesUpdate`` without renaming.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from lightspan.engine.errors import ResourceError
+
+
+@dataclass(frozen=True, slots=True)
+class LLMResource:
+    """An OpenAI-compatible chat endpoint and how to call it."""
+
+    endpoint: str
+    model: str
+    api_key: str | None = None
+    sampling_parameters: Mapping[str, Any] = field(default_factory=dict)
+    """``max_tokens``, ``temperature``, ``top_p``... passed to the chat completion."""
+    provider: str = "openai"
+    """``gen_ai.provider.name`` for traces (the API family the endpoint speaks)."""
+    resource_type: Literal["llm"] = "llm"
+
+    @property
+    def max_tokens(self) -> int | None:
+        value = self.sampling_parameters.get("max_tokens")
+        return int(value) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptTemplate:
+    """A prompt with placeholders, rendered with the task's input."""
+
+    template: str
+    engine: Literal["f-string", "jinja"] = "f-string"
+    resource_type: Literal["prompt_template"] = "prompt_template"
+
+    def __post_init__(self) -> None:
+        if self.engine not in ("f-string", "jinja"):
+            raise ResourceError(
+                f"prompt template engine {self.engine!r}: use 'f-string' or 'jinja'"
+            )
+
+    def placeholders(self) -> set[str]:
+        """The top-level names the template uses (f-string templates only)."""
+        if self.engine != "f-string":
+            return set()
+        names = set()
+        for _, name, _, _ in string.Formatter().parse(self.template):
+            if name:
+                names.add(name.split(".")[0].split("[")[0])
+        return names
+
+    def render(self, variables: Mapping[str, Any]) -> str:
+        """Fill the template; a missing variable is an error that names it."""
+        if self.engine == "jinja":
+            import jinja2
+
+            env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+            try:
+                return env.from_string(self.template).render(**variables)
+            except jinja2.UndefinedError as e:
+                raise ResourceError(f"prompt template: {e.message}") from None
+        try:
+            return self.template.format(**variables)
+        except KeyError as e:
+            raise ResourceError(
+                f"prompt template needs variable {e.args[0]!r}; "
+                f"the input provides {sorted(variables)}"
+            ) from None
+
+
+Resource = LLMResource | PromptTemplate
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceSet:
+    """A named, versioned set of resources (``resources_id`` identifies one version)."""
+
+    resources_id: str
+    resources: Mapping[str, Resource]
+    version: int = 1
+
+    def _get(self, name: str, kind: type, label: str) -> Any:
+        res = self.resources.get(name)
+        if not isinstance(res, kind):
+            have = sorted(k for k, v in self.resources.items() if isinstance(v, kind))
+            raise ResourceError(
+                f"resources {self.resources_id!r} have no {label} {name!r} ({label}s: {have})"
+            )
+        return res
+
+    def prompt(self, name: str) -> PromptTemplate:
+        return self._get(name, PromptTemplate, "prompt template")
+
+    def llm(self, name: str) -> LLMResource:
+        return self._get(name, LLMResource, "llm")
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Agent Lightning's resources map (name -> resource with ``resource_type``)."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, res in self.resources.items():
+            if isinstance(res, LLMResource):
+                out[name] = {
+                    "resource_type": "llm",
+                    "endpoint": res.endpoint,
+                    "model": res.model,
+                    "api_key": res.api_key,
+                    "sampling_parameters": dict(res.sampling_parameters),
+                    "provider": res.provider,
+                }
+            else:
+                out[name] = {
+                    "resource_type": "prompt_template",
+                    "template": res.template,
+                    "engine": res.engine,
+                }
+        return out
+
+    @classmethod
+    def from_dict(
+        cls, resources_id: str, data: Mapping[str, Mapping[str, Any]], version: int = 1
+    ) -> ResourceSet:
+        """Build from Agent Lightning's resources map; unknown resource types are an error."""
+        parsed: dict[str, Resource] = {}
+        for name, raw in data.items():
+            kind = raw.get("resource_type")
+            if kind in ("llm", "proxy_llm"):
+                parsed[name] = LLMResource(
+                    endpoint=str(raw["endpoint"]),
+                    model=str(raw["model"]),
+                    api_key=raw.get("api_key"),
+                    sampling_parameters=dict(raw.get("sampling_parameters") or {}),
+                    provider=str(raw.get("provider") or "openai"),
+                )
+            elif kind == "prompt_template":
+                parsed[name] = PromptTemplate(
+                    template=str(raw["template"]), engine=raw.get("engine", "f-string")
+                )
+            else:
+                raise ResourceError(
+                    f"resource {name!r}: resource_type {kind!r} is not supported "
+                    "(use llm, proxy_llm or prompt_template)"
+                )
+        return cls(resources_id=resources_id, resources=parsed, version=version)
+
+
+@runtime_checkable
+class ResourcesProvider(Protocol):
+    """Resolves the resources a run uses (``None`` asks for the latest)."""
+
+    async def get_resources(self, resources_id: str | None = None) -> ResourceSet: ...
+
+
+class StaticResources:
+    """The default provider: one fixed set (or several, selectable by id)."""
+
+    def __init__(self, *sets: ResourceSet) -> None:
+        self._sets = {s.resources_id: s for s in sets}
+        self._latest = sets[-1] if sets else ResourceSet("rs-empty", {})
+
+    def add(self, resource_set: ResourceSet) -> None:
+        """Make ``resource_set`` available and the latest (how a trainer's winner is adopted)."""
+        self._sets[resource_set.resources_id] = resource_set
+        self._latest = resource_set
+
+    async def get_resources(self, resources_id: str | None = None) -> ResourceSet:
+        if resources_id is None:
+            return self._latest
+        try:
+            return self._sets[resources_id]
+        except KeyError:
+            raise ResourceError(f"unknown resources_id {resources_id!r}") from None

@@ -1,0 +1,358 @@
+"""Running a workflow: resources resolved per run, LLM calls accounted, reward computed.
+
+Why a per-run state object: everything a step needs (resources, LLM clients, prices, the
+listener snapshot, the records of LLM calls) is reached through one reference, so steps stay
+stateless and one workflow object serves any number of concurrent runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from lightspan.engine import events as _events
+from lightspan.engine.errors import EvaluationError, WorkflowDefinitionError
+from lightspan.engine.events import EngineListener, LLMCallInfo, RunInfo, StepInfo, emit
+from lightspan.engine.llm import ChatClients, PriceTable
+from lightspan.engine.resources import LLMResource, ResourceSet, ResourcesProvider, StaticResources
+from lightspan.engine.steps import Step
+
+if TYPE_CHECKING:
+    from lightspan.config import LightspanConfig
+
+Evaluator = Callable[[Any, Any, Any], Any]
+"""``evaluator(input, output, expected) -> float`` (sync or async)."""
+
+
+@dataclass(slots=True)
+class LLMCallRecord:
+    """What one LLM call used and cost, kept on the run result."""
+
+    step: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cost: float
+    priced: bool
+    latency_s: float
+    response_id: str | None = None
+
+
+@dataclass(slots=True)
+class RunResult:
+    """The outcome of one workflow run."""
+
+    run_id: str
+    workflow: str
+    input: Any
+    output: Any
+    status: str
+    """``succeeded``, ``failed`` or ``cancelled``."""
+    error: BaseException | None
+    reward: float | None
+    resources_id: str | None
+    start_time: float
+    end_time: float
+    llm_calls: list[LLMCallRecord] = field(default_factory=list)
+    rollout_id: str | None = None
+    attempt_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_time - self.start_time
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(c.input_tokens for c in self.llm_calls)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(c.output_tokens for c in self.llm_calls)
+
+    @property
+    def cost(self) -> float:
+        return sum(c.cost for c in self.llm_calls)
+
+    def raise_for_status(self) -> RunResult:
+        if self.error is not None:
+            raise self.error
+        return self
+
+
+class TaskContext:
+    """What a task function may use besides its input (``fn(value, ctx)``)."""
+
+    __slots__ = ("_info", "_run", "step")
+
+    def __init__(self, run: RunState, step: Step, info: StepInfo | None) -> None:
+        self._run = run
+        self._info = info
+        self.step = step
+
+    @property
+    def run_id(self) -> str:
+        return self._run.info.run_id
+
+    @property
+    def resources(self) -> ResourceSet:
+        return self._run.resources
+
+    @property
+    def input(self) -> Any:
+        """The workflow run's input (not this step's)."""
+        return self._run.info.input
+
+    async def chat(self, messages: list[dict[str, Any]] | str, *, llm: str = "default") -> str:
+        """Call the LLM resource ``llm``; recorded and observed like an LLM task's call."""
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        return await self._run.chat(self._run.resources.llm(llm), messages, self._info)
+
+
+class RunState:
+    """Per-run state shared by all steps of one run."""
+
+    __slots__ = (
+        "clients",
+        "info",
+        "listeners",
+        "listeners_reversed",
+        "llm_calls",
+        "prices",
+        "resources",
+    )
+
+    def __init__(
+        self,
+        info: RunInfo,
+        resources: ResourceSet,
+        listeners: tuple[EngineListener, ...],
+        clients: ChatClients,
+        prices: PriceTable,
+    ) -> None:
+        self.info = info
+        self.resources = resources
+        self.listeners = listeners
+        self.listeners_reversed = tuple(reversed(listeners))
+        self.clients = clients
+        self.prices = prices
+        self.llm_calls: list[LLMCallRecord] = []
+
+    def task_context(self, step: Step, info: StepInfo | None) -> TaskContext:
+        return TaskContext(self, step, info)
+
+    async def chat(
+        self,
+        llm: LLMResource,
+        messages: list[dict[str, Any]],
+        info: StepInfo | None,
+        *,
+        prompt_template: str | None = None,
+    ) -> str:
+        call: LLMCallInfo | None = None
+        if self.listeners:
+            call = LLMCallInfo(
+                step=info,
+                run=self.info,
+                endpoint=llm.endpoint,
+                provider=llm.provider,
+                request_model=llm.model,
+                messages=messages,
+                max_tokens=llm.max_tokens,
+                sampling=dict(llm.sampling_parameters),
+                resources_id=self.resources.resources_id,
+                prompt_template=prompt_template,
+            )
+            emit(self.listeners, "on_llm_start", call)
+        try:
+            res = await self.clients.chat(llm, messages)
+        except BaseException as e:
+            if call is not None:
+                call.status = "cancelled" if isinstance(e, asyncio.CancelledError) else "error"
+                call.error = e
+                call.end_time = time.time()
+                emit(self.listeners_reversed, "on_llm_end", call)
+            raise
+        cost, priced = self.prices.cost(llm.model, res.input_tokens, res.output_tokens)
+        self.llm_calls.append(
+            LLMCallRecord(
+                step=info.name if info else "",
+                model=llm.model,
+                input_tokens=res.input_tokens,
+                output_tokens=res.output_tokens,
+                cost=cost,
+                priced=priced,
+                latency_s=res.latency_s,
+                response_id=res.response_id,
+            )
+        )
+        if call is not None:
+            call.response_id = res.response_id
+            call.response_model = res.response_model
+            call.completion = res.content
+            call.finish_reasons = res.finish_reasons
+            call.input_tokens = res.input_tokens
+            call.output_tokens = res.output_tokens
+            call.cost = cost
+            call.priced = priced
+            call.status = "ok"
+            call.end_time = time.time()
+            emit(self.listeners_reversed, "on_llm_end", call)
+        return res.content
+
+
+class Workflow:
+    """A named tree of steps, its resources provider and an optional evaluator.
+
+    One workflow object may run many times concurrently; each run resolves its resources
+    (latest, or the ``resources_id`` asked for) and reports to the listeners registered when it
+    starts (see :mod:`lightspan.engine.events`).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        root: Step,
+        *,
+        resources: ResourcesProvider | ResourceSet | None = None,
+        evaluator: Evaluator | None = None,
+        prices: PriceTable | Mapping[str, Any] | None = None,
+        llm_timeout_seconds: float = 120.0,
+    ) -> None:
+        if not isinstance(root, Step):
+            raise WorkflowDefinitionError(f"workflow {name!r}: root {root!r} is not a step")
+        self.name = name
+        self.root = root
+        if isinstance(resources, ResourceSet):
+            resources = StaticResources(resources)
+        self.resources: ResourcesProvider = resources or StaticResources()
+        self.evaluator = evaluator
+        self.prices = prices if isinstance(prices, PriceTable) else PriceTable(prices)
+        self._clients = ChatClients(timeout_seconds=llm_timeout_seconds)
+
+    @classmethod
+    def from_config(cls, name: str, root: Step, config: LightspanConfig, **kw: Any) -> Workflow:
+        """A workflow priced and timed by the configuration's ``llm`` section."""
+        kw.setdefault("prices", PriceTable(config.llm.prices))
+        kw.setdefault("llm_timeout_seconds", config.llm.timeout_seconds)
+        return cls(name, root, **kw)
+
+    async def run(
+        self,
+        input: Any = None,
+        *,
+        expected: Any = None,
+        resources_id: str | None = None,
+        rollout_id: str | None = None,
+        attempt_id: str | None = None,
+        mode: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RunResult:
+        """Run once. Failures are captured in the result (``raise_for_status()`` re-raises);
+        cancellation of the caller propagates after every child task has stopped."""
+        listeners = _events.listeners()
+        resources = await self.resources.get_resources(resources_id)
+        info = RunInfo(
+            run_id=uuid.uuid4().hex,
+            workflow=self.name,
+            input=input,
+            expected=expected,
+            rollout_id=rollout_id,
+            attempt_id=attempt_id,
+            mode=mode,
+            resources=resources,
+            metadata=dict(metadata or {}),
+        )
+        state = RunState(info, resources, listeners, self._clients, self.prices)
+        if listeners:
+            emit(listeners, "on_run_start", info)
+        output: Any = None
+        error: BaseException | None = None
+        reward: float | None = None
+        try:
+            output = await self.root.execute(input, state, None)
+        except asyncio.CancelledError as e:
+            self._finish(state, "cancelled", None, e, None)
+            raise
+        except Exception as e:
+            error = e
+        if self.evaluator is not None:
+            if error is None:
+                try:
+                    reward = await self._evaluate(input, output, expected)
+                except Exception as e:
+                    error = EvaluationError(f"evaluator of workflow {self.name!r} failed: {e!r}")
+                    error.__cause__ = e
+            else:
+                reward = 0.0
+        status = "succeeded" if error is None else "failed"
+        self._finish(state, status, output, error, reward)
+        return RunResult(
+            run_id=info.run_id,
+            workflow=self.name,
+            input=input,
+            output=output,
+            status=status,
+            error=error,
+            reward=reward,
+            resources_id=resources.resources_id,
+            start_time=info.start_time,
+            end_time=info.end_time or time.time(),
+            llm_calls=state.llm_calls,
+            rollout_id=info.rollout_id,
+            attempt_id=info.attempt_id,
+        )
+
+    def run_sync(self, input: Any = None, **kw: Any) -> RunResult:
+        """Run from synchronous code (starts and closes an event loop)."""
+
+        async def _main() -> RunResult:
+            try:
+                return await self.run(input, **kw)
+            finally:
+                await self.aclose()
+
+        return asyncio.run(_main())
+
+    @staticmethod
+    def _finish(
+        state: RunState, status: str, output: Any, error: BaseException | None, reward: float | None
+    ) -> None:
+        info = state.info
+        info.end_time = time.time()
+        info.status = {"succeeded": "ok", "cancelled": "cancelled"}.get(status, "error")  # type: ignore[assignment]
+        info.output, info.error, info.reward = output, error, reward
+        if state.listeners:
+            emit(state.listeners_reversed, "on_run_end", info)
+
+    async def _evaluate(self, input: Any, output: Any, expected: Any) -> float:
+        assert self.evaluator is not None
+        value = self.evaluator(input, output, expected)
+        if inspect.isawaitable(value):
+            value = await value
+        return float(value)
+
+    async def aclose(self) -> None:
+        """Close the LLM clients' connection pools."""
+        await self._clients.aclose()
+
+    def steps(self) -> list[Step]:
+        """Every step of the tree, depth first."""
+        out: list[Step] = []
+
+        def walk(s: Step) -> None:
+            out.append(s)
+            for c in s.children():
+                walk(c)
+
+        walk(self.root)
+        return out

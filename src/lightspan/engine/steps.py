@@ -1,0 +1,531 @@
+"""Step kinds and how each one executes: task, sequence, fork/join, organizer-worker, LLM task.
+
+Why structured concurrency everywhere: a fork or a worker pool never returns while a child
+task is still running, and a cancellation (from a timeout, a fail-fast sibling or the caller)
+reaches every child and is awaited, so there are no orphaned tasks and no
+"Task was destroyed but it is pending" warnings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from lightspan.engine.errors import JoinFailed, StepFailed, StepTimeout, WorkflowDefinitionError
+from lightspan.engine.events import StepInfo, StepKind, emit
+
+if TYPE_CHECKING:
+    from lightspan.engine.runtime import RunState
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries with exponential backoff (and jitter) for a step's failures."""
+
+    max_attempts: int = 1
+    backoff: float = 0.1
+    """Delay before the second attempt, in seconds."""
+    multiplier: float = 2.0
+    max_backoff: float = 10.0
+    jitter: float = 0.1
+    """Fraction of the delay added at random, so retries of many runs spread out."""
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise WorkflowDefinitionError("retry max_attempts must be >= 1")
+        if self.backoff < 0 or self.multiplier < 1 or self.max_backoff < 0:
+            raise WorkflowDefinitionError(
+                "retry backoff and max_backoff must be >= 0, multiplier >= 1"
+            )
+
+    def delay(self, attempt: int) -> float:
+        """Delay after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.backoff * self.multiplier ** (attempt - 1), self.max_backoff)
+        return base * (1 + self.jitter * random.random())
+
+
+NO_RETRY = RetryPolicy()
+
+
+class Step:
+    """Base of all steps: a name, an optional per-attempt timeout and a retry policy."""
+
+    kind: StepKind = "task"
+
+    def __init__(
+        self, name: str, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    ) -> None:
+        if not name or not isinstance(name, str):
+            raise WorkflowDefinitionError(f"a {self.kind} step needs a non-empty name")
+        if timeout is not None and timeout <= 0:
+            raise WorkflowDefinitionError(f"step {name!r}: timeout must be > 0, got {timeout}")
+        self.name = name
+        self.timeout = timeout
+        self.retry = retry or NO_RETRY
+
+    def children(self) -> Sequence[Step]:
+        return ()
+
+    async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
+        raise NotImplementedError
+
+    async def execute(self, value: Any, run: RunState, parent: StepInfo | None) -> Any:
+        """Run the step with its timeout and retries, reporting to the run's listeners."""
+        if not run.listeners:
+            return await self._attempts(value, run, None)
+        info = StepInfo(self.kind, self.name, run.info, parent, step=self, input=value)
+        emit(run.listeners, "on_step_start", info)
+        try:
+            info.output = await self._attempts(value, run, info)
+            info.status = "ok"
+            return info.output
+        except asyncio.CancelledError:
+            info.status = "cancelled"
+            raise
+        except BaseException as e:
+            info.status = "error"
+            info.error = e
+            raise
+        finally:
+            info.end_time = time.time()
+            emit(run.listeners_reversed, "on_step_end", info)
+
+    async def _attempts(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
+        policy = self.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            if info is not None:
+                info.attempts = attempt
+            try:
+                if self.timeout is None:
+                    return await self._body(value, run, info)
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        return await self._body(value, run, info)
+                except TimeoutError as e:
+                    if isinstance(e, StepTimeout):
+                        raise
+                    raise StepTimeout(self.name, self.timeout) from None
+            except asyncio.CancelledError:
+                raise
+            except policy.retry_on as e:
+                if attempt >= policy.max_attempts:
+                    if policy.max_attempts == 1:
+                        raise
+                    raise StepFailed(self.name, attempt, e) from e
+                delay = policy.delay(attempt)
+                if info is not None:
+                    emit(run.listeners, "on_step_retry", info, e, delay)
+                await asyncio.sleep(delay)
+
+
+TaskFn = Callable[..., Any]
+
+
+class Task(Step):
+    """Any callable: ``fn(value)`` or ``fn(value, ctx)``; sync callables run in a thread pool.
+
+    ``ctx`` is a :class:`~lightspan.engine.runtime.TaskContext` (run id, resources, ``chat()``).
+    """
+
+    kind: StepKind = "task"
+
+    def __init__(self, name: str, fn: TaskFn, **kw: Any) -> None:
+        super().__init__(name, **kw)
+        if not callable(fn):
+            raise WorkflowDefinitionError(f"task {name!r}: {fn!r} is not callable")
+        self.fn = fn
+        self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+        )
+        try:
+            params = [
+                p
+                for p in inspect.signature(fn).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            ]
+            self.wants_ctx = len(params) >= 2
+        except (TypeError, ValueError):
+            self.wants_ctx = False
+
+    async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
+        args = (value, run.task_context(self, info)) if self.wants_ctx else (value,)
+        if self.is_async:
+            return await self.fn(*args)
+        # asyncio.to_thread copies the contextvars context, so observers' context follows.
+        result = await asyncio.to_thread(self.fn, *args)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+
+class SequenceStep(Step):
+    """Steps in order; each step's output is the next one's input."""
+
+    kind: StepKind = "sequence"
+
+    def __init__(self, name: str, steps: Iterable[Step], **kw: Any) -> None:
+        super().__init__(name, **kw)
+        self.steps = list(steps)
+        if not self.steps:
+            raise WorkflowDefinitionError(f"sequence {name!r} has no steps")
+        _check_unique(name, self.steps)
+
+    def children(self) -> Sequence[Step]:
+        return self.steps
+
+    async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
+        for step in self.steps:
+            value = await step.execute(value, run, info)
+        return value
+
+
+JoinKind = Literal["all", "first", "quorum"]
+
+
+@dataclass(frozen=True, slots=True)
+class JoinPolicy:
+    """When a fork is done: ``all`` branches, the ``first`` successful one, or a ``quorum`` of k."""
+
+    kind: JoinKind = "all"
+    k: int | None = None
+
+    @classmethod
+    def all(cls) -> JoinPolicy:
+        return cls("all")
+
+    @classmethod
+    def first(cls) -> JoinPolicy:
+        return cls("first", 1)
+
+    @classmethod
+    def quorum(cls, k: int) -> JoinPolicy:
+        if k < 1:
+            raise WorkflowDefinitionError(f"quorum must be >= 1, got {k}")
+        return cls("quorum", k)
+
+    def needed(self, n: int) -> int:
+        if self.kind == "all":
+            return n
+        if self.kind == "first":
+            return 1
+        assert self.k is not None
+        return self.k
+
+    def __str__(self) -> str:
+        return f"quorum({self.k})" if self.kind == "quorum" else self.kind
+
+
+ErrorMode = Literal["fail_fast", "collect"]
+Reducer = Callable[[Any], Any]
+
+
+class Fork(Step):
+    """Branches run concurrently on the same input, then join by policy; a reducer combines.
+
+    ``on_error="fail_fast"`` cancels the other branches as soon as the policy can no longer be
+    met; ``"collect"`` lets every branch finish and reports all failures together. The reducer
+    gets ``{branch: result}`` of the branches that count (for ``first``: that branch's result).
+    Branches that a policy no longer needs are cancelled.
+    """
+
+    kind: StepKind = "fork"
+
+    def __init__(
+        self,
+        name: str,
+        branches: Mapping[str, Step] | Iterable[Step],
+        *,
+        join: JoinPolicy | None = None,
+        reducer: Reducer | None = None,
+        on_error: ErrorMode = "fail_fast",
+        **kw: Any,
+    ) -> None:
+        super().__init__(name, **kw)
+        if isinstance(branches, Mapping):
+            self.branches = dict(branches)
+        else:
+            items = list(branches)
+            _check_unique(name, items)
+            self.branches = {s.name: s for s in items}
+        if not self.branches:
+            raise WorkflowDefinitionError(f"fork {name!r} has no branches")
+        self.join = join or JoinPolicy.all()
+        needed = self.join.needed(len(self.branches))
+        if needed > len(self.branches):
+            raise WorkflowDefinitionError(
+                f"fork {name!r}: join {self.join} needs more branches than the "
+                f"{len(self.branches)} it has"
+            )
+        if on_error not in ("fail_fast", "collect"):
+            raise WorkflowDefinitionError(
+                f"fork {name!r}: on_error must be 'fail_fast' or 'collect', got {on_error!r}"
+            )
+        self.reducer = reducer
+        self.on_error: ErrorMode = on_error
+
+    def children(self) -> Sequence[Step]:
+        return list(self.branches.values())
+
+    async def _branch(
+        self, bname: str, step: Step, value: Any, run: RunState, info: StepInfo | None
+    ) -> Any:
+        if info is None:
+            return await step.execute(value, run, None)
+        binfo = StepInfo("branch", bname, run.info, info, step=step, input=value)
+        binfo.attrs["branch.name"] = bname
+        binfo.attrs["fork.name"] = self.name
+        emit(run.listeners, "on_step_start", binfo)
+        try:
+            binfo.output = await step.execute(value, run, binfo)
+            binfo.status = "ok"
+            return binfo.output
+        except asyncio.CancelledError:
+            binfo.status = "cancelled"
+            raise
+        except BaseException as e:
+            binfo.status = "error"
+            binfo.error = e
+            raise
+        finally:
+            binfo.end_time = time.time()
+            emit(run.listeners_reversed, "on_step_end", binfo)
+
+    async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
+        names = list(self.branches)
+        n = len(names)
+        needed = self.join.needed(n)
+        tasks: dict[asyncio.Task[Any], str] = {
+            asyncio.create_task(
+                self._branch(b, self.branches[b], value, run, info), name=f"{self.name}/{b}"
+            ): b
+            for b in names
+        }
+        results: dict[str, Any] = {}
+        errors: dict[str, BaseException] = {}
+        pending = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in sorted(done, key=lambda t: names.index(tasks[t])):
+                    if t.cancelled():
+                        errors[tasks[t]] = asyncio.CancelledError()
+                    elif t.exception() is not None:
+                        errors[tasks[t]] = t.exception()  # type: ignore[assignment]
+                    else:
+                        results[tasks[t]] = t.result()
+                if len(results) >= needed and self.join.kind != "all":
+                    break
+                if len(results) + len(pending) < needed and self.on_error == "fail_fast":
+                    break
+        finally:
+            cancelled = await _cancel_and_wait(pending)
+        cancelled_names = sorted((tasks[t] for t in cancelled), key=names.index)
+        if info is not None:
+            info.attrs["join.policy"] = str(self.join)
+            info.attrs["join.winners"] = [b for b in names if b in results][:needed]
+            info.attrs["join.failed"] = [b for b in names if b in errors]
+            info.attrs["join.cancelled"] = cancelled_names
+        if len(results) < needed:
+            if self.join.kind == "all" and len(errors) == 1 and self.on_error == "fail_fast":
+                raise next(iter(errors.values()))
+            raise JoinFailed(self.name, str(self.join), results, errors)
+        if self.join.kind == "first":
+            value_out: Any = results[next(b for b in names if b in results)]
+        else:
+            ordered = {b: results[b] for b in names if b in results}
+            value_out = (
+                dict(list(ordered.items())[:needed]) if self.join.kind == "quorum" else ordered
+            )
+        return await _maybe_await(self.reducer(value_out)) if self.reducer else value_out
+
+
+class OrganizerWorker(Step):
+    """An organizer step produces work items at run time; a worker step processes each one.
+
+    Workers run concurrently, at most ``concurrency`` at a time; results keep the items'
+    order and go to the reducer (default: the list). A failed item fails the step
+    (``on_error="fail_fast"``, the others are cancelled) or is reported with the others at the
+    end (``"collect"``).
+    """
+
+    kind: StepKind = "organizer_worker"
+
+    def __init__(
+        self,
+        name: str,
+        organizer: Step,
+        worker: Step,
+        *,
+        concurrency: int = 4,
+        reducer: Reducer | None = None,
+        on_error: ErrorMode = "fail_fast",
+        **kw: Any,
+    ) -> None:
+        super().__init__(name, **kw)
+        if concurrency < 1:
+            raise WorkflowDefinitionError(f"organizer_worker {name!r}: concurrency must be >= 1")
+        if on_error not in ("fail_fast", "collect"):
+            raise WorkflowDefinitionError(
+                f"organizer_worker {name!r}: on_error must be 'fail_fast' or 'collect'"
+            )
+        _check_unique(name, [organizer, worker])
+        self.organizer = organizer
+        self.worker = worker
+        self.concurrency = concurrency
+        self.reducer = reducer
+        self.on_error: ErrorMode = on_error
+
+    def children(self) -> Sequence[Step]:
+        return [self.organizer, self.worker]
+
+    async def _work(
+        self, index: int, item: Any, sem: asyncio.Semaphore, run: RunState, info: StepInfo | None
+    ) -> Any:
+        async with sem:
+            if info is None:
+                return await self.worker.execute(item, run, None)
+            winfo = StepInfo("worker", f"{self.worker.name}[{index}]", run.info, info, input=item)
+            winfo.step = self.worker
+            winfo.attrs["worker.index"] = index
+            winfo.attrs["organizer.name"] = self.name
+            emit(run.listeners, "on_step_start", winfo)
+            try:
+                winfo.output = await self.worker.execute(item, run, winfo)
+                winfo.status = "ok"
+                return winfo.output
+            except asyncio.CancelledError:
+                winfo.status = "cancelled"
+                raise
+            except BaseException as e:
+                winfo.status = "error"
+                winfo.error = e
+                raise
+            finally:
+                winfo.end_time = time.time()
+                emit(run.listeners_reversed, "on_step_end", winfo)
+
+    async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
+        items = await self.organizer.execute(value, run, info)
+        if isinstance(items, str | bytes) or not isinstance(items, Iterable):
+            raise WorkflowDefinitionError(
+                f"organizer {self.organizer.name!r} of {self.name!r} must return an iterable of "
+                f"work items, got {type(items).__name__}"
+            )
+        items = list(items)
+        if info is not None:
+            info.attrs["organizer.items"] = len(items)
+            info.attrs["organizer.concurrency"] = self.concurrency
+        sem = asyncio.Semaphore(self.concurrency)
+        tasks = [
+            asyncio.create_task(self._work(i, it, sem, run, info), name=f"{self.name}/{i}")
+            for i, it in enumerate(items)
+        ]
+        index = {t: i for i, t in enumerate(tasks)}
+        errors: dict[int, BaseException] = {}
+        pending = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if not t.cancelled() and t.exception() is not None:
+                        errors[index[t]] = t.exception()  # type: ignore[assignment]
+                if errors and self.on_error == "fail_fast":
+                    break
+        finally:
+            await _cancel_and_wait(pending)
+        if errors:
+            first = min(errors)
+            if self.on_error == "fail_fast":
+                raise errors[first]
+            ok = {
+                f"{self.worker.name}[{i}]": t.result()
+                for i, t in enumerate(tasks)
+                if i not in errors
+            }
+            raise JoinFailed(
+                self.name, "all", ok, {f"{self.worker.name}[{i}]": e for i, e in errors.items()}
+            )
+        results = [t.result() for t in tasks]
+        return await _maybe_await(self.reducer(results)) if self.reducer else results
+
+
+class LLMTask(Step):
+    """A chat completion whose prompt and model come from the run's resources.
+
+    The input (a mapping, or a value bound to ``input``) fills the prompt template named
+    ``prompt``; ``llm`` names the LLM resource (endpoint, model, sampling parameters with
+    ``max_tokens``). ``system`` optionally names a second template for the system message.
+    ``parse`` turns the completion text into the step's output (default: the text).
+    """
+
+    kind: StepKind = "llm"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        prompt: str,
+        llm: str = "default",
+        system: str | None = None,
+        parse: Callable[[str], Any] | None = None,
+        **kw: Any,
+    ) -> None:
+        super().__init__(name, **kw)
+        self.prompt = prompt
+        self.llm = llm
+        self.system = system
+        self.parse = parse
+
+    async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
+        res = run.resources
+        variables = dict(value) if isinstance(value, Mapping) else {"input": value}
+        variables.setdefault("input", value)
+        messages: list[dict[str, Any]] = []
+        if self.system:
+            messages.append(
+                {"role": "system", "content": res.prompt(self.system).render(variables)}
+            )
+        messages.append({"role": "user", "content": res.prompt(self.prompt).render(variables)})
+        text = await run.chat(res.llm(self.llm), messages, info, prompt_template=self.prompt)
+        return self.parse(text) if self.parse else text
+
+
+def _check_unique(parent: str, steps: Iterable[Step]) -> None:
+    seen: set[str] = set()
+    for s in steps:
+        if not isinstance(s, Step):
+            raise WorkflowDefinitionError(f"{parent!r}: {s!r} is not a step")
+        if s.name in seen:
+            raise WorkflowDefinitionError(f"{parent!r}: two child steps are named {s.name!r}")
+        seen.add(s.name)
+
+
+async def _maybe_await(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _cancel_and_wait(pending: set[asyncio.Task[Any]]) -> list[asyncio.Task[Any]]:
+    """Cancel ``pending`` and wait until each has really finished; returns the cancelled ones.
+
+    Shielded from a cancellation of the caller while waiting, so that no child outlives its
+    parent; the caller's own cancellation is re-raised afterwards by the awaiting code.
+    """
+    if not pending:
+        return []
+    for t in pending:
+        t.cancel()
+    waiter = asyncio.gather(*pending, return_exceptions=True)
+    try:
+        await asyncio.shield(waiter)
+    except asyncio.CancelledError:
+        await waiter
+        raise
+    return [t for t in pending if t.cancelled()]
