@@ -18,7 +18,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
-demo: venv
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[store,local-llm]'
+	touch $@
+
+demo: $(VENV)/.installed-demo
 	$(BIN)/lightspan demo
 
 # Each script in .ci/setup.d installs or starts one thing the tests need, and is a

@@ -350,7 +350,8 @@ class Fork(Step):
 class OrganizerWorker(Step):
     """An organizer step produces work items at run time; a worker step processes each one.
 
-    Workers run concurrently, at most ``concurrency`` at a time; results keep the items'
+    Workers run concurrently, at most ``concurrency`` at a time (a pool of lanes that take
+    items in order); results keep the items'
     order and go to the reducer (default: the list). A failed item fails the step
     (``on_error="fail_fast"``, the others are cancelled) or is reported with the others at the
     end (``"collect"``).
@@ -386,31 +387,28 @@ class OrganizerWorker(Step):
     def children(self) -> Sequence[Step]:
         return [self.organizer, self.worker]
 
-    async def _work(
-        self, index: int, item: Any, sem: asyncio.Semaphore, run: RunState, info: StepInfo | None
-    ) -> Any:
-        async with sem:
-            if info is None:
-                return await self.worker.execute(item, run, None)
-            winfo = StepInfo("worker", f"{self.worker.name}[{index}]", run.info, info, input=item)
-            winfo.step = self.worker
-            winfo.attrs["worker.index"] = index
-            winfo.attrs["organizer.name"] = self.name
-            emit(run.listeners, "on_step_start", winfo)
-            try:
-                winfo.output = await self.worker.execute(item, run, winfo)
-                winfo.status = "ok"
-                return winfo.output
-            except asyncio.CancelledError:
-                winfo.status = "cancelled"
-                raise
-            except BaseException as e:
-                winfo.status = "error"
-                winfo.error = e
-                raise
-            finally:
-                winfo.end_time = time.time()
-                emit(run.listeners_reversed, "on_step_end", winfo)
+    async def _work(self, index: int, item: Any, run: RunState, info: StepInfo | None) -> Any:
+        if info is None:
+            return await self.worker.execute(item, run, None)
+        winfo = StepInfo("worker", f"{self.worker.name}[{index}]", run.info, info, input=item)
+        winfo.step = self.worker
+        winfo.attrs["worker.index"] = index
+        winfo.attrs["organizer.name"] = self.name
+        emit(run.listeners, "on_step_start", winfo)
+        try:
+            winfo.output = await self.worker.execute(item, run, winfo)
+            winfo.status = "ok"
+            return winfo.output
+        except asyncio.CancelledError:
+            winfo.status = "cancelled"
+            raise
+        except BaseException as e:
+            winfo.status = "error"
+            winfo.error = e
+            raise
+        finally:
+            winfo.end_time = time.time()
+            emit(run.listeners_reversed, "on_step_end", winfo)
 
     async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
         items = await self.organizer.execute(value, run, info)
@@ -423,37 +421,45 @@ class OrganizerWorker(Step):
         if info is not None:
             info.attrs["organizer.items"] = len(items)
             info.attrs["organizer.concurrency"] = self.concurrency
-        sem = asyncio.Semaphore(self.concurrency)
-        tasks = [
-            asyncio.create_task(self._work(i, it, sem, run, info), name=f"{self.name}/{i}")
-            for i, it in enumerate(items)
-        ]
-        index = {t: i for i, t in enumerate(tasks)}
+        results: list[Any] = [None] * len(items)
         errors: dict[int, BaseException] = {}
-        pending = set(tasks)
+        next_index = iter(range(len(items)))
+
+        async def lane() -> None:
+            # A fixed pool of lanes pulls items in order: cost stays O(1) per item however
+            # many items the organizer produced.
+            for i in next_index:
+                try:
+                    results[i] = await self._work(i, items[i], run, info)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:
+                    errors[i] = e
+                    if self.on_error == "fail_fast":
+                        return
+
+        lanes = {
+            asyncio.create_task(lane(), name=f"{self.name}/lane{k}")
+            for k in range(min(self.concurrency, len(items)))
+        }
+        pending = lanes
         try:
             while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    if not t.cancelled() and t.exception() is not None:
-                        errors[index[t]] = t.exception()  # type: ignore[assignment]
+                _, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if errors and self.on_error == "fail_fast":
                     break
         finally:
             await _cancel_and_wait(pending)
+        for t in lanes:
+            if not t.cancelled() and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
         if errors:
             first = min(errors)
             if self.on_error == "fail_fast":
                 raise errors[first]
-            ok = {
-                f"{self.worker.name}[{i}]": t.result()
-                for i, t in enumerate(tasks)
-                if i not in errors
-            }
-            raise JoinFailed(
-                self.name, "all", ok, {f"{self.worker.name}[{i}]": e for i, e in errors.items()}
-            )
-        results = [t.result() for t in tasks]
+            name = self.worker.name
+            ok = {f"{name}[{i}]": r for i, r in enumerate(results) if i not in errors}
+            raise JoinFailed(self.name, "all", ok, {f"{name}[{i}]": e for i, e in errors.items()})
         return await _maybe_await(self.reducer(results)) if self.reducer else results
 
 

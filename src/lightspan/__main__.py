@@ -1,0 +1,3 @@
+from lightspan.cli import main
+
+raise SystemExit(main())
