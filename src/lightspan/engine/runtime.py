@@ -115,7 +115,9 @@ class TaskContext:
         """Call the LLM resource ``llm``; recorded and observed like an LLM task's call."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        return await self._run.chat(self._run.resources.llm(llm), messages, self._info)
+        return await self._run.chat(
+            self._run.resources.llm(llm), messages, self._info, step_name=self.step.name
+        )
 
 
 class RunState:
@@ -156,6 +158,7 @@ class RunState:
         messages: list[dict[str, Any]],
         info: StepInfo | None,
         *,
+        step_name: str,
         prompt_template: str | None = None,
     ) -> str:
         call: LLMCallInfo | None = None
@@ -185,7 +188,7 @@ class RunState:
         cost, priced = self.prices.cost(llm.model, res.input_tokens, res.output_tokens)
         self.llm_calls.append(
             LLMCallRecord(
-                step=info.name if info else "",
+                step=step_name,
                 model=llm.model,
                 input_tokens=res.input_tokens,
                 output_tokens=res.output_tokens,

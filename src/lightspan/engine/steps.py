@@ -500,7 +500,9 @@ class LLMTask(Step):
                 {"role": "system", "content": res.prompt(self.system).render(variables)}
             )
         messages.append({"role": "user", "content": res.prompt(self.prompt).render(variables)})
-        text = await run.chat(res.llm(self.llm), messages, info, prompt_template=self.prompt)
+        text = await run.chat(
+            res.llm(self.llm), messages, info, step_name=self.name, prompt_template=self.prompt
+        )
         return self.parse(text) if self.parse else text
 
 
