@@ -1,0 +1,714 @@
+"""``LightningStoreClient``: the LightningStore interface over the REST API of a store server.
+
+Why a client that implements the same interface as the in-process stores: code written against
+``LightningStore`` (the trainer, runners, tools) switches between ``store.type: in_memory`` and
+``external`` by configuration alone (:func:`store_for_config`). It speaks the REST API of
+Agent Lightning v0.3, so it also works against the reference ``agl store`` server.
+
+Failure policy: requests time out (``timeout``); only transient failures are retried, with
+exponential backoff: connection failures (the request never reached the server), HTTP 5xx
+(except 501) and 408, and for reads also a dropped connection or read timeout (a POST that may
+have been applied is not blindly repeated). Errors name the operation and the server address;
+404 raises :class:`RemoteNotFoundError` (a :class:`~.base.NotFoundError`), 400/422 raise
+:class:`RemoteInvalidRequestError` (an :class:`~.base.InvalidRequestError`), so callers handle
+remote and local stores alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Literal
+
+import httpx
+from pydantic import TypeAdapter
+
+from .base import (
+    UNSET,
+    AddSpansResult,
+    InvalidRequestError,
+    LightningStore,
+    NotFoundError,
+    SpanOutcome,
+    StoreError,
+)
+from .models import (
+    Attempt,
+    AttemptedRollout,
+    AttemptStatus,
+    EnqueueRolloutRequest,
+    NamedResources,
+    PaginatedResult,
+    ResourcesUpdate,
+    Rollout,
+    RolloutConfig,
+    RolloutMode,
+    RolloutStatus,
+    Span,
+    Worker,
+    WorkerStatus,
+)
+
+__all__ = [
+    "LightningStoreClient",
+    "RemoteInvalidRequestError",
+    "RemoteNotFoundError",
+    "StoreClientError",
+    "StoreUnavailableError",
+    "SyncLightningStoreClient",
+    "store_for_config",
+]
+
+logger = logging.getLogger("lightspan.store.client")
+_RESOURCES = TypeAdapter(NamedResources)
+
+
+class StoreClientError(StoreError):
+    """A store request failed; ``operation``, ``address`` and ``status`` say which and how."""
+
+    def __init__(
+        self, operation: str, address: str, detail: str, status: int | None = None
+    ) -> None:
+        where = f"HTTP {status}: " if status is not None else ""
+        super().__init__(f"{operation} failed against the store at {address}: {where}{detail}")
+        self.operation = operation
+        self.address = address
+        self.status = status
+        self.detail = detail
+
+
+class RemoteNotFoundError(StoreClientError, NotFoundError):
+    """The server answered 404 (an unknown rollout, attempt, ...)."""
+
+
+class RemoteInvalidRequestError(StoreClientError, InvalidRequestError):
+    """The server refused the request as invalid (400 or 422)."""
+
+
+class StoreUnavailableError(StoreClientError, ConnectionError):
+    """The server could not be reached, or kept failing, after all retries."""
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        detail = body["detail"]
+        if isinstance(detail, list):  # FastAPI/pydantic validation errors
+            return "; ".join(
+                f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                for e in detail
+                if isinstance(e, dict)
+            )
+        return str(detail)
+    return str(body)[:500]
+
+
+def _rollout(item: Any) -> Rollout:
+    if isinstance(item, dict) and item.get("attempt") is not None:
+        return AttemptedRollout.model_validate(item)
+    return Rollout.model_validate(item)
+
+
+def _page(data: dict[str, Any], parse: Callable[[Any], Any]) -> PaginatedResult[Any]:
+    return PaginatedResult(
+        items=[parse(i) for i in data["items"]],
+        limit=data["limit"],
+        offset=data["offset"],
+        total=data["total"],
+    )
+
+
+class LightningStoreClient(LightningStore):
+    """Async client of a LightningStore server (ours or Agent Lightning v0.3's ``agl store``).
+
+    ``address`` is the server root (``http://host:4747``); ``token`` is sent as a bearer token.
+    One client may be used from several event loops (each gets its own connection pool).
+    """
+
+    def __init__(
+        self,
+        address: str = "http://localhost:4747",
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.address = address.rstrip("/")
+        self.api = self.address + "/v1/agl"
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._transport = transport
+        self._clients: dict[int, httpx.AsyncClient] = {}
+        self._lock = threading.Lock()
+        self._batch_spans_supported: bool | None = None
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"LightningStoreClient({self.address!r})"
+
+    def otlp_traces_endpoint(self) -> str:
+        """The server's OTLP/HTTP traces endpoint (as v0.3's client offers)."""
+        return self.address + "/v1/traces"
+
+    # ------------------------------------------------------------------ transport
+
+    def _client(self) -> httpx.AsyncClient:
+        key = id(asyncio.get_running_loop())
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None or client.is_closed:
+                client = httpx.AsyncClient(
+                    headers=self._headers,
+                    timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
+                    transport=self._transport,
+                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+                )
+                self._clients[key] = client
+        return client
+
+    async def start(self) -> None:
+        """Nothing to open eagerly: connections are made on first use."""
+
+    async def close(self) -> None:
+        """Close the connection pools (of every loop that used this client)."""
+        with self._lock:
+            clients = list(self._clients.values())
+            self._clients.clear()
+        for client in clients:
+            with contextlib.suppress(RuntimeError):
+                await client.aclose()
+
+    def _delay(self, attempt: int) -> float:
+        base = min(self.max_backoff, self.backoff * (2**attempt))
+        return base * (0.5 + random.random() / 2)
+
+    async def _request(
+        self,
+        operation: str,
+        method: Literal["GET", "POST"],
+        path: str,
+        *,
+        json: Any = None,
+        params: Any = None,
+        http_timeout: float | None = None,
+        allow_statuses: tuple[int, ...] = (),
+    ) -> Any:
+        """One API call with the retry policy of the module docstring; returns decoded JSON."""
+        url = self.api + path
+        client = self._client()
+        kwargs: dict[str, Any] = {"params": params}
+        if json is not None:
+            kwargs["json"] = json
+        if http_timeout is not None:
+            kwargs["timeout"] = httpx.Timeout(http_timeout, connect=self.connect_timeout)
+        last: str = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self._delay(attempt - 1))
+            try:
+                response = await client.request(method, url, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                last = f"cannot connect ({type(exc).__name__}: {exc})"
+                continue
+            except (httpx.ReadError, httpx.ReadTimeout, httpx.RemoteProtocolError) as exc:
+                last = f"connection lost ({type(exc).__name__}: {exc})"
+                if method == "GET":
+                    continue
+                raise StoreUnavailableError(operation, self.address, last) from exc
+            except httpx.TransportError as exc:
+                raise StoreUnavailableError(
+                    operation, self.address, f"{type(exc).__name__}: {exc}"
+                ) from exc
+            status = response.status_code
+            if status < 400 or status in allow_statuses:
+                if status in allow_statuses:
+                    return response
+                return response.json() if response.content else None
+            detail = _detail(response)
+            if status == 408 or (status >= 500 and status != 501):
+                last = f"HTTP {status}: {detail}"
+                logger.info("%s: %s from %s, retrying", operation, last, self.address)
+                continue
+            if status == 404:
+                raise RemoteNotFoundError(operation, self.address, detail, status)
+            if status in (400, 422):
+                raise RemoteInvalidRequestError(operation, self.address, detail, status)
+            raise StoreClientError(operation, self.address, detail, status)
+        raise StoreUnavailableError(
+            operation, self.address, f"{last} (after {self.retries + 1} attempts)"
+        )
+
+    # ------------------------------------------------------------------ misc
+
+    async def scan_health(self) -> list[Attempt]:
+        """The server's own scanner does this; a client has nothing to scan."""
+        return []
+
+    async def statistics(self) -> dict[str, Any]:
+        return await self._request("statistics", "GET", "/statistics")
+
+    async def health(self) -> bool:
+        """Whether the server answers its health check (no retries)."""
+        try:
+            response = await self._client().get(self.api + "/health", timeout=self.connect_timeout)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    # ------------------------------------------------------------------ rollouts and queue
+
+    async def start_rollout(
+        self,
+        input: Any,
+        mode: RolloutMode | None = None,
+        resources_id: str | None = None,
+        config: RolloutConfig | None = None,
+        metadata: dict[str, Any] | None = None,
+        worker_id: str | None = None,
+    ) -> AttemptedRollout:
+        body = {
+            "input": input,
+            "mode": mode,
+            "resources_id": resources_id,
+            "config": config.model_dump(mode="json") if config is not None else None,
+            "metadata": metadata,
+            "worker_id": worker_id,
+        }
+        data = await self._request("start_rollout", "POST", "/rollouts", json=body)
+        return AttemptedRollout.model_validate(data)
+
+    async def enqueue_rollout(
+        self,
+        input: Any,
+        mode: RolloutMode | None = None,
+        resources_id: str | None = None,
+        config: RolloutConfig | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Rollout:
+        request = EnqueueRolloutRequest(
+            input=input, mode=mode, resources_id=resources_id, config=config, metadata=metadata
+        )
+        rollouts = await self._enqueue("enqueue_rollout", [request])
+        if not rollouts:
+            raise StoreClientError("enqueue_rollout", self.address, "server returned no rollout")
+        return rollouts[0]
+
+    async def _enqueue(self, op: str, requests: Sequence[EnqueueRolloutRequest]) -> list[Rollout]:
+        body = {"rollouts": [r.model_dump(mode="json") for r in requests]}
+        data = await self._request(op, "POST", "/queues/rollouts/enqueue", json=body)
+        return [Rollout.model_validate(item) for item in data]
+
+    async def enqueue_many_rollouts(
+        self, rollouts: Sequence[EnqueueRolloutRequest]
+    ) -> Sequence[Rollout]:
+        if not rollouts:
+            return []
+        return await self._enqueue("enqueue_many_rollouts", rollouts)
+
+    async def dequeue_rollout(self, worker_id: str | None = None) -> AttemptedRollout | None:
+        got = await self.dequeue_many_rollouts(limit=1, worker_id=worker_id)
+        return got[0] if got else None
+
+    async def dequeue_many_rollouts(
+        self, *, limit: int = 1, worker_id: str | None = None
+    ) -> Sequence[AttemptedRollout]:
+        if limit <= 0:
+            return []
+        body: dict[str, Any] = {"limit": limit}
+        if worker_id is not None:
+            body["worker_id"] = worker_id
+        data = await self._request(
+            "dequeue_rollouts", "POST", "/queues/rollouts/dequeue", json=body
+        )
+        return [AttemptedRollout.model_validate(item) for item in data or []]
+
+    async def start_attempt(
+        self, rollout_id: str, worker_id: str | None = None
+    ) -> AttemptedRollout:
+        body = {"worker_id": worker_id} if worker_id is not None else None
+        data = await self._request(
+            f"start_attempt({rollout_id})", "POST", f"/rollouts/{rollout_id}/attempts", json=body
+        )
+        return AttemptedRollout.model_validate(data)
+
+    async def query_rollouts(
+        self,
+        *,
+        status_in: Sequence[RolloutStatus] | None = None,
+        rollout_id_in: Sequence[str] | None = None,
+        rollout_id_contains: str | None = None,
+        filter_logic: Literal["and", "or"] = "and",
+        sort_by: str | None = None,
+        sort_order: Literal["asc", "desc"] = "asc",
+        limit: int = -1,
+        offset: int = 0,
+        status: Sequence[RolloutStatus] | None = None,
+        rollout_ids: Sequence[str] | None = None,
+    ) -> PaginatedResult[Rollout]:
+        status_in = status_in if status_in is not None else status
+        rollout_id_in = rollout_id_in if rollout_id_in is not None else rollout_ids
+        body: dict[str, Any] = {"limit": limit, "offset": offset, "filter_logic": filter_logic}
+        if status_in is not None:
+            body["status_in"] = list(status_in)
+        if rollout_id_in is not None:
+            body["rollout_id_in"] = list(rollout_id_in)
+        if rollout_id_contains is not None:
+            body["rollout_id_contains"] = rollout_id_contains
+        if sort_by is not None:
+            body["sort_by"] = sort_by
+            body["sort_order"] = sort_order
+        data = await self._request("query_rollouts", "POST", "/rollouts/search", json=body)
+        return _page(data, _rollout)
+
+    async def get_rollout_by_id(self, rollout_id: str) -> Rollout | None:
+        data = await self._request(
+            f"get_rollout_by_id({rollout_id})", "GET", f"/rollouts/{rollout_id}"
+        )
+        return _rollout(data) if data is not None else None
+
+    async def update_rollout(
+        self,
+        rollout_id: str,
+        input: Any = UNSET,
+        mode: RolloutMode | None = UNSET,
+        resources_id: str | None = UNSET,
+        status: RolloutStatus = UNSET,
+        config: RolloutConfig = UNSET,
+        metadata: dict[str, Any] | None = UNSET,
+    ) -> Rollout:
+        body: dict[str, Any] = {}
+        for key, value in (
+            ("input", input),
+            ("mode", mode),
+            ("resources_id", resources_id),
+            ("status", status),
+            ("metadata", metadata),
+        ):
+            if value is not UNSET:
+                body[key] = value
+        if config is not UNSET:
+            body["config"] = (
+                config.model_dump(mode="json") if isinstance(config, RolloutConfig) else config
+            )
+        data = await self._request(
+            f"update_rollout({rollout_id})", "POST", f"/rollouts/{rollout_id}", json=body
+        )
+        return _rollout(data)
+
+    async def wait_for_rollouts(
+        self,
+        *,
+        rollout_ids: list[str],
+        timeout: float | None = None,  # noqa: ASYNC109 - the interface's name
+    ) -> list[Rollout]:
+        """Server-side wait (long poll): the HTTP timeout is stretched by ``timeout``."""
+        data = await self._request(
+            "wait_for_rollouts",
+            "POST",
+            "/waits/rollouts",
+            json={"rollout_ids": list(rollout_ids), "timeout": timeout},
+            http_timeout=24 * 3600.0 if timeout is None else timeout + self.timeout,
+        )
+        return [_rollout(item) for item in data]
+
+    # ------------------------------------------------------------------ attempts
+
+    async def query_attempts(
+        self,
+        rollout_id: str,
+        *,
+        sort_by: str | None = "sequence_id",
+        sort_order: Literal["asc", "desc"] = "asc",
+        limit: int = -1,
+        offset: int = 0,
+    ) -> PaginatedResult[Attempt]:
+        body: dict[str, Any] = {"limit": limit, "offset": offset}
+        if sort_by is not None:
+            body["sort_by"] = sort_by
+            body["sort_order"] = sort_order
+        data = await self._request(
+            f"query_attempts({rollout_id})",
+            "POST",
+            f"/rollouts/{rollout_id}/attempts/search",
+            json=body,
+        )
+        return _page(data, Attempt.model_validate)
+
+    async def get_latest_attempt(self, rollout_id: str) -> Attempt | None:
+        data = await self._request(
+            f"get_latest_attempt({rollout_id})", "GET", f"/rollouts/{rollout_id}/attempts/latest"
+        )
+        return Attempt.model_validate(data) if data is not None else None
+
+    async def update_attempt(
+        self,
+        rollout_id: str,
+        attempt_id: str,
+        status: AttemptStatus = UNSET,
+        worker_id: str = UNSET,
+        last_heartbeat_time: float = UNSET,
+        metadata: dict[str, Any] | None = UNSET,
+    ) -> Attempt:
+        body: dict[str, Any] = {}
+        for key, value in (
+            ("status", status),
+            ("worker_id", worker_id),
+            ("last_heartbeat_time", last_heartbeat_time),
+            ("metadata", metadata),
+        ):
+            if value is not UNSET:
+                body[key] = value
+        data = await self._request(
+            f"update_attempt({rollout_id}, {attempt_id})",
+            "POST",
+            f"/rollouts/{rollout_id}/attempts/{attempt_id}",
+            json=body,
+        )
+        return Attempt.model_validate(data)
+
+    # ------------------------------------------------------------------ spans
+
+    async def add_span(self, span: Span) -> Span | None:
+        data = await self._request(
+            f"add_span({span.rollout_id}, {span.span_id})",
+            "POST",
+            "/spans",
+            json=span.model_dump(mode="json"),
+        )
+        return Span.model_validate(data) if data is not None else None
+
+    async def add_many_spans(self, spans: Sequence[Span]) -> AddSpansResult:
+        """One span per request, as v0.3's REST API has no batch route; each span's outcome is
+        reported on its own (use OTLP for bulk ingestion)."""
+        outcomes: list[SpanOutcome] = []
+        for span in spans:
+            try:
+                stored = await self.add_span(span)
+            except (RemoteNotFoundError, RemoteInvalidRequestError) as exc:
+                outcomes.append(SpanOutcome("rejected", span, exc.detail))
+                continue
+            outcomes.append(SpanOutcome("stored" if stored is not None else "duplicate", span))
+        return AddSpansResult(outcomes)
+
+    async def query_spans(
+        self,
+        rollout_id: str,
+        attempt_id: str | None = None,
+        *,
+        trace_id: str | None = None,
+        trace_id_contains: str | None = None,
+        span_id: str | None = None,
+        span_id_contains: str | None = None,
+        parent_id: str | None = None,
+        parent_id_contains: str | None = None,
+        name: str | None = None,
+        name_contains: str | None = None,
+        filter_logic: Literal["and", "or"] = "and",
+        limit: int = -1,
+        offset: int = 0,
+        sort_by: str | None = "sequence_id",
+        sort_order: Literal["asc", "desc"] = "asc",
+    ) -> PaginatedResult[Span]:
+        body: dict[str, Any] = {
+            "rollout_id": rollout_id,
+            "limit": limit,
+            "offset": offset,
+            "filter_logic": filter_logic,
+        }
+        for key, value in (
+            ("attempt_id", attempt_id),
+            ("trace_id", trace_id),
+            ("trace_id_contains", trace_id_contains),
+            ("span_id", span_id),
+            ("span_id_contains", span_id_contains),
+            ("parent_id", parent_id),
+            ("parent_id_contains", parent_id_contains),
+            ("name", name),
+            ("name_contains", name_contains),
+        ):
+            if value is not None:
+                body[key] = value
+        if sort_by is not None:
+            body["sort_by"] = sort_by
+            body["sort_order"] = sort_order
+        data = await self._request(f"query_spans({rollout_id})", "POST", "/spans/search", json=body)
+        return _page(data, Span.model_validate)
+
+    async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int:
+        data = await self._request(
+            f"get_next_span_sequence_id({rollout_id})",
+            "POST",
+            "/spans/next",
+            json={"rollout_id": rollout_id, "attempt_id": attempt_id},
+        )
+        return int(data["sequence_id"])
+
+    async def get_many_span_sequence_ids(
+        self, rollout_attempt_ids: Sequence[tuple[str, str]]
+    ) -> Sequence[int]:
+        return [await self.get_next_span_sequence_id(r, a) for r, a in rollout_attempt_ids]
+
+    # ------------------------------------------------------------------ resources
+
+    async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
+        data = await self._request(
+            "add_resources",
+            "POST",
+            "/resources",
+            json=_RESOURCES.dump_python(resources, mode="json"),
+        )
+        return ResourcesUpdate.model_validate(data)
+
+    async def update_resources(
+        self, resources_id: str, resources: NamedResources
+    ) -> ResourcesUpdate:
+        data = await self._request(
+            f"update_resources({resources_id})",
+            "POST",
+            f"/resources/{resources_id}",
+            json=_RESOURCES.dump_python(resources, mode="json"),
+        )
+        return ResourcesUpdate.model_validate(data)
+
+    async def get_resources_by_id(self, resources_id: str) -> ResourcesUpdate | None:
+        data = await self._request(
+            f"get_resources_by_id({resources_id})", "GET", f"/resources/{resources_id}"
+        )
+        return ResourcesUpdate.model_validate(data) if data is not None else None
+
+    async def get_latest_resources(self) -> ResourcesUpdate | None:
+        data = await self._request("get_latest_resources", "GET", "/resources/latest")
+        return ResourcesUpdate.model_validate(data) if data is not None else None
+
+    async def query_resources(
+        self,
+        *,
+        resources_id: str | None = None,
+        resources_id_contains: str | None = None,
+        sort_by: str | None = None,
+        sort_order: Literal["asc", "desc"] = "asc",
+        limit: int = -1,
+        offset: int = 0,
+    ) -> PaginatedResult[ResourcesUpdate]:
+        params: list[tuple[str, Any]] = [("limit", limit), ("offset", offset)]
+        if sort_by is not None:
+            params += [("sort_by", sort_by), ("sort_order", sort_order)]
+        if resources_id is not None:
+            params.append(("resources_id", resources_id))
+        if resources_id_contains is not None:
+            params.append(("resources_id_contains", resources_id_contains))
+        data = await self._request("query_resources", "GET", "/resources", params=params)
+        return _page(data, ResourcesUpdate.model_validate)
+
+    # ------------------------------------------------------------------ workers
+
+    async def query_workers(
+        self,
+        *,
+        status_in: Sequence[WorkerStatus] | None = None,
+        worker_id_contains: str | None = None,
+        filter_logic: Literal["and", "or"] = "and",
+        sort_by: str | None = None,
+        sort_order: Literal["asc", "desc"] = "asc",
+        limit: int = -1,
+        offset: int = 0,
+    ) -> PaginatedResult[Worker]:
+        body: dict[str, Any] = {"limit": limit, "offset": offset, "filter_logic": filter_logic}
+        if status_in is not None:
+            body["status_in"] = list(status_in)
+        if worker_id_contains is not None:
+            body["worker_id_contains"] = worker_id_contains
+        if sort_by is not None:
+            body["sort_by"] = sort_by
+            body["sort_order"] = sort_order
+        data = await self._request("query_workers", "POST", "/workers/search", json=body)
+        return _page(data, Worker.model_validate)
+
+    async def get_worker_by_id(self, worker_id: str) -> Worker | None:
+        data = await self._request(f"get_worker_by_id({worker_id})", "GET", f"/workers/{worker_id}")
+        return Worker.model_validate(data) if data is not None else None
+
+    async def update_worker(
+        self, worker_id: str, heartbeat_stats: dict[str, Any] = UNSET
+    ) -> Worker:
+        body = {"heartbeat_stats": heartbeat_stats} if heartbeat_stats is not UNSET else None
+        data = await self._request(
+            f"update_worker({worker_id})", "POST", f"/workers/{worker_id}", json=body
+        )
+        return Worker.model_validate(data)
+
+
+class SyncLightningStoreClient:
+    """Blocking facade: every :class:`LightningStoreClient` coroutine method as a plain call.
+
+    Runs a private event loop in a daemon thread, so it works from code that has no loop and
+    from inside a running loop's thread alike (the call blocks that thread).
+    """
+
+    def __init__(self, address: str = "http://localhost:4747", **options: Any) -> None:
+        self.client = LightningStoreClient(address, **options)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="lightspan-store-client", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.client, name)
+        if not asyncio.iscoroutinefunction(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._run(attr(*args, **kwargs))
+
+        call.__name__ = name
+        call.__doc__ = attr.__doc__
+        return call
+
+    def close(self) -> None:
+        """Close connections and stop the loop thread. Idempotent."""
+        if self._loop.is_closed():
+            return
+        self._run(self.client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def __enter__(self) -> SyncLightningStoreClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def store_for_config(config: Any) -> LightningStore:
+    """The store named by the configuration: in-process for ``in_memory``, else this client.
+
+    ``config`` is a ``LightspanConfig`` or its ``StoreConfig``.
+    """
+    store_cfg = getattr(getattr(config, "agentLightning", None), "store", None) or config
+    kind = getattr(store_cfg.type, "value", store_cfg.type)
+    if kind == "in_memory":
+        from .factory import create_store
+
+        return create_store("memory")
+    return LightningStoreClient(
+        store_cfg.address, token=store_cfg.token, timeout=store_cfg.timeout_seconds
+    )

@@ -1,0 +1,1088 @@
+"""The LightningStore's behaviour, written once over the transactional primitives of ``tx.py``.
+
+Why one implementation for all backends: the conformance suite proves the backends identical,
+and the simplest way to make that true is that only storage differs. Each public method is one
+transaction (so it appears atomic), validates its arguments first (typed errors, see
+``base.py``), and applies the rules of :mod:`lightspan.store.lifecycle`.
+
+The background health scanner (:class:`~lightspan.store.scanner.HealthScanner`) calls
+:meth:`CoreStore.scan_health` every ``scan_interval`` seconds; nothing is checked lazily.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import time
+from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
+
+from . import lifecycle as lc
+from .base import (
+    ATTEMPT_SORT_FIELDS,
+    RESOURCES_SORT_FIELDS,
+    ROLLOUT_SORT_FIELDS,
+    SPAN_SORT_FIELDS,
+    UNSET,
+    WORKER_SORT_FIELDS,
+    AddSpansResult,
+    InvalidRequestError,
+    LightningStore,
+    NotFoundError,
+    SpanOutcome,
+    validate_page,
+)
+from .models import (
+    FINISHED_ROLLOUT_STATUSES,
+    RUNNING_ROLLOUT_STATUSES,
+    Attempt,
+    AttemptedRollout,
+    AttemptStatus,
+    EnqueueRolloutRequest,
+    NamedResources,
+    PaginatedResult,
+    ResourcesUpdate,
+    Rollout,
+    RolloutConfig,
+    RolloutMode,
+    RolloutStatus,
+    Span,
+    Worker,
+    WorkerStatus,
+    new_attempt_id,
+    new_resources_id,
+    new_rollout_id,
+)
+from .query import Cond, Query
+from .scanner import HealthScanner
+from .tx import StoreTx
+
+_RESOURCES_ADAPTER: TypeAdapter[NamedResources] = TypeAdapter(NamedResources)
+
+
+def _invalid(what: str, err: ValidationError) -> InvalidRequestError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    return InvalidRequestError(f"invalid {what}: {loc + ': ' if loc else ''}{first['msg']}")
+
+
+def _config(config: RolloutConfig | dict[str, Any] | None) -> RolloutConfig:
+    if config is None:
+        return RolloutConfig()
+    try:
+        return RolloutConfig.model_validate(
+            config.model_dump() if isinstance(config, RolloutConfig) else config
+        )
+    except ValidationError as e:
+        raise _invalid("rollout config", e) from None
+
+
+def _with_attempt(rollout: Rollout, attempt: Attempt | None) -> Rollout:
+    if attempt is None:
+        return rollout
+    data = rollout.model_dump()
+    data.pop("attempt", None)
+    return AttemptedRollout.model_validate({**data, "attempt": attempt.model_dump()})
+
+
+def _plain_rollout(rollout: Rollout) -> Rollout:
+    if type(rollout) is Rollout:
+        return rollout
+    data = rollout.model_dump()
+    data.pop("attempt", None)
+    return Rollout.model_validate(data)
+
+
+@dataclass(slots=True)
+class _SpanJob:
+    """One ``add_many_spans`` call: its spans, the indices still to decide, the outcomes, the
+    indices whose sequence id the store issues, and (under group commit) its future."""
+
+    spans: list[Span]
+    candidates: list[int]
+    outcomes: list[SpanOutcome | None]
+    assign: frozenset[int]
+    fut: asyncio.Future[None] | None = None
+
+    def finish(self, error: BaseException | None) -> None:
+        if self.fut is None or self.fut.done():
+            return
+        if error is None:
+            self.fut.set_result(None)
+        else:
+            self.fut.set_exception(error)
+
+
+class CoreStore(LightningStore):
+    """LightningStore semantics over a backend's :meth:`_tx` transactions."""
+
+    def __init__(
+        self,
+        *,
+        scan_interval: float = 5.0,
+        auto_register_rollouts: bool = True,
+        wait_poll_interval: float = 0.5,
+    ) -> None:
+        self.auto_register_rollouts = auto_register_rollouts
+        self._launch_time = time.time()
+        self._scanner = HealthScanner(self.scan_health, interval=scan_interval)
+        self._wait_poll_interval = wait_poll_interval
+        self._finished = asyncio.Event()
+        self._started = False
+        self.group_commit = False
+        """Backends set this where a commit is costly (an fsync): concurrent ``add_many_spans``
+        calls then share one transaction (see :meth:`_group_add`)."""
+        self._span_jobs: list[_SpanJob] = []
+        self._span_flusher: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ backend hooks
+
+    @abc.abstractmethod
+    def _tx(self, *, write: bool) -> AbstractAsyncContextManager[StoreTx]:
+        """One transaction (see ``tx.py``)."""
+
+    async def _open(self) -> None:
+        """Connect and create the schema (backends override)."""
+
+    async def _close_backend(self) -> None:
+        """Disconnect (backends override)."""
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self._open()
+        self._started = True
+        self._scanner.start()
+
+    async def close(self) -> None:
+        await self._scanner.stop()
+        self._started = False
+        flusher = self._span_flusher
+        if flusher is not None and not flusher.done():
+            # Let span batches already accepted for a group commit finish first.
+            await asyncio.wait([flusher])
+        await self._close_backend()
+
+    def _notify_finished(self) -> None:
+        """Wake waiters of :meth:`wait_for_rollouts` (pulse: set, then replace)."""
+        self._finished.set()
+        self._finished = asyncio.Event()
+
+    async def statistics(self) -> dict[str, Any]:
+        async with self._tx(write=False) as tx:
+            counts = await tx.counts()
+        return {"name": type(self).__name__, **counts, "uptime": time.time() - self._launch_time}
+
+    # ------------------------------------------------------------------ shared steps
+
+    async def _latest_resources_id(self, tx: StoreTx) -> str | None:
+        latest = await tx.latest_resources()
+        return latest.resources_id if latest is not None else None
+
+    async def _lock_rollout(self, tx: StoreTx, rollout_id: str) -> Rollout:
+        found = await tx.get_rollouts([rollout_id], for_update=True)
+        if rollout_id not in found:
+            raise NotFoundError(f"rollout {rollout_id!r} not found")
+        return found[rollout_id]
+
+    async def _sync_worker(
+        self, tx: StoreTx, attempt: Attempt, now: float, *, dequeue: bool = False
+    ) -> None:
+        if not attempt.worker_id:
+            return
+        worker = await tx.get_worker(attempt.worker_id) or Worker(worker_id=attempt.worker_id)
+        await tx.save_worker(lc.worker_after_attempt(worker, attempt, now, dequeue=dequeue))
+
+    async def _set_rollout_status(
+        self, tx: StoreTx, rollout: Rollout, status: RolloutStatus, now: float
+    ) -> Rollout:
+        update: dict[str, Any] = {"status": status}
+        if status in FINISHED_ROLLOUT_STATUSES:
+            update["end_time"] = now
+        rollout = rollout.model_copy(update=update)
+        await tx.save_rollout(rollout)
+        if status in FINISHED_ROLLOUT_STATUSES:
+            self._notify_finished()
+        return rollout
+
+    async def _propagate(
+        self, tx: StoreTx, rollout: Rollout, attempt: Attempt, latest: Attempt, now: float
+    ) -> Rollout:
+        """Move the rollout after its attempt's status changed (only the latest attempt counts)."""
+        if attempt.attempt_id != latest.attempt_id:
+            return rollout
+        status = lc.rollout_status_from_attempt(attempt, rollout.config)
+        if status != rollout.status:
+            rollout = await self._set_rollout_status(tx, rollout, status, now)
+        return rollout
+
+    async def _new_attempt(
+        self, tx: StoreTx, rollout: Rollout, worker_id: str | None, now: float
+    ) -> Attempt:
+        latest = (await tx.latest_attempts([rollout.rollout_id])).get(rollout.rollout_id)
+        attempt = Attempt(
+            rollout_id=rollout.rollout_id,
+            attempt_id=new_attempt_id(),
+            sequence_id=(latest.sequence_id if latest else 0) + 1,
+            start_time=now,
+            status="preparing",
+            worker_id=worker_id,
+        )
+        await tx.insert_attempt(attempt)
+        return attempt
+
+    # ------------------------------------------------------------------ rollouts and queue
+
+    async def start_rollout(
+        self,
+        input: Any,
+        mode: RolloutMode | None = None,
+        resources_id: str | None = None,
+        config: RolloutConfig | None = None,
+        metadata: dict[str, Any] | None = None,
+        worker_id: str | None = None,
+    ) -> AttemptedRollout:
+        cfg = _config(config)
+        if mode not in (None, "train", "val", "test"):
+            raise InvalidRequestError(f"invalid rollout mode {mode!r}; allowed: train, val, test")
+        now = time.time()
+        async with self._tx(write=True) as tx:
+            if resources_id is None:
+                resources_id = await self._latest_resources_id(tx)
+            rollout = Rollout(
+                rollout_id=new_rollout_id(),
+                input=input,
+                start_time=now,
+                mode=mode,
+                resources_id=resources_id,
+                status="preparing",
+                config=cfg,
+                metadata=dict(metadata) if metadata is not None else {},
+            )
+            attempt = Attempt(
+                rollout_id=rollout.rollout_id,
+                attempt_id=new_attempt_id(),
+                sequence_id=1,
+                start_time=now,
+                status="preparing",
+                worker_id=worker_id,
+            )
+            await tx.insert_rollouts([rollout])
+            await tx.insert_attempt(attempt)
+            await self._sync_worker(tx, attempt, now)
+        return AttemptedRollout(**rollout.model_dump(), attempt=attempt)
+
+    async def enqueue_rollout(
+        self,
+        input: Any,
+        mode: RolloutMode | None = None,
+        resources_id: str | None = None,
+        config: RolloutConfig | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Rollout:
+        try:
+            req = EnqueueRolloutRequest(
+                input=input,
+                mode=mode,
+                resources_id=resources_id,
+                config=_config(config),
+                metadata=metadata,
+            )
+        except ValidationError as e:
+            raise _invalid("rollout", e) from None
+        return (await self.enqueue_many_rollouts([req]))[0]
+
+    async def enqueue_many_rollouts(
+        self, rollouts: Sequence[EnqueueRolloutRequest]
+    ) -> Sequence[Rollout]:
+        try:
+            requests = [
+                EnqueueRolloutRequest.model_validate(
+                    r.model_dump() if isinstance(r, EnqueueRolloutRequest) else r
+                )
+                for r in rollouts
+            ]
+        except ValidationError as e:
+            raise _invalid("rollout", e) from None
+        configs = [_config(r.config) for r in requests]
+        if not requests:
+            return []
+        async with self._tx(write=True) as tx:
+            latest = await self._latest_resources_id(tx)
+            now = time.time()
+            created = [
+                Rollout(
+                    rollout_id=new_rollout_id(),
+                    input=r.input,
+                    start_time=now,
+                    mode=r.mode,
+                    resources_id=r.resources_id if r.resources_id is not None else latest,
+                    status="queuing",
+                    config=cfg,
+                    metadata=dict(r.metadata) if r.metadata is not None else {},
+                )
+                for r, cfg in zip(requests, configs, strict=True)
+            ]
+            await tx.insert_rollouts(created)
+        return created
+
+    async def dequeue_rollout(self, worker_id: str | None = None) -> AttemptedRollout | None:
+        got = await self.dequeue_many_rollouts(limit=1, worker_id=worker_id)
+        return got[0] if got else None
+
+    async def dequeue_many_rollouts(
+        self, *, limit: int = 1, worker_id: str | None = None
+    ) -> Sequence[AttemptedRollout]:
+        if limit <= 0:
+            return []
+        claimed: list[AttemptedRollout] = []
+        async with self._tx(write=True) as tx:
+            now = time.time()
+            for rollout in await tx.claim_queued(limit):
+                attempt = await self._new_attempt(tx, rollout, worker_id, now)
+                rollout = rollout.model_copy(update={"status": "preparing"})
+                await tx.save_rollout(rollout)
+                claimed.append(AttemptedRollout(**rollout.model_dump(), attempt=attempt))
+            if worker_id is not None:
+                if claimed:
+                    await self._sync_worker(tx, claimed[-1].attempt, now, dequeue=True)
+                else:
+                    worker = await tx.get_worker(worker_id)
+                    await tx.save_worker(lc.worker_found_nothing(worker, worker_id, now))
+        return claimed
+
+    async def start_attempt(
+        self, rollout_id: str, worker_id: str | None = None
+    ) -> AttemptedRollout:
+        async with self._tx(write=True) as tx:
+            now = time.time()
+            rollout = await self._lock_rollout(tx, rollout_id)
+            attempt = await self._new_attempt(tx, rollout, worker_id, now)
+            rollout = rollout.model_copy(update={"status": "preparing"})
+            await tx.save_rollout(rollout)
+            await self._sync_worker(tx, attempt, now)
+        return AttemptedRollout(**rollout.model_dump(), attempt=attempt)
+
+    async def query_rollouts(
+        self,
+        *,
+        status_in: Sequence[RolloutStatus] | None = None,
+        rollout_id_in: Sequence[str] | None = None,
+        rollout_id_contains: str | None = None,
+        filter_logic: Literal["and", "or"] = "and",
+        sort_by: str | None = None,
+        sort_order: Literal["asc", "desc"] = "asc",
+        limit: int = -1,
+        offset: int = 0,
+        status: Sequence[RolloutStatus] | None = None,
+        rollout_ids: Sequence[str] | None = None,
+    ) -> PaginatedResult[Rollout]:
+        validate_page(
+            limit=limit,
+            offset=offset,
+            sort_by=sort_by,
+            sort_order=sort_order,
+            sortable=ROLLOUT_SORT_FIELDS,
+            what="rollouts",
+            filter_logic=filter_logic,
+        )
+        statuses = status_in if status_in is not None else status
+        ids = rollout_id_in if rollout_id_in is not None else rollout_ids
+        conds: list[Cond] = []
+        if statuses is not None:
+            conds.append(Cond("status", "within", list(statuses)))
+        if ids is not None:
+            conds.append(Cond("rollout_id", "within", list(ids)))
+        if rollout_id_contains is not None:
+            conds.append(Cond("rollout_id", "contains", rollout_id_contains))
+        q = Query(
+            conds=conds,
+            logic=filter_logic,
+            sort_by=sort_by,
+            sort_order=sort_order,
+            limit=limit,
+            offset=offset,
+        )
+        async with self._tx(write=False) as tx:
+            items, total = await tx.query_rollouts(q)
+            latest = await tx.latest_attempts([r.rollout_id for r in items])
+        return PaginatedResult.model_construct(
+            items=[_with_attempt(r, latest.get(r.rollout_id)) for r in items],
+            limit=limit,
+            offset=offset,
+            total=total,
+        )
+
+    async def get_rollout_by_id(self, rollout_id: str) -> Rollout | None:
+        async with self._tx(write=False) as tx:
+            found = await tx.get_rollouts([rollout_id])
+            if rollout_id not in found:
+                return None
+            latest = await tx.latest_attempts([rollout_id])
+        return _with_attempt(found[rollout_id], latest.get(rollout_id))
+
+    async def update_rollout(
+        self,
+        rollout_id: str,
+        input: Any = UNSET,
+        mode: RolloutMode | None = UNSET,
+        resources_id: str | None = UNSET,
+        status: RolloutStatus = UNSET,
+        config: RolloutConfig = UNSET,
+        metadata: dict[str, Any] | None = UNSET,
+    ) -> Rollout:
+        changes: dict[str, Any] = {}
+        for name, value in (
+            ("input", input),
+            ("mode", mode),
+            ("resources_id", resources_id),
+            ("status", status),
+            ("config", config),
+            ("metadata", metadata),
+        ):
+            if value is UNSET:
+                continue
+            if value is None and name in ("status", "config"):
+                raise InvalidRequestError(f"rollout {name} cannot be null")
+            changes[name] = value.model_dump() if name == "config" and value is not None else value
+        async with self._tx(write=True) as tx:
+            now = time.time()
+            rollout = await self._lock_rollout(tx, rollout_id)
+            data = {**_plain_rollout(rollout).model_dump(), **changes}
+            if "status" in changes and changes["status"] in FINISHED_ROLLOUT_STATUSES:
+                data["end_time"] = now
+            try:
+                updated = Rollout.model_validate(data)
+            except ValidationError as e:
+                raise _invalid(f"update of rollout {rollout_id!r}", e) from None
+            await tx.save_rollout(updated)
+        if updated.status in FINISHED_ROLLOUT_STATUSES and "status" in changes:
+            self._notify_finished()
+        return updated
+
+    async def wait_for_rollouts(
+        self,
+        *,
+        rollout_ids: list[str],
+        timeout: float | None = None,  # noqa: ASYNC109 - v0.3's signature
+    ) -> list[Rollout]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            event = self._finished
+            async with self._tx(write=False) as tx:
+                found = await tx.get_rollouts(list(rollout_ids))
+            done = [
+                found[r]
+                for r in rollout_ids
+                if r in found and found[r].status in FINISHED_ROLLOUT_STATUSES
+            ]
+            pending = [r for r in rollout_ids if r in found] if found else []
+            if len(done) == len(pending):
+                return done
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return done
+            wait = (
+                self._wait_poll_interval
+                if remaining is None
+                else min(self._wait_poll_interval, remaining)
+            )
+            try:
+                await asyncio.wait_for(event.wait(), timeout=wait)
+            except TimeoutError:
+                pass
+
+    # ------------------------------------------------------------------ attempts
+
+    async def query_attempts(
+        self,
+        rollout_id: str,
+        *,
+        sort_by: str | None = "sequence_id",
+        sort_order: Literal["asc", "desc"] = "asc",
+        limit: int = -1,
+        offset: int = 0,
+    ) -> PaginatedResult[Attempt]:
+        validate_page(
+            limit=limit,
+            offset=offset,
+            sort_by=sort_by,
+            sort_order=sort_order,
+            sortable=ATTEMPT_SORT_FIELDS,
+            what="attempts",
+        )
+        q = Query(
+            must=[Cond("rollout_id", "exact", rollout_id)],
+            sort_by=sort_by,
+            sort_order=sort_order,
+            limit=limit,
+            offset=offset,
+        )
+        async with self._tx(write=False) as tx:
+            items, total = await tx.query_attempts(q)
+        return PaginatedResult.model_construct(items=items, limit=limit, offset=offset, total=total)
+
+    async def get_latest_attempt(self, rollout_id: str) -> Attempt | None:
+        async with self._tx(write=False) as tx:
+            return (await tx.latest_attempts([rollout_id])).get(rollout_id)
+
+    async def update_attempt(
+        self,
+        rollout_id: str,
+        attempt_id: str,
+        status: AttemptStatus = UNSET,
+        worker_id: str = UNSET,
+        last_heartbeat_time: float = UNSET,
+        metadata: dict[str, Any] | None = UNSET,
+    ) -> Attempt:
+        changes: dict[str, Any] = {}
+        for name, value in (
+            ("status", status),
+            ("worker_id", worker_id),
+            ("last_heartbeat_time", last_heartbeat_time),
+            ("metadata", metadata),
+        ):
+            if value is UNSET:
+                continue
+            if value is None:
+                raise InvalidRequestError(f"attempt {name} cannot be null")
+            changes[name] = value
+        async with self._tx(write=True) as tx:
+            now = time.time()
+            rollout = await self._lock_rollout(tx, rollout_id)
+            latest = (await tx.latest_attempts([rollout_id])).get(rollout_id)
+            if latest is None:
+                raise NotFoundError(f"rollout {rollout_id!r} has no attempts")
+            if attempt_id == "latest" or attempt_id == latest.attempt_id:
+                attempt = latest
+            else:
+                found = await tx.get_attempts([(rollout_id, attempt_id)])
+                if (rollout_id, attempt_id) not in found:
+                    raise NotFoundError(
+                        f"attempt {attempt_id!r} not found for rollout {rollout_id!r}"
+                    )
+                attempt = found[(rollout_id, attempt_id)]
+            data = {**attempt.model_dump(), **changes}
+            if changes.get("status") in lc.ENDED_ATTEMPT_STATUSES:
+                data["end_time"] = now
+            try:
+                updated = Attempt.model_validate(data)
+            except ValidationError as e:
+                raise _invalid(f"update of attempt {attempt_id!r}", e) from None
+            await tx.save_attempt(updated)
+            if updated.attempt_id == latest.attempt_id:
+                latest = updated
+            await self._propagate(tx, rollout, updated, latest, now)
+            if changes.get("worker_id") or ("status" in changes and updated.worker_id):
+                await self._sync_worker(tx, updated, now)
+        return updated
+
+    async def scan_health(self) -> list[Attempt]:
+        changed: list[Attempt] = []
+        async with self._tx(write=True) as tx:
+            now = time.time()
+            candidates = await tx.rollouts_in_status(sorted(RUNNING_ROLLOUT_STATUSES))
+            if not candidates:
+                return changed
+            latest_all = await tx.latest_attempts([r.rollout_id for r in candidates])
+            due = [
+                r.rollout_id
+                for r in candidates
+                if r.rollout_id in latest_all
+                and lc.health_verdict(r, latest_all[r.rollout_id], now) is not None
+            ]
+            if not due:
+                return changed
+            # Re-read under lock: another server may have moved them meanwhile.
+            locked = await tx.get_rollouts(sorted(due), for_update=True)
+            latest_all = await tx.latest_attempts(sorted(locked))
+            for rollout_id in sorted(locked):
+                rollout = locked[rollout_id]
+                attempt = latest_all.get(rollout_id)
+                if attempt is None or rollout.status not in RUNNING_ROLLOUT_STATUSES:
+                    continue
+                verdict = lc.health_verdict(rollout, attempt, now)
+                if verdict is None:
+                    continue
+                attempt = attempt.model_copy(update={"status": verdict})
+                await tx.save_attempt(attempt)
+                await self._propagate(tx, rollout, attempt, attempt, now)
+                await self._sync_worker(tx, attempt, now)
+                changed.append(attempt)
+        return changed
+
+    # ------------------------------------------------------------------ spans
+
+    async def add_span(self, span: Span) -> Span | None:
+        result = await self.add_many_spans([span])
+        outcome = result.outcomes[0]
+        if outcome.status == "rejected":
+            raise NotFoundError(outcome.reason or "span rejected")
+        return outcome.span if outcome.status == "stored" else None
+
+    async def add_many_spans(
+        self, spans: Sequence[Span], *, assign_sequence_ids: Collection[int] = ()
+    ) -> AddSpansResult:
+        spans = list(spans)
+        assign = frozenset(assign_sequence_ids)
+        outcomes: list[SpanOutcome | None] = [None] * len(spans)
+        seen: set[tuple[str, str, str]] = set()
+        candidates: list[int] = []
+        for i, s in enumerate(spans):
+            if not s.rollout_id or not s.attempt_id:
+                outcomes[i] = SpanOutcome("rejected", s, "span has no rollout_id or attempt_id")
+                continue
+            key = (s.rollout_id, s.attempt_id, s.span_id)
+            if key in seen:
+                outcomes[i] = SpanOutcome("duplicate", s)
+                continue
+            seen.add(key)
+            candidates.append(i)
+        job = _SpanJob(spans, candidates, outcomes, assign)
+        if candidates and self.group_commit:
+            await self._group_add(job)
+        elif candidates:
+            async with self._tx(write=True) as tx:
+                await self._add_spans_tx(tx, job)
+        return AddSpansResult([o for o in outcomes if o is not None])
+
+    async def _group_add(self, job: _SpanJob) -> None:
+        """Group commit: span batches that arrive while a transaction is running are stored
+        together in the next one, so N concurrent batches cost one commit (one fsync), not N.
+        Each caller still returns only after the transaction holding its spans committed."""
+        job.fut = asyncio.get_running_loop().create_future()
+        self._span_jobs.append(job)
+        if self._span_flusher is None or self._span_flusher.done():
+            self._span_flusher = asyncio.get_running_loop().create_task(self._flush_span_jobs())
+        await job.fut
+
+    async def _flush_span_jobs(self) -> None:
+        while self._span_jobs:
+            jobs, self._span_jobs = self._span_jobs, []
+            try:
+                async with self._tx(write=True) as tx:
+                    for job in jobs:
+                        await self._add_spans_tx(tx, job)
+            except Exception:
+                # Something in the group failed: redo each batch in its own transaction, so
+                # that only the failing caller sees the error.
+                for job in jobs:
+                    for i in job.candidates:
+                        job.outcomes[i] = None
+                    try:
+                        async with self._tx(write=True) as tx:
+                            await self._add_spans_tx(tx, job)
+                    except Exception as e:
+                        job.finish(e)
+                    else:
+                        job.finish(None)
+                continue
+            for job in jobs:
+                job.finish(None)
+
+    async def _add_spans_tx(self, tx: StoreTx, job: _SpanJob) -> None:
+        spans, candidates, outcomes = job.spans, job.candidates, job.outcomes
+        now = time.time()
+        rollout_ids = sorted({spans[i].rollout_id for i in candidates})
+        rollouts = await tx.get_rollouts(rollout_ids, for_update=True)
+        pairs = sorted({(spans[i].rollout_id, spans[i].attempt_id) for i in candidates})
+        attempts = await tx.get_attempts(pairs)
+        latest = await tx.latest_attempts([r for r in rollout_ids if r in rollouts])
+
+        # Our extension: register unknown rollouts (and, for those, unknown attempts).
+        for rollout_id, attempt_id in pairs:
+            if (rollout_id, attempt_id) in attempts:
+                continue
+            rollout = rollouts.get(rollout_id)
+            if rollout is None and not self.auto_register_rollouts:
+                continue
+            if rollout is not None and not (rollout.metadata or {}).get(lc.AUTO_REGISTERED_KEY):
+                continue
+            first = min(
+                (spans[i] for i in candidates if spans[i].rollout_id == rollout_id),
+                key=lambda s: s.start_time if s.start_time is not None else now,
+            )
+            start = min(first.start_time or now, now)
+            if rollout is None:
+                rollout = Rollout(
+                    rollout_id=rollout_id,
+                    input=None,
+                    start_time=start,
+                    status="running",
+                    metadata={lc.AUTO_REGISTERED_KEY: True},
+                )
+                await tx.insert_rollouts([rollout], if_absent=True)
+                rollout = (await tx.get_rollouts([rollout_id], for_update=True))[rollout_id]
+                rollouts[rollout_id] = rollout
+            # Read under the rollout's lock: another server may have registered attempts.
+            prev = (await tx.latest_attempts([rollout_id])).get(rollout_id)
+            attempt = Attempt(
+                rollout_id=rollout_id,
+                attempt_id=attempt_id,
+                sequence_id=(prev.sequence_id if prev else 0) + 1,
+                start_time=start,
+                status="running",
+            )
+            await tx.insert_attempt(attempt, if_absent=True)
+            got = await tx.get_attempts([(rollout_id, attempt_id)])
+            attempts[(rollout_id, attempt_id)] = got[(rollout_id, attempt_id)]
+            latest = {**latest, **await tx.latest_attempts([rollout_id])}
+
+        accepted: list[int] = []
+        for i in candidates:
+            s = spans[i]
+            if s.rollout_id not in rollouts:
+                outcomes[i] = SpanOutcome("rejected", s, f"rollout {s.rollout_id!r} not found")
+            elif (s.rollout_id, s.attempt_id) not in attempts:
+                outcomes[i] = SpanOutcome(
+                    "rejected",
+                    s,
+                    f"attempt {s.attempt_id!r} not found for rollout {s.rollout_id!r}",
+                )
+            else:
+                accepted.append(i)
+        if not accepted:
+            return
+        # Sequence ids: ids carried by spans move the rollout's counter up; spans that asked
+        # for one get the next ids, issued in this same transaction.
+        max_seq: dict[str, int] = {}
+        need: dict[str, list[int]] = {}
+        for i in accepted:
+            s = spans[i]
+            if i in job.assign:
+                need.setdefault(s.rollout_id, []).append(i)
+            else:
+                max_seq[s.rollout_id] = max(max_seq.get(s.rollout_id, 0), s.sequence_id)
+        for rollout_id, seq in sorted(max_seq.items()):
+            await tx.raise_span_seq(rollout_id, seq)
+        for rollout_id, idxs in sorted(need.items()):
+            top = await tx.bump_span_seq(rollout_id, len(idxs))
+            for k, i in enumerate(idxs):
+                spans[i].sequence_id = top - len(idxs) + 1 + k
+
+        inserted = await tx.insert_spans([spans[i] for i in accepted])
+        new: list[Span] = []
+        for i in accepted:
+            s = spans[i]
+            if (s.rollout_id, s.attempt_id, s.span_id) in inserted:
+                outcomes[i] = SpanOutcome("stored", s)
+                new.append(s)
+            else:
+                outcomes[i] = SpanOutcome("duplicate", s)
+        if not new:
+            return
+
+        # Heartbeat and status of each attempt that received spans.
+        by_attempt: dict[tuple[str, str], list[Span]] = {}
+        for s in new:
+            by_attempt.setdefault((s.rollout_id, s.attempt_id), []).append(s)
+        for (rollout_id, attempt_id), group in by_attempt.items():
+            rollout = rollouts[rollout_id]
+            attempt = attempts[(rollout_id, attempt_id)]
+            update: dict[str, Any] = {"last_heartbeat_time": now}
+            if attempt.status in ("preparing", "unresponsive"):
+                update["status"] = "running"
+            attempt = attempt.model_copy(update=update)
+            is_latest = latest.get(rollout_id) is not None and (
+                latest[rollout_id].attempt_id == attempt_id
+            )
+            if is_latest and rollout.status in ("preparing", "queuing", "requeuing"):
+                rollout = await self._set_rollout_status(tx, rollout, "running", now)
+            if (rollout.metadata or {}).get(lc.AUTO_REGISTERED_KEY):
+                verdicts = [v for v in map(lc.root_span_verdict, group) if v is not None]
+                if verdicts and attempt.status not in lc.ENDED_ATTEMPT_STATUSES:
+                    attempt = attempt.model_copy(update={"status": verdicts[-1], "end_time": now})
+                    await tx.save_attempt(attempt)
+                    if is_latest:
+                        rollout = await self._propagate(tx, rollout, attempt, attempt, now)
+                    rollouts[rollout_id] = rollout
+                    continue
+            await tx.save_attempt(attempt)
+            rollouts[rollout_id] = rollout
+
+    def _span_query(
+        self,
+        rollout_id: str,
+        attempt_id: str | None,
+        filters: dict[str, str | None],
+        filter_logic: str,
+        limit: int,
+        offset: int,
+        sort_by: str | None,
+        sort_order: str,
+    ) -> Query:
+        validate_page(
+            limit=limit,
+            offset=offset,
+            sort_by=sort_by,
+            sort_order=sort_order,
+            sortable=SPAN_SORT_FIELDS,
+            what="spans",
+            filter_logic=filter_logic,
+        )
+        must = [Cond("rollout_id", "exact", rollout_id)]
+        if attempt_id is not None:
+            must.append(Cond("attempt_id", "exact", attempt_id))
+        conds: list[Cond] = []
+        for key, value in filters.items():
+            if value is None:
+                continue
+            if key.endswith("_contains"):
+                conds.append(Cond(key[: -len("_contains")], "contains", value))
+            else:
+                conds.append(Cond(key, "exact", value))
+        return Query(
+            must=must,
+            conds=conds,
+            logic=filter_logic,  # type: ignore[arg-type]
+            sort_by=sort_by,
+            sort_order=sort_order,  # type: ignore[arg-type]
+            limit=limit,
+            offset=offset,
+        )
+
+    async def _resolve_attempt(self, tx: StoreTx, rollout_id: str, attempt_id: str | None) -> Any:
+        """``"latest"`` -> the latest attempt's id, or ``False`` if the rollout has none."""
+        if attempt_id != "latest":
+            return attempt_id
+        latest = (await tx.latest_attempts([rollout_id])).get(rollout_id)
+        return latest.attempt_id if latest is not None else False
+
+    async def query_spans(
+        self,
+        rollout_id: str,
+        attempt_id: str | None = None,
+        *,
+        trace_id: str | None = None,
+        trace_id_contains: str | None = None,
+        span_id: str | None = None,
+        span_id_contains: str | None = None,
+        parent_id: str | None = None,
+        parent_id_contains: str | None = None,
+        name: str | None = None,
+        name_contains: str | None = None,
+        filter_logic: Literal["and", "or"] = "and",
+        limit: int = -1,
+        offset: int = 0,
+        sort_by: str | None = "sequence_id",
+        sort_order: Literal["asc", "desc"] = "asc",
+    ) -> PaginatedResult[Span]:
+        filters = {
+            "trace_id": trace_id,
+            "trace_id_contains": trace_id_contains,
+            "span_id": span_id,
+            "span_id_contains": span_id_contains,
+            "parent_id": parent_id,
+            "parent_id_contains": parent_id_contains,
+            "name": name,
+            "name_contains": name_contains,
+        }
+        q = self._span_query(
+            rollout_id, None, filters, filter_logic, limit, offset, sort_by, sort_order
+        )
+        async with self._tx(write=False) as tx:
+            resolved = await self._resolve_attempt(tx, rollout_id, attempt_id)
+            if resolved is False:
+                return PaginatedResult.model_construct(
+                    items=[], limit=limit, offset=offset, total=0
+                )
+            if resolved is not None:
+                q.must.append(Cond("attempt_id", "exact", resolved))
+            items, total = await tx.query_spans(q)
+        return PaginatedResult.model_construct(items=items, limit=limit, offset=offset, total=total)
+
+    async def query_spans_json(
+        self, rollout_id: str, attempt_id: str | None = None, **kw: Any
+    ) -> tuple[list[str], int]:
+        filter_logic = kw.pop("filter_logic", "and")
+        limit = kw.pop("limit", -1)
+        offset = kw.pop("offset", 0)
+        sort_by = kw.pop("sort_by", "sequence_id")
+        sort_order = kw.pop("sort_order", "asc")
+        allowed = {
+            f"{f}{suffix}"
+            for f in ("trace_id", "span_id", "parent_id", "name")
+            for suffix in ("", "_contains")
+        }
+        unknown = set(kw) - allowed
+        if unknown:
+            raise InvalidRequestError(f"unknown span filter(s): {', '.join(sorted(unknown))}")
+        q = self._span_query(rollout_id, None, kw, filter_logic, limit, offset, sort_by, sort_order)
+        async with self._tx(write=False) as tx:
+            resolved = await self._resolve_attempt(tx, rollout_id, attempt_id)
+            if resolved is False:
+                return [], 0
+            if resolved is not None:
+                q.must.append(Cond("attempt_id", "exact", resolved))
+            return await tx.query_spans_json(q)
+
+    async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int:
+        async with self._tx(write=True) as tx:
+            return await tx.bump_span_seq(rollout_id, 1)
+
+    async def get_many_span_sequence_ids(
+        self, rollout_attempt_ids: Sequence[tuple[str, str]]
+    ) -> Sequence[int]:
+        counts: dict[str, int] = {}
+        for rollout_id, _ in rollout_attempt_ids:
+            counts[rollout_id] = counts.get(rollout_id, 0) + 1
+        if not counts:
+            return []
+        async with self._tx(write=True) as tx:
+            nxt = {r: await tx.bump_span_seq(r, n) - n for r, n in sorted(counts.items())}
+        out: list[int] = []
+        for rollout_id, _ in rollout_attempt_ids:
+            nxt[rollout_id] += 1
+            out.append(nxt[rollout_id])
+        return out
+
+    # ------------------------------------------------------------------ resources
+
+    @staticmethod
+    def _resources(resources: Any) -> NamedResources:
+        if not isinstance(resources, dict):
+            raise InvalidRequestError("resources must be a mapping of name -> resource")
+        plain = {k: v.model_dump() if hasattr(v, "model_dump") else v for k, v in resources.items()}
+        try:
+            return _RESOURCES_ADAPTER.validate_python(plain)
+        except ValidationError as e:
+            raise _invalid("resources", e) from None
+
+    async def add_resources(self, resources: NamedResources) -> ResourcesUpdate:
+        named = self._resources(resources)
+        now = time.time()
+        update = ResourcesUpdate(
+            resources_id=new_resources_id(),
+            create_time=now,
+            update_time=now,
+            version=1,
+            resources=named,
+        )
+        async with self._tx(write=True) as tx:
+            await tx.save_resources(update)
+        return update
+
+    async def update_resources(
+        self, resources_id: str, resources: NamedResources
+    ) -> ResourcesUpdate:
+        named = self._resources(resources)
+        async with self._tx(write=True) as tx:
+            now = time.time()
+            existing = await tx.get_resources(resources_id)
+            if existing is None:
+                update = ResourcesUpdate(
+                    resources_id=resources_id,
+                    create_time=now,
+                    update_time=now,
+                    version=1,
+                    resources=named,
+                )
+            else:
+                update = existing.model_copy(
+                    update={
+                        "resources": named,
+                        "update_time": max(now, existing.update_time),
+                        "version": existing.version + 1,
+                    }
+                )
+            await tx.save_resources(update)
+        return update
+
+    async def get_resources_by_id(self, resources_id: str) -> ResourcesUpdate | None:
+        async with self._tx(write=False) as tx:
+            return await tx.get_resources(resources_id)
+
+    async def get_latest_resources(self) -> ResourcesUpdate | None:
+        async with self._tx(write=False) as tx:
+            return await tx.latest_resources()
+
+    async def query_resources(
+        self,
+        *,
+        resources_id: str | None = None,
+        resources_id_contains: str | None = None,
+        sort_by: str | None = None,
+        sort_order: Literal["asc", "desc"] = "asc",
+        limit: int = -1,
+        offset: int = 0,
+    ) -> PaginatedResult[ResourcesUpdate]:
+        validate_page(
+            limit=limit,
+            offset=offset,
+            sort_by=sort_by,
+            sort_order=sort_order,
+            sortable=RESOURCES_SORT_FIELDS,
+            what="resources",
+        )
+        conds = []
+        if resources_id is not None:
+            conds.append(Cond("resources_id", "exact", resources_id))
+        if resources_id_contains is not None:
+            conds.append(Cond("resources_id", "contains", resources_id_contains))
+        q = Query(conds=conds, sort_by=sort_by, sort_order=sort_order, limit=limit, offset=offset)
+        async with self._tx(write=False) as tx:
+            items, total = await tx.query_resources(q)
+        return PaginatedResult.model_construct(items=items, limit=limit, offset=offset, total=total)
+
+    # ------------------------------------------------------------------ workers
+
+    async def query_workers(
+        self,
+        *,
+        status_in: Sequence[WorkerStatus] | None = None,
+        worker_id_contains: str | None = None,
+        filter_logic: Literal["and", "or"] = "and",
+        sort_by: str | None = None,
+        sort_order: Literal["asc", "desc"] = "asc",
+        limit: int = -1,
+        offset: int = 0,
+    ) -> PaginatedResult[Worker]:
+        validate_page(
+            limit=limit,
+            offset=offset,
+            sort_by=sort_by,
+            sort_order=sort_order,
+            sortable=WORKER_SORT_FIELDS,
+            what="workers",
+            filter_logic=filter_logic,
+        )
+        conds = []
+        if status_in is not None:
+            conds.append(Cond("status", "within", list(status_in)))
+        if worker_id_contains is not None:
+            conds.append(Cond("worker_id", "contains", worker_id_contains))
+        q = Query(
+            conds=conds,
+            logic=filter_logic,
+            sort_by=sort_by,
+            sort_order=sort_order,
+            limit=limit,
+            offset=offset,
+        )
+        async with self._tx(write=False) as tx:
+            items, total = await tx.query_workers(q)
+        return PaginatedResult.model_construct(items=items, limit=limit, offset=offset, total=total)
+
+    async def get_worker_by_id(self, worker_id: str) -> Worker | None:
+        async with self._tx(write=False) as tx:
+            return await tx.get_worker(worker_id)
+
+    async def update_worker(
+        self, worker_id: str, heartbeat_stats: dict[str, Any] = UNSET
+    ) -> Worker:
+        if heartbeat_stats is None:
+            raise InvalidRequestError("worker heartbeat_stats cannot be null")
+        async with self._tx(write=True) as tx:
+            worker = await tx.get_worker(worker_id) or Worker(worker_id=worker_id)
+            update: dict[str, Any] = {"last_heartbeat_time": time.time()}
+            if heartbeat_stats is not UNSET:
+                update["heartbeat_stats"] = dict(heartbeat_stats)
+            worker = worker.model_copy(update=update)
+            await tx.save_worker(worker)
+        return worker

@@ -1,0 +1,76 @@
+"""OTLP/gRPC trace intake: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``.
+
+Why a raw-bytes handler instead of the generated servicer: grpcio answers an undecodable request
+with an opaque ``INTERNAL`` before our code runs; parsing it ourselves lets a malformed body get
+``INVALID_ARGUMENT`` with a message, as OTLP asks. Oversize messages are refused by grpcio itself
+(``max_receive_message_length``) with ``RESOURCE_EXHAUSTED``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from .auth import GrpcBearerAuthInterceptor
+from .base import LightningStore
+from .intake import ingest_request
+from .otlp import OtlpDecodeError, decode_export_request
+
+__all__ = ["SERVICE_NAME", "create_grpc_server"]
+
+SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
+logger = logging.getLogger("lightspan.store.grpc")
+
+
+def _export_handler(store: LightningStore) -> grpc.RpcMethodHandler:
+    async def export(request: bytes, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            message = decode_export_request(request)
+        except OtlpDecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        try:
+            result = await ingest_request(store, message)
+        except Exception as exc:
+            # Nothing acknowledged; UNAVAILABLE is retryable for OTLP exporters.
+            logger.exception("OTLP/gRPC export failed in the store")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"store failed: {type(exc).__name__}: {exc}"
+            )
+        return result.to_response()
+
+    return grpc.unary_unary_rpc_method_handler(
+        export,
+        request_deserializer=None,  # raw bytes: we decode (see the module docstring)
+        response_serializer=ExportTraceServiceResponse.SerializeToString,
+    )
+
+
+def create_grpc_server(
+    store: LightningStore,
+    address: str,
+    *,
+    token: str | None = None,
+    max_request_bytes: int,
+) -> tuple[grpc.aio.Server, int]:
+    """An aio gRPC server serving the trace Export on ``address``; returns it and its port."""
+    interceptors = [GrpcBearerAuthInterceptor(token)] if token else []
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", max_request_bytes),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    handler = grpc.method_handlers_generic_handler(SERVICE_NAME, {"Export": _export_handler(store)})
+    server.add_generic_rpc_handlers((handler,))
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError as exc:  # grpcio reports a busy port this way
+        raise OSError(f"cannot listen for OTLP/gRPC on {address}: {exc}") from exc
+    if port == 0:
+        raise OSError(f"cannot listen for OTLP/gRPC on {address}")
+    return server, port

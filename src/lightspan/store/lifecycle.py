@@ -1,0 +1,102 @@
+"""The status rules of rollouts, attempts and workers, as pure functions shared by all backends.
+
+Why pure functions: the rules (retries, health verdicts, worker status, the root-span rule of
+auto-registered rollouts) must be identical in every backend, and they are the part of the store
+most worth testing in isolation. The rules are Agent Lightning v0.3's except where marked.
+"""
+
+from __future__ import annotations
+
+from .models import (
+    FINISHED_ROLLOUT_STATUSES,
+    Attempt,
+    AttemptStatus,
+    Rollout,
+    RolloutConfig,
+    RolloutStatus,
+    Span,
+    Worker,
+)
+
+AUTO_REGISTERED_KEY = "lightspan.auto_registered"
+"""Rollout metadata key marking a rollout registered from its spans (our extension)."""
+
+ENDED_ATTEMPT_STATUSES: frozenset[str] = frozenset({"succeeded", "failed"})
+"""Attempt statuses that set ``end_time`` (v0.3: timeout/unresponsive do not)."""
+
+
+def rollout_status_from_attempt(attempt: Attempt, config: RolloutConfig) -> RolloutStatus:
+    """The rollout status implied by its latest attempt's status.
+
+    ``failed``/``timeout``/``unresponsive`` requeue the rollout only if that status is in
+    ``retry_condition`` and attempts remain (``sequence_id < max_attempts``); otherwise ``failed``.
+    """
+    status = attempt.status
+    if status in ("preparing", "running", "succeeded"):
+        return status  # type: ignore[return-value]
+    if status in ("failed", "timeout", "unresponsive"):
+        if status in config.retry_condition and attempt.sequence_id < config.max_attempts:
+            return "requeuing"
+        return "failed"
+    raise ValueError(f"invalid attempt status {status!r}")
+
+
+def is_finished(rollout: Rollout) -> bool:
+    return rollout.status in FINISHED_ROLLOUT_STATUSES
+
+
+def health_verdict(rollout: Rollout, attempt: Attempt, now: float) -> AttemptStatus | None:
+    """``timeout``/``unresponsive`` if the rollout's running latest attempt has exceeded its
+    config's limits at ``now``, else ``None``.
+
+    Timeout counts from the attempt's start; unresponsiveness from its last heartbeat (a span or
+    an explicit heartbeat), or from its start if it never sent one.
+    """
+    config = rollout.config
+    if config.timeout_seconds is not None and now - attempt.start_time > config.timeout_seconds:
+        return "timeout"
+    if config.unresponsive_seconds is not None:
+        since = attempt.last_heartbeat_time or attempt.start_time
+        if now - since > config.unresponsive_seconds:
+            return "unresponsive"
+    return None
+
+
+def worker_after_attempt(
+    worker: Worker, attempt: Attempt, now: float, *, dequeue: bool = False
+) -> Worker:
+    """The worker's record after its attempt changed: ``idle`` once the attempt succeeded or
+    failed, ``unknown`` after timeout/unresponsive, otherwise ``busy`` with it."""
+    w = worker.model_copy()
+    if dequeue:
+        w.last_dequeue_time = now
+    if attempt.status in ("succeeded", "failed"):
+        w.status, w.last_idle_time = "idle", now
+        w.current_rollout_id = w.current_attempt_id = None
+    elif attempt.status in ("timeout", "unresponsive"):
+        w.status, w.last_idle_time = "unknown", now
+        w.current_rollout_id = w.current_attempt_id = None
+    else:
+        w.status, w.last_busy_time = "busy", now
+        w.current_rollout_id, w.current_attempt_id = attempt.rollout_id, attempt.attempt_id
+    return w
+
+
+def worker_found_nothing(worker: Worker | None, worker_id: str, now: float) -> Worker:
+    """The worker's record after a dequeue that found the queue empty: ``idle``."""
+    if worker is None or worker.status != "idle":
+        base = worker or Worker(worker_id=worker_id)
+        return base.model_copy(
+            update={"status": "idle", "last_idle_time": now, "last_dequeue_time": now}
+        )
+    return worker.model_copy(update={"last_dequeue_time": now})
+
+
+def root_span_verdict(span: Span) -> AttemptStatus | None:
+    """For auto-registered rollouts (our extension): the attempt status that an ended root span
+    implies. A root span (no ``parent_id``) that ended with ``ERROR`` -> ``failed``; with ``OK``
+    or ``UNSET`` (OpenTelemetry's default for "completed without error") -> ``succeeded``.
+    Spans that are not ended roots imply nothing."""
+    if span.parent_id or span.end_time is None:
+        return None
+    return "failed" if span.status.status_code == "ERROR" else "succeeded"

@@ -1,0 +1,516 @@
+"""The one place where OpenTelemetry spans become Agent Lightning spans.
+
+Why one module: the store's OTLP/HTTP and OTLP/gRPC intakes and the exporter's in-process path
+must store exactly the same JSON for the same span, and exactly what Agent Lightning v0.3 stores
+(``agentlightning.utils.otlp.spans_from_proto`` and ``Span.from_opentelemetry``), or training
+code that reads spans back would see different shapes depending on how they travelled.
+
+The output is plain ``dict`` objects in the Span JSON shape (``Span.model_dump(mode="json")``),
+not pydantic models: ingestion is the store's hot path and building models costs more than
+decoding the protobuf. ``sequence_id`` is ``None`` when the span did not carry one: the store
+issues it. Callers that want models call ``Span.model_validate``.
+
+Conventions, as in Agent Lightning v0.3 unless noted:
+
+* A span belongs to a rollout through ``agentlightning.rollout_id`` / ``agentlightning.attempt_id``
+  (and optionally ``agentlightning.span_sequence_id``), read from the span's attributes first, then
+  its resource's. Spans without both are *rejected* with a reason (the reference drops them
+  silently); so are spans with malformed trace/span ids.
+* Times are float seconds (an integer above 1e12 is nanoseconds); 0 means "not set" -> ``None``.
+* Attribute values: str/bool/int/float as is, homogeneous arrays of those as lists, bytes as hex.
+  Nested values (kvlist, arrays of arrays or mixed arrays) are flattened into dotted keys
+  (``k.sub``, ``k.0``) the way Agent Lightning's ``flatten_attributes`` does, because a Span's
+  attribute values must be primitives or lists of primitives. Empty values are dropped.
+* Deliberate improvements over the reference's OTLP path, so both of our paths agree with the
+  reference's in-process path (``Span.from_opentelemetry``): ``parent`` is filled from
+  ``parent_span_id`` (with ``is_remote`` from the OTLP span flags), and W3C ``trace_state``
+  strings are parsed into dicts.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+
+__all__ = [
+    "ATTEMPT_ID_KEY",
+    "ROLLOUT_ID_KEY",
+    "SEQUENCE_ID_KEY",
+    "OtlpDecodeError",
+    "OtlpSpans",
+    "RejectedSpan",
+    "any_value",
+    "attributes_from_kvs",
+    "convert_timestamp",
+    "decode_export_request",
+    "parse_trace_state",
+    "request_from_json",
+    "span_from_readable",
+    "spans_from_readable",
+    "spans_from_request",
+]
+
+ROLLOUT_ID_KEY = "agentlightning.rollout_id"
+ATTEMPT_ID_KEY = "agentlightning.attempt_id"
+SEQUENCE_ID_KEY = "agentlightning.span_sequence_id"
+
+_STATUS_CODES = ("UNSET", "OK", "ERROR")
+_HAS_IS_REMOTE = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
+_IS_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+class OtlpDecodeError(ValueError):
+    """An OTLP request body is not a valid ExportTraceServiceRequest; the message says why."""
+
+
+@dataclass(slots=True)
+class RejectedSpan:
+    """A span that cannot be stored, with the reason (reported in OTLP ``partial_success``)."""
+
+    span_id: str
+    name: str
+    reason: str
+
+
+@dataclass(slots=True)
+class OtlpSpans:
+    """The spans of one export request: those that can be stored and those that cannot."""
+
+    spans: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[RejectedSpan] = field(default_factory=list)
+
+    def error_message(self, limit: int = 5) -> str:
+        """A one-line summary of the rejections (for ``partial_success.error_message``)."""
+        if not self.rejected:
+            return ""
+        counts: dict[str, int] = {}
+        for r in self.rejected:
+            counts[r.reason] = counts.get(r.reason, 0) + 1
+        parts = [f"{n} span(s): {reason}" for reason, n in list(counts.items())[:limit]]
+        more = len(counts) - limit
+        if more > 0:
+            parts.append(f"and {more} other reason(s)")
+        return f"rejected {len(self.rejected)} span(s): " + "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- values
+
+
+def convert_timestamp(value: int | float | None) -> float | None:
+    """Seconds since the epoch: ``None``/0 -> ``None``; above 1e12 is nanoseconds."""
+    if not value:
+        return None
+    return value / 1_000_000_000 if value > 1e12 else float(value)
+
+
+def _primitive_kind(v: Any) -> type:
+    return bool if isinstance(v, bool) else type(v)
+
+
+def _flatten_into(out: dict[str, Any], key: str, value: Any) -> None:
+    """Store ``value`` at ``key``, flattening dicts and non-homogeneous lists into dotted keys."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten_into(out, f"{key}.{k}", v)
+    elif isinstance(value, list):
+        if not value:
+            out[key] = []
+            return
+        kinds = {_primitive_kind(v) for v in value}
+        if len(kinds) == 1 and next(iter(kinds)) in (str, bool, int, float):
+            out[key] = value
+            return
+        for i, v in enumerate(value):
+            _flatten_into(out, f"{key}.{i}", v)
+    elif value is not None:
+        out[key] = value
+
+
+def any_value(value: AnyValue) -> Any:
+    """OTLP ``AnyValue`` -> Python (nested structures kept; see :func:`attributes_from_kvs`)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return value.bytes_value.hex()
+    return None
+
+
+def attributes_from_kvs(kvs: Iterable[KeyValue]) -> dict[str, Any]:
+    """OTLP ``KeyValue`` list -> Span attributes (primitives or lists of primitives)."""
+    out: dict[str, Any] = {}
+    for kv in kvs:
+        value = kv.value
+        kind = value.WhichOneof("value")
+        # Fast path for the common scalar kinds; everything else goes through flattening.
+        if kind == "string_value":
+            out[kv.key] = value.string_value
+        elif kind == "int_value":
+            out[kv.key] = value.int_value
+        elif kind == "double_value":
+            out[kv.key] = value.double_value
+        elif kind == "bool_value":
+            out[kv.key] = value.bool_value
+        elif kind is not None:
+            _flatten_into(out, kv.key, any_value(value))
+    return out
+
+
+def readable_attributes(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """SDK attributes (tuples for sequences) -> Span attributes (lists)."""
+    if not attrs:
+        return {}
+    out: dict[str, Any] = {}
+    for k, v in attrs.items():
+        if isinstance(v, (str, bool, int, float)):
+            out[k] = v
+        elif isinstance(v, (tuple, list)):
+            _flatten_into(out, k, list(v))
+        elif isinstance(v, bytes):
+            out[k] = v.hex()
+        elif v is not None:
+            _flatten_into(out, k, v if isinstance(v, dict) else str(v))
+    return out
+
+
+def parse_trace_state(value: str) -> dict[str, str]:
+    """W3C ``tracestate`` header value (``k1=v1,k2=v2``) -> dict; malformed members are skipped."""
+    out: dict[str, str] = {}
+    if not value:
+        return out
+    for member in value.split(","):
+        key, sep, val = member.strip().partition("=")
+        if sep and key:
+            out[key] = val
+    return out
+
+
+def _context(trace_id: str, span_id: str, is_remote: bool, trace_state: dict[str, str]) -> dict:
+    return {
+        "trace_id": trace_id,
+        "span_id": span_id,
+        "is_remote": is_remote,
+        "trace_state": trace_state,
+    }
+
+
+def _ids(attrs: Mapping[str, Any], resource: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
+    """(rollout_id, attempt_id, sequence_id) from span attributes first, then the resource's."""
+    rollout = attrs.get(ROLLOUT_ID_KEY)
+    attempt = attrs.get(ATTEMPT_ID_KEY)
+    seq = attrs.get(SEQUENCE_ID_KEY)
+    return (
+        resource[0] if rollout is None else rollout,
+        resource[1] if attempt is None else attempt,
+        resource[2] if seq is None else seq,
+    )
+
+
+def _sequence_id(raw: Any) -> int | None:
+    """An explicit sequence id, or ``None`` (the store issues one) when absent or invalid."""
+    if raw is None or isinstance(raw, bool):
+        return None
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def _owner_problem(rollout: Any, attempt: Any) -> str | None:
+    if rollout is None or rollout == "":
+        if attempt is None or attempt == "":
+            return f"missing {ROLLOUT_ID_KEY} and {ATTEMPT_ID_KEY}"
+        return f"missing {ROLLOUT_ID_KEY}"
+    if attempt is None or attempt == "":
+        return f"missing {ATTEMPT_ID_KEY}"
+    return None
+
+
+# --------------------------------------------------------------------------- OTLP protobuf
+
+
+def decode_export_request(body: bytes) -> ExportTraceServiceRequest:
+    """Parse a protobuf body; an empty body is an empty request (as OTLP allows)."""
+    request = ExportTraceServiceRequest()
+    if body:
+        try:
+            request.ParseFromString(body)
+        except DecodeError as exc:
+            raise OtlpDecodeError(
+                f"body is not a protobuf ExportTraceServiceRequest ({len(body)} bytes): {exc}"
+            ) from exc
+    return request
+
+
+_ID_FIELDS = ("traceId", "spanId", "parentSpanId")
+
+
+def _hex_ids_to_base64(node: Any, path: str) -> None:
+    """OTLP/JSON carries ids as hex; protobuf's JSON mapping expects base64 for bytes fields."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_FIELDS and isinstance(value, str):
+                if value == "":
+                    continue
+                try:
+                    node[key] = base64.b64encode(bytes.fromhex(value)).decode("ascii")
+                except ValueError as exc:
+                    raise OtlpDecodeError(
+                        f"{path}.{key}: {value!r} is not a hex id (OTLP/JSON ids are hex)"
+                    ) from exc
+            else:
+                _hex_ids_to_base64(value, f"{path}.{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            _hex_ids_to_base64(item, f"{path}[{i}]")
+
+
+def request_from_json(body: bytes | str | Mapping[str, Any]) -> ExportTraceServiceRequest:
+    """Parse an OTLP/JSON body (hex ids, camelCase or snake_case field names)."""
+    if isinstance(body, Mapping):
+        data: Any = json.loads(json.dumps(body))
+    else:
+        if not body:
+            return ExportTraceServiceRequest()
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise OtlpDecodeError(f"body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise OtlpDecodeError(
+            f"OTLP/JSON body must be an object with resourceSpans, got {type(data).__name__}"
+        )
+    _hex_ids_to_base64(data, "$")
+    try:
+        return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        raise OtlpDecodeError(f"body is not an OTLP/JSON ExportTraceServiceRequest: {exc}") from exc
+
+
+def _hex_id(raw: bytes, size: int) -> str | None:
+    """Lowercase hex of an id of exactly ``size`` bytes that is not all zero, else ``None``."""
+    if len(raw) != size:
+        return None
+    text = raw.hex()
+    return None if text == "0" * (2 * size) else text
+
+
+def _events(span: ProtoSpan) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": e.name,
+            "attributes": attributes_from_kvs(e.attributes),
+            "timestamp": convert_timestamp(e.time_unix_nano),
+        }
+        for e in span.events
+    ]
+
+
+def _links(span: ProtoSpan) -> list[dict[str, Any]]:
+    links = []
+    for link in span.links:
+        attrs = attributes_from_kvs(link.attributes)
+        flags = link.flags
+        links.append(
+            {
+                "context": _context(
+                    link.trace_id.hex().rjust(32, "0"),
+                    link.span_id.hex().rjust(16, "0"),
+                    bool(flags & _HAS_IS_REMOTE and flags & _IS_REMOTE),
+                    parse_trace_state(link.trace_state),
+                ),
+                "attributes": attrs or None,
+            }
+        )
+    return links
+
+
+def spans_from_request(request: ExportTraceServiceRequest) -> OtlpSpans:
+    """OTLP export request -> Span dicts (``sequence_id`` ``None`` when the span has none)."""
+    result = OtlpSpans()
+    spans = result.spans
+    for resource_spans in request.resource_spans:
+        resource_attrs = attributes_from_kvs(resource_spans.resource.attributes)
+        resource_ids = (
+            resource_attrs.get(ROLLOUT_ID_KEY),
+            resource_attrs.get(ATTEMPT_ID_KEY),
+            resource_attrs.get(SEQUENCE_ID_KEY),
+        )
+        # Shared by every span of this resource, as in the reference (one object per resource).
+        resource = {"attributes": resource_attrs, "schema_url": resource_spans.schema_url or ""}
+        for scope_spans in resource_spans.scope_spans:
+            for ps in scope_spans.spans:
+                attrs = attributes_from_kvs(ps.attributes)
+                rollout, attempt, seq = _ids(attrs, resource_ids)
+                trace_id = _hex_id(ps.trace_id, 16)
+                span_id = _hex_id(ps.span_id, 8)
+                raw_parent = ps.parent_span_id
+                parent_id = _hex_id(raw_parent, 8) if raw_parent else None
+                problem = _owner_problem(rollout, attempt)
+                if problem is None:
+                    if trace_id is None:
+                        problem = f"invalid trace_id {ps.trace_id.hex()!r} (need 16 non-zero bytes)"
+                    elif span_id is None:
+                        problem = f"invalid span_id {ps.span_id.hex()!r} (need 8 non-zero bytes)"
+                    elif raw_parent and parent_id is None:
+                        problem = f"invalid parent_span_id {raw_parent.hex()!r} (need 8 bytes)"
+                if problem is not None:
+                    result.rejected.append(RejectedSpan(ps.span_id.hex(), ps.name, problem))
+                    continue
+                assert trace_id is not None and span_id is not None
+                flags = ps.flags
+                code = ps.status.code
+                trace_state = parse_trace_state(ps.trace_state)
+                spans.append(
+                    {
+                        "rollout_id": str(rollout),
+                        "attempt_id": str(attempt),
+                        "sequence_id": _sequence_id(seq),
+                        "trace_id": trace_id,
+                        "span_id": span_id,
+                        "parent_id": parent_id,
+                        "name": ps.name,
+                        "status": {
+                            "status_code": _STATUS_CODES[code] if 0 <= code < 3 else "UNSET",
+                            "description": ps.status.message or None,
+                        },
+                        "attributes": attrs,
+                        "events": _events(ps) if ps.events else [],
+                        "links": _links(ps) if ps.links else [],
+                        "start_time": convert_timestamp(ps.start_time_unix_nano),
+                        "end_time": convert_timestamp(ps.end_time_unix_nano),
+                        "context": _context(trace_id, span_id, False, trace_state),
+                        "parent": (
+                            _context(
+                                trace_id,
+                                parent_id,
+                                bool(flags & _HAS_IS_REMOTE and flags & _IS_REMOTE),
+                                {},
+                            )
+                            if parent_id
+                            else None
+                        ),
+                        "resource": resource,
+                    }
+                )
+    return result
+
+
+# --------------------------------------------------------------------------- SDK spans
+
+
+def _sdk_context(ctx: Any) -> dict[str, Any]:
+    return _context(
+        format(ctx.trace_id, "032x"),
+        format(ctx.span_id, "016x"),
+        bool(ctx.is_remote),
+        dict(ctx.trace_state.items()) if ctx.trace_state else {},
+    )
+
+
+def span_from_readable(
+    span: Any,
+    rollout_id: str | None = None,
+    attempt_id: str | None = None,
+    sequence_id: int | None = None,
+    *,
+    _resource_cache: dict[int, tuple[Any, dict[str, Any]]] | None = None,
+) -> dict[str, Any] | RejectedSpan:
+    """An OpenTelemetry SDK ``ReadableSpan`` -> a Span dict, without a protobuf round trip.
+
+    ``rollout_id``/``attempt_id``/``sequence_id`` default to the span's then the resource's
+    ``agentlightning.*`` attributes. Returns a :class:`RejectedSpan` when the span has no owner.
+    """
+    attrs = readable_attributes(span.attributes)
+    res = span.resource
+    if _resource_cache is not None and id(res) in _resource_cache:
+        resource = _resource_cache[id(res)][1]
+    else:
+        resource = {
+            "attributes": readable_attributes(res.attributes) if res is not None else {},
+            "schema_url": (res.schema_url or "") if res is not None else "",
+        }
+        if _resource_cache is not None:
+            _resource_cache[id(res)] = (res, resource)
+    res_attrs = resource["attributes"]
+    owner = (res_attrs.get(ROLLOUT_ID_KEY), res_attrs.get(ATTEMPT_ID_KEY))
+    r, a, s = _ids(attrs, (*owner, res_attrs.get(SEQUENCE_ID_KEY)))
+    rollout = rollout_id if rollout_id is not None else r
+    attempt = attempt_id if attempt_id is not None else a
+    ctx = span.context
+    span_hex = format(ctx.span_id, "016x") if ctx is not None else _ZERO_SPAN
+    problem = _owner_problem(rollout, attempt)
+    if problem is not None:
+        return RejectedSpan(span_hex, span.name, problem)
+    parent = span.parent
+    status = span.status
+    return {
+        "rollout_id": str(rollout),
+        "attempt_id": str(attempt),
+        "sequence_id": sequence_id if sequence_id is not None else _sequence_id(s),
+        "trace_id": format(ctx.trace_id, "032x") if ctx is not None else _ZERO_TRACE,
+        "span_id": span_hex,
+        "parent_id": format(parent.span_id, "016x") if parent is not None else None,
+        "name": span.name,
+        "status": {"status_code": status.status_code.name, "description": status.description},
+        "attributes": attrs,
+        "events": [
+            {
+                "name": e.name,
+                "attributes": readable_attributes(e.attributes),
+                "timestamp": convert_timestamp(e.timestamp),
+            }
+            for e in span.events
+        ],
+        "links": [
+            {
+                "context": _sdk_context(link.context),
+                "attributes": readable_attributes(link.attributes) or None,
+            }
+            for link in span.links
+        ],
+        "start_time": convert_timestamp(span.start_time),
+        "end_time": convert_timestamp(span.end_time),
+        "context": _sdk_context(ctx) if ctx is not None else None,
+        "parent": _sdk_context(parent) if parent is not None else None,
+        "resource": resource,
+    }
+
+
+def spans_from_readable(
+    spans: Sequence[Any],
+    rollout_id: str | None = None,
+    attempt_id: str | None = None,
+) -> OtlpSpans:
+    """A batch of SDK spans -> Span dicts and rejections (resources converted once per batch)."""
+    result = OtlpSpans()
+    cache: dict[int, tuple[Any, dict[str, Any]]] = {}
+    for span in spans:
+        out = span_from_readable(span, rollout_id, attempt_id, _resource_cache=cache)
+        if isinstance(out, RejectedSpan):
+            result.rejected.append(out)
+        else:
+            result.spans.append(out)
+    return result

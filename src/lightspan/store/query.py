@@ -1,0 +1,80 @@
+"""A backend-neutral description of a filtered, sorted, paginated query, evaluated in memory here.
+
+Why: the query semantics (how ``filter_logic`` combines filters, where nulls sort, how ties
+are broken) must be identical in memory and in SQL. The core builds a :class:`Query`; the memory
+backend evaluates it with :func:`run_query`, the SQL backends translate it (``sql.py``), and the
+conformance suite checks they agree.
+
+Rules: ``must`` conditions always apply (AND); the other conditions are combined with ``logic``
+(no conditions: everything matches). Without ``sort_by`` items come in insertion order. Nulls
+sort as +infinity in ``*_time`` fields and as the smallest value elsewhere (v0.3's rule); ties
+keep insertion order in both directions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Cond:
+    """``field`` equals (``exact``), is one of (``within``) or contains (``contains``) ``value``."""
+
+    field: str
+    op: Literal["exact", "within", "contains"]
+    value: Any
+
+
+@dataclass(slots=True)
+class Query:
+    must: list[Cond] = field(default_factory=list)
+    conds: list[Cond] = field(default_factory=list)
+    logic: Literal["and", "or"] = "and"
+    sort_by: str | None = None
+    sort_order: Literal["asc", "desc"] = "asc"
+    limit: int = -1
+    offset: int = 0
+
+
+def _cond_holds(value: Any, cond: Cond) -> bool:
+    if cond.op == "exact":
+        return value == cond.value
+    if cond.op == "within":
+        return value in cond.value
+    if value is None:
+        return False
+    return str(cond.value) in value
+
+
+def matches(item: Any, q: Query, get: Callable[[Any, str], Any]) -> bool:
+    for c in q.must:
+        if not _cond_holds(get(item, c.field), c):
+            return False
+    if not q.conds:
+        return True
+    results = (_cond_holds(get(item, c.field), c) for c in q.conds)
+    return all(results) if q.logic == "and" else any(results)
+
+
+def sort_key(field_name: str) -> Callable[[Any], tuple[int, Any]]:
+    """Key for ascending order following the null rule above (applied to a field value)."""
+    if field_name.endswith("_time"):
+        return lambda v: (1, 0) if v is None else (0, v)
+    return lambda v: (0, 0) if v is None else (1, v)
+
+
+def run_query(items: Iterable[T], q: Query, get: Callable[[T, str], Any]) -> tuple[list[T], int]:
+    """Filter, sort and paginate ``items`` (given in insertion order); returns (page, total)."""
+    if q.must or q.conds:
+        hits = [it for it in items if matches(it, q, get)]
+    else:
+        hits = list(items)
+    if q.sort_by:
+        key = sort_key(q.sort_by)
+        hits.sort(key=lambda it: key(get(it, q.sort_by)), reverse=q.sort_order == "desc")
+    end = None if q.limit == -1 else q.offset + q.limit
+    return hits[q.offset : end], len(hits)

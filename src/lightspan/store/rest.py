@@ -1,0 +1,540 @@
+"""The LightningStore REST API under ``/v1/agl``, route for route Agent Lightning v0.3's.
+
+Why hand-written Starlette routes and not FastAPI: the reference's status codes and body shapes
+are the contract (see ``/work/shared/lightningstore-protocol.md``), and a thin layer over the
+store keeps the hot paths (span queries served from stored JSON) free of per-item pydantic work.
+
+Error mapping (a better server than the reference, which answers 500 to store errors):
+unparseable JSON -> 400; a body or query that does not validate -> 422 (FastAPI's ``detail``
+list); bad pagination or an explicit ``null`` where a value is required -> 400; an unknown
+rollout/attempt -> 404 naming it; anything else -> 500 ``{"detail", "error_type"}``, which the
+reference client retries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic_core import to_json
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from .base import (
+    ATTEMPT_SORT_FIELDS,
+    RESOURCES_SORT_FIELDS,
+    ROLLOUT_SORT_FIELDS,
+    SPAN_SORT_FIELDS,
+    UNSET,
+    WORKER_SORT_FIELDS,
+    InvalidRequestError,
+    LightningStore,
+    NotFoundError,
+    StoreError,
+    validate_page,
+)
+from .models import (
+    AttemptStatus,
+    EnqueueRolloutRequest,
+    NamedResources,
+    RolloutConfig,
+    RolloutMode,
+    RolloutStatus,
+    Span,
+    WorkerStatus,
+)
+
+__all__ = ["API_PREFIX", "rest_routes"]
+
+API_PREFIX = "/v1/agl"
+M = TypeVar("M", bound=BaseModel)
+logger = logging.getLogger("lightspan.store.rest")
+
+
+# --------------------------------------------------------------------------- request bodies
+
+
+class RolloutRequest(BaseModel):
+    input: Any = None
+    mode: RolloutMode | None = None
+    resources_id: str | None = None
+    config: RolloutConfig | None = None
+    metadata: dict[str, Any] | None = None
+    worker_id: str | None = None
+
+
+class EnqueueManyRequest(BaseModel):
+    rollouts: list[EnqueueRolloutRequest]
+
+
+class DequeueRequest(BaseModel):
+    limit: int = 1
+    worker_id: str | None = None
+
+
+class StartAttemptRequest(BaseModel):
+    worker_id: str | None = None
+
+
+class QueryRolloutsRequest(BaseModel):
+    status_in: list[RolloutStatus] | None = None
+    rollout_id_in: list[str] | None = None
+    rollout_id_contains: str | None = None
+    limit: int = -1
+    offset: int = 0
+    sort_by: str | None = None
+    sort_order: Literal["asc", "desc"] = "asc"
+    filter_logic: Literal["and", "or"] = "and"
+
+
+class QueryAttemptsRequest(BaseModel):
+    limit: int = -1
+    offset: int = 0
+    sort_by: str | None = "sequence_id"
+    sort_order: Literal["asc", "desc"] = "asc"
+
+
+class QueryResourcesRequest(BaseModel):
+    resources_id: str | None = None
+    resources_id_contains: str | None = None
+    limit: int = -1
+    offset: int = 0
+    sort_by: str | None = None
+    sort_order: Literal["asc", "desc"] = "asc"
+
+
+class QueryWorkersRequest(BaseModel):
+    status_in: list[WorkerStatus] | None = None
+    worker_id_contains: str | None = None
+    limit: int = -1
+    offset: int = 0
+    sort_by: str | None = None
+    sort_order: Literal["asc", "desc"] = "asc"
+    filter_logic: Literal["and", "or"] = "and"
+
+
+class QuerySpansRequest(BaseModel):
+    rollout_id: str
+    attempt_id: str | None = None
+    trace_id: str | None = None
+    trace_id_contains: str | None = None
+    span_id: str | None = None
+    span_id_contains: str | None = None
+    parent_id: str | None = None
+    parent_id_contains: str | None = None
+    name: str | None = None
+    name_contains: str | None = None
+    filter_logic: Literal["and", "or"] = "and"
+    limit: int = -1
+    offset: int = 0
+    sort_by: str | None = "sequence_id"
+    sort_order: Literal["asc", "desc"] = "asc"
+
+
+class WaitRequest(BaseModel):
+    rollout_ids: list[str]
+    timeout: float | None = None
+
+
+class NextSequenceIdRequest(BaseModel):
+    rollout_id: str
+    attempt_id: str
+
+
+class UpdateRolloutRequest(BaseModel):
+    input: Any = None
+    mode: RolloutMode | None = None
+    resources_id: str | None = None
+    status: RolloutStatus | None = None
+    config: RolloutConfig | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class UpdateAttemptRequest(BaseModel):
+    status: AttemptStatus | None = None
+    worker_id: str | None = None
+    last_heartbeat_time: float | None = None
+    metadata: dict[str, Any] | None = Field(default=None)
+
+
+class UpdateWorkerRequest(BaseModel):
+    heartbeat_stats: dict[str, Any] | None = None
+
+
+_RESOURCES = TypeAdapter(NamedResources)
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class HttpError(Exception):
+    """An error answer: status code plus a JSON body."""
+
+    def __init__(self, status: int, detail: Any, error_type: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.body: dict[str, Any] = {"detail": detail}
+        if error_type:
+            self.body["error_type"] = error_type
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(to_json(content), status_code=status, media_type="application/json")
+
+
+def _raw_json(text: str | bytes, status: int = 200) -> Response:
+    return Response(text, status_code=status, media_type="application/json")
+
+
+async def _body(request: Request) -> Any:
+    """The JSON body, ``None`` if empty; 400 if it is not JSON."""
+    raw = await request.body()
+    if not raw.strip():
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HttpError(400, f"request body is not valid JSON: {exc}", "MalformedBody") from exc
+
+
+def _validation_detail(exc: ValidationError) -> list[dict[str, Any]]:
+    return json.loads(exc.json(include_url=False))
+
+
+def _validate(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise HttpError(422, _validation_detail(exc)) from exc
+
+
+async def _body_model(request: Request, model: type[M], *, optional: bool = False) -> M:
+    data = await _body(request)
+    if data is None and optional:
+        data = {}
+    return _validate(model, data)
+
+
+def _is_list_field(annotation: Any) -> bool:
+    if get_origin(annotation) is list:
+        return True
+    return any(get_origin(a) is list for a in get_args(annotation))
+
+
+def _query_model(request: Request, model: type[M]) -> M:
+    """Build a query model from URL parameters (list fields repeat: ``status_in=a&status_in=b``)."""
+    params = request.query_params
+    data: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if _is_list_field(info.annotation):
+            values = params.getlist(name)
+            if values:
+                data[name] = values
+        elif name in params:
+            data[name] = params[name]
+    return _validate(model, data)
+
+
+def _required_or_unset(model: BaseModel, field: str) -> Any:
+    """UNSET when omitted; 400 when explicitly ``null`` (the field cannot be cleared)."""
+    if field not in model.model_fields_set:
+        return UNSET
+    value = getattr(model, field)
+    if value is None:
+        raise HttpError(400, f"{field} cannot be null; omit it to leave it unchanged", "NullField")
+    return value
+
+
+def _optional_or_unset(model: BaseModel, field: str) -> Any:
+    return getattr(model, field) if field in model.model_fields_set else UNSET
+
+
+def _page(
+    q: Any, sortable: frozenset[str], what: str, *, filter_logic: bool = False
+) -> dict[str, Any]:
+    validate_page(
+        limit=q.limit,
+        offset=q.offset,
+        sort_by=q.sort_by,
+        sort_order=q.sort_order,
+        sortable=sortable,
+        what=what,
+        filter_logic=q.filter_logic if filter_logic else "and",
+    )
+    return {"limit": q.limit, "offset": q.offset, "sort_by": q.sort_by, "sort_order": q.sort_order}
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _guard(fn: Handler) -> Handler:
+    """Map store errors onto HTTP answers (see the module docstring)."""
+
+    async def wrapper(request: Request) -> Response:
+        try:
+            return await fn(request)
+        except HttpError as exc:
+            return _json(exc.body, exc.status)
+        except NotFoundError as exc:
+            return _json({"detail": str(exc), "error_type": "NotFoundError"}, 404)
+        except (InvalidRequestError, StoreError, ValueError) as exc:
+            return _json({"detail": str(exc), "error_type": type(exc).__name__}, 400)
+        except Exception as exc:
+            logger.exception("%s %s failed", request.method, request.url.path)
+            detail = f"internal server error ({type(exc).__name__}); see the server log"
+            return _json({"detail": detail, "error_type": type(exc).__name__}, 500)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def _paginated_json(items_json: list[str], limit: int, offset: int, total: int) -> str:
+    return (
+        '{"items":['
+        + ",".join(items_json)
+        + f'],"limit":{limit},"offset":{offset},"total":{total}}}'
+    )
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def rest_routes(store: LightningStore) -> list[BaseRoute]:
+    """All ``/v1/agl`` routes bound to ``store`` (order matters: fixed paths before ids)."""
+
+    async def health(request: Request) -> Response:
+        return _raw_json(b'{"status":"ok"}')
+
+    async def enqueue(request: Request) -> Response:
+        body = await _body_model(request, EnqueueManyRequest)
+        if not body.rollouts:
+            return _raw_json(b"[]", 201)
+        rollouts = await store.enqueue_many_rollouts(body.rollouts)
+        return _json(list(rollouts), 201)
+
+    async def dequeue(request: Request) -> Response:
+        body = await _body_model(request, DequeueRequest, optional=True)
+        if body.limit <= 0:
+            return _raw_json(b"[]")
+        rollouts = await store.dequeue_many_rollouts(limit=body.limit, worker_id=body.worker_id)
+        return _json(list(rollouts))
+
+    async def start_rollout(request: Request) -> Response:
+        body = await _body_model(request, RolloutRequest)
+        rollout = await store.start_rollout(
+            input=body.input,
+            mode=body.mode,
+            resources_id=body.resources_id,
+            config=body.config,
+            metadata=body.metadata,
+            worker_id=body.worker_id,
+        )
+        return _json(rollout, 201)
+
+    async def _query_rollouts(q: QueryRolloutsRequest) -> Response:
+        page = _page(q, ROLLOUT_SORT_FIELDS, "rollouts", filter_logic=True)
+        result = await store.query_rollouts(
+            status_in=q.status_in,
+            rollout_id_in=q.rollout_id_in,
+            rollout_id_contains=q.rollout_id_contains,
+            filter_logic=q.filter_logic,
+            **page,
+        )
+        return _json(result)
+
+    async def query_rollouts(request: Request) -> Response:
+        return await _query_rollouts(_query_model(request, QueryRolloutsRequest))
+
+    async def search_rollouts(request: Request) -> Response:
+        return await _query_rollouts(
+            await _body_model(request, QueryRolloutsRequest, optional=True)
+        )
+
+    async def get_rollout(request: Request) -> Response:
+        return _json(await store.get_rollout_by_id(request.path_params["rollout_id"]))
+
+    async def update_rollout(request: Request) -> Response:
+        body = await _body_model(request, UpdateRolloutRequest, optional=True)
+        rollout = await store.update_rollout(
+            request.path_params["rollout_id"],
+            input=_optional_or_unset(body, "input"),
+            mode=_optional_or_unset(body, "mode"),
+            resources_id=_optional_or_unset(body, "resources_id"),
+            status=_required_or_unset(body, "status"),
+            config=_required_or_unset(body, "config"),
+            metadata=_optional_or_unset(body, "metadata"),
+        )
+        return _json(rollout)
+
+    async def start_attempt(request: Request) -> Response:
+        body = await _body_model(request, StartAttemptRequest, optional=True)
+        attempted = await store.start_attempt(
+            request.path_params["rollout_id"], worker_id=body.worker_id
+        )
+        return _json(attempted, 201)
+
+    async def _query_attempts(request: Request, q: QueryAttemptsRequest) -> Response:
+        page = _page(q, ATTEMPT_SORT_FIELDS, "attempts")
+        result = await store.query_attempts(request.path_params["rollout_id"], **page)
+        return _json(result)
+
+    async def query_attempts(request: Request) -> Response:
+        return await _query_attempts(request, _query_model(request, QueryAttemptsRequest))
+
+    async def search_attempts(request: Request) -> Response:
+        q = await _body_model(request, QueryAttemptsRequest, optional=True)
+        return await _query_attempts(request, q)
+
+    async def latest_attempt(request: Request) -> Response:
+        return _json(await store.get_latest_attempt(request.path_params["rollout_id"]))
+
+    async def update_attempt(request: Request) -> Response:
+        body = await _body_model(request, UpdateAttemptRequest, optional=True)
+        attempt = await store.update_attempt(
+            request.path_params["rollout_id"],
+            request.path_params["attempt_id"],
+            status=_required_or_unset(body, "status"),
+            worker_id=_required_or_unset(body, "worker_id"),
+            last_heartbeat_time=_required_or_unset(body, "last_heartbeat_time"),
+            metadata=_required_or_unset(body, "metadata"),
+        )
+        return _json(attempt)
+
+    async def _query_workers(q: QueryWorkersRequest) -> Response:
+        page = _page(q, WORKER_SORT_FIELDS, "workers", filter_logic=True)
+        result = await store.query_workers(
+            status_in=q.status_in,
+            worker_id_contains=q.worker_id_contains,
+            filter_logic=q.filter_logic,
+            **page,
+        )
+        return _json(result)
+
+    async def query_workers(request: Request) -> Response:
+        return await _query_workers(_query_model(request, QueryWorkersRequest))
+
+    async def search_workers(request: Request) -> Response:
+        return await _query_workers(await _body_model(request, QueryWorkersRequest, optional=True))
+
+    async def get_worker(request: Request) -> Response:
+        return _json(await store.get_worker_by_id(request.path_params["worker_id"]))
+
+    async def update_worker(request: Request) -> Response:
+        body = await _body_model(request, UpdateWorkerRequest, optional=True)
+        worker = await store.update_worker(
+            request.path_params["worker_id"],
+            heartbeat_stats=_required_or_unset(body, "heartbeat_stats"),
+        )
+        return _json(worker)
+
+    async def statistics(request: Request) -> Response:
+        return _json(await store.statistics())
+
+    async def query_resources(request: Request) -> Response:
+        q = _query_model(request, QueryResourcesRequest)
+        page = _page(q, RESOURCES_SORT_FIELDS, "resources")
+        result = await store.query_resources(
+            resources_id=q.resources_id, resources_id_contains=q.resources_id_contains, **page
+        )
+        return _json(result)
+
+    async def _resources_body(request: Request) -> Any:
+        data = await _body(request)
+        try:
+            return _RESOURCES.validate_python(data)
+        except ValidationError as exc:
+            raise HttpError(422, _validation_detail(exc)) from exc
+
+    async def add_resources(request: Request) -> Response:
+        return _json(await store.add_resources(await _resources_body(request)), 201)
+
+    async def latest_resources(request: Request) -> Response:
+        return _json(await store.get_latest_resources())
+
+    async def get_resources(request: Request) -> Response:
+        return _json(await store.get_resources_by_id(request.path_params["resources_id"]))
+
+    async def update_resources(request: Request) -> Response:
+        resources = await _resources_body(request)
+        return _json(await store.update_resources(request.path_params["resources_id"], resources))
+
+    async def add_span(request: Request) -> Response:
+        span = _validate(Span, await _body(request))
+        return _json(await store.add_span(span), 201)
+
+    async def _query_spans(q: QuerySpansRequest) -> Response:
+        page = _page(q, SPAN_SORT_FIELDS, "spans", filter_logic=True)
+        texts, total = await store.query_spans_json(
+            q.rollout_id,
+            q.attempt_id,
+            trace_id=q.trace_id,
+            trace_id_contains=q.trace_id_contains,
+            span_id=q.span_id,
+            span_id_contains=q.span_id_contains,
+            parent_id=q.parent_id,
+            parent_id_contains=q.parent_id_contains,
+            name=q.name,
+            name_contains=q.name_contains,
+            filter_logic=q.filter_logic,
+            **page,
+        )
+        return _raw_json(_paginated_json(texts, q.limit, q.offset, total))
+
+    async def query_spans(request: Request) -> Response:
+        return await _query_spans(_query_model(request, QuerySpansRequest))
+
+    async def search_spans(request: Request) -> Response:
+        return await _query_spans(await _body_model(request, QuerySpansRequest))
+
+    async def next_sequence_id(request: Request) -> Response:
+        body = await _body_model(request, NextSequenceIdRequest)
+        seq = await store.get_next_span_sequence_id(body.rollout_id, body.attempt_id)
+        return _json({"sequence_id": seq})
+
+    async def wait_rollouts(request: Request) -> Response:
+        body = await _body_model(request, WaitRequest)
+        if body.timeout is not None and body.timeout < 0:
+            raise HttpError(400, f"timeout must be >= 0 or null, got {body.timeout}", "BadTimeout")
+        return _json(
+            await store.wait_for_rollouts(rollout_ids=body.rollout_ids, timeout=body.timeout)
+        )
+
+    table: list[tuple[str, Handler, str]] = [
+        ("/health", health, "GET"),
+        ("/queues/rollouts/enqueue", enqueue, "POST"),
+        ("/queues/rollouts/dequeue", dequeue, "POST"),
+        ("/rollouts", start_rollout, "POST"),
+        ("/rollouts", query_rollouts, "GET"),
+        ("/rollouts/search", search_rollouts, "POST"),
+        ("/rollouts/{rollout_id}", get_rollout, "GET"),
+        ("/rollouts/{rollout_id}", update_rollout, "POST"),
+        ("/rollouts/{rollout_id}/attempts", start_attempt, "POST"),
+        ("/rollouts/{rollout_id}/attempts", query_attempts, "GET"),
+        ("/rollouts/{rollout_id}/attempts/search", search_attempts, "POST"),
+        ("/rollouts/{rollout_id}/attempts/latest", latest_attempt, "GET"),
+        ("/rollouts/{rollout_id}/attempts/{attempt_id}", update_attempt, "POST"),
+        ("/workers", query_workers, "GET"),
+        ("/workers/search", search_workers, "POST"),
+        ("/workers/{worker_id}", get_worker, "GET"),
+        ("/workers/{worker_id}", update_worker, "POST"),
+        ("/statistics", statistics, "GET"),
+        ("/resources", query_resources, "GET"),
+        ("/resources", add_resources, "POST"),
+        ("/resources/latest", latest_resources, "GET"),
+        ("/resources/{resources_id}", get_resources, "GET"),
+        ("/resources/{resources_id}", update_resources, "POST"),
+        ("/spans", add_span, "POST"),
+        ("/spans", query_spans, "GET"),
+        ("/spans/search", search_spans, "POST"),
+        ("/spans/next", next_sequence_id, "POST"),
+        ("/waits/rollouts", wait_rollouts, "POST"),
+    ]
+    return [
+        Route(API_PREFIX + path, _guard(handler), methods=[method])
+        for path, handler, method in table
+    ]

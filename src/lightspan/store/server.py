@@ -1,0 +1,189 @@
+"""The LightningStore server: REST (``/v1/agl``) and OTLP/HTTP on one port, OTLP/gRPC on another.
+
+Why one process serving both transports over one store object: the store's invariants (a rollout
+is dequeued once, sequence ids are issued once) hold within one store; several servers share
+state only through a PostgreSQL database, never through each other.
+
+Shutdown is graceful: on SIGTERM/SIGINT the server stops accepting connections, lets in-flight
+HTTP requests and gRPC calls finish (up to ``graceful_timeout`` seconds), then closes the store.
+A span batch is acknowledged only after the store made it durable, so even SIGKILL loses nothing
+that was acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from .auth import BearerAuthMiddleware, resolve_token
+from .base import LightningStore
+from .grpc_intake import create_grpc_server
+from .otlp_http import DEFAULT_MAX_REQUEST_BYTES, otlp_http_routes
+from .rest import API_PREFIX, rest_routes
+
+__all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_PORT", "StoreServer", "create_app"]
+
+logger = logging.getLogger("lightspan.store.server")
+
+DEFAULT_PORT = 4747
+DEFAULT_GRPC_PORT = 4317
+
+
+def create_app(
+    store: LightningStore,
+    *,
+    token: str | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+) -> Starlette:
+    """The ASGI app: REST API, OTLP/HTTP intake, optional bearer-token check.
+
+    The store's lifecycle (start/close) belongs to the caller (see :class:`StoreServer`).
+    """
+    middleware = [Middleware(BearerAuthMiddleware, token=token)] if token else []
+    return Starlette(
+        routes=[*rest_routes(store), *otlp_http_routes(store, max_request_bytes)],
+        middleware=middleware,
+    )
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: :class:`StoreServer` owns shutdown order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class StoreServer:
+    """Runs the store, the HTTP server and the gRPC server in the current event loop."""
+
+    def __init__(
+        self,
+        store: LightningStore,
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        grpc_port: int | None = DEFAULT_GRPC_PORT,
+        token: str | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        graceful_timeout: float = 10.0,
+        access_log: bool = False,
+    ) -> None:
+        self.store = store
+        self.host = host
+        self.port = port
+        self.grpc_port = grpc_port
+        self.token = resolve_token(token)
+        self.max_request_bytes = max_request_bytes
+        self.graceful_timeout = graceful_timeout
+        self.app = create_app(store, token=self.token, max_request_bytes=max_request_bytes)
+        config = uvicorn.Config(
+            self.app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=access_log,
+            lifespan="off",
+            timeout_graceful_shutdown=graceful_timeout,
+            # One batch of 512 spans is ~250 kB; keep-alive connections from exporters are reused.
+            timeout_keep_alive=30,
+        )
+        self._http = _Uvicorn(config)
+        self._grpc: Any = None
+        self._http_task: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Open the store, then listen on both ports; returns once both accept connections."""
+        await self.store.start()
+        try:
+            await self._listen()
+        except BaseException:
+            if self._grpc is not None:
+                await self._grpc.stop(None)
+            await self.store.close()
+            raise
+        grpc_note = f", OTLP/gRPC on {self.host}:{self.grpc_port}" if self._grpc else ""
+        auth_note = " (bearer token required)" if self.token else ""
+        logger.warning(
+            "lightspan store serving REST %s%s and OTLP/HTTP %s/v1/traces%s%s",
+            self.endpoint,
+            API_PREFIX,
+            self.endpoint,
+            grpc_note,
+            auth_note,
+        )
+
+    async def _serve_http(self) -> None:
+        try:
+            await self._http.serve()
+        except SystemExit:  # uvicorn logs a bind error, then exits; keep the loop alive
+            raise OSError(f"cannot listen for HTTP on {self.endpoint} (see above)") from None
+
+    async def _listen(self) -> None:
+        if self.grpc_port is not None:
+            self._grpc, self.grpc_port = create_grpc_server(
+                self.store,
+                f"{self.host}:{self.grpc_port}",
+                token=self.token,
+                max_request_bytes=self.max_request_bytes,
+            )
+            await self._grpc.start()
+        self._http_task = asyncio.create_task(self._serve_http(), name="lightspan-store-http")
+        while not self._http.started:
+            if self._http_task.done():
+                self._http_task.result()  # raises the bind error
+                raise OSError(f"cannot listen for HTTP on {self.endpoint}")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        """Stop accepting, drain in-flight requests, close the store. Idempotent."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.graceful_timeout
+        waits = []
+        if self._grpc is not None:
+            waits.append(self._grpc.stop(grace))
+        if self._http_task is not None:
+            self._http.should_exit = True
+            waits.append(self._http_task)
+        await asyncio.gather(*waits, return_exceptions=True)
+        await self.store.close()
+        logger.warning("lightspan store stopped")
+
+    async def serve_forever(self) -> None:
+        """Start, then run until SIGTERM/SIGINT, then stop gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            assert self._http_task is not None
+            http_done = self._http_task
+            waiter = asyncio.create_task(stop.wait())
+            await asyncio.wait({waiter, http_done}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+
+if __name__ == "__main__":  # python -m lightspan.store.server serve ...
+    from .cli import main
+
+    raise SystemExit(main())
