@@ -13,7 +13,7 @@ mean much):
 Goals (issue 4): ingestion >= 10x the reference on SQLite; a 10,000-span rollout read < 100 ms.
 
 Usage: ``.venv/bin/python benchmarks/store_ingest.py [--batches 40] [--concurrency 4]
-[--pg-dsn DSN | --no-postgres] [--no-reference]``. PostgreSQL: without ``--pg-dsn`` a private
+[--pg-dsn DSN | --no-postgres] [--no-reference] [--baseline-src DIR]``. PostgreSQL: without ``--pg-dsn`` a private
 throw-away cluster is started (Debian's ``postgresql`` binaries, as the tests do). The reference
 needs the Agent Lightning venv of ``.ci/setup.d/40-agl-interop.sh``.
 """
@@ -146,7 +146,10 @@ def _wait_healthy(target: Target, timeout: float) -> None:
 
 
 @contextmanager
-def ours(label: str, backend: str, db: str | None, workdir: Path) -> Iterator[Target]:
+def ours(
+    label: str, backend: str, db: str | None, workdir: Path, src: str | None = None
+) -> Iterator[Target]:
+    """Our server; ``src``: run the ``lightspan`` package found there instead (a baseline)."""
     port, grpc_port = _free_port(), _free_port()
     args = [sys.executable, "-m", "lightspan.store.cli", "serve", "--backend", backend]
     args += ["--port", str(port), "--grpc-port", str(grpc_port), "--log-level", "WARNING"]
@@ -154,7 +157,8 @@ def ours(label: str, backend: str, db: str | None, workdir: Path) -> Iterator[Ta
         args += ["--db", db]
     log = workdir / f"{label.replace(' ', '_')}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        env = {**os.environ, "PYTHONPATH": src} if src else None
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
     target = Target(label, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", proc, log)
     try:
         _wait_healthy(target, 60)
@@ -350,6 +354,12 @@ def main() -> None:
     parser.add_argument("--pg-dsn", default=None, help="PostgreSQL DSN (default: private cluster)")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-reference", action="store_true")
+    parser.add_argument(
+        "--baseline-src",
+        default=None,
+        help="also measure the SQLite store of the lightspan sources in this directory (its "
+        "src/), e.g. `git archive <commit> src | tar -x -C DIR`: before/after in one run",
+    )
     args = parser.parse_args()
 
     rates: dict[tuple[str, str], float] = {}
@@ -374,6 +384,11 @@ def main() -> None:
             measure(t, ("grpc", "http"))
         with ours("lightspan sqlite", "sqlite", str(workdir / "bench.db"), workdir) as t:
             measure(t, ("grpc", "http"))
+        if args.baseline_src:
+            src = str(Path(args.baseline_src).resolve() / "src")
+            label = "lightspan sqlite (baseline)"
+            with ours(label, "sqlite", str(workdir / "baseline.db"), workdir, src) as t:
+                measure(t, ("grpc", "http"))
         if not args.no_postgres:
             if args.pg_dsn:
                 with ours("lightspan postgres", "postgres", args.pg_dsn, workdir) as t:

@@ -59,6 +59,7 @@ from .models import (
 )
 from .query import Cond, Query
 from .scanner import HealthScanner
+from .span_row import SpanRow
 from .tx import StoreTx
 
 _RESOURCES_ADAPTER: TypeAdapter[NamedResources] = TypeAdapter(NamedResources)
@@ -102,7 +103,7 @@ class _SpanJob:
     """One ``add_many_spans`` call: its spans, the indices still to decide, the outcomes, the
     indices whose sequence id the store issues, and (under group commit) its future."""
 
-    spans: list[Span]
+    spans: list[Span | SpanRow]
     candidates: list[int]
     outcomes: list[SpanOutcome | None]
     assign: frozenset[int]
@@ -627,8 +628,10 @@ class CoreStore(LightningStore):
         return outcome.span if outcome.status == "stored" else None
 
     async def add_many_spans(
-        self, spans: Sequence[Span], *, assign_sequence_ids: Collection[int] = ()
+        self, spans: Sequence[Span | SpanRow], *, assign_sequence_ids: Collection[int] = ()
     ) -> AddSpansResult:
+        """Store spans (``Span`` models, or :class:`SpanRow` objects from the OTLP intake: the
+        same rules apply to both; backends store either)."""
         spans = list(spans)
         assign = frozenset(assign_sequence_ids)
         outcomes: list[SpanOutcome | None] = [None] * len(spans)
@@ -767,7 +770,7 @@ class CoreStore(LightningStore):
                 spans[i].sequence_id = top - len(idxs) + 1 + k
 
         inserted = await tx.insert_spans([spans[i] for i in accepted])
-        new: list[Span] = []
+        new: list[Span | SpanRow] = []
         for i in accepted:
             s = spans[i]
             if (s.rollout_id, s.attempt_id, s.span_id) in inserted:
@@ -779,7 +782,7 @@ class CoreStore(LightningStore):
             return
 
         # Heartbeat and status of each attempt that received spans.
-        by_attempt: dict[tuple[str, str], list[Span]] = {}
+        by_attempt: dict[tuple[str, str], list[Span | SpanRow]] = {}
         for s in new:
             by_attempt.setdefault((s.rollout_id, s.attempt_id), []).append(s)
         for (rollout_id, attempt_id), group in by_attempt.items():

@@ -16,8 +16,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from .auth import GrpcBearerAuthInterceptor
 from .base import LightningStore
-from .intake import ingest_request
-from .otlp import OtlpDecodeError, decode_export_request
+from .intake import ingest_span_dicts
+from .otlp import OtlpDecodeError, spans_from_protobuf
 
 __all__ = ["SERVICE_NAME", "create_grpc_server"]
 
@@ -28,11 +28,11 @@ logger = logging.getLogger("lightspan.store.grpc")
 def _export_handler(store: LightningStore) -> grpc.RpcMethodHandler:
     async def export(request: bytes, context: grpc.aio.ServicerContext) -> Any:
         try:
-            message = decode_export_request(request)
+            converted = spans_from_protobuf(request)
         except OtlpDecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
-            result = await ingest_request(store, message)
+            result = await ingest_span_dicts(store, converted)
         except Exception as exc:
             # Nothing acknowledged; UNAVAILABLE is retryable for OTLP exporters.
             logger.exception("OTLP/gRPC export failed in the store")

@@ -17,6 +17,7 @@ from .models import (
     Span,
     Worker,
 )
+from .span_row import SpanRow
 
 AUTO_REGISTERED_KEY = "lightspan.auto_registered"
 """Rollout metadata key marking a rollout registered from its spans (our extension)."""
@@ -92,11 +93,12 @@ def worker_found_nothing(worker: Worker | None, worker_id: str, now: float) -> W
     return worker.model_copy(update={"last_dequeue_time": now})
 
 
-def root_span_verdict(span: Span) -> AttemptStatus | None:
+def root_span_verdict(span: Span | SpanRow) -> AttemptStatus | None:
     """For auto-registered rollouts (our extension): the attempt status that an ended root span
     implies. A root span (no ``parent_id``) that ended with ``ERROR`` -> ``failed``; with ``OK``
     or ``UNSET`` (OpenTelemetry's default for "completed without error") -> ``succeeded``.
     Spans that are not ended roots imply nothing."""
     if span.parent_id or span.end_time is None:
         return None
-    return "failed" if span.status.status_code == "ERROR" else "succeeded"
+    code = span.status_code if isinstance(span, SpanRow) else span.status.status_code
+    return "failed" if code == "ERROR" else "succeeded"

@@ -23,6 +23,7 @@ from .models import (
     Worker,
 )
 from .query import Query, run_query
+from .span_row import SpanRow
 
 
 def _get(item: Any, name: str) -> Any:
@@ -38,7 +39,7 @@ class _MemoryData:
         self.resources: dict[str, ResourcesUpdate] = {}
         self.resources_write_seq: dict[str, int] = {}
         self.write_seq = 0
-        self.spans: dict[str, dict[tuple[str, str], Span]] = {}
+        self.spans: dict[str, dict[tuple[str, str], Span | SpanRow]] = {}
         self.span_count = 0
         self.span_seq: dict[str, int] = {}
 
@@ -168,7 +169,7 @@ class _MemoryTx:
         return [r.model_copy(deep=True) for r in items], total
 
     # spans
-    async def insert_spans(self, spans: list[Span]) -> set[tuple[str, str, str]]:
+    async def insert_spans(self, spans: list[Span | SpanRow]) -> set[tuple[str, str, str]]:
         inserted = set()
         for s in spans:
             bucket = self.d.spans.setdefault(s.rollout_id, {})
@@ -180,11 +181,19 @@ class _MemoryTx:
 
     async def query_spans(self, q: Query) -> tuple[list[Span], int]:
         rollout_id = next(c.value for c in q.must if c.field == "rollout_id")
-        return run_query(self.d.spans.get(rollout_id, {}).values(), q, _get)
+        bucket = self.d.spans.get(rollout_id, {})
+        items, total = run_query(bucket.values(), q, _get)
+        # Spans from the OTLP intake are kept as SpanRow (no model built on the hot path);
+        # the first read that needs models builds them once.
+        for k, s in enumerate(items):
+            if type(s) is SpanRow:
+                items[k] = bucket[(s.attempt_id, s.span_id)] = s.to_span()
+        return items, total  # type: ignore[return-value]
 
     async def query_spans_json(self, q: Query) -> tuple[list[str], int]:
-        items, total = await self.query_spans(q)
-        return [s.model_dump_json() for s in items], total
+        rollout_id = next(c.value for c in q.must if c.field == "rollout_id")
+        items, total = run_query(self.d.spans.get(rollout_id, {}).values(), q, _get)
+        return [s.doc() if type(s) is SpanRow else s.model_dump_json() for s in items], total
 
     async def bump_span_seq(self, rollout_id: str, n: int) -> int:
         self.d.span_seq[rollout_id] = self.d.span_seq.get(rollout_id, 0) + n

@@ -39,7 +39,11 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
+from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+from .otlp_wire import ShadowRequest, attributes_from_raw
 
 __all__ = [
     "ATTEMPT_ID_KEY",
@@ -55,6 +59,7 @@ __all__ = [
     "parse_trace_state",
     "request_from_json",
     "span_from_readable",
+    "spans_from_protobuf",
     "spans_from_readable",
     "spans_from_request",
 ]
@@ -68,6 +73,8 @@ _HAS_IS_REMOTE = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+_ZERO_16 = bytes(16)
+_ZERO_8 = bytes(8)
 
 
 class OtlpDecodeError(ValueError):
@@ -309,28 +316,20 @@ def request_from_json(body: bytes | str | Mapping[str, Any]) -> ExportTraceServi
         raise OtlpDecodeError(f"body is not an OTLP/JSON ExportTraceServiceRequest: {exc}") from exc
 
 
-def _hex_id(raw: bytes, size: int) -> str | None:
-    """Lowercase hex of an id of exactly ``size`` bytes that is not all zero, else ``None``."""
-    if len(raw) != size:
-        return None
-    text = raw.hex()
-    return None if text == "0" * (2 * size) else text
-
-
-def _events(span: ProtoSpan) -> list[dict[str, Any]]:
+def _events(events: Iterable[ProtoSpan.Event]) -> list[dict[str, Any]]:
     return [
         {
             "name": e.name,
             "attributes": attributes_from_kvs(e.attributes),
             "timestamp": convert_timestamp(e.time_unix_nano),
         }
-        for e in span.events
+        for e in events
     ]
 
 
-def _links(span: ProtoSpan) -> list[dict[str, Any]]:
+def _links(span_links: Iterable[ProtoSpan.Link]) -> list[dict[str, Any]]:
     links = []
-    for link in span.links:
+    for link in span_links:
         attrs = attributes_from_kvs(link.attributes)
         flags = link.flags
         links.append(
@@ -349,66 +348,156 @@ def _links(span: ProtoSpan) -> list[dict[str, Any]]:
 
 def spans_from_request(request: ExportTraceServiceRequest) -> OtlpSpans:
     """OTLP export request -> Span dicts (``sequence_id`` ``None`` when the span has none)."""
+    return _convert(request, shadow=False)
+
+
+def spans_from_protobuf(body: bytes) -> OtlpSpans:
+    """An OTLP/protobuf export body -> Span dicts: the same result as
+    ``spans_from_request(decode_export_request(body))``, about twice as fast (see
+    ``otlp_wire.py``). Raises :class:`OtlpDecodeError` for a malformed body."""
+    request = ShadowRequest()
+    if body:
+        try:
+            request.ParseFromString(body)
+        except DecodeError as exc:
+            raise OtlpDecodeError(
+                f"body is not a protobuf ExportTraceServiceRequest ({len(body)} bytes): {exc}"
+            ) from exc
+    try:
+        return _convert(request, shadow=True)
+    except (ValueError, DecodeError) as exc:
+        raise OtlpDecodeError(
+            f"body is not a protobuf ExportTraceServiceRequest ({len(body)} bytes): {exc}"
+        ) from exc
+
+
+def _parse(cls: Any, raw: bytes) -> Any:
+    msg = cls()
+    msg.ParseFromString(raw)
+    return msg
+
+
+def _status_dict(code: int, message: str) -> dict[str, Any]:
+    return {
+        "status_code": _STATUS_CODES[code] if 0 <= code < 3 else "UNSET",
+        "description": message or None,
+    }
+
+
+_STATUS_CACHE: dict[bytes, dict[str, Any]] = {}
+
+
+def _raw_status(raw: bytes) -> dict[str, Any]:
+    """A raw OTLP Status -> the status dict (memoised: a few distinct values in practice;
+    callers copy it)."""
+    hit = _STATUS_CACHE.get(raw)
+    if hit is None:
+        status = _parse(Status, raw)
+        hit = _status_dict(status.code, status.message)
+        if len(_STATUS_CACHE) < 1024 and len(raw) <= 256:
+            _STATUS_CACHE[raw] = hit
+    return hit
+
+
+def _convert(request: Any, *, shadow: bool) -> OtlpSpans:
+    """The conversion loop, over the real OTLP classes or the shadow ones of ``otlp_wire``."""
     result = OtlpSpans()
     spans = result.spans
     for resource_spans in request.resource_spans:
-        resource_attrs = attributes_from_kvs(resource_spans.resource.attributes)
-        resource_ids = (
-            resource_attrs.get(ROLLOUT_ID_KEY),
-            resource_attrs.get(ATTEMPT_ID_KEY),
-            resource_attrs.get(SEQUENCE_ID_KEY),
-        )
+        if shadow:
+            resource_msg = _parse(Resource, resource_spans.resource)
+            resource_attrs = attributes_from_kvs(resource_msg.attributes)
+        else:
+            resource_attrs = attributes_from_kvs(resource_spans.resource.attributes)
+        res_rollout = resource_attrs.get(ROLLOUT_ID_KEY)
+        res_attempt = resource_attrs.get(ATTEMPT_ID_KEY)
+        res_seq = resource_attrs.get(SEQUENCE_ID_KEY)
         # Shared by every span of this resource, as in the reference (one object per resource).
         resource = {"attributes": resource_attrs, "schema_url": resource_spans.schema_url or ""}
+        # The hot loop: helpers (_ids, _hex_id, convert_timestamp, _context, ...) inlined.
         for scope_spans in resource_spans.scope_spans:
             for ps in scope_spans.spans:
-                attrs = attributes_from_kvs(ps.attributes)
-                rollout, attempt, seq = _ids(attrs, resource_ids)
-                trace_id = _hex_id(ps.trace_id, 16)
-                span_id = _hex_id(ps.span_id, 8)
-                raw_parent = ps.parent_span_id
-                parent_id = _hex_id(raw_parent, 8) if raw_parent else None
-                problem = _owner_problem(rollout, attempt)
-                if problem is None:
-                    if trace_id is None:
-                        problem = f"invalid trace_id {ps.trace_id.hex()!r} (need 16 non-zero bytes)"
-                    elif span_id is None:
-                        problem = f"invalid span_id {ps.span_id.hex()!r} (need 8 non-zero bytes)"
-                    elif raw_parent and parent_id is None:
-                        problem = f"invalid parent_span_id {raw_parent.hex()!r} (need 8 bytes)"
+                if shadow:
+                    attrs = attributes_from_raw(ps.attributes, attributes_from_kvs)
+                else:
+                    attrs = attributes_from_kvs(ps.attributes)
+                rollout = attrs.get(ROLLOUT_ID_KEY)
+                if rollout is None:
+                    rollout = res_rollout
+                attempt = attrs.get(ATTEMPT_ID_KEY)
+                if attempt is None:
+                    attempt = res_attempt
+                seq = attrs.get(SEQUENCE_ID_KEY)
+                if seq is None:
+                    seq = res_seq
+                raw_trace, raw_span, raw_parent = ps.trace_id, ps.span_id, ps.parent_span_id
+                trace_id = (
+                    raw_trace.hex() if len(raw_trace) == 16 and raw_trace != _ZERO_16 else None
+                )
+                span_id = raw_span.hex() if len(raw_span) == 8 and raw_span != _ZERO_8 else None
+                parent_id = (
+                    raw_parent.hex()
+                    if raw_parent and len(raw_parent) == 8 and raw_parent != _ZERO_8
+                    else None
+                )
+                problem = None
+                if rollout is None or rollout == "" or attempt is None or attempt == "":
+                    problem = _owner_problem(rollout, attempt)
+                elif trace_id is None:
+                    problem = f"invalid trace_id {raw_trace.hex()!r} (need 16 non-zero bytes)"
+                elif span_id is None:
+                    problem = f"invalid span_id {raw_span.hex()!r} (need 8 non-zero bytes)"
+                elif raw_parent and parent_id is None:
+                    problem = f"invalid parent_span_id {raw_parent.hex()!r} (need 8 bytes)"
                 if problem is not None:
-                    result.rejected.append(RejectedSpan(ps.span_id.hex(), ps.name, problem))
+                    result.rejected.append(RejectedSpan(raw_span.hex(), ps.name, problem))
                     continue
-                assert trace_id is not None and span_id is not None
-                flags = ps.flags
-                code = ps.status.code
-                trace_state = parse_trace_state(ps.trace_state)
+                if shadow:
+                    raw_status = ps.status
+                    status = _STATUS_CACHE.get(raw_status) or _raw_status(raw_status)
+                    events = [_parse(ProtoSpan.Event, e) for e in ps.events] if ps.events else ()
+                    links = [_parse(ProtoSpan.Link, e) for e in ps.links] if ps.links else ()
+                else:
+                    status = _status_dict(ps.status.code, ps.status.message)
+                    events, links = ps.events, ps.links
+                raw_state = ps.trace_state
+                start, end = ps.start_time_unix_nano, ps.end_time_unix_nano
                 spans.append(
                     {
                         "rollout_id": str(rollout),
                         "attempt_id": str(attempt),
-                        "sequence_id": _sequence_id(seq),
+                        "sequence_id": None if seq is None else _sequence_id(seq),
                         "trace_id": trace_id,
                         "span_id": span_id,
                         "parent_id": parent_id,
                         "name": ps.name,
-                        "status": {
-                            "status_code": _STATUS_CODES[code] if 0 <= code < 3 else "UNSET",
-                            "description": ps.status.message or None,
-                        },
+                        "status": dict(status),
                         "attributes": attrs,
-                        "events": _events(ps) if ps.events else [],
-                        "links": _links(ps) if ps.links else [],
-                        "start_time": convert_timestamp(ps.start_time_unix_nano),
-                        "end_time": convert_timestamp(ps.end_time_unix_nano),
-                        "context": _context(trace_id, span_id, False, trace_state),
+                        "events": _events(events) if events else [],
+                        "links": _links(links) if links else [],
+                        "start_time": (
+                            (start / 1_000_000_000 if start > 1e12 else float(start))
+                            if start
+                            else None
+                        ),
+                        "end_time": (
+                            (end / 1_000_000_000 if end > 1e12 else float(end)) if end else None
+                        ),
+                        "context": {
+                            "trace_id": trace_id,
+                            "span_id": span_id,
+                            "is_remote": False,
+                            "trace_state": parse_trace_state(raw_state) if raw_state else {},
+                        },
                         "parent": (
-                            _context(
-                                trace_id,
-                                parent_id,
-                                bool(flags & _HAS_IS_REMOTE and flags & _IS_REMOTE),
-                                {},
-                            )
+                            {
+                                "trace_id": trace_id,
+                                "span_id": parent_id,
+                                "is_remote": bool(
+                                    ps.flags & _HAS_IS_REMOTE and ps.flags & _IS_REMOTE
+                                ),
+                                "trace_state": {},
+                            }
                             if parent_id
                             else None
                         ),

@@ -17,8 +17,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .base import LightningStore
-from .intake import ingest_request
-from .otlp import OtlpDecodeError, decode_export_request, request_from_json
+from .intake import ingest_span_dicts
+from .otlp import OtlpDecodeError, request_from_json, spans_from_protobuf, spans_from_request
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "PayloadTooLarge", "otlp_http_routes"]
 
@@ -95,7 +95,10 @@ def otlp_http_routes(store: LightningStore, max_request_bytes: int) -> list[Base
             body = _inflate(
                 raw, request.headers.get("content-encoding", "").strip().lower(), max_request_bytes
             )
-            export = decode_export_request(body) if kind == PROTOBUF else request_from_json(body)
+            if kind == PROTOBUF:
+                converted = spans_from_protobuf(body)
+            else:
+                converted = spans_from_request(request_from_json(body))
         except PayloadTooLarge as exc:
             return _status_response(413, str(exc), kind)
         except OtlpDecodeError as exc:
@@ -103,7 +106,7 @@ def otlp_http_routes(store: LightningStore, max_request_bytes: int) -> list[Base
         except ClientDisconnect:
             return Response(status_code=400)
         try:
-            result = await ingest_request(store, export)
+            result = await ingest_span_dicts(store, converted)
         except Exception as exc:
             # Nothing of this batch is acknowledged; 503 tells OTLP exporters to retry it.
             logger.exception("OTLP/HTTP export failed in the store")

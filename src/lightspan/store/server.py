@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Iterator
@@ -52,6 +53,23 @@ def create_app(
         routes=[*rest_routes(store), *otlp_http_routes(store, max_request_bytes)],
         middleware=middleware,
     )
+
+
+_GC_GEN0_THRESHOLD = 50_000
+
+
+def _tune_gc() -> None:
+    """Garbage-collector settings for an ingesting server (process-wide, so only here).
+
+    OTLP intake allocates ~10 containers per span that all die within the batch: with the
+    default young-generation threshold (700) the collector ran every ~60 spans and traversed
+    them (measured: ~15% of ingestion time); with 50,000 almost none of it is ever traversed.
+    ``gc.freeze()`` moves everything allocated so far (modules, classes, the app), which lives
+    as long as the server, out of the full collections. Cyclic garbage is still collected."""
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    if gen0:  # 0 means the collector is off: leave it so
+        gc.set_threshold(max(gen0, _GC_GEN0_THRESHOLD), gen1, gen2)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -165,8 +183,10 @@ class StoreServer:
         logger.warning("lightspan store stopped")
 
     async def serve_forever(self) -> None:
-        """Start, then run until SIGTERM/SIGINT, then stop gracefully."""
+        """Start, then run until SIGTERM/SIGINT, then stop gracefully (as the server process:
+        the garbage collector is tuned for ingestion, see :func:`_tune_gc`)."""
         await self.start()
+        _tune_gc()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from .models import Attempt, ResourcesUpdate, Rollout, Span, Worker
 from .query import Cond, Query
+from .span_row import SpanRow
 
 _QUEUING = "('queuing', 'requeuing')"
 _CHUNK = 500  # ids per IN (...) list
@@ -415,53 +416,40 @@ class SqlTx:
 
     # ---------------------------------------------------------------- spans
 
-    async def insert_spans(self, spans: list[Span]) -> set[tuple[str, str, str]]:
+    async def insert_spans(self, spans: list[Span | SpanRow]) -> set[tuple[str, str, str]]:
         """One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per chunk: a single
         statement per ~500 spans, and it reports exactly which spans were new."""
         cols = [*SPANS.columns, "doc"]
+        rows = [
+            (
+                s.rollout_id,
+                s.attempt_id,
+                s.span_id,
+                s.sequence_id,
+                s.trace_id,
+                s.parent_id,
+                s.name,
+                s.start_time,
+                s.end_time,
+                s.doc() if type(s) is SpanRow else s.model_dump_json(),
+            )
+            for s in spans
+        ]
         bulk = getattr(self.c, "bulk_insert_spans", None)
         if bulk is not None:  # PostgreSQL: COPY (see postgres.py)
-            rows = [
-                (
-                    s.rollout_id,
-                    s.attempt_id,
-                    s.span_id,
-                    s.sequence_id,
-                    s.trace_id,
-                    s.parent_id,
-                    s.name,
-                    s.start_time,
-                    s.end_time,
-                    s.model_dump_json(),
-                )
-                for s in spans
-            ]
             return {(r, a, i) for r, a, i in await bulk(cols, rows)}
         row_marks = "(" + _marks(len(cols)) + ")"
         inserted: set[tuple[str, str, str]] = set()
-        for chunk in _chunks(spans):
-            params: list[Any] = []
-            for s in chunk:
-                params += (
-                    s.rollout_id,
-                    s.attempt_id,
-                    s.span_id,
-                    s.sequence_id,
-                    s.trace_id,
-                    s.parent_id,
-                    s.name,
-                    s.start_time,
-                    s.end_time,
-                    s.model_dump_json(),
-                )
-            rows = await self.c.fetchall(
+        for chunk in _chunks(rows):
+            params = [v for row in chunk for v in row]
+            found = await self.c.fetchall(
                 f"INSERT INTO ls_spans ({', '.join(cols)}) VALUES "
                 + ", ".join([row_marks] * len(chunk))
                 + " ON CONFLICT (rollout_id, attempt_id, span_id) DO NOTHING "
                 "RETURNING rollout_id, attempt_id, span_id",
                 params,
             )
-            inserted.update((r, a, s) for r, a, s in rows)
+            inserted.update((r, a, s) for r, a, s in found)
         return inserted
 
     async def query_spans_json(self, q: Query) -> tuple[list[str], int]:

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from .models import Attempt, ResourcesUpdate, Rollout, Span, Worker
 from .query import Query
+from .span_row import SpanRow
 
 
 class StoreTx(Protocol):
@@ -55,8 +56,9 @@ class StoreTx(Protocol):
     async def query_resources(self, q: Query) -> tuple[list[ResourcesUpdate], int]: ...
 
     # spans
-    async def insert_spans(self, spans: list[Span]) -> set[tuple[str, str, str]]:
-        """Insert the spans that are new (distinct keys given); return the keys inserted."""
+    async def insert_spans(self, spans: list[Span | SpanRow]) -> set[tuple[str, str, str]]:
+        """Insert the spans that are new (distinct keys given); return the keys inserted.
+        Spans come as models or as :class:`~lightspan.store.span_row.SpanRow` (OTLP intake)."""
         ...
 
     async def query_spans(self, q: Query) -> tuple[list[Span], int]: ...

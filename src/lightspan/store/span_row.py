@@ -1,0 +1,119 @@
+"""A converted span on its way into the store, without a pydantic model: the intake's hot path.
+
+Why: the OTLP converter (``otlp.py``) already builds well-formed Span dicts (ids checked, status
+codes from a fixed table, attribute values primitives or lists of primitives), so validating them
+again into ``Span`` models costs ~15-30 us per span and can only fail where serialisation fails
+too. A :class:`SpanRow` keeps the dict, the few fields the store's rules read, and the stored
+JSON, serialised once here by orjson (or pydantic-core's serializer without it): what
+``Span.model_dump_json()`` writes for the same span (compact, UTF-8, NaN/inf as ``null``).
+
+The sequence id is usually issued by the store inside the transaction that stores the span
+(``sequence_id_pending``): the JSON then carries ``"sequence_id":null`` and :meth:`SpanRow.doc`
+splices the issued id in. The first occurrence of that text in the document is the key's own: it
+comes after only ``rollout_id`` and ``attempt_id``, and a quote inside a JSON string is escaped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic_core import PydanticSerializationError, to_json
+
+try:
+    from orjson import dumps as _orjson_dumps
+except ImportError:  # optional: the ``store`` extra installs it
+    _orjson_dumps = None
+
+from .models import Span
+
+__all__ = ["SpanRow", "SpanRowError"]
+
+_PENDING = b'"sequence_id":null'
+
+
+def _dumps(data: dict[str, Any]) -> bytes:
+    """Span JSON: orjson when installed (~3x faster), else pydantic-core; both write what
+    ``model_dump_json`` writes (compact, UTF-8, NaN/inf as ``null``). orjson refuses some
+    values pydantic-core takes (integers beyond 64 bits): those go to pydantic-core."""
+    if _orjson_dumps is not None:
+        try:
+            return _orjson_dumps(data)
+        except TypeError:
+            pass
+    try:
+        return to_json(data, inf_nan_mode="null")
+    except (PydanticSerializationError, ValueError, TypeError) as exc:
+        raise SpanRowError(f"span cannot be stored as JSON: {exc}") from exc
+
+
+def _type_problem(data: dict[str, Any]) -> str:
+    for key in ("rollout_id", "attempt_id", "span_id", "trace_id", "name"):
+        if type(data[key]) is not str:
+            return f"{key}: expected a string, got {type(data[key]).__name__}"
+    return f"sequence_id: expected a non-negative integer, got {data['sequence_id']!r}"
+
+
+class SpanRowError(ValueError):
+    """A converted span that cannot be stored (its JSON cannot be written); the message says why."""
+
+
+class SpanRow:
+    """One span to store: its stored JSON and the fields the store reads.
+
+    It keeps no reference to the Span dict it was made from: the dicts of a batch (~10
+    containers per span) can be freed right away instead of living, and being traversed by the
+    cyclic garbage collector, until the batch is committed."""
+
+    __slots__ = (
+        "_doc",
+        "attempt_id",
+        "end_time",
+        "name",
+        "parent_id",
+        "rollout_id",
+        "sequence_id",
+        "sequence_id_pending",
+        "span_id",
+        "start_time",
+        "status_code",
+        "trace_id",
+    )
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        """``data`` is a Span dict from ``otlp.py``; ``sequence_id`` ``None`` means "issue one".
+
+        Raises :class:`SpanRowError` when a field has the wrong type or the span cannot be
+        written as JSON (only possible for hand-made dicts or exotic SDK attribute values).
+        """
+        seq = data["sequence_id"]
+        self.sequence_id_pending = seq is None
+        self.sequence_id: int = 0 if seq is None else seq
+        self.rollout_id: str = data["rollout_id"]
+        self.attempt_id: str = data["attempt_id"]
+        self.span_id: str = data["span_id"]
+        self.trace_id: str = data["trace_id"]
+        self.parent_id: str | None = data["parent_id"]
+        self.name: str = data["name"]
+        self.start_time: float | None = data["start_time"]
+        self.end_time: float | None = data["end_time"]
+        self.status_code: str = data["status"]["status_code"]
+        if not (
+            type(self.rollout_id) is str
+            and type(self.attempt_id) is str
+            and type(self.span_id) is str
+            and type(self.trace_id) is str
+            and type(self.name) is str
+            and (seq is None or (type(seq) is int and seq >= 0))
+        ):
+            raise SpanRowError(_type_problem(data))
+        self._doc = _dumps(data)
+
+    def doc(self) -> str:
+        """The stored JSON, with the sequence id the store issued."""
+        if self.sequence_id_pending:
+            return self._doc.replace(_PENDING, b'"sequence_id":%d' % self.sequence_id, 1).decode()
+        return self._doc.decode()
+
+    def to_span(self) -> Span:
+        """The pydantic model (for backends that keep models: the in-memory store)."""
+        return Span.model_validate_json(self.doc())

@@ -1,0 +1,117 @@
+"""configure_tracing: exporters from the configuration and OTEL_* variables, the resource,
+the handle."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from lightspan.config import ConfigError, parse_config
+from lightspan.instrumentation.processor import NonBlockingBatchProcessor
+from lightspan.instrumentation.setup import (
+    build_exporters,
+    build_resource,
+    configure_tracing,
+)
+
+
+def cfg(**al):
+    return parse_config({"agentLightning": {"enabled": True, **al}}, environ={})
+
+
+def test_endpoint_in_configuration_selects_otlp_grpc_or_http():
+    (g,) = build_exporters(cfg(exporter={"endpoint": "localhost:4317"}), environ={})
+    assert isinstance(g, GrpcExporter)
+    (h,) = build_exporters(
+        cfg(exporter={"endpoint": "http://collector:4318", "protocol": "http/protobuf"}), environ={}
+    )
+    assert isinstance(h, HttpExporter) and h._endpoint == "http://collector:4318/v1/traces"
+    for e in (g, h):
+        e.shutdown()
+
+
+def test_otel_exporter_variables_apply_when_the_configuration_has_no_endpoint(monkeypatch):
+    env = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://otel:4318/v1/traces",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    }
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    (e,) = build_exporters(cfg(), environ=env)
+    assert isinstance(e, HttpExporter) and e._endpoint == "http://otel:4318/v1/traces"
+    e.shutdown()
+
+
+def test_default_uses_the_exporter_stages_store_exporter(monkeypatch):
+    import sys
+    import types
+
+    from lightspan.instrumentation import setup
+
+    made = []
+    mod = types.ModuleType("fake_store_exporter")
+    mod.build_store_exporter = lambda c: made.append(c) or InMemorySpanExporter()
+    monkeypatch.setitem(sys.modules, "fake_store_exporter", mod)
+    monkeypatch.setattr(setup, "STORE_EXPORTER_MODULE", "fake_store_exporter")
+    c = cfg()
+    (e,) = build_exporters(c, environ={})
+    assert isinstance(e, InMemorySpanExporter) and made == [c]
+
+
+def test_without_the_exporter_stage_the_default_is_otlp_to_the_store(monkeypatch):
+    from lightspan.instrumentation import setup
+
+    monkeypatch.setattr(setup, "STORE_EXPORTER_MODULE", "lightspan_no_such_module")
+    with pytest.raises(ConfigError, match="in_memory needs the in-process store exporter"):
+        build_exporters(cfg(store={"type": "in_memory"}), environ={})
+    (e,) = build_exporters(
+        cfg(store={"address": "http://store:4747"}, exporter={"protocol": "http/protobuf"}),
+        environ={},
+    )
+    assert isinstance(e, HttpExporter) and e._endpoint == "http://store:4747/v1/traces"
+    e.shutdown()
+    (g,) = build_exporters(cfg(store={"address": "http://store:4747", "token": "s3"}), environ={})
+    assert isinstance(g, GrpcExporter)
+    g.shutdown()
+
+
+def test_unknown_protocol_is_a_clear_error():
+    with pytest.raises(ConfigError, match="OTLP protocol 'http/json'"):
+        build_exporters(
+            cfg(),
+            environ={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318",
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+            },
+        )
+
+
+def test_service_name_from_configuration_unless_otel_service_name(monkeypatch):
+    c = cfg(tracing={"service_name": "my-flows"})
+    assert build_resource(c, environ={}).attributes["service.name"] == "my-flows"
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "from-env")
+    assert (
+        build_resource(c, environ={"OTEL_SERVICE_NAME": "from-env"}).attributes["service.name"]
+        == "from-env"
+    )
+
+
+def test_handle_uses_the_exporter_section_for_the_processor_and_counts():
+    exp = InMemorySpanExporter()
+    h = configure_tracing(
+        cfg(exporter={"max_queue_size": 1234, "max_export_batch_size": 99}),
+        exporters=[exp],
+        set_global=False,
+        environ={},
+    )
+    try:
+        (p,) = [p for p in h.processors if isinstance(p, NonBlockingBatchProcessor)]
+        assert p._max_queue == 1234 and p._batch == 99
+        h.provider.get_tracer("t").start_span("x").end()
+        assert h.force_flush()
+        assert h.stats().exported == 1 and h.dropped == 0
+    finally:
+        h.shutdown()
+    assert not h.instrumentor.is_instrumented_by_opentelemetry
