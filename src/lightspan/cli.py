@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         except ModuleNotFoundError as e:
             # The stage's extra is not installed (or the stage is not there): its commands
             # are simply absent. A broken import inside lightspan itself still raises.
-            if e.name and (e.name == module or not e.name.startswith("lightspan")):
+            if e.name and (module.startswith(e.name) or not e.name.startswith("lightspan")):
                 continue
             raise
         getattr(mod, func)(sub)

@@ -7,7 +7,9 @@ failure of any other kind.
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,10 @@ def _env(health: int) -> dict[str, str]:
         "LIGHTSPAN_OTELCOL_HTTP": f"127.0.0.1:{http_port}",
         "LIGHTSPAN_OTELCOL_HEALTH": f"127.0.0.1:{health}",
         "LIGHTSPAN_OTELCOL_METRICS_PORT": str(metrics_port),
+        # debug.yaml's file exporter: a relative default would depend on the working directory.
+        "LIGHTSPAN_OTELCOL_SPAN_FILE": os.path.join(
+            tempfile.gettempdir(), f"otelcol-{health}.jsonl"
+        ),
     }
 
 
