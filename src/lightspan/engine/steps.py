@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -80,21 +80,7 @@ class Step:
         if not run.listeners:
             return await self._attempts(value, run, None)
         info = StepInfo(self.kind, self.name, run.info, parent, step=self, input=value)
-        emit(run.listeners, "on_step_start", info)
-        try:
-            info.output = await self._attempts(value, run, info)
-            info.status = "ok"
-            return info.output
-        except asyncio.CancelledError:
-            info.status = "cancelled"
-            raise
-        except BaseException as e:
-            info.status = "error"
-            info.error = e
-            raise
-        finally:
-            info.end_time = time.time()
-            emit(run.listeners_reversed, "on_step_end", info)
+        return await _observed(info, run, lambda: self._attempts(value, run, info))
 
     async def _attempts(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
         policy = self.retry
@@ -282,21 +268,7 @@ class Fork(Step):
         binfo = StepInfo("branch", bname, run.info, info, step=step, input=value)
         binfo.attrs["branch.name"] = bname
         binfo.attrs["fork.name"] = self.name
-        emit(run.listeners, "on_step_start", binfo)
-        try:
-            binfo.output = await step.execute(value, run, binfo)
-            binfo.status = "ok"
-            return binfo.output
-        except asyncio.CancelledError:
-            binfo.status = "cancelled"
-            raise
-        except BaseException as e:
-            binfo.status = "error"
-            binfo.error = e
-            raise
-        finally:
-            binfo.end_time = time.time()
-            emit(run.listeners_reversed, "on_step_end", binfo)
+        return await _observed(binfo, run, lambda: step.execute(value, run, binfo))
 
     async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
         names = list(self.branches)
@@ -394,21 +366,7 @@ class OrganizerWorker(Step):
         winfo.step = self.worker
         winfo.attrs["worker.index"] = index
         winfo.attrs["organizer.name"] = self.name
-        emit(run.listeners, "on_step_start", winfo)
-        try:
-            winfo.output = await self.worker.execute(item, run, winfo)
-            winfo.status = "ok"
-            return winfo.output
-        except asyncio.CancelledError:
-            winfo.status = "cancelled"
-            raise
-        except BaseException as e:
-            winfo.status = "error"
-            winfo.error = e
-            raise
-        finally:
-            winfo.end_time = time.time()
-            emit(run.listeners_reversed, "on_step_end", winfo)
+        return await _observed(winfo, run, lambda: self.worker.execute(item, run, winfo))
 
     async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
         items = await self.organizer.execute(value, run, info)
@@ -504,6 +462,29 @@ class LLMTask(Step):
             res.llm(self.llm), messages, info, step_name=self.name, prompt_template=self.prompt
         )
         return self.parse(text) if self.parse else text
+
+
+async def _observed(info: StepInfo, run: RunState, body: Callable[[], Awaitable[Any]]) -> Any:
+    """Report ``info`` as started, run ``body``, record its outcome and report it as ended.
+
+    ``body`` is called only after ``on_step_start``, so context a listener attaches there is
+    inherited by every task the body creates.
+    """
+    emit(run.listeners, "on_step_start", info)
+    try:
+        info.output = await body()
+        info.status = "ok"
+        return info.output
+    except asyncio.CancelledError:
+        info.status = "cancelled"
+        raise
+    except BaseException as e:
+        info.status = "error"
+        info.error = e
+        raise
+    finally:
+        info.end_time = time.time()
+        emit(run.listeners_reversed, "on_step_end", info)
 
 
 def _check_unique(parent: str, steps: Iterable[Step]) -> None:
