@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from lightspan.exporter import exporter_from_config
+from lightspan.exporter import LightningStoreSpanExporter
+from lightspan.instrumentation.setup import build_exporters
 from lightspan.store.client import LightningStoreClient
 from tests.exporter.helpers import by_id, config, fork_join_workflow, start_pipeline
 from tests.fixtures.collector import CollectorFactory, Jaeger
@@ -67,7 +68,9 @@ async def test_sdk_to_collector_to_jaeger_and_store_agree_span_for_span(
         exporter={"endpoint": collector.otlp_grpc, "spool": {"path": str(tmp_path / "spool")}},
         tracing={"capture_content": True, "service_name": service},
     )
-    exporter = exporter_from_config(cfg, environ={})
+    # What configure_tracing builds for a Collector endpoint: the store exporter, with its spool.
+    (exporter,) = build_exporters(cfg, environ={})
+    assert isinstance(exporter, LightningStoreSpanExporter) and exporter.spool is not None
     assert exporter.target is not None and exporter.target.endpoint == collector.otlp_grpc
     pipe = start_pipeline(cfg, exporter)
     try:

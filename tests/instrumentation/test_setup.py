@@ -9,6 +9,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from lightspan.config import ConfigError, parse_config
+from lightspan.exporter import LightningStoreSpanExporter
 from lightspan.instrumentation.processor import NonBlockingBatchProcessor
 from lightspan.instrumentation.setup import (
     build_exporters,
@@ -21,7 +22,85 @@ def cfg(**al):
     return parse_config({"agentLightning": {"enabled": True, **al}}, environ={})
 
 
-def test_endpoint_in_configuration_selects_otlp_grpc_or_http():
+@pytest.fixture
+def no_exporter_stage(monkeypatch):
+    """As if ``lightspan.exporter`` were not installed: the SDK's own OTLP exporters."""
+    from lightspan.instrumentation import setup
+
+    monkeypatch.setattr(setup, "STORE_EXPORTER_MODULE", "lightspan_no_such_module")
+
+
+def test_collector_endpoint_in_configuration_goes_through_the_store_exporter(tmp_path):
+    spool = {"path": str(tmp_path / "spool")}
+    (g,) = build_exporters(cfg(exporter={"endpoint": "localhost:4317", "spool": spool}), environ={})
+    (h,) = build_exporters(
+        cfg(
+            exporter={
+                "endpoint": "http://collector:4318",
+                "protocol": "http/protobuf",
+                "spool": {"enabled": False},
+            }
+        ),
+        environ={},
+    )
+    try:
+        assert isinstance(g, LightningStoreSpanExporter)
+        assert (g.target.protocol, g.target.endpoint) == ("grpc", "localhost:4317")
+        assert g.spool is not None and g.spool.path.parent == tmp_path / "spool"
+        assert isinstance(h, LightningStoreSpanExporter)
+        assert h.target.endpoint == "http://collector:4318/v1/traces"
+        assert h.spool is None  # spool off: drop and count
+        assert g.stats().sent == 0 and h.stats().dropped == 0
+    finally:
+        g.shutdown()
+        h.shutdown()
+
+
+def test_otel_exporter_variables_go_through_the_store_exporter(tmp_path):
+    env = {
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://otel:4318/v1/traces",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-team=agents",
+    }
+    (e,) = build_exporters(cfg(exporter={"spool": {"path": str(tmp_path)}}), environ=env)
+    try:
+        assert isinstance(e, LightningStoreSpanExporter) and e.spool is not None
+        assert e.target.endpoint == "http://otel:4318/v1/traces"
+        assert e.target.headers == {"x-team": "agents"}
+    finally:
+        e.shutdown()
+
+
+def test_in_memory_store_is_explicit_configuration_and_wins_over_otel_variables():
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318"}
+    (e,) = build_exporters(cfg(store={"type": "in_memory"}), environ=env)
+    try:
+        assert isinstance(e, LightningStoreSpanExporter)
+        assert e.store is not None and e.target is None
+    finally:
+        e.shutdown()
+
+
+def test_the_exporter_stage_plug_point_gets_the_configuration_and_environment(monkeypatch):
+    import sys
+    import types
+
+    from lightspan.instrumentation import setup
+
+    made = []
+    mod = types.ModuleType("fake_store_exporter")
+    mod.build_store_exporter = lambda c, environ: (
+        made.append((c, environ)) or InMemorySpanExporter()
+    )
+    monkeypatch.setitem(sys.modules, "fake_store_exporter", mod)
+    monkeypatch.setattr(setup, "STORE_EXPORTER_MODULE", "fake_store_exporter")
+    c = cfg()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"}
+    (e,) = build_exporters(c, environ=env)
+    assert isinstance(e, InMemorySpanExporter) and made == [(c, env)]
+
+
+def test_without_the_exporter_stage_an_endpoint_selects_sdk_otlp(no_exporter_stage):
     (g,) = build_exporters(cfg(exporter={"endpoint": "localhost:4317"}), environ={})
     assert isinstance(g, GrpcExporter)
     (h,) = build_exporters(
@@ -32,7 +111,7 @@ def test_endpoint_in_configuration_selects_otlp_grpc_or_http():
         e.shutdown()
 
 
-def test_otel_exporter_variables_apply_when_the_configuration_has_no_endpoint(monkeypatch):
+def test_without_the_exporter_stage_otel_variables_select_sdk_otlp(no_exporter_stage, monkeypatch):
     env = {
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://otel:4318/v1/traces",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
@@ -44,26 +123,7 @@ def test_otel_exporter_variables_apply_when_the_configuration_has_no_endpoint(mo
     e.shutdown()
 
 
-def test_default_uses_the_exporter_stages_store_exporter(monkeypatch):
-    import sys
-    import types
-
-    from lightspan.instrumentation import setup
-
-    made = []
-    mod = types.ModuleType("fake_store_exporter")
-    mod.build_store_exporter = lambda c: made.append(c) or InMemorySpanExporter()
-    monkeypatch.setitem(sys.modules, "fake_store_exporter", mod)
-    monkeypatch.setattr(setup, "STORE_EXPORTER_MODULE", "fake_store_exporter")
-    c = cfg()
-    (e,) = build_exporters(c, environ={})
-    assert isinstance(e, InMemorySpanExporter) and made == [c]
-
-
-def test_without_the_exporter_stage_the_default_is_otlp_to_the_store(monkeypatch):
-    from lightspan.instrumentation import setup
-
-    monkeypatch.setattr(setup, "STORE_EXPORTER_MODULE", "lightspan_no_such_module")
+def test_without_the_exporter_stage_the_default_is_otlp_to_the_store(no_exporter_stage):
     with pytest.raises(ConfigError, match="in_memory needs the in-process store exporter"):
         build_exporters(cfg(store={"type": "in_memory"}), environ={})
     (e,) = build_exporters(

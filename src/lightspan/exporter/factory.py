@@ -127,6 +127,10 @@ def exporter_from_config(
     return LightningStoreSpanExporter(target=target, spool=spool, **options)
 
 
-def build_store_exporter(cfg: LightspanConfig) -> LightningStoreSpanExporter:
-    """The plug point ``lightspan.instrumentation.setup.store_exporter`` calls."""
-    return exporter_from_config(cfg)
+def build_store_exporter(
+    cfg: LightspanConfig, *, environ: Mapping[str, str] | None = None
+) -> LightningStoreSpanExporter:
+    """The plug point ``lightspan.instrumentation.setup.build_exporters`` calls: every target
+    (Collector, ``OTEL_*`` endpoint, in-process store, store server) goes through the
+    LightningStore exporter, so all of them get retries, the spool and the counters."""
+    return exporter_from_config(cfg, environ=environ)

@@ -5,14 +5,17 @@ standard ``OTEL_*`` variables into a working pipeline in one call, and tests and
 applications must be able to swap the exporters (an ``InMemorySpanExporter``) or processors
 without re-implementing the rest.
 
-Where spans go (:func:`build_exporters`), first match wins:
+Where spans go (:func:`build_exporters`): the exporter stage decides, through its plug point
+``lightspan.exporter.build_store_exporter(cfg, environ=...)``, so every target (a Collector set
+by ``agentLightning.exporter.endpoint`` or ``OTEL_EXPORTER_OTLP_*``, the in-process store, the
+store server) gets the same retries, spool and counters. Without the exporter stage installed,
+first match wins:
 
-1. ``agentLightning.exporter.endpoint`` is set: OTLP (``exporter.protocol``) to it (a Collector);
+1. ``agentLightning.exporter.endpoint`` is set: the SDK's OTLP exporter (``exporter.protocol``);
 2. ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: OTLP as those
    variables (and ``OTEL_EXPORTER_OTLP_*_PROTOCOL``/``HEADERS``/...) say;
-3. otherwise the LightningStore (:func:`store_exporter`): the exporter stage's
-   ``lightspan.exporter.build_store_exporter(cfg)`` when it is installed, else plain OTLP to
-   the external store's intake (``/v1/traces`` over HTTP, or gRPC on ``store.grpc_address``).
+3. otherwise plain OTLP to the external store's intake (``/v1/traces`` over HTTP, or gRPC on
+   ``store.grpc_address``); ``store.type: in_memory`` is an error (it needs the exporter stage).
 """
 
 from __future__ import annotations
@@ -41,11 +44,9 @@ from lightspan.instrumentation.sampling import make_sampler, ratio_from_env
 
 log = logging.getLogger(__name__)
 
-ExporterFactory = Callable[[LightspanConfig], SpanExporter]
-
 STORE_EXPORTER_MODULE = "lightspan.exporter"
 STORE_EXPORTER_FACTORY = "build_store_exporter"
-"""The exporter stage plugs in here: ``build_store_exporter(cfg) -> SpanExporter``."""
+"""The exporter stage plugs in here: ``build_store_exporter(cfg, *, environ) -> SpanExporter``."""
 
 
 @dataclass
@@ -111,15 +112,17 @@ def _otlp_exporter(
     )
 
 
-def store_exporter(cfg: LightspanConfig) -> SpanExporter:
-    """The exporter to the LightningStore (see the module doc for the fallback)."""
+def _store_exporter_factory() -> Callable[..., SpanExporter] | None:
+    """The exporter stage's ``build_store_exporter``, or ``None`` when it is not installed."""
     try:
         module = importlib.import_module(STORE_EXPORTER_MODULE)
     except ImportError:
-        module = None
-    factory: ExporterFactory | None = getattr(module, STORE_EXPORTER_FACTORY, None)
-    if factory is not None:
-        return factory(cfg)
+        return None
+    return getattr(module, STORE_EXPORTER_FACTORY, None)
+
+
+def otlp_store_exporter(cfg: LightspanConfig) -> SpanExporter:
+    """Plain OTLP to the external store's intake (used without the exporter stage)."""
     store = cfg.agentLightning.store
     if store.type.value == "in_memory":
         raise ConfigError(
@@ -139,6 +142,9 @@ def build_exporters(
 ) -> list[SpanExporter]:
     """The exporters the configuration and environment ask for (see the module doc)."""
     env = os.environ if environ is None else environ
+    factory = _store_exporter_factory()
+    if factory is not None:
+        return [factory(cfg, environ=env)]
     exp = cfg.agentLightning.exporter
     if exp.endpoint:
         return [_otlp_exporter(exp.protocol, exp.endpoint)]
@@ -149,7 +155,7 @@ def build_exporters(
             or exp.protocol
         )
         return [_otlp_exporter(protocol.strip().lower(), None)]
-    return [store_exporter(cfg)]
+    return [otlp_store_exporter(cfg)]
 
 
 def build_resource(cfg: LightspanConfig, environ: Mapping[str, str] | None = None) -> Resource:
