@@ -16,8 +16,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from .auth import GrpcBearerAuthInterceptor
 from .base import LightningStore
-from .intake import ingest_span_dicts
-from .otlp import OtlpDecodeError, spans_from_protobuf
+from .intake import convert_protobuf_async, ingest_span_dicts
+from .otlp import OtlpDecodeError
 
 __all__ = ["SERVICE_NAME", "create_grpc_server"]
 
@@ -28,7 +28,7 @@ logger = logging.getLogger("lightspan.store.grpc")
 def _export_handler(store: LightningStore) -> grpc.RpcMethodHandler:
     async def export(request: bytes, context: grpc.aio.ServicerContext) -> Any:
         try:
-            converted = spans_from_protobuf(request)
+            converted = await convert_protobuf_async(store, request)
         except OtlpDecodeError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:

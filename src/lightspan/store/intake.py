@@ -7,8 +7,10 @@ durable (``add_many_spans`` returns after commit), so nothing acknowledged is ev
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from weakref import WeakKeyDictionary
@@ -22,10 +24,17 @@ from pydantic import ValidationError
 from .base import AddSpansResult, LightningStore, NotFoundError
 from .core import CoreStore
 from .models import OtelResource, Span, SpanContext
-from .otlp import OtlpSpans, RejectedSpan, spans_from_request
-from .span_row import SpanRow, SpanRowError
+from .otlp import OtlpSpans, RejectedSpan, spans_from_protobuf, spans_from_request
+from .span_row import SpanRow, SpanRowError, native_intake, rows_from_protobuf
 
-__all__ = ["IngestResult", "ingest_request", "ingest_span_dicts"]
+__all__ = [
+    "IngestResult",
+    "RowBatch",
+    "convert_protobuf",
+    "convert_protobuf_async",
+    "ingest_request",
+    "ingest_span_dicts",
+]
 
 logger = logging.getLogger("lightspan.store.intake")
 
@@ -47,6 +56,49 @@ class IngestResult:
             response.partial_success.rejected_spans = self.rejected
             response.partial_success.error_message = self.message
         return response
+
+
+@dataclass(slots=True)
+class RowBatch:
+    """An export converted straight to :class:`SpanRow` objects (the Rust converter)."""
+
+    rows: list[SpanRow]
+    rejected: list[RejectedSpan]
+
+
+def convert_protobuf(store: LightningStore, body: bytes) -> OtlpSpans | RowBatch:
+    """Convert an OTLP/protobuf body for ``store``: rows from the Rust converter when the store
+    is one of ours and the module is built (see ``span_row.rows_from_protobuf``), else Span dicts.
+    Raises :class:`~lightspan.store.otlp.OtlpDecodeError` for a malformed body."""
+    if isinstance(store, CoreStore):
+        native = rows_from_protobuf(body)
+        if native is not None:
+            return RowBatch(*native)
+    return spans_from_protobuf(body)
+
+
+OFFLOAD_BYTES = 32 * 1024
+"""Bodies at least this large are converted on the conversion thread (see
+:func:`convert_protobuf_async`); smaller ones cost less inline than a thread hop (~50 us)."""
+
+_convert_pool: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _convert_pool
+    if _convert_pool is None:
+        _convert_pool = ThreadPoolExecutor(1, thread_name_prefix="lightspan-otlp-convert")
+    return _convert_pool
+
+
+async def convert_protobuf_async(store: LightningStore, body: bytes) -> OtlpSpans | RowBatch:
+    """:func:`convert_protobuf` off the event loop for large bodies when the Rust converter
+    takes them: it releases the GIL, so on a multi-core machine the next batch is converted
+    while the loop stores this one (measured: see docs/store.md, Performance)."""
+    if len(body) >= OFFLOAD_BYTES and isinstance(store, CoreStore) and native_intake():
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_pool(), convert_protobuf, store, body)
+    return convert_protobuf(store, body)
 
 
 _ASSIGNS_IN_TX: WeakKeyDictionary[type, bool] = WeakKeyDictionary()
@@ -104,6 +156,14 @@ def _prebuilt(d: dict[str, Any], resources: dict[int, tuple[Any, OtelResource]])
     }
 
 
+async def _store_rows(store: CoreStore, rows: list[SpanRow]) -> AddSpansResult | None:
+    """Store rows, sequence ids issued in the storing transaction for those that carry none."""
+    if not rows:
+        return None
+    assign = [i for i, row in enumerate(rows) if row.sequence_id_pending]
+    return await store.add_many_spans(rows, assign_sequence_ids=assign)  # type: ignore[arg-type]
+
+
 async def _add_rows(
     store: CoreStore, converted: OtlpSpans, rejected: list[RejectedSpan]
 ) -> AddSpansResult | None:
@@ -111,32 +171,31 @@ async def _add_rows(
     ``span_row.py``), sequence ids issued in the storing transaction. Consumes
     ``converted.spans`` (emptied: the dicts are not needed once the rows hold their JSON)."""
     rows: list[SpanRow] = []
-    assign: list[int] = []
     dicts, converted.spans = converted.spans, []
     for d in dicts:
         try:
-            row = SpanRow(d)
+            rows.append(SpanRow(d))
         except SpanRowError as exc:
             rejected.append(RejectedSpan(str(d.get("span_id")), str(d.get("name")), str(exc)))
-            continue
-        if row.sequence_id_pending:
-            assign.append(len(rows))
-        rows.append(row)
     dicts.clear()
-    if not rows:
-        return None
-    return await store.add_many_spans(rows, assign_sequence_ids=assign)  # type: ignore[arg-type]
+    return await _store_rows(store, rows)
 
 
 async def ingest_span_dicts(
-    store: LightningStore, converted: OtlpSpans, *, validate: bool = False
+    store: LightningStore, converted: OtlpSpans | RowBatch, *, validate: bool = False
 ) -> IngestResult:
     """Store converted spans; rejections from conversion, validation and the store are counted.
 
     Our own stores get the spans as :class:`SpanRow` objects (no pydantic validation: the
-    converter's dicts are well-formed by construction); other stores (a remote client, the
-    reference) get ``Span`` models. ``validate=True`` forces the model path (benchmarks compare
-    the two)."""
+    converter's dicts are well-formed by construction; a :class:`RowBatch` from the Rust
+    converter is already rows); other stores (a remote client, the reference) get ``Span``
+    models. ``validate=True`` forces the model path (benchmarks compare the two)."""
+    if isinstance(converted, RowBatch):
+        rejected = list(converted.rejected)
+        received = len(converted.rows) + len(rejected)
+        if not isinstance(store, CoreStore):
+            raise TypeError("a RowBatch is for lightspan's own stores; convert to Span dicts")
+        return _summarise(await _store_rows(store, converted.rows), rejected, received)
     rejected: list[RejectedSpan] = list(converted.rejected)
     received = len(converted.spans) + len(rejected)
     if isinstance(store, CoreStore) and not validate:

@@ -17,8 +17,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .base import LightningStore
-from .intake import ingest_span_dicts
-from .otlp import OtlpDecodeError, request_from_json, spans_from_protobuf, spans_from_request
+from .intake import convert_protobuf_async, ingest_span_dicts
+from .otlp import OtlpDecodeError, request_from_json, spans_from_request
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "PayloadTooLarge", "otlp_http_routes"]
 
@@ -96,7 +96,7 @@ def otlp_http_routes(store: LightningStore, max_request_bytes: int) -> list[Base
                 raw, request.headers.get("content-encoding", "").strip().lower(), max_request_bytes
             )
             if kind == PROTOBUF:
-                converted = spans_from_protobuf(body)
+                converted = await convert_protobuf_async(store, body)
             else:
                 converted = spans_from_request(request_from_json(body))
         except PayloadTooLarge as exc:

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from .core import CoreStore
+from .span_chunks import SpanKeyCache
 from .sql import Dialect, SqlTx, schema
 
 POSTGRES = Dialect(
@@ -58,40 +59,6 @@ class _PgConn:
         async with self._conn.cursor() as cur:
             await cur.executemany(_pg(sql), rows)
 
-    async def bulk_insert_spans(
-        self, cols: list[str], rows: list[tuple[Any, ...]]
-    ) -> list[tuple[Any, ...]]:
-        """COPY the batch into the session's staging table, then move the new rows over with
-        ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (which names the rows inserted).
-        Why: COPY costs a few microseconds per span; a multi-row INSERT with thousands of
-        parameters costs over 100 in psycopg's query parsing and array escaping."""
-        names = ", ".join(cols)
-        async with self._conn.cursor() as cur:
-            async with cur.copy(f"COPY ls_spans_in ({names}, n) FROM STDIN") as copy:
-                for n, row in enumerate(rows):
-                    await copy.write_row((*row, n))
-            await cur.execute(
-                f"INSERT INTO ls_spans ({names}) SELECT {names} FROM ls_spans_in ORDER BY n "
-                "ON CONFLICT (rollout_id, attempt_id, span_id) DO NOTHING "
-                "RETURNING rollout_id, attempt_id, span_id"
-            )
-            inserted = await cur.fetchall()
-            await cur.execute("DELETE FROM ls_spans_in")
-        return inserted
-
-
-_STAGING = (
-    "CREATE TEMP TABLE IF NOT EXISTS ls_spans_in (rollout_id text, attempt_id text, "
-    "span_id text, sequence_id bigint, trace_id text, parent_id text, name text, "
-    "start_time float8, end_time float8, doc text, n bigint) ON COMMIT DELETE ROWS"
-)
-
-
-async def _configure(conn: Any) -> None:
-    """Per pooled connection: the session's span staging table (see bulk_insert_spans)."""
-    await conn.execute(_STAGING)
-    await conn.commit()
-
 
 class PostgresLightningStore(CoreStore):
     """LightningStore in the PostgreSQL database at ``dsn`` (schema created if missing)."""
@@ -115,6 +82,7 @@ class PostgresLightningStore(CoreStore):
         self._min_size = min_size
         self._max_size = max_size
         self._pool: Any = None
+        self._span_keys = SpanKeyCache()
 
     async def _open(self) -> None:
         if self._pool is not None:
@@ -131,7 +99,6 @@ class PostgresLightningStore(CoreStore):
             min_size=self._min_size,
             max_size=self._max_size,
             open=False,
-            configure=_configure,
         )
         try:
             await pool.open(wait=True, timeout=30)
@@ -145,6 +112,8 @@ class PostgresLightningStore(CoreStore):
             await pool.close()
             raise RuntimeError(f"cannot open PostgreSQL store: {e}") from e
         self._pool = pool
+        async with self._tx(write=True) as tx:
+            await tx.migrate_legacy_spans()
 
     async def _close_backend(self) -> None:
         pool, self._pool = self._pool, None
@@ -155,5 +124,8 @@ class PostgresLightningStore(CoreStore):
     async def _tx(self, *, write: bool) -> AsyncIterator[SqlTx]:
         if self._pool is None:
             await self._open()
-        async with self._pool.connection() as conn, conn.transaction():
-            yield SqlTx(_PgConn(conn), POSTGRES)
+        async with self._pool.connection() as conn:
+            tx = SqlTx(_PgConn(conn), POSTGRES, self._span_keys)
+            async with conn.transaction():
+                yield tx
+            tx.committed()

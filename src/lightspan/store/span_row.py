@@ -15,6 +15,7 @@ comes after only ``rollout_id`` and ``attempt_id``, and a quote inside a JSON st
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json
@@ -25,8 +26,17 @@ except ImportError:  # optional: the ``store`` extra installs it
     _orjson_dumps = None
 
 from .models import Span
+from .otlp import RejectedSpan
 
-__all__ = ["SpanRow", "SpanRowError"]
+try:  # the Rust conversion (native/), built by `pip install` when cargo is available
+    from ._otlp_native import convert as _native_convert
+except ImportError:
+    _native_convert = None
+
+__all__ = ["NATIVE_INTAKE_ENV", "SpanRow", "SpanRowError", "native_intake", "rows_from_protobuf"]
+
+NATIVE_INTAKE_ENV = "LIGHTSPAN_NATIVE_INTAKE"
+"""Set to ``0`` to convert OTLP requests in Python even when the Rust module is built."""
 
 _PENDING = b'"sequence_id":null'
 
@@ -108,12 +118,68 @@ class SpanRow:
             raise SpanRowError(_type_problem(data))
         self._doc = _dumps(data)
 
+    @classmethod
+    def from_native(cls, fields: tuple[Any, ...]) -> SpanRow:
+        """A row from the Rust converter's tuple (see ``native/src/lib.rs``): the same fields
+        and the same JSON that ``SpanRow(dict)`` makes for the same span."""
+        self = object.__new__(cls)
+        (
+            self.rollout_id,
+            self.attempt_id,
+            self.span_id,
+            self.trace_id,
+            self.parent_id,
+            self.name,
+            self.start_time,
+            self.end_time,
+            self.status_code,
+            seq,
+            self._doc,
+        ) = fields
+        self.sequence_id_pending = seq is None
+        self.sequence_id = 0 if seq is None else seq
+        return self
+
     def doc(self) -> str:
         """The stored JSON, with the sequence id the store issued."""
         if self.sequence_id_pending:
             return self._doc.replace(_PENDING, b'"sequence_id":%d' % self.sequence_id, 1).decode()
         return self._doc.decode()
 
+    def doc_bytes(self) -> bytes:
+        """:meth:`doc` as UTF-8 bytes (what the SQL backends store)."""
+        if self.sequence_id_pending:
+            return self._doc.replace(_PENDING, b'"sequence_id":%d' % self.sequence_id, 1)
+        return self._doc
+
     def to_span(self) -> Span:
         """The pydantic model (for backends that keep models: the in-memory store)."""
         return Span.model_validate_json(self.doc())
+
+
+def native_intake() -> bool:
+    """Whether OTLP/protobuf requests are converted by the Rust module: it is built and not
+    switched off with ``LIGHTSPAN_NATIVE_INTAKE=0``."""
+    if _native_convert is None:
+        return False
+    return os.environ.get(NATIVE_INTAKE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def rows_from_protobuf(body: bytes) -> tuple[list[SpanRow], list[RejectedSpan]] | None:
+    """An OTLP/protobuf export body -> rows and rejections, by the Rust converter.
+
+    ``None`` when the Python converter must do it: the module is not built or is switched off,
+    the body does not decode (Python's parser then gives the authoritative error), or the batch
+    holds values whose conversion follows Python's own ``str()``/``int()`` (a non-string rollout
+    id, a sequence id like ``"1_000"``)."""
+    if not native_intake():
+        return None
+    try:
+        out = _native_convert(body)  # type: ignore[misc]
+    except ValueError:
+        return None
+    if out is None:
+        return None
+    raw_rows, raw_rejected = out
+    from_native = SpanRow.from_native
+    return [from_native(t) for t in raw_rows], [RejectedSpan(*r) for r in raw_rejected]

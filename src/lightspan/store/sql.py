@@ -6,11 +6,13 @@ Why one SQL layer: both databases speak the same SQL for everything the store ne
 :class:`Dialect`.
 
 Layout: each record is one row holding the whole model as JSON text (``doc``) plus copies of the
-fields queries filter or sort on, each in its own indexed-as-needed column. Spans are indexed
-by ``(rollout_id, sequence_id, ins_seq)`` so a rollout's spans come back in order from one index
-range scan, and stored JSON can be sent to clients without parsing (``query_spans_json``).
-``ins_seq`` (an identity column) is the insertion order used when no sort is asked and to break
-ties. A rollout is queued while ``queue_seq`` is not null; ``queue_seq`` orders the queue.
+fields queries filter or sort on, each in its own indexed-as-needed column. ``ins_seq`` (an
+identity column) is the insertion order used when no sort is asked and to break ties. A rollout
+is queued while ``queue_seq`` is not null; ``queue_seq`` orders the queue.
+
+Spans are the exception: they are kept in *chunks*, one row per stored batch and attempt
+(``ls_span_chunks``, see ``span_chunks.py``), and a rollout's spans are queried in memory; the
+stored JSON is sent to clients without parsing (``query_spans_json``).
 """
 
 from __future__ import annotations
@@ -18,12 +20,22 @@ from __future__ import annotations
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from .models import Attempt, ResourcesUpdate, Rollout, Span, Worker
-from .query import Cond, Query
+from .query import Cond, Query, run_query
+from .span_chunks import (
+    EncodedChunk,
+    SpanKeyCache,
+    decode_chunk,
+    decode_docs,
+    encode_chunk,
+    span_field,
+    span_ids_of,
+)
 from .span_row import SpanRow
 
 _QUEUING = "('queuing', 'requeuing')"
@@ -104,22 +116,6 @@ RESOURCES = Table(
     ("resources_id", "create_time", "update_time", "version"),
     ResourcesUpdate,
 )
-SPANS = Table(
-    "ls_spans",
-    ("rollout_id", "attempt_id", "span_id"),
-    (
-        "rollout_id",
-        "attempt_id",
-        "span_id",
-        "sequence_id",
-        "trace_id",
-        "parent_id",
-        "name",
-        "start_time",
-        "end_time",
-    ),
-    Span,
-)
 _INT_COLUMNS = {"sequence_id", "version"}
 
 
@@ -134,7 +130,7 @@ def _col_type(d: Dialect, col: str) -> str:
 def schema(d: Dialect) -> list[str]:
     """CREATE statements (idempotent)."""
     stmts = []
-    for t in (ROLLOUTS, ATTEMPTS, WORKERS, RESOURCES, SPANS):
+    for t in (ROLLOUTS, ATTEMPTS, WORKERS, RESOURCES):
         cols = [f"ins_seq {d.identity}"]
         cols += [f"{c} {_col_type(d, c)}" for c in t.columns]
         if t is ROLLOUTS:
@@ -149,7 +145,12 @@ def schema(d: Dialect) -> list[str]:
         "WHERE queue_seq IS NOT NULL",
         "CREATE INDEX IF NOT EXISTS ls_rollouts_status ON ls_rollouts (status)",
         "CREATE INDEX IF NOT EXISTS ls_attempts_seq ON ls_attempts (rollout_id, sequence_id)",
-        "CREATE INDEX IF NOT EXISTS ls_spans_seq ON ls_spans (rollout_id, sequence_id, ins_seq)",
+        f"CREATE TABLE IF NOT EXISTS ls_span_chunks (chunk_id {d.identity}, "
+        f"rollout_id {d.text} NOT NULL, attempt_id {d.text} NOT NULL, n {d.bigint} NOT NULL, "
+        f"seq_lo {d.bigint} NOT NULL, seq_hi {d.bigint} NOT NULL, ordered {d.bigint} NOT NULL, "
+        f"cols TEXT NOT NULL, docs {'BYTEA' if d.name == 'postgres' else 'BLOB'} NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS ls_span_chunks_attempt "
+        "ON ls_span_chunks (rollout_id, attempt_id, chunk_id)",
         f"CREATE TABLE IF NOT EXISTS ls_span_counters (rollout_id {d.text} PRIMARY KEY, "
         f"value {d.bigint} NOT NULL)",
     ]
@@ -181,9 +182,19 @@ def _marks(n: int) -> str:
 class SqlTx:
     """:class:`~lightspan.store.tx.StoreTx` over a :class:`Conn` inside an open transaction."""
 
-    def __init__(self, conn: Conn, dialect: Dialect) -> None:
+    def __init__(self, conn: Conn, dialect: Dialect, span_keys: SpanKeyCache) -> None:
         self.c = conn
         self.d = dialect
+        self.span_keys = span_keys
+        # Span ids this transaction stored, per attempt: (last chunk id, ids). They join
+        # ``span_keys`` in :meth:`committed`, never before.
+        self._pending: dict[tuple[str, str], tuple[int, set[str]]] = {}
+
+    def committed(self) -> None:
+        """The backend calls this once the transaction has committed."""
+        for key, (chunk_id, ids) in self._pending.items():
+            self.span_keys.merge(key, chunk_id, ids)
+        self._pending.clear()
 
     # ---------------------------------------------------------------- helpers
 
@@ -416,48 +427,151 @@ class SqlTx:
 
     # ---------------------------------------------------------------- spans
 
+    async def _stored_span_ids(self, key: tuple[str, str]) -> set[str]:
+        """Span ids already stored for an attempt: the cache, brought up to date with chunks
+        written since its watermark (by other processes or servers)."""
+        entry = self.span_keys.get(key)
+        watermark, ids = entry if entry is not None else (0, set())
+        rows = await self.c.fetchall(
+            "SELECT chunk_id, cols FROM ls_span_chunks "
+            "WHERE rollout_id = ? AND attempt_id = ? AND chunk_id > ? ORDER BY chunk_id",
+            [key[0], key[1], watermark],
+        )
+        for chunk_id, cols in rows:
+            ids.update(span_ids_of(cols))
+            watermark = int(chunk_id)
+        if rows or entry is None:
+            self.span_keys.put(key, watermark, ids)  # committed chunks: safe to cache now
+        return ids
+
+    async def _insert_chunk(self, key: tuple[str, str], chunk: EncodedChunk) -> int:
+        rows = await self.c.fetchall(
+            "INSERT INTO ls_span_chunks "
+            "(rollout_id, attempt_id, n, seq_lo, seq_hi, ordered, cols, docs) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING chunk_id",
+            [*key, chunk.n, chunk.seq_lo, chunk.seq_hi, int(chunk.ordered), chunk.cols, chunk.docs],
+        )
+        return int(rows[0][0])
+
     async def insert_spans(self, spans: list[Span | SpanRow]) -> set[tuple[str, str, str]]:
-        """One multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` per chunk: a single
-        statement per ~500 spans, and it reports exactly which spans were new."""
-        cols = [*SPANS.columns, "doc"]
-        rows = [
-            (
-                s.rollout_id,
-                s.attempt_id,
-                s.span_id,
-                s.sequence_id,
-                s.trace_id,
-                s.parent_id,
-                s.name,
-                s.start_time,
-                s.end_time,
-                s.doc() if type(s) is SpanRow else s.model_dump_json(),
-            )
-            for s in spans
-        ]
-        bulk = getattr(self.c, "bulk_insert_spans", None)
-        if bulk is not None:  # PostgreSQL: COPY (see postgres.py)
-            return {(r, a, i) for r, a, i in await bulk(cols, rows)}
-        row_marks = "(" + _marks(len(cols)) + ")"
+        """One chunk row per attempt among ``spans``, holding the spans not stored before."""
+        groups: dict[tuple[str, str], list[Span | SpanRow]] = {}
+        for s in spans:
+            groups.setdefault((s.rollout_id, s.attempt_id), []).append(s)
         inserted: set[tuple[str, str, str]] = set()
-        for chunk in _chunks(rows):
-            params = [v for row in chunk for v in row]
-            found = await self.c.fetchall(
-                f"INSERT INTO ls_spans ({', '.join(cols)}) VALUES "
-                + ", ".join([row_marks] * len(chunk))
-                + " ON CONFLICT (rollout_id, attempt_id, span_id) DO NOTHING "
-                "RETURNING rollout_id, attempt_id, span_id",
-                params,
-            )
-            inserted.update((r, a, s) for r, a, s in found)
+        for key, group in groups.items():
+            stored = await self._stored_span_ids(key)
+            pending = self._pending.get(key)
+            mine = pending[1] if pending is not None else set()
+            new = [s for s in group if s.span_id not in stored and s.span_id not in mine]
+            if not new:
+                continue
+            chunk_id = await self._insert_chunk(key, encode_chunk(new))
+            ids = {s.span_id for s in new}
+            self._pending[key] = (chunk_id, mine | ids)
+            inserted.update((key[0], key[1], i) for i in ids)
         return inserted
 
+    async def _span_chunks(self, q: Query, columns: str) -> list[tuple[Any, ...]]:
+        """The rollout's chunks (and the attempt's, when ``must`` names one), in order."""
+        where = {c.field: c.value for c in q.must if c.op == "exact"}
+        sql = f"SELECT {columns} FROM ls_span_chunks WHERE rollout_id = ?"
+        params: list[Any] = [where["rollout_id"]]
+        if "attempt_id" in where:
+            sql += " AND attempt_id = ?"
+            params.append(where["attempt_id"])
+        return await self.c.fetchall(sql + " ORDER BY chunk_id", params)
+
     async def query_spans_json(self, q: Query) -> tuple[list[str], int]:
-        return await self._query_docs(SPANS, q)
+        """Span query over the rollout's chunks, evaluated in memory as the in-memory backend
+        does (``must``, the rollout and maybe the attempt, is what the SELECT applies).
+
+        Fast path, the common read (everything, or a page, in sequence order): when each chunk
+        is in sequence order and the chunks follow each other, only the documents of the
+        chunks the page touches are decompressed, and ``cols`` is not parsed."""
+        if not q.conds and q.sort_by in (None, "sequence_id") and q.sort_order == "asc":
+            heads = await self._span_chunks(q, "chunk_id, n, seq_lo, seq_hi, ordered")
+            in_order = q.sort_by is None or (
+                all(h[4] for h in heads) and all(b[2] >= a[3] for a, b in pairwise(heads))
+            )
+            if in_order:
+                total = sum(int(h[1]) for h in heads)
+                end = total if q.limit == -1 else min(total, q.offset + q.limit)
+                wanted, first, pos = [], 0, 0
+                for h in heads:
+                    n = int(h[1])
+                    if pos + n > q.offset and pos < end:
+                        if not wanted:
+                            first = pos
+                        wanted.append(h[0])
+                    pos += n
+                docs: list[str] = []
+                for lo in range(0, len(wanted), 500):
+                    part = wanted[lo : lo + 500]
+                    cond, params = self._in("chunk_id", part)
+                    rows = await self.c.fetchall(
+                        f"SELECT docs FROM ls_span_chunks WHERE {cond} ORDER BY chunk_id", params
+                    )
+                    for (blob,) in rows:
+                        docs.extend(decode_docs(bytes(blob)))
+                return docs[q.offset - first : end - first], total
+        items: list[Any] = []
+        for rollout_id, attempt_id, cols, blob in await self._span_chunks(
+            q, "rollout_id, attempt_id, cols, docs"
+        ):
+            items.extend(decode_chunk(rollout_id, attempt_id, cols, bytes(blob)))
+        rest = Query(
+            conds=q.conds,
+            logic=q.logic,
+            sort_by=q.sort_by,
+            sort_order=q.sort_order,
+            limit=q.limit,
+            offset=q.offset,
+        )
+        page, total = run_query(items, rest, span_field)
+        return [item[3] for item in page], total
 
     async def query_spans(self, q: Query) -> tuple[list[Span], int]:
-        docs, total = await self._query_docs(SPANS, q)
+        docs, total = await self.query_spans_json(q)
         return parse_spans(docs), total
+
+    async def migrate_legacy_spans(self, page: int = 5000) -> int:
+        """Move the spans of a database written before chunks existed (``ls_spans``, one row
+        per span) into chunks, in their insertion order, then drop that table. Returns how many
+        spans moved (0 when there is no such table)."""
+        if self.d.name == "postgres":
+            found = await self.c.fetchall("SELECT to_regclass('ls_spans') IS NOT NULL")
+        else:
+            found = await self.c.fetchall(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'ls_spans'"
+            )
+        if not found[0][0]:
+            return 0
+        moved, after = 0, -1
+        while True:
+            rows = await self.c.fetchall(
+                "SELECT ins_seq, doc FROM ls_spans WHERE ins_seq > ? "
+                f"ORDER BY ins_seq LIMIT {int(page)}",
+                [after],
+            )
+            if not rows:
+                break
+            after = rows[-1][0]
+            spans = parse_spans([doc for _, doc in rows])
+            run: list[Span | SpanRow] = []
+            for span in [*spans, None]:
+                if run and (
+                    span is None
+                    or (span.rollout_id, span.attempt_id) != (run[0].rollout_id, run[0].attempt_id)
+                ):
+                    key = (run[0].rollout_id, run[0].attempt_id)
+                    await self._insert_chunk(key, encode_chunk(run))
+                    moved += len(run)
+                    run = []
+                if span is not None:
+                    run.append(span)
+        await self.c.execute("DROP TABLE ls_spans")
+        return moved
 
     async def bump_span_seq(self, rollout_id: str, n: int) -> int:
         rows = await self.c.fetchall(
@@ -479,12 +593,12 @@ class SqlTx:
 
     async def counts(self) -> dict[str, int]:
         names = {
-            "total_rollouts": "ls_rollouts",
-            "total_attempts": "ls_attempts",
-            "total_spans": "ls_spans",
-            "total_resources": "ls_resources",
-            "total_workers": "ls_workers",
+            "total_rollouts": "SELECT COUNT(*) FROM ls_rollouts",
+            "total_attempts": "SELECT COUNT(*) FROM ls_attempts",
+            "total_spans": "SELECT COALESCE(SUM(n), 0) FROM ls_span_chunks",
+            "total_resources": "SELECT COUNT(*) FROM ls_resources",
+            "total_workers": "SELECT COUNT(*) FROM ls_workers",
         }
-        sql = "SELECT " + ", ".join(f"(SELECT COUNT(*) FROM {t})" for t in names.values())
+        sql = "SELECT " + ", ".join(f"({q})" for q in names.values())
         row = (await self.c.fetchall(sql))[0]
         return {k: int(v) for k, v in zip(names, row, strict=True)}

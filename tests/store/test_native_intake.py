@@ -1,0 +1,325 @@
+"""The Rust OTLP converter (``native/``) stores exactly what the Python converter stores.
+
+``lightspan/store/otlp.py`` is the specification. For every body here, including a few thousand
+randomly built spans with every attribute kind, nesting, escapes, odd timestamps, trace states,
+links, events and invalid ids, the Rust rows must carry the same columns and byte-for-byte the
+same JSON document as ``SpanRow(dict)`` over the Python converter's dicts, and the same
+rejections. Inputs whose conversion follows Python's own ``str()``/``int()`` are handed back to
+Python (``None``), and the intake then uses the Python converter.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from lightspan.store import span_row
+from lightspan.store.intake import RowBatch, convert_protobuf, ingest_span_dicts
+from lightspan.store.memory import InMemoryLightningStore
+from lightspan.store.otlp import OtlpSpans, decode_export_request, spans_from_request
+from lightspan.store.span_row import SpanRow, rows_from_protobuf
+from lightspan.store.sqlite import SqliteLightningStore
+from tests.store.interop.sample_spans import sample_request
+from tests.store.otlp_payloads import kvs, make_request
+from tests.store.test_fast_intake import _rich_request
+
+native = pytest.mark.skipif(
+    span_row._native_convert is None, reason="the Rust module is not built (no cargo)"
+)
+
+ROLLOUT, ATTEMPT, SEQ = (
+    "agentlightning.rollout_id",
+    "agentlightning.attempt_id",
+    "agentlightning.span_sequence_id",
+)
+
+
+def test_the_rust_module_is_built_wherever_cargo_is() -> None:
+    """CI has cargo: a broken build must fail here, not silently fall back to Python."""
+    if shutil.which("cargo") is None:
+        pytest.skip("no cargo on this machine: the Python converter is the intake")
+    assert span_row._native_convert is not None, "pip install -e . did not build native/"
+
+
+# --------------------------------------------------------------------------- random spans
+
+_TEXT = ["", "plain", 'quo"te', "back\\slash", "new\nline\ttab", "ctl\x01\x1f\x7f", "é✓🙂", "a=b,c"]
+
+
+def _rand_scalar(rng: random.Random) -> object:
+    kind = rng.randrange(6)
+    if kind == 0:
+        return rng.choice(_TEXT) + str(rng.randrange(1000))
+    if kind == 1:
+        return rng.random() < 0.5
+    if kind == 2:
+        return rng.choice([0, -1, 2**63 - 1, -(2**63), rng.randrange(-(10**12), 10**12)])
+    if kind == 3:
+        return rng.choice(
+            [0.0, -0.0, 0.1, 1e16, 1.5e-7, 1e300, float("nan"), float("inf"), rng.random()]
+        )
+    if kind == 4:
+        return bytes(rng.randrange(256) for _ in range(rng.randrange(5)))
+    return rng.uniform(-1e6, 1e6)
+
+
+def _rand_value(rng: random.Random, depth: int = 0) -> AnyValue:
+    v = AnyValue()
+    kind = rng.randrange(10 if depth < 2 else 6)
+    scalar = _rand_scalar(rng)
+    if kind == 6:  # homogeneous list
+        items = [_rand_scalar(rng) for _ in range(rng.randrange(4))]
+        if items and rng.random() < 0.6:
+            items = [type(items[0])(x) if not isinstance(x, bytes) else x for x in items[:1]] * 3
+        for x in items:
+            v.array_value.values.add().CopyFrom(_scalar_value(x))
+    elif kind == 7:  # mixed / nested list
+        for _ in range(rng.randrange(4)):
+            v.array_value.values.add().CopyFrom(_rand_value(rng, depth + 1))
+    elif kind == 8:  # kvlist, with a repeated key sometimes
+        keys = [rng.choice(["a", "b", "c.d", ""]) for _ in range(rng.randrange(4))]
+        for k in keys:
+            v.kvlist_value.values.add(key=k).value.CopyFrom(_rand_value(rng, depth + 1))
+    elif kind == 9:  # no value at all
+        pass
+    else:
+        v.CopyFrom(_scalar_value(scalar))
+    return v
+
+
+def _scalar_value(x: object) -> AnyValue:
+    v = AnyValue()
+    if isinstance(x, bool):
+        v.bool_value = x
+    elif isinstance(x, int):
+        v.int_value = x
+    elif isinstance(x, float):
+        v.double_value = x
+    elif isinstance(x, bytes):
+        v.bytes_value = x
+    else:
+        v.string_value = str(x)
+    return v
+
+
+def _rand_attrs(rng: random.Random, n: int) -> list[KeyValue]:
+    keys = ["gen_ai.request.model", "k", "k.0", "dup", "dup", "x.y", "", "é"]
+    return [
+        KeyValue(key=rng.choice(keys) + str(rng.randrange(3)), value=_rand_value(rng))
+        for _ in range(n)
+    ]
+
+
+def _rand_id(rng: random.Random, n: int) -> bytes:
+    r = rng.random()
+    if r < 0.03:
+        return b""
+    if r < 0.05:
+        return bytes(n)
+    if r < 0.07:
+        return bytes(rng.randrange(256) for _ in range(n + 1))
+    return bytes(rng.randrange(256) for _ in range(n))
+
+
+def _rand_time(rng: random.Random) -> int:
+    return rng.choice(
+        [0, 1, 10**12, 10**12 + 1, 2**53 + 1, 2**64 - 1, rng.randrange(2**64), 1_764_117_105 * 10**9]
+    )
+
+
+def random_request(seed: int, spans: int = 40) -> bytes:
+    rng = random.Random(seed)
+    req = ExportTraceServiceRequest()
+    for _ in range(rng.randrange(1, 4)):
+        rs = req.resource_spans.add()
+        rs.schema_url = rng.choice(["", "https://opentelemetry.io/schemas/1.30.0"])
+        res = {"service.name": "svc"}
+        if rng.random() < 0.7:
+            res[ROLLOUT] = f"ro-{rng.randrange(3)}"
+        if rng.random() < 0.7:
+            res[ATTEMPT] = f"at-{rng.randrange(3)}"
+        if rng.random() < 0.2:
+            res[SEQ] = rng.choice(["7", " 8 ", "-1", "x", 9, -2, True, 1.0])
+        rs.resource.attributes.extend(kvs(res))
+        rs.resource.attributes.extend(_rand_attrs(rng, rng.randrange(3)))
+        for _ in range(rng.randrange(1, 3)):
+            ss = rs.scope_spans.add()
+            ss.scope.name = "scope"
+            for _ in range(spans // 2):
+                s = ss.spans.add()
+                s.trace_id = _rand_id(rng, 16)
+                s.span_id = _rand_id(rng, 8)
+                if rng.random() < 0.6:
+                    s.parent_span_id = _rand_id(rng, 8)
+                s.name = rng.choice(_TEXT) + "span"
+                s.flags = rng.choice([0, 0x100, 0x300, 0x200, 0x301])
+                s.start_time_unix_nano = _rand_time(rng)
+                s.end_time_unix_nano = _rand_time(rng)
+                s.trace_state = rng.choice(["", "a=1,b=2", " a=1 , a=3,=x,y", "k=v=w"])
+                s.attributes.extend(_rand_attrs(rng, rng.randrange(12)))
+                if rng.random() < 0.3:
+                    s.attributes.extend(kvs({ROLLOUT: f"ro-s{rng.randrange(2)}"}))
+                if rng.random() < 0.1:
+                    s.attributes.extend(kvs({ATTEMPT: ""}))
+                if rng.random() < 0.2:
+                    s.attributes.extend(kvs({SEQ: rng.choice(["12", "+3", "", "1.5", 4, 0])}))
+                if rng.random() < 0.5:
+                    s.status.code = rng.choice([0, 1, 2, 7])
+                    s.status.message = rng.choice(["", "boom", "ünïcode"])
+                for _ in range(rng.randrange(3)):
+                    e = s.events.add()
+                    e.name = rng.choice(_TEXT)
+                    e.time_unix_nano = _rand_time(rng)
+                    e.attributes.extend(_rand_attrs(rng, rng.randrange(3)))
+                for _ in range(rng.randrange(3)):
+                    link = s.links.add()
+                    link.trace_id = _rand_id(rng, 16)
+                    link.span_id = _rand_id(rng, 8)
+                    link.trace_state = rng.choice(["", "x=1"])
+                    link.flags = rng.choice([0, 0x300])
+                    link.attributes.extend(_rand_attrs(rng, rng.randrange(2)))
+    return req.SerializeToString()
+
+
+# --------------------------------------------------------------------------- equivalence
+
+
+def _python_rows(body: bytes) -> tuple[list[SpanRow], OtlpSpans]:
+    converted = spans_from_request(decode_export_request(body))
+    return [SpanRow(dict(d)) for d in converted.spans], converted
+
+
+_COLUMNS = (
+    "rollout_id",
+    "attempt_id",
+    "span_id",
+    "trace_id",
+    "parent_id",
+    "name",
+    "start_time",
+    "end_time",
+    "status_code",
+    "sequence_id",
+    "sequence_id_pending",
+)
+
+
+def assert_same_rows(body: bytes) -> int:
+    out = rows_from_protobuf(body)
+    assert out is not None, span_row._native_convert and _punt(body)
+    rows, rejected = out
+    ref_rows, ref = _python_rows(body)
+    assert rejected == ref.rejected
+    assert len(rows) == len(ref_rows)
+    for got, want in zip(rows, ref_rows, strict=True):
+        for col in _COLUMNS:
+            g, w = getattr(got, col), getattr(want, col)
+            assert g == w or (g != g and w != w), (col, g, w)
+        got.sequence_id = want.sequence_id = 5
+        assert got.doc() == want.doc()
+        assert json.loads(got.doc()) == json.loads(want.doc()) or "NaN" in want.doc()
+    return len(rows)
+
+
+def _punt(body: bytes) -> str | None:
+    from lightspan.store._otlp_native import punt_reason
+
+    return punt_reason(body)
+
+
+@native
+@pytest.mark.parametrize(
+    "body",
+    [
+        _rich_request(),
+        sample_request().SerializeToString(),
+        make_request(50)[0].SerializeToString(),
+        make_request(3, ids_on="span")[0].SerializeToString(),
+        make_request(2, rollout_id=None)[0].SerializeToString(),
+        b"",
+    ],
+    ids=["rich", "sample", "llm", "ids-on-span", "no-owner", "empty"],
+)
+def test_rust_rows_equal_python_rows(body: bytes) -> None:
+    assert_same_rows(body)
+
+
+@native
+def test_rust_rows_equal_python_rows_on_random_spans() -> None:
+    stored = punted = 0
+    for seed in range(120):
+        body = random_request(seed)
+        if _punt(body) is not None:
+            punted += 1
+            continue
+        stored += assert_same_rows(body)
+    # The generator must mostly produce batches the Rust side converts, and real rows.
+    assert punted < 40 and stored > 1500, (punted, stored)
+
+
+@native
+@pytest.mark.parametrize(
+    "attrs, why",
+    [
+        ({ROLLOUT: 12}, "non-string rollout/attempt id"),
+        ({SEQ: "1_000"}, "sequence id string needs Python's int()"),
+        ({SEQ: "١٢"}, "sequence id string needs Python's int()"),
+    ],
+)
+def test_values_that_follow_python_conversions_go_to_python(attrs: dict, why: str) -> None:
+    req, _ = make_request(2, span_attrs=attrs)
+    body = req.SerializeToString()
+    assert _punt(body) == why
+    assert rows_from_protobuf(body) is None
+    converted = convert_protobuf(InMemoryLightningStore(), body)
+    assert isinstance(converted, OtlpSpans)  # the Python converter took it
+    assert len(converted.spans) == 2
+
+
+@native
+def test_undecodable_bodies_go_to_the_python_parser_for_its_error() -> None:
+    assert rows_from_protobuf(b"\xff\xff\xff") is None
+    req, _ = make_request(1)
+    req.resource_spans[0].scope_spans[0].spans[0].attributes.add(
+        key="bad"
+    ).value.string_value = "PLACEHOLDER"
+    body = req.SerializeToString().replace(b"PLACEHOLDER", b"\xff\xfe\xfdCEHOLDER")
+    assert rows_from_protobuf(body) is None
+
+
+@native
+def test_the_switch_turns_the_rust_converter_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = make_request(3)[0].SerializeToString()
+    assert isinstance(convert_protobuf(InMemoryLightningStore(), body), RowBatch)
+    monkeypatch.setenv(span_row.NATIVE_INTAKE_ENV, "0")
+    assert not span_row.native_intake()
+    assert isinstance(convert_protobuf(InMemoryLightningStore(), body), OtlpSpans)
+
+
+@native
+async def test_sqlite_stores_the_same_documents_either_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bodies = [_rich_request(), *(random_request(s, spans=20) for s in range(10))]
+    docs = []
+    for mode in ("1", "0"):
+        monkeypatch.setenv(span_row.NATIVE_INTAKE_ENV, mode)
+        store = SqliteLightningStore(tmp_path / f"native-{mode}.db")
+        await store.start()
+        try:
+            for body in bodies:
+                converted = convert_protobuf(store, body)
+                assert isinstance(converted, RowBatch) == (mode == "1" and _punt(body) is None)
+                await ingest_span_dicts(store, converted)
+            rollouts = ["ro-test", *(f"ro-{i}" for i in range(3)), "ro-s0", "ro-s1"]
+            docs.append([(await store.query_spans_json(r))[0] for r in rollouts])
+        finally:
+            await store.close()
+    assert docs[0] == docs[1]
+    assert sum(len(d) for d in docs[0]) > 50

@@ -1,0 +1,176 @@
+"""Span chunks (``span_chunks.py``): what the SQL backends must get right beyond the conformance
+suite: duplicates seen by another process or server, a rolled-back transaction never taking span
+ids with it, reads in and out of sequence order (both read paths), and databases written before
+chunks existed."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lightspan.store import LightningStore, Span
+from lightspan.store.factory import create_store
+from lightspan.store.memory import InMemoryLightningStore
+from lightspan.store.span_chunks import SpanKeyCache
+from lightspan.store.sqlite import SqliteLightningStore
+from tests.store.test_conformance import span
+
+SQL_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+MakeStore = Callable[..., Awaitable[LightningStore]]
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MakeStore]:
+    """Started stores of one SQL backend, all on one database (like two server processes)."""
+    location: dict[str, Any] = {}
+    if request.param == "sqlite":
+        location["path"] = str(tmp_path / "store.db")
+    else:
+        location["dsn"] = request.getfixturevalue("postgres_db_dsn")
+    opened: list[LightningStore] = []
+
+    async def make(**options: Any) -> LightningStore:
+        store = create_store(request.param, scan_interval=0, **location, **options)
+        await store.start()
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+
+
+async def test_duplicates_written_by_another_process_are_found(make_store: MakeStore) -> None:
+    a, b = await make_store(), await make_store()  # two processes: two span-id caches
+    ar = await a.start_rollout(1)
+    rid, aid = ar.rollout_id, ar.attempt.attempt_id
+    first = [span(rid, aid, i, span_id=f"{i:016x}") for i in range(1, 6)]
+    assert (await a.add_many_spans(first[:3])).duplicate_count == 0
+    # b has cached this attempt before a wrote more: its watermark must catch up.
+    assert (await b.add_many_spans(first[2:4])).duplicate_count == 1
+    assert (await a.add_many_spans(first)).duplicate_count == 4
+    assert [s.span_id for s in await b.query_spans(rid)] == [s.span_id for s in first]
+    assert (await a.statistics())["total_spans"] == 5
+
+
+async def test_a_rolled_back_transaction_leaves_no_span_ids_behind(make_store: MakeStore) -> None:
+    store = await make_store()
+    ar = await store.start_rollout(1)
+    rid, aid = ar.rollout_id, ar.attempt.attempt_id
+    spans = [span(rid, aid, i, span_id=f"{i:016x}") for i in range(1, 4)]
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom):
+        async with store._tx(write=True) as tx:  # type: ignore[attr-defined]
+            assert len(await tx.insert_spans(spans)) == 3
+            raise Boom
+    # Had the ids been cached before the commit, these would now count as duplicates: lost.
+    result = await store.add_many_spans(spans)
+    assert result.duplicate_count == 0 and len(await store.query_spans(rid)) == 3
+
+
+def _shuffled_spans(rid: str, aid: str, n: int) -> list[Span]:
+    rng = random.Random(7)
+    seqs = list(range(1, n + 1))
+    rng.shuffle(seqs)
+    return [
+        span(rid, aid, seq, name=rng.choice(["llm", "tool", "step"]), span_id=f"{seq:016x}")
+        for seq in seqs
+    ]
+
+
+@pytest.mark.parametrize("shuffled", [False, True], ids=["in-order", "out-of-order"])
+async def test_reads_agree_with_the_in_memory_store(make_store: MakeStore, shuffled: bool) -> None:
+    """Every sort and page over spans stored in many chunks, in and out of sequence order
+    (the fast path skips parsing ``cols`` only when chunks are in order)."""
+    sql, mem = await make_store(), InMemoryLightningStore(scan_interval=0)
+    await mem.start()
+    try:
+        results = []
+        for store in (sql, mem):
+            ar = await store.start_rollout(1)
+            rid, aid = ar.rollout_id, ar.attempt.attempt_id
+            spans = _shuffled_spans("ro", "at", 60)
+            if not shuffled:
+                spans.sort(key=lambda s: s.sequence_id)
+            for i in range(0, 60, 7):  # chunks of 7
+                batch = [
+                    s.model_copy(update={"rollout_id": rid, "attempt_id": aid})
+                    for s in spans[i : i + 7]
+                ]
+                await store.add_many_spans(batch)
+            out = []
+            for kw in (
+                {},
+                {"limit": 10, "offset": 5},
+                {"limit": 10, "offset": 55},
+                {"offset": 13},
+                {"sort_by": "sequence_id", "sort_order": "desc", "limit": 9},
+                {"sort_by": "name", "limit": 20, "offset": 3},
+                {"sort_by": None},
+                {"name": "llm", "limit": 5},
+            ):
+                docs, total = await store.query_spans_json(rid, **kw)
+                out.append(([d.split('"sequence_id":')[1][:4] for d in docs], total))
+            results.append(out)
+        assert results[0] == results[1]
+    finally:
+        await mem.close()
+
+
+async def test_spans_of_a_database_from_before_chunks_are_moved(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    store = SqliteLightningStore(path, scan_interval=0)
+    await store.start()
+    ar = await store.start_rollout(1)
+    rid, aid = ar.rollout_id, ar.attempt.attempt_id
+    await store.close()
+    spans = [span(rid, aid, i, span_id=f"{i:016x}") for i in range(1, 8)]
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE ls_spans (ins_seq INTEGER PRIMARY KEY, rollout_id TEXT, attempt_id TEXT, "
+        "span_id TEXT, sequence_id INTEGER, trace_id TEXT, parent_id TEXT, name TEXT, "
+        "start_time REAL, end_time REAL, doc TEXT NOT NULL)"
+    )
+    conn.executemany(
+        "INSERT INTO ls_spans (rollout_id, attempt_id, span_id, sequence_id, doc) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [
+            (s.rollout_id, s.attempt_id, s.span_id, s.sequence_id, s.model_dump_json())
+            for s in spans
+        ],
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteLightningStore(path, scan_interval=0)
+    await store.start()
+    try:
+        assert [s.model_dump_json() for s in await store.query_spans(rid)] == [
+            s.model_dump_json() for s in spans
+        ]
+        assert (await store.add_many_spans(spans[:2])).duplicate_count == 2
+        assert (await store.statistics())["total_spans"] == 7
+    finally:
+        await store.close()
+    tables = sqlite3.connect(path).execute("SELECT name FROM sqlite_master").fetchall()
+    assert ("ls_spans",) not in tables
+
+
+def test_the_span_id_cache_is_bounded_and_evicts_whole_attempts() -> None:
+    cache = SpanKeyCache(max_spans=5)
+    cache.put(("r", "a1"), 1, {"x", "y", "z"})
+    cache.put(("r", "a2"), 2, {"p", "q"})
+    cache.get(("r", "a1"))  # a1 is now the most recently used
+    cache.put(("r", "a3"), 3, {"m"})
+    assert cache.get(("r", "a2")) is None and len(cache) == 4
+    cache.merge(("r", "a1"), 4, {"w"})
+    assert cache.get(("r", "a1")) == (4, {"w", "x", "y", "z"})
+    cache.merge(("r", "a1"), 2, {"old"})  # an older chunk never rewinds the watermark
+    assert "old" not in cache.get(("r", "a1"))[1]
