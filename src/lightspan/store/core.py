@@ -690,11 +690,22 @@ class CoreStore(LightningStore):
                 job.finish(None)
 
     async def _add_spans_tx(self, tx: StoreTx, job: _SpanJob) -> None:
-        spans, candidates, outcomes = job.spans, job.candidates, job.outcomes
+        # The spans are handled per attempt (one group, in the common OTLP batch): a few passes
+        # over the spans, not one per rule (this runs for every span the intake receives).
+        spans, outcomes = job.spans, job.outcomes
         now = time.time()
-        rollout_ids = sorted({spans[i].rollout_id for i in candidates})
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i in job.candidates:
+            s = spans[i]
+            key = (s.rollout_id, s.attempt_id)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [i]
+            else:
+                group.append(i)
+        rollout_ids = sorted({r for r, _ in groups})
         rollouts = await tx.get_rollouts(rollout_ids, for_update=True)
-        pairs = sorted({(spans[i].rollout_id, spans[i].attempt_id) for i in candidates})
+        pairs = sorted(groups)
         attempts = await tx.get_attempts(pairs)
         latest = await tx.latest_attempts([r for r in rollout_ids if r in rollouts])
 
@@ -708,7 +719,7 @@ class CoreStore(LightningStore):
             if rollout is not None and not (rollout.metadata or {}).get(lc.AUTO_REGISTERED_KEY):
                 continue
             first = min(
-                (spans[i] for i in candidates if spans[i].rollout_id == rollout_id),
+                (spans[i] for (r, _), g in groups.items() if r == rollout_id for i in g),
                 key=lambda s: s.start_time if s.start_time is not None else now,
             )
             start = min(first.start_time or now, now)
@@ -737,55 +748,67 @@ class CoreStore(LightningStore):
             attempts[(rollout_id, attempt_id)] = got[(rollout_id, attempt_id)]
             latest = {**latest, **await tx.latest_attempts([rollout_id])}
 
-        accepted: list[int] = []
-        for i in candidates:
-            s = spans[i]
-            if s.rollout_id not in rollouts:
-                outcomes[i] = SpanOutcome("rejected", s, f"rollout {s.rollout_id!r} not found")
-            elif (s.rollout_id, s.attempt_id) not in attempts:
-                outcomes[i] = SpanOutcome(
-                    "rejected",
-                    s,
-                    f"attempt {s.attempt_id!r} not found for rollout {s.rollout_id!r}",
-                )
+        accepted_groups: dict[tuple[str, str], list[int]] = {}
+        for key, idxs in groups.items():
+            rollout_id, attempt_id = key
+            if rollout_id not in rollouts:
+                reason = f"rollout {rollout_id!r} not found"
+            elif key not in attempts:
+                reason = f"attempt {attempt_id!r} not found for rollout {rollout_id!r}"
             else:
-                accepted.append(i)
-        if not accepted:
+                accepted_groups[key] = idxs
+                continue
+            for i in idxs:
+                outcomes[i] = SpanOutcome("rejected", spans[i], reason)
+        if not accepted_groups:
             return
+        if len(accepted_groups) == 1:
+            (accepted,) = accepted_groups.values()
+        else:  # back to arrival order: sequence ids follow it
+            accepted = sorted(i for g in accepted_groups.values() for i in g)
         # Sequence ids: ids carried by spans move the rollout's counter up; spans that asked
         # for one get the next ids, issued in this same transaction.
         max_seq: dict[str, int] = {}
         need: dict[str, list[int]] = {}
-        for i in accepted:
-            s = spans[i]
-            if i in job.assign:
-                need.setdefault(s.rollout_id, []).append(i)
-            else:
-                max_seq[s.rollout_id] = max(max_seq.get(s.rollout_id, 0), s.sequence_id)
+        assign = job.assign
+        if len(accepted_groups) == 1 and len(assign) == len(spans):
+            need[spans[accepted[0]].rollout_id] = accepted  # all of one rollout, all to issue
+        else:
+            for i in accepted:
+                s = spans[i]
+                if i in assign:
+                    need.setdefault(s.rollout_id, []).append(i)
+                else:
+                    max_seq[s.rollout_id] = max(max_seq.get(s.rollout_id, 0), s.sequence_id)
         for rollout_id, seq in sorted(max_seq.items()):
             await tx.raise_span_seq(rollout_id, seq)
         for rollout_id, idxs in sorted(need.items()):
             top = await tx.bump_span_seq(rollout_id, len(idxs))
+            first_seq = top - len(idxs) + 1
             for k, i in enumerate(idxs):
-                spans[i].sequence_id = top - len(idxs) + 1 + k
+                spans[i].sequence_id = first_seq + k
 
         inserted = await tx.insert_spans([spans[i] for i in accepted])
-        new: list[Span | SpanRow] = []
-        for i in accepted:
-            s = spans[i]
-            if (s.rollout_id, s.attempt_id, s.span_id) in inserted:
-                outcomes[i] = SpanOutcome("stored", s)
-                new.append(s)
-            else:
-                outcomes[i] = SpanOutcome("duplicate", s)
-        if not new:
+        new_groups: dict[tuple[str, str], list[int]]
+        if len(inserted) == len(accepted):  # no duplicates: the common case
+            for i in accepted:
+                outcomes[i] = SpanOutcome("stored", spans[i])
+            new_groups = accepted_groups
+        else:
+            new_groups = {}
+            for key, idxs in accepted_groups.items():
+                for i in idxs:
+                    s = spans[i]
+                    if (key[0], key[1], s.span_id) in inserted:
+                        outcomes[i] = SpanOutcome("stored", s)
+                        new_groups.setdefault(key, []).append(i)
+                    else:
+                        outcomes[i] = SpanOutcome("duplicate", s)
+        if not new_groups:
             return
 
         # Heartbeat and status of each attempt that received spans.
-        by_attempt: dict[tuple[str, str], list[Span | SpanRow]] = {}
-        for s in new:
-            by_attempt.setdefault((s.rollout_id, s.attempt_id), []).append(s)
-        for (rollout_id, attempt_id), group in by_attempt.items():
+        for (rollout_id, attempt_id), idxs in new_groups.items():
             rollout = rollouts[rollout_id]
             attempt = attempts[(rollout_id, attempt_id)]
             update: dict[str, Any] = {"last_heartbeat_time": now}
@@ -798,7 +821,7 @@ class CoreStore(LightningStore):
             if is_latest and rollout.status in ("preparing", "queuing", "requeuing"):
                 rollout = await self._set_rollout_status(tx, rollout, "running", now)
             if (rollout.metadata or {}).get(lc.AUTO_REGISTERED_KEY):
-                verdicts = [v for v in map(lc.root_span_verdict, group) if v is not None]
+                verdicts = [v for i in idxs if (v := lc.root_span_verdict(spans[i])) is not None]
                 if verdicts and attempt.status not in lc.ENDED_ATTEMPT_STATUSES:
                     attempt = attempt.model_copy(update={"status": verdicts[-1], "end_time": now})
                     await tx.save_attempt(attempt)
