@@ -66,9 +66,50 @@ fn punt_reason(py: Python<'_>, body: &[u8]) -> PyResult<Option<&'static str>> {
     }
 }
 
+/// The span documents of a chunk joined by newlines, with the sequence id the store issued
+/// spliced into each document that carries the ``"sequence_id":null`` placeholder.
+///
+/// ``seqs[i]`` is the id for ``docs[i]``, or ``-1`` when the document already holds its id.
+/// What ``b"\n".join(row.doc_bytes() ...)`` makes, in one pass without a Python object per span.
+#[pyfunction]
+fn join_docs<'py>(
+    py: Python<'py>,
+    docs: Vec<Bound<'py, PyBytes>>,
+    seqs: Vec<i64>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    const PLACEHOLDER: &[u8] = b"\"sequence_id\":null";
+    if docs.len() != seqs.len() {
+        return Err(PyValueError::new_err("join_docs: docs and seqs differ in length"));
+    }
+    let total: usize = docs.iter().map(|d| d.as_bytes().len() + 21).sum();
+    let mut out = Vec::with_capacity(total);
+    for (i, (doc, &seq)) in docs.iter().zip(&seqs).enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        let doc = doc.as_bytes();
+        let at = if seq >= 0 {
+            doc.windows(PLACEHOLDER.len()).position(|w| w == PLACEHOLDER)
+        } else {
+            None
+        };
+        match at {
+            Some(at) => {
+                out.extend_from_slice(&doc[..at]);
+                out.extend_from_slice(b"\"sequence_id\":");
+                out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+                out.extend_from_slice(&doc[at + PLACEHOLDER.len()..]);
+            }
+            None => out.extend_from_slice(doc),
+        }
+    }
+    Ok(PyBytes::new(py, &out))
+}
+
 #[pymodule]
 fn _otlp_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert, m)?)?;
+    m.add_function(wrap_pyfunction!(join_docs, m)?)?;
     m.add_function(wrap_pyfunction!(punt_reason, m)?)?;
     Ok(())
 }

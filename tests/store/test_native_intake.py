@@ -129,7 +129,16 @@ def _rand_id(rng: random.Random, n: int) -> bytes:
 
 def _rand_time(rng: random.Random) -> int:
     return rng.choice(
-        [0, 1, 10**12, 10**12 + 1, 2**53 + 1, 2**64 - 1, rng.randrange(2**64), 1_764_117_105 * 10**9]
+        [
+            0,
+            1,
+            10**12,
+            10**12 + 1,
+            2**53 + 1,
+            2**64 - 1,
+            rng.randrange(2**64),
+            1_764_117_105 * 10**9,
+        ]
     )
 
 
@@ -323,3 +332,14 @@ async def test_sqlite_stores_the_same_documents_either_way(
             await store.close()
     assert docs[0] == docs[1]
     assert sum(len(d) for d in docs[0]) > 50
+
+
+@native
+def test_rust_join_of_documents_equals_the_python_join() -> None:
+    rows = rows_from_protobuf(_rich_request())[0]
+    rows += rows_from_protobuf(make_request(3, span_attrs={SEQ: "9"})[0].SerializeToString())[0]
+    assert any(r.sequence_id_pending for r in rows) and not all(r.sequence_id_pending for r in rows)
+    for k, r in enumerate(rows):
+        if r.sequence_id_pending:
+            r.sequence_id = 1000 + k
+    assert span_row.join_row_docs(rows) == b"\n".join(r.doc_bytes() for r in rows)

@@ -146,3 +146,12 @@ async def test_factory(tmp_path) -> None:
     assert isinstance(store_from_config(cfg), InMemoryLightningStore)
     with pytest.raises(ValueError, match="HTTP client"):
         store_from_config(parse_config({}, environ={}))
+
+
+def test_the_server_keeps_freed_memory_for_reuse_on_glibc() -> None:
+    import platform
+
+    from lightspan.store.server import _tune_malloc
+
+    applied = _tune_malloc()
+    assert applied == (platform.libc_ver()[0] == "glibc")

@@ -635,18 +635,22 @@ class CoreStore(LightningStore):
         spans = list(spans)
         assign = frozenset(assign_sequence_ids)
         outcomes: list[SpanOutcome | None] = [None] * len(spans)
-        seen: set[tuple[str, str, str]] = set()
-        candidates: list[int] = []
-        for i, s in enumerate(spans):
-            if not s.rollout_id or not s.attempt_id:
-                outcomes[i] = SpanOutcome("rejected", s, "span has no rollout_id or attempt_id")
-                continue
-            key = (s.rollout_id, s.attempt_id, s.span_id)
-            if key in seen:
-                outcomes[i] = SpanOutcome("duplicate", s)
-                continue
-            seen.add(key)
-            candidates.append(i)
+        keys = [(s.rollout_id, s.attempt_id, s.span_id) for s in spans]
+        candidates: list[int]
+        if len(set(keys)) == len(keys) and all(r and a for r, a, _ in keys):
+            candidates = list(range(len(spans)))  # the common batch: all owned, all distinct
+        else:
+            seen: set[tuple[str, str, str]] = set()
+            candidates = []
+            for i, (s, key) in enumerate(zip(spans, keys, strict=True)):
+                if not s.rollout_id or not s.attempt_id:
+                    outcomes[i] = SpanOutcome("rejected", s, "span has no rollout_id or attempt_id")
+                    continue
+                if key in seen:
+                    outcomes[i] = SpanOutcome("duplicate", s)
+                    continue
+                seen.add(key)
+                candidates.append(i)
         job = _SpanJob(spans, candidates, outcomes, assign)
         if candidates and self.group_commit:
             await self._group_add(job)
@@ -694,15 +698,17 @@ class CoreStore(LightningStore):
         # over the spans, not one per rule (this runs for every span the intake receives).
         spans, outcomes = job.spans, job.outcomes
         now = time.time()
+        owners = [(spans[i].rollout_id, spans[i].attempt_id) for i in job.candidates]
         groups: dict[tuple[str, str], list[int]] = {}
-        for i in job.candidates:
-            s = spans[i]
-            key = (s.rollout_id, s.attempt_id)
-            group = groups.get(key)
-            if group is None:
-                groups[key] = [i]
-            else:
-                group.append(i)
+        if len(set(owners)) == 1:
+            groups[owners[0]] = list(job.candidates)
+        else:
+            for i, key in zip(job.candidates, owners, strict=True):
+                group = groups.get(key)
+                if group is None:
+                    groups[key] = [i]
+                else:
+                    group.append(i)
         rollout_ids = sorted({r for r, _ in groups})
         rollouts = await tx.get_rollouts(rollout_ids, for_update=True)
         pairs = sorted(groups)
@@ -791,8 +797,11 @@ class CoreStore(LightningStore):
         inserted = await tx.insert_spans([spans[i] for i in accepted])
         new_groups: dict[tuple[str, str], list[int]]
         if len(inserted) == len(accepted):  # no duplicates: the common case
-            for i in accepted:
-                outcomes[i] = SpanOutcome("stored", spans[i])
+            if len(accepted) == len(spans):
+                outcomes[:] = [SpanOutcome("stored", s) for s in spans]
+            else:
+                for i in accepted:
+                    outcomes[i] = SpanOutcome("stored", spans[i])
             new_groups = accepted_groups
         else:
             new_groups = {}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import signal
@@ -70,6 +71,34 @@ def _tune_gc() -> None:
     gen0, gen1, gen2 = gc.get_threshold()
     if gen0:  # 0 means the collector is off: leave it so
         gc.set_threshold(max(gen0, _GC_GEN0_THRESHOLD), gen1, gen2)
+
+
+# glibc mallopt parameters (malloc.h) and the values the server process uses.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_MALLOC_SETTINGS = (
+    (_M_MMAP_THRESHOLD, 64 << 20),
+    (_M_TRIM_THRESHOLD, 128 << 20),
+    (_M_TOP_PAD, 16 << 20),
+)
+
+
+def _tune_malloc() -> bool:
+    """Keep freed memory in the heap instead of handing it back to the kernel (glibc only;
+    process-wide, so only here). Returns whether the settings were applied.
+
+    Why: each span batch allocates and frees a few MB (request bodies, documents, chunks), and
+    by default glibc serves blocks above 128 KB with fresh ``mmap`` pages and trims the heap
+    after frees, so every batch faults its pages in again. On the virtual machines we measure
+    on a page fault costs ~10 us: measured, a 10,000-span read went from 86-90 ms to 51-60 ms
+    and ingestion gained 5-15% (benchmarks/store_ingest.py, with ``MALLOC_*`` variables set).
+    The cost is up to ~128 MB of freed memory kept for reuse. ``MALLOC_*`` variables still
+    take effect (glibc reads them first; these calls then override the three values)."""
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)
+        return False
+    return all(mallopt(param, value) == 1 for param, value in _MALLOC_SETTINGS)
 
 
 class _Uvicorn(uvicorn.Server):
@@ -187,6 +216,7 @@ class StoreServer:
         the garbage collector is tuned for ingestion, see :func:`_tune_gc`)."""
         await self.start()
         _tune_gc()
+        _tune_malloc()
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

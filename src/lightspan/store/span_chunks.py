@@ -30,7 +30,7 @@ from itertools import pairwise
 from typing import Any
 
 from .models import Span
-from .span_row import SpanRow
+from .span_row import SpanRow, join_row_docs
 
 try:
     import orjson
@@ -121,7 +121,11 @@ def encode_chunk(spans: Sequence[Span | SpanRow]) -> EncodedChunk:
             for s in spans
         ]
     )
-    docs = _zstd()[0].compress(b"\n".join([_doc_bytes(s) for s in spans]))
+    if all(type(s) is SpanRow for s in spans):
+        joined = join_row_docs(spans)  # type: ignore[arg-type]
+    else:
+        joined = b"\n".join([_doc_bytes(s) for s in spans])
+    docs = _zstd()[0].compress(joined)
     ordered = all(a <= b for a, b in pairwise(seqs))
     return EncodedChunk(len(spans), cols, docs, min(seqs), max(seqs), ordered)
 

@@ -30,10 +30,18 @@ from .otlp import RejectedSpan
 
 try:  # the Rust conversion (native/), built by `pip install` when cargo is available
     from ._otlp_native import convert as _native_convert
+    from ._otlp_native import join_docs as _native_join_docs
 except ImportError:
-    _native_convert = None
+    _native_convert = _native_join_docs = None
 
-__all__ = ["NATIVE_INTAKE_ENV", "SpanRow", "SpanRowError", "native_intake", "rows_from_protobuf"]
+__all__ = [
+    "NATIVE_INTAKE_ENV",
+    "SpanRow",
+    "SpanRowError",
+    "join_row_docs",
+    "native_intake",
+    "rows_from_protobuf",
+]
 
 NATIVE_INTAKE_ENV = "LIGHTSPAN_NATIVE_INTAKE"
 """Set to ``0`` to convert OTLP requests in Python even when the Rust module is built."""
@@ -183,3 +191,13 @@ def rows_from_protobuf(body: bytes) -> tuple[list[SpanRow], list[RejectedSpan]] 
     raw_rows, raw_rejected = out
     from_native = SpanRow.from_native
     return [from_native(t) for t in raw_rows], [RejectedSpan(*r) for r in raw_rejected]
+
+
+def join_row_docs(rows: list[SpanRow]) -> bytes:
+    """``b"\\n".join(row.doc_bytes() for row in rows)``: one Rust pass when the module is
+    built (no per-span ``bytes.replace``), else exactly that."""
+    if _native_join_docs is not None:
+        return _native_join_docs(
+            [r._doc for r in rows], [r.sequence_id if r.sequence_id_pending else -1 for r in rows]
+        )
+    return b"\n".join([r.doc_bytes() for r in rows])

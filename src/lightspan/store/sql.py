@@ -468,7 +468,7 @@ class SqlTx:
                 continue
             chunk_id = await self._insert_chunk(key, encode_chunk(new))
             ids = {s.span_id for s in new}
-            self._pending[key] = (chunk_id, mine | ids)
+            self._pending[key] = (chunk_id, mine | ids if mine else ids)
             inserted.update((key[0], key[1], i) for i in ids)
         return inserted
 

@@ -1,0 +1,73 @@
+"""OTLP/protobuf -> stored span rows: the Rust converter against the Python one, side by side.
+
+Both produce the same rows (``tests/store/test_native_intake.py`` checks byte equality); this
+measures what each costs per span on the store's hot path, in one process, alternating the two
+so machine noise hits both alike.
+
+Usage: ``.venv/bin/python benchmarks/otlp_convert.py [--batches 40] [--rounds 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lightspan.store import span_row
+from lightspan.store.otlp import spans_from_protobuf
+from lightspan.store.span_row import SpanRow, rows_from_protobuf
+from store_ingest import BATCH, make_batch
+
+
+def python_rows(body: bytes) -> list[SpanRow]:
+    return [SpanRow(d) for d in spans_from_protobuf(body).spans]
+
+
+def rust_rows(body: bytes) -> list[SpanRow]:
+    out = rows_from_protobuf(body)
+    assert out is not None, "the Rust converter handed the batch back"
+    return out[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=40, help="batches of 512 spans per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    console = Console()
+    if span_row._native_convert is None:
+        console.print("the Rust module is not built (no cargo at install time): nothing to compare")
+        sys.exit(1)
+    bodies = [make_batch(f"ro-{i % 4}", f"at-{i % 4}", i) for i in range(args.batches)]
+    n = len(bodies) * BATCH
+    times: dict[str, list[float]] = {"python": [], "rust": []}
+    with Progress(console=console) as prog:
+        task = prog.add_task("converting", total=args.rounds * 2)
+        for _ in range(args.rounds):
+            for name, fn in (("python", python_rows), ("rust", rust_rows)):
+                t0 = time.perf_counter()
+                for body in bodies:
+                    fn(body)
+                times[name].append((time.perf_counter() - t0) / n * 1e6)
+                prog.advance(task)
+    table = Table(title=f"OTLP body -> span rows ({n:,} spans of 10 attributes per round)")
+    for col in ("converter", "median us/span", "best us/span", "spans/s (median)"):
+        table.add_column(col, justify="left" if col == "converter" else "right")
+    med = {k: statistics.median(v) for k, v in times.items()}
+    for name in ("python", "rust"):
+        table.add_row(
+            name, f"{med[name]:.2f}", f"{min(times[name]):.2f}", f"{1e6 / med[name]:,.0f}"
+        )
+    console.print(table)
+    console.print(f"Rust / Python speed-up (median): {med['python'] / med['rust']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
