@@ -12,7 +12,7 @@ mean much):
 
 Goals (issue 4): ingestion >= 10x the reference on SQLite; a 10,000-span rollout read < 100 ms.
 
-Usage: ``.venv/bin/python benchmarks/store_ingest.py [--batches 40] [--concurrency 4]
+Usage: ``.venv/bin/python benchmarks/store_ingest.py [--batches 100] [--concurrency 4]
 [--pg-dsn DSN | --no-postgres] [--no-reference] [--baseline-src DIR]``. PostgreSQL: without ``--pg-dsn`` a private
 throw-away cluster is started (Debian's ``postgresql`` binaries, as the tests do). The reference
 needs the Agent Lightning venv of ``.ci/setup.d/40-agl-interop.sh``.
@@ -349,7 +349,7 @@ def query_latency_ms(target: Target, n_spans: int, repeats: int = 5) -> tuple[fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batches", type=int, default=40, help="batches of 512 per measurement")
+    parser.add_argument("--batches", type=int, default=100, help="batches of 512 per measurement")
     parser.add_argument("--concurrency", type=int, default=4, help="concurrent exporters")
     parser.add_argument("--pg-dsn", default=None, help="PostgreSQL DSN (default: private cluster)")
     parser.add_argument("--no-postgres", action="store_true")

@@ -34,7 +34,20 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0 }
     }
 
+    #[inline]
     fn varint(&mut self) -> Result<u64, WireError> {
+        // Tags and lengths below 128 (nearly all of them) are one byte.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_slow()
+    }
+
+    #[cold]
+    fn varint_slow(&mut self) -> Result<u64, WireError> {
         let mut value = 0u64;
         for shift in (0..70).step_by(7) {
             let Some(&b) = self.buf.get(self.pos) else {
@@ -52,17 +65,19 @@ impl<'a> Reader<'a> {
         Err(WireError("varint longer than 10 bytes".into()))
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len());
-        let Some(end) = end else {
+        if n > self.buf.len() - self.pos {
             return Err(WireError(format!("field of {n} bytes runs past the end of its message")));
-        };
+        }
+        let end = self.pos + n;
         let out = &self.buf[self.pos..end];
         self.pos = end;
         Ok(out)
     }
 
     /// The next field (number and value), or `None` at the end of the message.
+    #[inline]
     pub fn next_field(&mut self) -> Result<Option<(u32, Value<'a>)>, WireError> {
         if self.pos >= self.buf.len() {
             return Ok(None);

@@ -129,6 +129,7 @@ def _col_type(d: Dialect, col: str) -> str:
 
 def schema(d: Dialect) -> list[str]:
     """CREATE statements (idempotent)."""
+    blob = "BYTEA" if d.name == "postgres" else "BLOB"
     stmts = []
     for t in (ROLLOUTS, ATTEMPTS, WORKERS, RESOURCES):
         cols = [f"ins_seq {d.identity}"]
@@ -148,7 +149,7 @@ def schema(d: Dialect) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS ls_span_chunks (chunk_id {d.identity}, "
         f"rollout_id {d.text} NOT NULL, attempt_id {d.text} NOT NULL, n {d.bigint} NOT NULL, "
         f"seq_lo {d.bigint} NOT NULL, seq_hi {d.bigint} NOT NULL, ordered {d.bigint} NOT NULL, "
-        f"cols TEXT NOT NULL, docs {'BYTEA' if d.name == 'postgres' else 'BLOB'} NOT NULL)",
+        f"cols {blob} NOT NULL, docs {blob} NOT NULL)",
         "CREATE INDEX IF NOT EXISTS ls_span_chunks_attempt "
         "ON ls_span_chunks (rollout_id, attempt_id, chunk_id)",
         f"CREATE TABLE IF NOT EXISTS ls_span_counters (rollout_id {d.text} PRIMARY KEY, "
@@ -438,7 +439,7 @@ class SqlTx:
             [key[0], key[1], watermark],
         )
         for chunk_id, cols in rows:
-            ids.update(span_ids_of(cols))
+            ids.update(span_ids_of(bytes(cols)))
             watermark = int(chunk_id)
         if rows or entry is None:
             self.span_keys.put(key, watermark, ids)  # committed chunks: safe to cache now
@@ -519,7 +520,7 @@ class SqlTx:
         for rollout_id, attempt_id, cols, blob in await self._span_chunks(
             q, "rollout_id, attempt_id, cols, docs"
         ):
-            items.extend(decode_chunk(rollout_id, attempt_id, cols, bytes(blob)))
+            items.extend(decode_chunk(rollout_id, attempt_id, bytes(cols), bytes(blob)))
         rest = Query(
             conds=q.conds,
             logic=q.logic,
