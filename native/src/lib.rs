@@ -11,9 +11,28 @@ mod wire;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 pub use conversion::{convert as convert_body, Outcome, Rejected, Row};
+
+/// The last Python string made for each of a few row fields, reused while the value repeats.
+#[derive(Default)]
+struct StringCache<'py> {
+    last: [Option<(String, Bound<'py, PyString>)>; 5],
+}
+
+impl<'py> StringCache<'py> {
+    fn get(&mut self, py: Python<'py>, field: usize, value: &str) -> Bound<'py, PyString> {
+        if let Some((text, obj)) = &self.last[field] {
+            if text == value {
+                return obj.clone();
+            }
+        }
+        let obj = PyString::new(py, value);
+        self.last[field] = Some((value.to_string(), obj.clone()));
+        obj
+    }
+}
 
 /// Convert an ``ExportTraceServiceRequest`` body.
 ///
@@ -30,19 +49,23 @@ fn convert<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Option<Bound<'py, PyTu
         Outcome::Rows(rows, rejected) => (rows, rejected),
         Outcome::Punt(_) => return Ok(None),
     };
+    // Values repeated across a batch (rollout, attempt, trace, name, status) become one Python
+    // string each, not one per span: fewer allocations, and equal keys are the same object.
+    let mut strings = StringCache::default();
     let out_rows = PyList::empty(py);
     for r in rows {
         let doc = PyBytes::new(py, &r.doc);
+        let parent = r.parent_id.map(|p| PyString::new(py, &p));
         let item = (
-            r.rollout_id,
-            r.attempt_id,
-            r.span_id,
-            r.trace_id,
-            r.parent_id,
-            r.name,
+            strings.get(py, 0, &r.rollout_id),
+            strings.get(py, 1, &r.attempt_id),
+            PyString::new(py, &r.span_id),
+            strings.get(py, 2, &r.trace_id),
+            parent,
+            strings.get(py, 3, &r.name),
             r.start_time,
             r.end_time,
-            r.status_code,
+            strings.get(py, 4, r.status_code),
             r.sequence_id,
             doc,
         )

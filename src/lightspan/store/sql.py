@@ -190,12 +190,14 @@ class SqlTx:
         # Span ids this transaction stored, per attempt: (last chunk id, ids). They join
         # ``span_keys`` in :meth:`committed`, never before.
         self._pending: dict[tuple[str, str], tuple[int, set[str]]] = {}
+        self._own_chunks: set[int] = set()
 
     def committed(self) -> None:
         """The backend calls this once the transaction has committed."""
         for key, (chunk_id, ids) in self._pending.items():
             self.span_keys.merge(key, chunk_id, ids)
         self._pending.clear()
+        self._own_chunks.clear()
 
     # ---------------------------------------------------------------- helpers
 
@@ -429,8 +431,10 @@ class SqlTx:
     # ---------------------------------------------------------------- spans
 
     async def _stored_span_ids(self, key: tuple[str, str]) -> set[str]:
-        """Span ids already stored for an attempt: the cache, brought up to date with chunks
-        written since its watermark (by other processes or servers)."""
+        """Span ids stored for an attempt by committed transactions: the cache, brought up to
+        date with chunks written since its watermark (by other processes or servers). Chunks
+        this transaction wrote are skipped: they are not committed yet (see :meth:`committed`),
+        and the caller checks them through ``_pending``."""
         entry = self.span_keys.get(key)
         watermark, ids = entry if entry is not None else (0, set())
         rows = await self.c.fetchall(
@@ -438,6 +442,7 @@ class SqlTx:
             "WHERE rollout_id = ? AND attempt_id = ? AND chunk_id > ? ORDER BY chunk_id",
             [key[0], key[1], watermark],
         )
+        rows = [r for r in rows if int(r[0]) not in self._own_chunks]
         for chunk_id, cols in rows:
             ids.update(span_ids_of(bytes(cols)))
             watermark = int(chunk_id)
@@ -468,6 +473,7 @@ class SqlTx:
             if not new:
                 continue
             chunk_id = await self._insert_chunk(key, encode_chunk(new))
+            self._own_chunks.add(chunk_id)
             ids = {s.span_id for s in new}
             self._pending[key] = (chunk_id, mine | ids if mine else ids)
             inserted.update((key[0], key[1], i) for i in ids)
