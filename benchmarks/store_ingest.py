@@ -301,22 +301,51 @@ async def _send_grpc(target: Target, batches: list[bytes], concurrency: int, pro
         await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of ``pid`` and its descendants so far (Linux ``/proc``)."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        times[int(entry)] = sum(int(x) for x in fields[11:15]) / tick  # utime stime cu cs
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        p = frontier.pop()
+        for child, parent in parents.items():
+            if parent == p and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(times.get(p, 0.0) for p in tree)
+
+
 def ingest_rate(
     target: Target, transport: str, n_batches: int, concurrency: int, prog: Progress
-) -> float:
+) -> tuple[float, float]:
+    """(spans/s, server CPU microseconds per span): the second is much less sensitive to what
+    else the machine runs than the first."""
     rollout_id, attempt_id = _new_rollout(target)
     warm = [make_batch(rollout_id, attempt_id, -1 - i) for i in range(2)]
     batches = [make_batch(rollout_id, attempt_id, i) for i in range(n_batches)]
     task = prog.add_task(f"{target.label} {transport}", total=n_batches)
     send = _send_grpc if transport == "grpc" else _send_http
     asyncio.run(send(target, warm, 1, lambda: None))
+    cpu0 = _cpu_seconds(target.proc.pid)
     t0 = time.perf_counter()
     asyncio.run(send(target, batches, concurrency, lambda: prog.advance(task)))
     elapsed = time.perf_counter() - t0
+    cpu_us = (_cpu_seconds(target.proc.pid) - cpu0) / (n_batches * BATCH) * 1e6
     prog.update(
         task, description=f"{target.label} {transport}: {n_batches * BATCH / elapsed:,.0f} spans/s"
     )
-    return n_batches * BATCH / elapsed
+    return n_batches * BATCH / elapsed, cpu_us
 
 
 def query_latency_ms(target: Target, n_spans: int, repeats: int = 5) -> tuple[float, float]:
@@ -363,6 +392,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rates: dict[tuple[str, str], float] = {}
+    cpu: dict[tuple[str, str], float] = {}
     latency: dict[tuple[str, int], tuple[float, float]] = {}
     workdir = Path(tempfile.mkdtemp(prefix="lightspan-bench-"))
     with Progress(
@@ -371,7 +401,7 @@ def main() -> None:
 
         def measure(target: Target, transports: tuple[str, ...]) -> None:
             for transport in transports:
-                rates[(target.label, transport)] = ingest_rate(
+                rates[(target.label, transport)], cpu[(target.label, transport)] = ingest_rate(
                     target, transport, args.batches, args.concurrency, prog
                 )
             for n in (1_000, 10_000):
@@ -410,6 +440,7 @@ def main() -> None:
         "transport",
         "spans/s",
         "vs reference",
+        "server CPU us/span",
         "read 1k spans",
         "read 10k spans",
         "read+parse 10k",
@@ -422,11 +453,17 @@ def main() -> None:
             "OTLP/gRPC" if transport == "grpc" else "OTLP/HTTP",
             f"{rate:,.0f}",
             ratio,
+            f"{cpu[(label, transport)]:.1f}",
             f"{latency[(label, 1_000)][0]:.0f} ms",
             f"{latency[(label, 10_000)][0]:.0f} ms",
             f"{latency[(label, 10_000)][1]:.0f} ms",
         )
     console.print(table)
+    console.print(
+        "server CPU us/span: CPU time of the server process (and its children) during the "
+        "ingestion, per span; it shares the 2 cores with the client, so spans/s moves with the "
+        "load while this moves much less"
+    )
     if ref_rate:
         sqlite_best = max(v for (label, _), v in rates.items() if label == "lightspan sqlite")
         console.print(
