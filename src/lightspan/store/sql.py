@@ -462,14 +462,23 @@ class SqlTx:
     async def insert_spans(self, spans: list[Span | SpanRow]) -> set[tuple[str, str, str]]:
         """One chunk row per attempt among ``spans``, holding the spans not stored before."""
         groups: dict[tuple[str, str], list[Span | SpanRow]] = {}
-        for s in spans:
-            groups.setdefault((s.rollout_id, s.attempt_id), []).append(s)
+        owners = {(s.rollout_id, s.attempt_id) for s in spans}
+        if len(owners) == 1:
+            groups[owners.pop()] = spans  # one attempt: the common batch
+        else:
+            for s in spans:
+                groups.setdefault((s.rollout_id, s.attempt_id), []).append(s)
         inserted: set[tuple[str, str, str]] = set()
         for key, group in groups.items():
             stored = await self._stored_span_ids(key)
             pending = self._pending.get(key)
             mine = pending[1] if pending is not None else set()
-            new = [s for s in group if s.span_id not in stored and s.span_id not in mine]
+            if mine:
+                new = [s for s in group if s.span_id not in stored and s.span_id not in mine]
+            elif stored:
+                new = [s for s in group if s.span_id not in stored]
+            else:
+                new = group  # a new attempt: nothing to compare with
             if not new:
                 continue
             chunk_id = await self._insert_chunk(key, encode_chunk(new))
