@@ -56,18 +56,19 @@ def _rich_request() -> bytes:
     return req.SerializeToString()
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        _rich_request(),
-        sample_request().SerializeToString(),
-        make_request(50)[0].SerializeToString(),
-        make_request(3, ids_on="span")[0].SerializeToString(),
-        make_request(2, rollout_id=None)[0].SerializeToString(),
-        b"",
-    ],
-    ids=["rich", "sample", "llm", "ids-on-span", "no-owner", "empty"],
-)
+FIXTURE_BODIES = [
+    _rich_request(),
+    sample_request().SerializeToString(),
+    make_request(50)[0].SerializeToString(),
+    make_request(3, ids_on="span")[0].SerializeToString(),
+    make_request(2, rollout_id=None)[0].SerializeToString(),
+    b"",
+]
+FIXTURE_IDS = ["rich", "sample", "llm", "ids-on-span", "no-owner", "empty"]
+"""Request bodies every converter is checked on (here and in test_native_intake.py)."""
+
+
+@pytest.mark.parametrize("body", FIXTURE_BODIES, ids=FIXTURE_IDS)
 def test_protobuf_fast_path_equals_reference_path(body: bytes) -> None:
     for _ in range(2):  # the second time, attributes come from the memo
         fast = spans_from_protobuf(body)

@@ -25,9 +25,8 @@ from lightspan.store.memory import InMemoryLightningStore
 from lightspan.store.otlp import OtlpSpans, decode_export_request, spans_from_request
 from lightspan.store.span_row import SpanRow, rows_from_protobuf
 from lightspan.store.sqlite import SqliteLightningStore
-from tests.store.interop.sample_spans import sample_request
-from tests.store.otlp_payloads import kvs, make_request
-from tests.store.test_fast_intake import _rich_request
+from tests.store.otlp_payloads import any_value, kvs, make_request
+from tests.store.test_fast_intake import FIXTURE_BODIES, FIXTURE_IDS, _rich_request
 
 native = pytest.mark.skipif(
     span_row._native_convert is None, reason="the Rust module is not built (no cargo)"
@@ -78,7 +77,7 @@ def _rand_value(rng: random.Random, depth: int = 0) -> AnyValue:
         if items and rng.random() < 0.6:
             items = [type(items[0])(x) if not isinstance(x, bytes) else x for x in items[:1]] * 3
         for x in items:
-            v.array_value.values.add().CopyFrom(_scalar_value(x))
+            v.array_value.values.add().CopyFrom(any_value(x))
     elif kind == 7:  # mixed / nested list
         for _ in range(rng.randrange(4)):
             v.array_value.values.add().CopyFrom(_rand_value(rng, depth + 1))
@@ -89,22 +88,7 @@ def _rand_value(rng: random.Random, depth: int = 0) -> AnyValue:
     elif kind == 9:  # no value at all
         pass
     else:
-        v.CopyFrom(_scalar_value(scalar))
-    return v
-
-
-def _scalar_value(x: object) -> AnyValue:
-    v = AnyValue()
-    if isinstance(x, bool):
-        v.bool_value = x
-    elif isinstance(x, int):
-        v.int_value = x
-    elif isinstance(x, float):
-        v.double_value = x
-    elif isinstance(x, bytes):
-        v.bytes_value = x
-    else:
-        v.string_value = str(x)
+        v.CopyFrom(any_value(scalar))
     return v
 
 
@@ -243,18 +227,7 @@ def _punt(body: bytes) -> str | None:
 
 
 @native
-@pytest.mark.parametrize(
-    "body",
-    [
-        _rich_request(),
-        sample_request().SerializeToString(),
-        make_request(50)[0].SerializeToString(),
-        make_request(3, ids_on="span")[0].SerializeToString(),
-        make_request(2, rollout_id=None)[0].SerializeToString(),
-        b"",
-    ],
-    ids=["rich", "sample", "llm", "ids-on-span", "no-owner", "empty"],
-)
+@pytest.mark.parametrize("body", FIXTURE_BODIES, ids=FIXTURE_IDS)
 def test_rust_rows_equal_python_rows(body: bytes) -> None:
     assert_same_rows(body)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Any, Protocol
 
@@ -536,15 +536,8 @@ class SqlTx:
             q, "rollout_id, attempt_id, cols, docs"
         ):
             items.extend(decode_chunk(rollout_id, attempt_id, bytes(cols), bytes(blob)))
-        rest = Query(
-            conds=q.conds,
-            logic=q.logic,
-            sort_by=q.sort_by,
-            sort_order=q.sort_order,
-            limit=q.limit,
-            offset=q.offset,
-        )
-        page, total = run_query(items, rest, span_field)
+        # ``must`` is what the SELECT applied; the rest of the query is evaluated here.
+        page, total = run_query(items, replace(q, must=[]), span_field)
         return [item[3] for item in page], total
 
     async def query_spans(self, q: Query) -> tuple[list[Span], int]:
