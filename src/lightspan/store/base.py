@@ -54,6 +54,7 @@ __all__ = [
     "SpanOutcome",
     "StoreError",
     "Unset",
+    "given",
     "validate_page",
 ]
 
@@ -93,6 +94,12 @@ class _UnsetType:
 
 UNSET: Any = _UnsetType()
 Unset = _UnsetType
+
+
+def given(**fields: Any) -> dict[str, Any]:
+    """The fields a caller actually passed (not :data:`UNSET`), in order: what an update changes."""
+    return {name: value for name, value in fields.items() if value is not UNSET}
+
 
 # Fields a query may sort by: the scalar fields of each model (v0.3 allows "a numeric or string
 # field"); anything else is an InvalidRequestError rather than a silent no-op.

@@ -35,6 +35,7 @@ from .base import (
     NotFoundError,
     SpanOutcome,
     StoreError,
+    given,
 )
 from .models import (
     Attempt,
@@ -390,16 +391,9 @@ class LightningStoreClient(LightningStore):
         config: RolloutConfig = UNSET,
         metadata: dict[str, Any] | None = UNSET,
     ) -> Rollout:
-        body: dict[str, Any] = {}
-        for key, value in (
-            ("input", input),
-            ("mode", mode),
-            ("resources_id", resources_id),
-            ("status", status),
-            ("metadata", metadata),
-        ):
-            if value is not UNSET:
-                body[key] = value
+        body = given(
+            input=input, mode=mode, resources_id=resources_id, status=status, metadata=metadata
+        )
         if config is not UNSET:
             body["config"] = (
                 config.model_dump(mode="json") if isinstance(config, RolloutConfig) else config
@@ -463,15 +457,12 @@ class LightningStoreClient(LightningStore):
         last_heartbeat_time: float = UNSET,
         metadata: dict[str, Any] | None = UNSET,
     ) -> Attempt:
-        body: dict[str, Any] = {}
-        for key, value in (
-            ("status", status),
-            ("worker_id", worker_id),
-            ("last_heartbeat_time", last_heartbeat_time),
-            ("metadata", metadata),
-        ):
-            if value is not UNSET:
-                body[key] = value
+        body = given(
+            status=status,
+            worker_id=worker_id,
+            last_heartbeat_time=last_heartbeat_time,
+            metadata=metadata,
+        )
         data = await self._request(
             f"update_attempt({rollout_id}, {attempt_id})",
             "POST",

@@ -34,6 +34,7 @@ from .base import (
     LightningStore,
     NotFoundError,
     SpanOutcome,
+    given,
     validate_page,
 )
 from .models import (
@@ -438,20 +439,19 @@ class CoreStore(LightningStore):
         config: RolloutConfig = UNSET,
         metadata: dict[str, Any] | None = UNSET,
     ) -> Rollout:
-        changes: dict[str, Any] = {}
-        for name, value in (
-            ("input", input),
-            ("mode", mode),
-            ("resources_id", resources_id),
-            ("status", status),
-            ("config", config),
-            ("metadata", metadata),
-        ):
-            if value is UNSET:
-                continue
-            if value is None and name in ("status", "config"):
+        changes = given(
+            input=input,
+            mode=mode,
+            resources_id=resources_id,
+            status=status,
+            config=config,
+            metadata=metadata,
+        )
+        for name in ("status", "config"):
+            if name in changes and changes[name] is None:
                 raise InvalidRequestError(f"rollout {name} cannot be null")
-            changes[name] = value.model_dump() if name == "config" and value is not None else value
+        if "config" in changes:
+            changes["config"] = changes["config"].model_dump()
         async with self._tx(write=True) as tx:
             now = time.time()
             rollout = await self._lock_rollout(tx, rollout_id)
@@ -542,18 +542,15 @@ class CoreStore(LightningStore):
         last_heartbeat_time: float = UNSET,
         metadata: dict[str, Any] | None = UNSET,
     ) -> Attempt:
-        changes: dict[str, Any] = {}
-        for name, value in (
-            ("status", status),
-            ("worker_id", worker_id),
-            ("last_heartbeat_time", last_heartbeat_time),
-            ("metadata", metadata),
-        ):
-            if value is UNSET:
-                continue
+        changes = given(
+            status=status,
+            worker_id=worker_id,
+            last_heartbeat_time=last_heartbeat_time,
+            metadata=metadata,
+        )
+        for name, value in changes.items():
             if value is None:
                 raise InvalidRequestError(f"attempt {name} cannot be null")
-            changes[name] = value
         async with self._tx(write=True) as tx:
             now = time.time()
             rollout = await self._lock_rollout(tx, rollout_id)
