@@ -177,3 +177,39 @@ def test_the_span_id_cache_is_bounded_and_evicts_whole_attempts() -> None:
     assert cache.get(("r", "a1")) == (4, {"w", "x", "y", "z"})
     cache.merge(("r", "a1"), 2, {"old"})  # an older chunk never rewinds the watermark
     assert "old" not in cache.get(("r", "a1"))[1]
+
+
+@pytest.mark.postgres
+async def test_servers_starting_together_move_old_postgres_spans_once(postgres_db_dsn: str) -> None:
+    import asyncio
+
+    import psycopg
+
+    from lightspan.store.postgres import PostgresLightningStore
+
+    first = PostgresLightningStore(postgres_db_dsn, scan_interval=0)
+    await first.start()
+    ar = await first.start_rollout(1)
+    rid, aid = ar.rollout_id, ar.attempt.attempt_id
+    await first.close()
+    spans = [span(rid, aid, i, span_id=f"{i:016x}") for i in range(1, 6)]
+    async with await psycopg.AsyncConnection.connect(postgres_db_dsn) as conn:
+        await conn.execute(
+            "CREATE TABLE ls_spans (ins_seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+            "rollout_id TEXT, attempt_id TEXT, span_id TEXT, doc TEXT NOT NULL)"
+        )
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO ls_spans (rollout_id, attempt_id, span_id, doc) VALUES (%s, %s, %s, %s)",
+                [(s.rollout_id, s.attempt_id, s.span_id, s.model_dump_json()) for s in spans],
+            )
+        await conn.commit()
+    stores = [PostgresLightningStore(postgres_db_dsn, scan_interval=0) for _ in range(3)]
+    await asyncio.gather(*(s.start() for s in stores))
+    try:
+        got = await stores[0].query_spans(rid)
+        assert [s.span_id for s in got] == [s.span_id for s in spans]
+        assert (await stores[1].statistics())["total_spans"] == 5
+    finally:
+        for s in stores:
+            await s.close()

@@ -108,12 +108,12 @@ class PostgresLightningStore(CoreStore):
                 await conn.execute("CREATE SEQUENCE IF NOT EXISTS ls_write_seq")
                 for stmt in schema(POSTGRES):
                     await conn.execute(stmt)
+                # Under the same lock: servers starting together move old spans once.
+                await SqlTx(_PgConn(conn), POSTGRES, self._span_keys).migrate_legacy_spans()
         except Exception as e:
             await pool.close()
             raise RuntimeError(f"cannot open PostgreSQL store: {e}") from e
         self._pool = pool
-        async with self._tx(write=True) as tx:
-            await tx.migrate_legacy_spans()
 
     async def _close_backend(self) -> None:
         pool, self._pool = self._pool, None
