@@ -167,16 +167,19 @@ async def test_spans_of_a_database_from_before_chunks_are_moved(tmp_path: Path) 
 
 
 def test_the_span_id_cache_is_bounded_and_evicts_whole_attempts() -> None:
-    cache = SpanKeyCache(max_spans=5)
-    cache.put(("r", "a1"), 1, {"x", "y", "z"})
-    cache.put(("r", "a2"), 2, {"p", "q"})
-    cache.get(("r", "a1"))  # a1 is now the most recently used
-    cache.put(("r", "a3"), 3, {"m"})
-    assert cache.get(("r", "a2")) is None and len(cache) == 4
-    cache.merge(("r", "a1"), 4, {"w"})
-    assert cache.get(("r", "a1")) == (4, {"w", "x", "y", "z"})
+    cache = SpanKeyCache(max_spans=6)
+    cache.add(("r", "a1"), 1, {"x", "y"})
+    cache.add(("r", "a2"), 2, {"p", "q"})
+    assert cache.add(("r", "a1"), 3, {"z"}) == {"x", "y", "z"}  # grown in place, counted
+    assert len(cache) == 5
+    cache.add(("r", "a3"), 4, {"m", "n"})  # 7 > 6: a2, the least recently used, goes
+    assert cache.get(("r", "a2")) is None and len(cache) == 5
+    cache.merge(("r", "a1"), 5, {"w"})
+    assert cache.get(("r", "a1")) == (5, {"w", "x", "y", "z"})
     cache.merge(("r", "a1"), 2, {"old"})  # an older chunk never rewinds the watermark
     assert "old" not in cache.get(("r", "a1"))[1]
+    cache.merge(("r", "gone"), 9, {"k"})  # not cached: read from the chunks when needed
+    assert cache.get(("r", "gone")) is None and len(cache) == 6
 
 
 @pytest.mark.postgres

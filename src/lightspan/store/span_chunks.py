@@ -184,29 +184,33 @@ class SpanKeyCache:
             self._entries.move_to_end(key)
         return entry
 
-    def put(self, key: tuple[str, str], watermark: int, ids: set[str]) -> None:
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._size -= len(old[1])
-        self._entries[key] = (watermark, ids)
-        self._size += len(ids)
-        while self._size > self.max_spans and len(self._entries) > 1:
-            _, (_, evicted) = self._entries.popitem(last=False)
-            self._size -= len(evicted)
+    def add(self, key: tuple[str, str], watermark: int, ids: Iterable[str]) -> set[str]:
+        """Record committed ids of an attempt up to chunk ``watermark`` (the attempt is created
+        when new); returns the attempt's whole set. The set is grown in place, and the size
+        bound counts the growth."""
+        entry = self._entries.pop(key, None)
+        known = entry[1] if entry is not None else set()
+        before = len(known)
+        known.update(ids)
+        self._size += len(known) - before
+        self._entries[key] = (max(watermark, entry[0]) if entry is not None else watermark, known)
+        self._evict()
+        return known
 
     def merge(self, key: tuple[str, str], watermark: int, ids: Iterable[str]) -> None:
-        """Add the ids of a committed chunk (``watermark``: its id). Correct because chunks of one
-        attempt are written one transaction at a time (the rollout's lock), so no other chunk of
-        it lies between the cached watermark and this one."""
+        """Add the ids of a committed chunk (``watermark``: its id) to a cached attempt. Correct
+        because chunks of one attempt are written one transaction at a time (the rollout's
+        lock), so no other chunk of it lies between the cached watermark and this one."""
         entry = self._entries.get(key)
         if entry is None or entry[0] >= watermark:
             # Not cached (it is read from the chunks when needed), or already newer.
             return
-        merged = entry[1]
-        before = len(merged)
-        merged.update(ids)
-        self._size += len(merged) - before
-        self._entries[key] = (watermark, merged)
+        self.add(key, watermark, ids)
+
+    def _evict(self) -> None:
+        while self._size > self.max_spans and len(self._entries) > 1:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self._size -= len(evicted)
 
     def clear(self) -> None:
         self._entries.clear()

@@ -436,19 +436,18 @@ class SqlTx:
         this transaction wrote are skipped: they are not committed yet (see :meth:`committed`),
         and the caller checks them through ``_pending``."""
         entry = self.span_keys.get(key)
-        watermark, ids = entry if entry is not None else (0, set())
+        watermark = entry[0] if entry is not None else 0
         rows = await self.c.fetchall(
             "SELECT chunk_id, cols FROM ls_span_chunks "
             "WHERE rollout_id = ? AND attempt_id = ? AND chunk_id > ? ORDER BY chunk_id",
             [key[0], key[1], watermark],
         )
         rows = [r for r in rows if int(r[0]) not in self._own_chunks]
-        for chunk_id, cols in rows:
-            ids.update(span_ids_of(bytes(cols)))
-            watermark = int(chunk_id)
-        if rows or entry is None:
-            self.span_keys.put(key, watermark, ids)  # committed chunks: safe to cache now
-        return ids
+        if entry is not None and not rows:
+            return entry[1]
+        # Committed chunks only: safe to cache now.
+        new_ids = [i for _, cols in rows for i in span_ids_of(bytes(cols))]
+        return self.span_keys.add(key, int(rows[-1][0]) if rows else watermark, new_ids)
 
     async def _insert_chunk(self, key: tuple[str, str], chunk: EncodedChunk) -> int:
         rows = await self.c.fetchall(
