@@ -150,9 +150,7 @@ class SpanRow:
 
     def doc(self) -> str:
         """The stored JSON, with the sequence id the store issued."""
-        if self.sequence_id_pending:
-            return self._doc.replace(_PENDING, b'"sequence_id":%d' % self.sequence_id, 1).decode()
-        return self._doc.decode()
+        return self.doc_bytes().decode()
 
     def doc_bytes(self) -> bytes:
         """:meth:`doc` as UTF-8 bytes (what the SQL backends store)."""

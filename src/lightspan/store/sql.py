@@ -20,7 +20,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from itertools import pairwise
+from itertools import groupby, pairwise
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -187,17 +187,15 @@ class SqlTx:
         self.c = conn
         self.d = dialect
         self.span_keys = span_keys
-        # Span ids this transaction stored, per attempt: (last chunk id, ids). They join
-        # ``span_keys`` in :meth:`committed`, never before.
-        self._pending: dict[tuple[str, str], tuple[int, set[str]]] = {}
-        self._own_chunks: set[int] = set()
+        # Span ids this transaction stored, per attempt: (its first chunk id, its last chunk id,
+        # ids). They join ``span_keys`` in :meth:`committed`, never before.
+        self._pending: dict[tuple[str, str], tuple[int, int, set[str]]] = {}
 
     def committed(self) -> None:
         """The backend calls this once the transaction has committed."""
-        for key, (chunk_id, ids) in self._pending.items():
-            self.span_keys.merge(key, chunk_id, ids)
+        for key, (_, last_chunk, ids) in self._pending.items():
+            self.span_keys.merge(key, last_chunk, ids)
         self._pending.clear()
-        self._own_chunks.clear()
 
     # ---------------------------------------------------------------- helpers
 
@@ -433,16 +431,21 @@ class SqlTx:
     async def _stored_span_ids(self, key: tuple[str, str]) -> set[str]:
         """Span ids stored for an attempt by committed transactions: the cache, brought up to
         date with chunks written since its watermark (by other processes or servers). Chunks
-        this transaction wrote are skipped: they are not committed yet (see :meth:`committed`),
-        and the caller checks them through ``_pending``."""
+        this transaction wrote are left out: they are not committed yet (see :meth:`committed`),
+        and the caller checks them through ``_pending``. They are the attempt's newest (its
+        chunks are written one transaction at a time), so they start at the first one's id."""
         entry = self.span_keys.get(key)
         watermark = entry[0] if entry is not None else 0
-        rows = await self.c.fetchall(
+        pending = self._pending.get(key)
+        sql = (
             "SELECT chunk_id, cols FROM ls_span_chunks "
-            "WHERE rollout_id = ? AND attempt_id = ? AND chunk_id > ? ORDER BY chunk_id",
-            [key[0], key[1], watermark],
+            "WHERE rollout_id = ? AND attempt_id = ? AND chunk_id > ?"
         )
-        rows = [r for r in rows if int(r[0]) not in self._own_chunks]
+        params: list[Any] = [key[0], key[1], watermark]
+        if pending is not None:
+            sql += " AND chunk_id < ?"
+            params.append(pending[0])
+        rows = await self.c.fetchall(sql + " ORDER BY chunk_id", params)
         if entry is not None and not rows:
             return entry[1]
         # Committed chunks only: safe to cache now.
@@ -471,7 +474,7 @@ class SqlTx:
         for key, group in groups.items():
             stored = await self._stored_span_ids(key)
             pending = self._pending.get(key)
-            mine = pending[1] if pending is not None else set()
+            mine = pending[2] if pending is not None else set()
             if mine:
                 new = [s for s in group if s.span_id not in stored and s.span_id not in mine]
             elif stored:
@@ -481,9 +484,9 @@ class SqlTx:
             if not new:
                 continue
             chunk_id = await self._insert_chunk(key, encode_chunk(new))
-            self._own_chunks.add(chunk_id)
             ids = {s.span_id for s in new}
-            self._pending[key] = (chunk_id, mine | ids if mine else ids)
+            first_chunk = pending[0] if pending is not None else chunk_id
+            self._pending[key] = (first_chunk, chunk_id, mine | ids if mine else ids)
             inserted.update((key[0], key[1], i) for i in ids)
         return inserted
 
@@ -521,8 +524,7 @@ class SqlTx:
                         wanted.append(h[0])
                     pos += n
                 docs: list[str] = []
-                for lo in range(0, len(wanted), 500):
-                    part = wanted[lo : lo + 500]
+                for part in _chunks(wanted):
                     cond, params = self._in("chunk_id", part)
                     rows = await self.c.fetchall(
                         f"SELECT docs FROM ls_span_chunks WHERE {cond} ORDER BY chunk_id", params
@@ -566,18 +568,11 @@ class SqlTx:
                 break
             after = rows[-1][0]
             spans = parse_spans([doc for _, doc in rows])
-            run: list[Span | SpanRow] = []
-            for span in [*spans, None]:
-                if run and (
-                    span is None
-                    or (span.rollout_id, span.attempt_id) != (run[0].rollout_id, run[0].attempt_id)
-                ):
-                    key = (run[0].rollout_id, run[0].attempt_id)
-                    await self._insert_chunk(key, encode_chunk(run))
-                    moved += len(run)
-                    run = []
-                if span is not None:
-                    run.append(span)
+            # One chunk per run of consecutive spans of one attempt.
+            for key, run in groupby(spans, key=lambda s: (s.rollout_id, s.attempt_id)):
+                chunk = encode_chunk(list(run))
+                await self._insert_chunk(key, chunk)
+                moved += chunk.n
         await self.c.execute("DROP TABLE ls_spans")
         return moved
 
