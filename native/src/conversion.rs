@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use crate::json::{write_f64, write_str};
+use crate::json::{write_f64, write_object, write_str};
 use crate::wire::{self, Reader, WireError};
 
 pub const ROLLOUT_ID_KEY: &str = "agentlightning.rollout_id";
@@ -395,29 +395,11 @@ fn write_val(buf: &mut Vec<u8>, v: &Val<'_>) {
 }
 
 fn write_attrs(buf: &mut Vec<u8>, attrs: &OrderedMap<'_>) {
-    buf.push(b'{');
-    for (i, (k, v)) in attrs.entries.iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        write_str(buf, k);
-        buf.push(b':');
-        write_val(buf, v);
-    }
-    buf.push(b'}');
+    write_object(buf, attrs.entries.iter().map(|(k, v)| (k, v)), write_val);
 }
 
 fn write_trace_state(buf: &mut Vec<u8>, state: &[(String, String)]) {
-    buf.push(b'{');
-    for (i, (k, v)) in state.iter().enumerate() {
-        if i > 0 {
-            buf.push(b',');
-        }
-        write_str(buf, k);
-        buf.push(b':');
-        write_str(buf, v);
-    }
-    buf.push(b'}');
+    write_object(buf, state.iter().map(|(k, v)| (k, v)), |b, v| write_str(b, v));
 }
 
 fn write_opt_f64(buf: &mut Vec<u8>, v: Option<f64>) {

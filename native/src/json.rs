@@ -66,6 +66,24 @@ pub fn write_str(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
 }
 
+/// A JSON object of ``entries``, keys as strings, each value written by ``write_value``.
+pub fn write_object<K: AsRef<str>, V>(
+    buf: &mut Vec<u8>,
+    entries: impl IntoIterator<Item = (K, V)>,
+    mut write_value: impl FnMut(&mut Vec<u8>, V),
+) {
+    buf.push(b'{');
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        write_str(buf, k.as_ref());
+        buf.push(b':');
+        write_value(buf, v);
+    }
+    buf.push(b'}');
+}
+
 /// A JSON number, shortest round-trip form as orjson writes it (ryu's digits, and a `+` in
 /// positive exponents: `1e+16`); `null` for NaN and infinities.
 pub fn write_f64(buf: &mut Vec<u8>, f: f64) {
