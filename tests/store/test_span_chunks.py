@@ -128,14 +128,19 @@ async def test_reads_agree_with_the_in_memory_store(make_store: MakeStore, shuff
         await mem.close()
 
 
-async def test_spans_of_a_database_from_before_chunks_are_moved(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    store = SqliteLightningStore(path, scan_interval=0)
+async def _rollout_and_spans(store: LightningStore, n: int) -> tuple[str, list[Span]]:
+    """A rollout created in ``store`` (then closed) and ``n`` spans for it, not stored: what an
+    old database held in ``ls_spans``."""
     await store.start()
     ar = await store.start_rollout(1)
-    rid, aid = ar.rollout_id, ar.attempt.attempt_id
     await store.close()
-    spans = [span(rid, aid, i, span_id=f"{i:016x}") for i in range(1, 8)]
+    rid, aid = ar.rollout_id, ar.attempt.attempt_id
+    return rid, [span(rid, aid, i, span_id=f"{i:016x}") for i in range(1, n + 1)]
+
+
+async def test_spans_of_a_database_from_before_chunks_are_moved(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    rid, spans = await _rollout_and_spans(SqliteLightningStore(path, scan_interval=0), 7)
     conn = sqlite3.connect(path)
     conn.execute(
         "CREATE TABLE ls_spans (ins_seq INTEGER PRIMARY KEY, rollout_id TEXT, attempt_id TEXT, "
@@ -191,11 +196,7 @@ async def test_servers_starting_together_move_old_postgres_spans_once(postgres_d
     from lightspan.store.postgres import PostgresLightningStore
 
     first = PostgresLightningStore(postgres_db_dsn, scan_interval=0)
-    await first.start()
-    ar = await first.start_rollout(1)
-    rid, aid = ar.rollout_id, ar.attempt.attempt_id
-    await first.close()
-    spans = [span(rid, aid, i, span_id=f"{i:016x}") for i in range(1, 6)]
+    rid, spans = await _rollout_and_spans(first, 5)
     async with await psycopg.AsyncConnection.connect(postgres_db_dsn) as conn:
         await conn.execute(
             "CREATE TABLE ls_spans (ins_seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
