@@ -8,8 +8,11 @@ file or code) stays the base; the store set replaces or adds entries by name (:f
 Why ids namespaced by workflow: several workflows may share one store. A set published for
 workflow ``qa`` is named ``qa:<tag>`` (:func:`namespaced_id`); a rollout without a
 ``resources_id`` runs with the latest ``qa:*`` set (:meth:`ResourcesProvider.latest_update`),
-never with another workflow's. A rollout's own ``resources_id`` always wins, whatever its name
-(APO's ``v0``, ``v1``... and VERL's ``rs-...`` ids are used as given).
+never with another workflow's. A rollout's own ``resources_id`` wins (APO's ``v0``, ``v1``...
+and VERL's ``rs-...`` ids are used as given), except an id namespaced for *another* workflow:
+the store stamps the store-wide latest id on rollouts enqueued without one (Agent Lightning
+v0.3 semantics), which in a shared store may be another workflow's set, so such an id is
+treated as "none given" and the latest set of this workflow is used.
 
 Why a TTL cache: a runner resolves resources for every rollout and a production process for
 every run; within ``ttl`` seconds (2 by default) they are served from memory, and a newly
@@ -223,6 +226,8 @@ class ResourcesProvider:
         attempt_id: str | None = None,
     ) -> ResourceSet:
         """The set a rollout runs with (``proxy_llm`` endpoints routed to its attempt)."""
+        if resources_id is not None and workflow_of(resources_id) not in (None, self.workflow):
+            resources_id = None  # another workflow's set (see the module doc)
         base = await self.base.get_resources(None)
         update = await self._update(resources_id)
         if update is None:
