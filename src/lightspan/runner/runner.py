@@ -150,6 +150,7 @@ class WorkflowRunner:
         self._active: dict[tuple[str, str], tuple[str, float | None]] = {}
         self._last_activity = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._delivery_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ control
 
@@ -364,6 +365,18 @@ class WorkflowRunner:
             log.error("rollout %s attempt %s: status %s not reported: %s", rid, aid, status, e)
 
     async def _deliver(self, rid: str, aid: str, *, final: bool, hard: bool = False) -> None:
+        # One delivery per attempt at a time: the final one waits for a heartbeat's partial
+        # delivery still in flight (or takes its spans back if it failed), so the status can
+        # never overtake any span of the attempt.
+        lock = self._delivery_locks.setdefault((rid, aid), asyncio.Lock())
+        try:
+            async with lock:
+                await self._deliver_locked(rid, aid, final=final, hard=hard)
+        finally:
+            if final:
+                self._delivery_locks.pop((rid, aid), None)
+
+    async def _deliver_locked(self, rid: str, aid: str, *, final: bool, hard: bool) -> None:
         spans = self._buffer.take(rid, aid)
         if not spans:
             return
