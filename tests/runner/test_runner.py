@@ -280,3 +280,25 @@ async def test_a_store_outage_mid_run_loses_nothing_and_runs_nothing_twice(
     finally:
         await client.close()
         server.stop()
+
+
+async def test_a_production_process_adopts_published_resources_without_restart(
+    client: LightningStoreClient, fake_llm: FakeLLM
+) -> None:
+    from lightspan.runner import ResourcesProvider
+
+    wf = qa_workflow(fake_llm.base_url)
+    provider = ResourcesProvider.attach(wf, client, ttl=0.3)
+    assert (await wf.run({"q": "p"})).resources_id == "qa-own"
+    await client.update_resources(
+        "qa:v5", {"ask": StorePrompt(template="P5 {q}", engine="f-string")}
+    )
+    await asyncio.sleep(0.4)
+    result = await wf.run({"q": "p"})
+    assert result.resources_id == "qa:v5" and result.output == "P5 p"
+    assert fake_llm.requests[-1]["messages"][-1]["content"] == "P5 p"
+    fetches = provider.fetches
+    for _ in range(5):
+        await wf.run({"q": "p"})
+    assert provider.fetches == fetches  # within the TTL: no store round trip per run
+    await wf.aclose()
