@@ -302,3 +302,35 @@ async def test_a_production_process_adopts_published_resources_without_restart(
         await wf.run({"q": "p"})
     assert provider.fetches == fetches  # within the TTL: no store round trip per run
     await wf.aclose()
+
+
+async def test_a_hard_stop_reports_in_flight_attempts_failed_for_the_store_to_retry(
+    client: LightningStoreClient,
+) -> None:
+    wf = wide_workflow(width=2)
+    r = await client.enqueue_rollout(
+        {"input": {"sleep": 30}}, config=RolloutConfig(max_attempts=2, retry_condition=["failed"])
+    )
+    runner = WorkflowRunner(wf, client, workers=1, poll_interval=0.05)
+    task = asyncio.create_task(runner.serve())
+    for _ in range(200):
+        current = await client.get_rollout_by_id(r.rollout_id)
+        if current is not None and current.status != "queuing":
+            break
+        await asyncio.sleep(0.05)
+    runner.request_stop()  # drain: the 30 s rollout would keep it busy...
+    await asyncio.sleep(0.3)
+    assert not task.done()
+    t0 = time.monotonic()
+    runner.request_stop(hard=True)  # ...the second stop cancels it
+    stats = await asyncio.wait_for(task, 10)
+    assert time.monotonic() - t0 < 5
+    assert stats.failed == 1 and stats.status_lost == 0
+    (attempt,) = (await client.query_attempts(r.rollout_id)).items
+    assert attempt.status == "failed"
+    assert "runner stopped before the rollout finished" in attempt.metadata["error"]
+    rollout = await client.get_rollout_by_id(r.rollout_id)
+    assert rollout is not None and rollout.status == "requeuing"  # the store's retry policy
+    # the cancelled run's spans were delivered first (cancelled steps marked as such)
+    spans = (await client.query_spans(r.rollout_id)).items
+    assert spans and any(s.attributes.get("lightspan.cancelled") for s in spans)
