@@ -53,3 +53,22 @@ def test_serving_from_a_thread_and_stopping_it_from_another(store_server: StoreP
     assert not thread.is_alive() and time.monotonic() - t0 < 5
     assert result[0].succeeded == 4
     asyncio.run(client.close())
+
+
+async def test_content_capture_can_be_switched_off(fake_llm) -> None:  # type: ignore[no-untyped-def]
+    from tests.runner.workflows import qa_workflow
+
+    store = await open_store("memory")
+    try:
+        for capture in (True, False):
+            wf = qa_workflow(fake_llm.base_url)
+            r = await store.enqueue_rollout({"input": {"q": "c"}})
+            runner = WorkflowRunner(wf, store, capture_content=capture)
+            await runner.serve(max_rollouts=1)
+            await wf.aclose()
+            (llm,) = (await store.query_spans(r.rollout_id, name="openai.chat.completion")).items
+            assert ("gen_ai.prompt.0.content" in llm.attributes) is capture
+            assert ("gen_ai.completion.0.content" in llm.attributes) is capture
+            assert llm.attributes["gen_ai.usage.output_tokens"] > 0
+    finally:
+        await store.close()
