@@ -157,3 +157,28 @@ async def _sleep(s: float) -> None:
     import asyncio
 
     await asyncio.sleep(s)
+
+
+async def test_publish_round_trips_engine_resources() -> None:
+    from lightspan.runner import publish
+
+    store = await open_store("memory")
+    try:
+        update = await publish(
+            store,
+            "wf",
+            "cand-1",
+            {
+                "default@judge": LLMResource(
+                    "http://b/v1", "big", sampling_parameters={"max_tokens": 4}
+                ),
+                "ask": PromptTemplate("Short {q}"),
+            },
+        )
+        assert update.resources_id == "wf:cand-1"
+        got = await ResourcesProvider(store, "wf", BASE, ttl=0).get_resources()
+        assert got.resources_id == "wf:cand-1"
+        assert got.llm("default", "judge").max_tokens == 4
+        assert got.prompt("ask").template == "Short {q}"
+    finally:
+        await store.close()

@@ -49,6 +49,8 @@ __all__ = [
     "namespaced_id",
     "overlay",
     "parse_store_resource",
+    "publish",
+    "to_store_resources",
     "workflow_of",
 ]
 
@@ -158,6 +160,29 @@ def overlay(
     ):
         merged[base_prompts[0]] = parsed[store_prompts[0]]
     return ResourceSet(resources_id=resources_id, resources=merged, version=version)
+
+
+def to_store_resources(resources: ResourceSet | Mapping[str, Resource]) -> dict[str, Any]:
+    """Engine resources as the store's ``NamedResources`` (Agent Lightning's models)."""
+    from pydantic import TypeAdapter
+
+    from lightspan.store.models import NamedResources
+
+    items = resources.resources if isinstance(resources, ResourceSet) else resources
+    raw = ResourceSet("tmp", dict(items)).to_dict()
+    return TypeAdapter(NamedResources).validate_python(raw)
+
+
+async def publish(
+    store: LightningStore,
+    workflow: str,
+    tag: str,
+    resources: ResourceSet | Mapping[str, Resource],
+) -> ResourcesUpdate:
+    """Publish ``resources`` (only what changes: they overlay the workflow's own) as
+    ``<workflow>:<tag>``; it becomes this workflow's latest set. Returns the store's answer
+    (``resources_id`` to enqueue rollouts with)."""
+    return await store.update_resources(namespaced_id(workflow, tag), to_store_resources(resources))
 
 
 class ResourcesProvider:
