@@ -72,3 +72,33 @@ async def test_content_capture_can_be_switched_off(fake_llm) -> None:  # type: i
             assert llm.attributes["gen_ai.usage.output_tokens"] > 0
     finally:
         await store.close()
+
+
+async def test_an_idle_runner_polls_once_per_interval_not_once_per_worker() -> None:
+    from lightspan.store.memory import InMemoryLightningStore
+
+    class Counting(InMemoryLightningStore):
+        dequeues = 0
+
+        async def dequeue_rollout(self, worker_id=None):  # type: ignore[no-untyped-def]
+            Counting.dequeues += 1
+            return await super().dequeue_rollout(worker_id)
+
+    store = Counting()
+    await store.start()
+    try:
+        runner = WorkflowRunner(wide_workflow(width=1), store, workers=8, poll_interval=0.1)
+        async with runner.running():
+            await asyncio.sleep(1.0)
+            idle = Counting.dequeues
+            # work still starts at once on every worker once it arrives
+            ids = [
+                (await store.enqueue_rollout({"input": {"sleep": 0.3}})).rollout_id
+                for _ in range(8)
+            ]
+            t0 = time.monotonic()
+            done = await store.wait_for_rollouts(rollout_ids=ids, timeout=5)
+            assert len(done) == 8 and time.monotonic() - t0 < 1.0  # in parallel, not 8 x 0.3 s
+        assert idle <= 8 + 12  # ~10 polls in 1 s at 0.1 s (8 workers would make ~80)
+    finally:
+        await store.close()

@@ -151,6 +151,8 @@ class WorkflowRunner:
         self._last_activity = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self._delivery_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._queue_empty = False
+        self._poll_lock: asyncio.Lock | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -200,6 +202,8 @@ class WorkflowRunner:
         first SIGTERM/SIGINT drains, the second cancels in-flight rollouts."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._poll_lock = asyncio.Lock()
+        self._queue_empty = False
         self._stop.clear()
         self._hard.clear()
         self._max = max_rollouts
@@ -251,7 +255,7 @@ class WorkflowRunner:
                 return
             self._claimed += 1
             try:
-                rollout = await self.store.dequeue_rollout(worker_id=worker_id)
+                rollout = await self._dequeue(worker_id)
             except Exception as e:
                 self._claimed -= 1
                 self.stats.store_errors += 1
@@ -268,7 +272,6 @@ class WorkflowRunner:
                     log.info("runner: nothing queued for %.1fs, exiting", idle_exit)
                     self.request_stop()
                     return
-                await self._sleep(self.poll_interval)
                 continue
             self._last_activity = time.monotonic()
             try:
@@ -281,6 +284,27 @@ class WorkflowRunner:
                 log.exception("runner %s: rollout %s not handled", worker_id, rollout.rollout_id)
             finally:
                 self._last_activity = time.monotonic()
+
+    async def _dequeue(self, worker_id: str) -> AttemptedRollout | None:
+        """Claim a rollout. While the queue has work every idle worker dequeues at once; once
+        a dequeue found it empty, only one idle worker polls (every ``poll_interval``) and the
+        others wait for it, so an idle runner costs the store one request per interval, not one
+        per worker."""
+        if not self._queue_empty:
+            rollout = await self.store.dequeue_rollout(worker_id=worker_id)
+            if rollout is not None:
+                return rollout
+            self._queue_empty = True
+        assert self._poll_lock is not None
+        async with self._poll_lock:
+            if self.stopping or not self._queue_empty:
+                return None  # someone found work meanwhile: the caller dequeues again at once
+            rollout = await self.store.dequeue_rollout(worker_id=worker_id)
+            if rollout is not None:
+                self._queue_empty = False
+                return rollout
+            await self._sleep(self.poll_interval)
+        return None
 
     # ------------------------------------------------------------------ one attempt
 
