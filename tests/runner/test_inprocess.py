@@ -16,7 +16,16 @@ from tests.store.servers import StoreProcess
 async def test_running_in_the_loop_of_an_in_process_store() -> None:
     store = await open_store("memory")
     try:
-        runner = WorkflowRunner(wide_workflow(width=5), store, workers=3, poll_interval=0.02)
+        results: dict[str, tuple[str, float | None]] = {}
+        runner = WorkflowRunner(
+            wide_workflow(width=5),
+            store,
+            workers=3,
+            poll_interval=0.02,
+            on_result=lambda ro, status, res: results.__setitem__(
+                ro.rollout_id, (status, res.reward if res else None)
+            ),
+        )
         async with runner.running():
             ids = [(await store.enqueue_rollout({"input": {"i": i}})).rollout_id for i in range(9)]
             done = await store.wait_for_rollouts(rollout_ids=ids, timeout=10)
@@ -25,6 +34,7 @@ async def test_running_in_the_loop_of_an_in_process_store() -> None:
             totals = {(await store.query_spans(rid)).total for rid in ids}
             assert totals == {10}
         assert runner.stats.succeeded == 9
+        assert results == {rid: ("succeeded", 1.0) for rid in ids}
         workers = (await store.query_workers()).items
         assert {w.worker_id for w in workers} == set(runner.worker_ids)
     finally:

@@ -100,6 +100,9 @@ class WorkflowRunner:
     ``resources``: the provider that resolves rollout resources (default: a
     :class:`ResourcesProvider` over ``store`` with the workflow's own set as base,
     ``resources_ttl`` seconds of cache). ``input_mapping``: see :class:`InputMapping`.
+    ``on_result(rollout, status, run_result_or_None)``: called in the loop after an attempt was
+    reported (its spans and status are in the store), e.g. for an in-process trainer that wants
+    ``RunResult`` cost/tokens/latency without reading spans back.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class WorkflowRunner:
         capture_content: bool = True,
         store_retry_interval: float = 1.0,
         status_retry_seconds: float = 300.0,
+        on_result: Callable[[AttemptedRollout, str, RunResult | None], Any] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -135,6 +139,7 @@ class WorkflowRunner:
             store, workflow.name, base, ttl=resources_ttl
         )
         self.store_retry_interval = store_retry_interval
+        self.on_result = on_result
         self.status_retry_seconds = status_retry_seconds
         self._provider, self._buffer, self._listener = runner_tracing(
             capture_content=capture_content
@@ -354,6 +359,11 @@ class WorkflowRunner:
             except Exception as e:
                 status, error = "failed", e
             await self._finish(rid, aid, status, error, result)
+            if self.on_result is not None:
+                try:
+                    self.on_result(rollout, status, result)
+                except Exception:
+                    log.exception("runner: on_result callback failed; ignored")
             return status
         finally:
             self._active.pop((rid, aid), None)
