@@ -108,7 +108,7 @@ async def test_an_idle_runner_polls_once_per_interval_not_once_per_worker() -> N
             ]
             t0 = time.monotonic()
             done = await store.wait_for_rollouts(rollout_ids=ids, timeout=5)
-            assert len(done) == 8 and time.monotonic() - t0 < 1.0  # in parallel, not 8 x 0.3 s
+            assert len(done) == 8 and time.monotonic() - t0 < 1.5  # in parallel, not 8 x 0.3 s
         assert idle <= 8 + 12  # ~10 polls in 1 s at 0.1 s (8 workers would make ~80)
     finally:
         await store.close()
