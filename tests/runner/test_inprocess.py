@@ -112,3 +112,15 @@ async def test_an_idle_runner_polls_once_per_interval_not_once_per_worker() -> N
         assert idle <= 8 + 12  # ~10 polls in 1 s at 0.1 s (8 workers would make ~80)
     finally:
         await store.close()
+
+
+async def test_a_large_attempt_is_delivered_in_bounded_requests(store_server: StoreProcess) -> None:
+    async with LightningStoreClient(store_server.address) as client:
+        runner = WorkflowRunner(wide_workflow(width=40), client)
+        runner._sink.max_batch = 7  # 45 spans -> 7 requests, in order
+        r = await client.enqueue_rollout({"input": {}})
+        stats = await runner.serve(max_rollouts=1)
+        assert stats.succeeded == 1 and stats.spans == 45
+        spans = (await client.query_spans(r.rollout_id)).items
+        assert len(spans) == 45 and spans[-1].name == "invoke_workflow wide"
+        assert [s.sequence_id for s in spans] == sorted(s.sequence_id for s in spans)
