@@ -1,0 +1,79 @@
+"""The store's bounds on request shape: how deep a value may nest, how big a request or a page is.
+
+Why one module: every recursive path of the store (the Rust and the Python OTLP converters, JSON
+parsing of OTLP/JSON and REST bodies, the REST models' free-form values) must stop at the same
+depth, so a value one path stores another does not reject, and no input can exhaust the stack
+(a 15,000-deep OTLP kvlist once crashed the server). A request past a bound gets a clear error
+naming it (400 / 422 / 413 / ``INVALID_ARGUMENT`` / ``partial_success``), never a 5xx.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = [
+    "MAX_JSON_BODY_DEPTH",
+    "MAX_NESTING_DEPTH",
+    "MAX_PAGE_LIMIT",
+    "MAX_SQL_INTEGER",
+    "BodyTooDeep",
+    "json_depth_exceeds",
+    "loads_bounded",
+]
+
+MAX_NESTING_DEPTH = 32
+"""The deepest a value may nest: an attribute's (or a REST field's) own value is level 1, an
+item of an array/kvlist/object one level deeper. Why 32: the Python OTLP converter parses values
+with protobuf, whose parser refuses messages nested deeper than 100 (three per kvlist level plus
+the request's envelope); 32 is the most every path can parse, so the Rust converter
+(``native/src/conversion.rs``, ``MAX_NESTING_DEPTH``, checked equal by a test) and Python agree.
+"""
+
+MAX_JSON_BODY_DEPTH = 4 * MAX_NESTING_DEPTH + 16
+"""The deepest JSON body accepted: enough for a value at :data:`MAX_NESTING_DEPTH` inside OTLP/JSON
+(four JSON containers per kvlist level, plus the request's envelope); deeper is refused before
+any recursive processing (Python's own recursion limit is ~1,000 frames)."""
+
+MAX_PAGE_LIMIT = 10_000
+"""The largest ``limit`` a REST query may ask for: a page is built in memory."""
+
+MAX_SQL_INTEGER = 2**63 - 1
+"""Integers a REST body may carry where the store keeps them in SQL (64-bit signed)."""
+
+
+class BodyTooDeep(ValueError):
+    """A JSON body or value nests deeper than allowed; the message names the limit."""
+
+
+def json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether a parsed JSON value nests deeper than ``limit`` containers (a scalar is 0 deep,
+    ``[1]`` is 1). Iterative: safe on any input."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        depth += 1
+        if depth > limit:
+            return True
+        stack.extend((c, depth) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+def loads_bounded(body: bytes | str, limit: int = MAX_JSON_BODY_DEPTH) -> Any:
+    """``json.loads`` that refuses bodies nested deeper than ``limit`` with :class:`BodyTooDeep`
+    (and turns the parser's own ``RecursionError`` into it). Other errors are ``ValueError``."""
+    try:
+        data = json.loads(body)
+    except RecursionError as exc:
+        raise BodyTooDeep(
+            f"JSON body nests deeper than {limit} levels (the limit of this server)"
+        ) from exc
+    if json_depth_exceeds(data, limit):
+        raise BodyTooDeep(f"JSON body nests deeper than {limit} levels (the limit of this server)")
+    return data
