@@ -331,6 +331,13 @@ def request_from_json(body: bytes | str | Mapping[str, Any]) -> ExportTraceServi
     try:
         return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except (json_format.ParseError, DecodeError) as exc:
+        if "too deep" in str(exc):
+            # protobuf's JSON parser stops at 100 nested messages (33 kvlist levels in a span):
+            # unlike OTLP/protobuf, the whole request is refused, with this reason.
+            raise OtlpDecodeError(
+                "body is not an OTLP/JSON ExportTraceServiceRequest: an attribute value nests "
+                f"deeper than {MAX_NESTING_DEPTH} levels (the limit)"
+            ) from exc
         raise OtlpDecodeError(f"body is not an OTLP/JSON ExportTraceServiceRequest: {exc}") from exc
 
 

@@ -1,0 +1,163 @@
+"""Requests past the store's bounds (nesting depth, body size, integer ranges) against a real
+``lightspan store serve``: each gets a clear rejection naming the problem, never a crash or a
+5xx, and the server goes on answering. A 15,000-deep kvlist once crashed it (SIGSEGV)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+
+import grpc
+import httpx
+import pytest
+from google.rpc.status_pb2 import Status
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from lightspan.store.limits import MAX_JSON_BODY_DEPTH, MAX_NESTING_DEPTH
+from lightspan.store.otlp_wire import ShadowRequest
+from tests.store.otlp_payloads import make_request
+from tests.store.servers import StoreProcess
+from tests.store.test_native_intake import deep_value, raw_kv
+
+PB = {"content-type": "application/x-protobuf"}
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+TOO_DEEP = f"a span attribute value nests deeper than {MAX_NESTING_DEPTH} levels (the limit)"
+
+
+@pytest.fixture(scope="module", params=["native", "python"])
+def server(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[StoreProcess]:
+    """A SQLite server converting OTLP in Rust (when built) or in Python."""
+    db = tmp_path_factory.mktemp("limits") / "store.db"
+    env = {"LIGHTSPAN_NATIVE_INTAKE": "1" if request.param == "native" else "0"}
+    proc = StoreProcess(
+        "sqlite", str(db), env=env, extra_args=("--max-request-bytes", "4000000")
+    ).start()
+    yield proc
+    assert proc.stop() == 0, proc.log()[-2000:]
+
+
+@pytest.fixture
+def http(server: StoreProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.address, timeout=30) as client:
+        yield client
+
+
+def _rollout(http: httpx.Client) -> tuple[str, str]:
+    r = http.post("/v1/agl/rollouts", json={"input": "limits"})
+    assert r.status_code == 201, r.text
+    return r.json()["rollout_id"], r.json()["attempt"]["attempt_id"]
+
+
+def _span_ids(http: httpx.Client, rollout_id: str) -> list[str]:
+    r = http.get("/v1/agl/spans", params={"rollout_id": rollout_id})
+    assert r.status_code == 200
+    return [s["span_id"] for s in r.json()["items"]]
+
+
+def _with_deep_attribute(rid: str, aid: str, levels: int, pattern: str) -> tuple[bytes, list[str]]:
+    """Two spans; the first carries a value nested ``levels`` deep."""
+    req, span_ids = make_request(2, rollout_id=rid, attempt_id=aid)
+    shadow = ShadowRequest()
+    shadow.ParseFromString(req.SerializeToString())
+    shadow.resource_spans[0].scope_spans[0].spans[0].attributes.append(
+        raw_kv("deep", deep_value(levels, pattern))
+    )
+    return shadow.SerializeToString(), span_ids
+
+
+def _export(server: StoreProcess, http: httpx.Client, transport: str, body: bytes):
+    """Send one export body; returns the ExportTraceServiceResponse."""
+    if transport == "grpc":
+        with grpc.insecure_channel(server.grpc_address) as ch:
+            raw = ch.unary_unary(
+                EXPORT,
+                request_serializer=None,
+                response_deserializer=ExportTraceServiceResponse.FromString,
+            )
+            return raw(body, timeout=30, compression=grpc.Compression.Gzip)
+    headers = dict(PB)
+    if transport == "gzip":
+        body = gzip.compress(body)
+        headers["content-encoding"] = "gzip"
+    r = http.post("/v1/traces", content=body, headers=headers)
+    assert r.status_code == 200, (r.status_code, Status.FromString(r.content).message)
+    return ExportTraceServiceResponse.FromString(r.content)
+
+
+@pytest.mark.parametrize("transport", ["http", "gzip", "grpc"])
+@pytest.mark.parametrize(
+    "levels, pattern", [(15_000, "k"), (20_000, "a"), (MAX_NESTING_DEPTH + 1, "ka")]
+)
+def test_deep_values_reject_their_span_and_the_server_lives_on(
+    server: StoreProcess, http: httpx.Client, transport: str, levels: int, pattern: str
+) -> None:
+    rid, aid = _rollout(http)
+    body, span_ids = _with_deep_attribute(rid, aid, levels, pattern)
+    resp = _export(server, http, transport, body)
+    assert resp.partial_success.rejected_spans == 1
+    assert TOO_DEEP in resp.partial_success.error_message
+    assert server.proc is not None and server.proc.poll() is None, server.log()[-2000:]
+    # The other span of the batch is stored, and the server still answers.
+    assert _span_ids(http, rid) == span_ids[1:]
+    assert http.get("/v1/agl/health").status_code == 200
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_a_value_at_the_limit_is_stored(
+    server: StoreProcess, http: httpx.Client, transport: str
+) -> None:
+    rid, aid = _rollout(http)
+    body, span_ids = _with_deep_attribute(rid, aid, MAX_NESTING_DEPTH, "k")
+    resp = _export(server, http, transport, body)
+    assert not resp.HasField("partial_success")
+    assert _span_ids(http, rid) == span_ids
+    spans = http.get("/v1/agl/spans", params={"rollout_id": rid}).json()["items"]
+    key = "deep" + ".k" * (MAX_NESTING_DEPTH - 1)
+    assert spans[0]["attributes"][key] == "x"
+
+
+def _json_kvlist(levels: int) -> dict:
+    value: dict = {"stringValue": "x"}
+    for _ in range(levels - 1):
+        value = {"kvlistValue": {"values": [{"key": "k", "value": value}]}}
+    return value
+
+
+def _json_export(rid: str, aid: str, value: dict) -> bytes:
+    attrs = [
+        {"key": "agentlightning.rollout_id", "value": {"stringValue": rid}},
+        {"key": "agentlightning.attempt_id", "value": {"stringValue": aid}},
+    ]
+    span = {
+        "traceId": "0af7651916cd43dd8448eb211c80319c",
+        "spanId": "b7ad6b7169203331",
+        "name": "deep",
+        "startTimeUnixNano": "1764117105000000000",
+        "attributes": [*attrs, {"key": "deep", "value": value}],
+    }
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}
+    return json.dumps(body).encode()
+
+
+def test_deep_otlp_json_is_refused_with_a_reason(http: httpx.Client) -> None:
+    rid, aid = _rollout(http)
+    headers = {"content-type": "application/json"}
+    r = http.post(
+        "/v1/traces",
+        content=_json_export(rid, aid, _json_kvlist(MAX_NESTING_DEPTH)),
+        headers=headers,
+    )
+    assert r.status_code == 200 and "partialSuccess" not in r.json(), r.text
+    assert _span_ids(http, rid) == ["b7ad6b7169203331"]
+    # Past the limit, protobuf's JSON parser refuses the whole request: 400 naming the limit.
+    bodies = [
+        _json_export(rid, aid, _json_kvlist(MAX_NESTING_DEPTH + 1)),
+        _json_export(rid, aid, _json_kvlist(MAX_JSON_BODY_DEPTH)),
+        b'{"resourceSpans":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    ]
+    for body in bodies:
+        r = http.post("/v1/traces", content=body, headers=headers)
+        assert r.status_code == 400, r.text
+        assert "nests deeper than" in r.json()["message"], r.text
+    assert http.get("/v1/agl/health").status_code == 200
