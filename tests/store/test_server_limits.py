@@ -161,3 +161,85 @@ def test_deep_otlp_json_is_refused_with_a_reason(http: httpx.Client) -> None:
         assert r.status_code == 400, r.text
         assert "nests deeper than" in r.json()["message"], r.text
     assert http.get("/v1/agl/health").status_code == 200
+
+
+# --------------------------------------------------------------------------- REST bodies
+
+
+def _nested_json(levels: int) -> object:
+    value: object = "x"
+    for _ in range(levels - 1):
+        value = {"k": value} if levels % 2 else [value]
+    return value
+
+
+def test_rest_values_deeper_than_the_limit_get_422_naming_it(http: httpx.Client) -> None:
+    ok = http.post("/v1/agl/rollouts", json={"input": _nested_json(MAX_NESTING_DEPTH)})
+    assert ok.status_code == 201, ok.text
+    for levels in (MAX_NESTING_DEPTH + 1, MAX_NESTING_DEPTH + 2):
+        for path, body in [
+            ("/v1/agl/rollouts", {"input": _nested_json(levels)}),
+            ("/v1/agl/queues/rollouts/enqueue", {"rollouts": [{"input": _nested_json(levels)}]}),
+            ("/v1/agl/rollouts", {"input": 1, "metadata": {"m": _nested_json(levels)}}),
+        ]:
+            r = http.post(path, json=body)
+            assert r.status_code == 422, (path, r.status_code, r.text)
+            assert f"nests deeper than {MAX_NESTING_DEPTH} levels" in r.text
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"input":' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+        b'{"input":' + b'{"a":' * 5_000 + b"1" + b"}" * 5_000 + b"}",
+    ],
+    ids=["array-50000", "object-5000"],
+)
+def test_rest_bodies_nested_past_python_recursion_get_400(http: httpx.Client, body: bytes) -> None:
+    r = http.post("/v1/agl/rollouts", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert f"nests deeper than {MAX_JSON_BODY_DEPTH} levels" in r.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "method, path, kw",
+    [
+        ("POST", "/v1/agl/rollouts/search", {"json": {"limit": 10**30}}),
+        ("POST", "/v1/agl/rollouts/search", {"json": {"limit": 2**63}}),
+        ("POST", "/v1/agl/rollouts/search", {"json": {"limit": 10**6}}),
+        ("POST", "/v1/agl/rollouts/search", {"json": {"offset": 2**64}}),
+        ("GET", "/v1/agl/rollouts", {"params": {"limit": str(10**30)}}),
+        ("GET", "/v1/agl/rollouts", {"params": {"offset": str(10**30)}}),
+        ("POST", "/v1/agl/queues/rollouts/dequeue", {"json": {"limit": 10**12}}),
+        ("POST", "/v1/agl/rollouts", {"json": {"input": {"n": 10**20}}}),
+        ("POST", "/v1/agl/rollouts", {"json": {"input": 1, "config": {"max_attempts": 2**70}}}),
+    ],
+)
+def test_out_of_range_integers_get_400(http: httpx.Client, method: str, path: str, kw) -> None:
+    r = http.request(method, path, **kw)
+    assert r.status_code == 400, r.text
+    assert "limit" in r.text or "offset" in r.text or "64-bit" in r.text, r.text
+
+
+def test_rest_bodies_past_max_request_bytes_get_413(
+    server: StoreProcess, http: httpx.Client
+) -> None:
+    big = {"input": "x" * 5_000_000}
+    for path in ("/v1/agl/rollouts", "/v1/agl/queues/rollouts/enqueue", "/v1/agl/spans"):
+        r = http.post(path, json=big)
+        assert r.status_code == 413, (path, r.status_code)
+        assert "exceeds the limit of 4000000 bytes" in r.json()["detail"]
+
+    # Without a Content-Length (chunked), the limit is enforced while reading.
+    def chunks() -> Iterator[bytes]:
+        yield b'{"input":"'
+        for _ in range(100):
+            yield b"y" * 65536
+        yield b'"}'
+
+    r = http.post(
+        "/v1/agl/rollouts", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 413, r.text
+    assert server.proc is not None and server.proc.poll() is None
+    assert http.get("/v1/agl/health").status_code == 200

@@ -18,6 +18,8 @@ __all__ = [
     "MAX_PAGE_LIMIT",
     "MAX_SQL_INTEGER",
     "BodyTooDeep",
+    "IntegerOutOfRange",
+    "check_nesting",
     "json_depth_exceeds",
     "loads_bounded",
 ]
@@ -46,26 +48,53 @@ class BodyTooDeep(ValueError):
     """A JSON body or value nests deeper than allowed; the message names the limit."""
 
 
-def json_depth_exceeds(value: Any, limit: int) -> bool:
-    """Whether a parsed JSON value nests deeper than ``limit`` containers (a scalar is 0 deep,
-    ``[1]`` is 1). Iterative: safe on any input."""
-    stack: list[tuple[Any, int]] = [(value, 0)]
+_INT_MIN = -MAX_SQL_INTEGER - 1
+
+
+class IntegerOutOfRange(ValueError):
+    """A JSON body carries an integer beyond 64 bits (what the SQL backends keep)."""
+
+
+def json_depth_exceeds(value: Any, limit: int, *, check_integers: bool = False) -> bool:
+    """Whether a parsed JSON value nests deeper than ``limit`` levels: the value itself is level
+    1, an item of a list or object one level deeper than it (as OTLP values are counted, so
+    ``[[1]]`` is 3 deep). Iterative: safe on any input. With ``check_integers``, raises
+    :class:`IntegerOutOfRange` for an integer outside the signed 64-bit range."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
-        node, depth = stack.pop()
+        node, level = stack.pop()
+        if level > limit:
+            return True
+        if check_integers and type(node) is int and not _INT_MIN <= node <= MAX_SQL_INTEGER:
+            raise IntegerOutOfRange(
+                f"an integer of {node.bit_length()} bits is outside the signed 64-bit range "
+                "this server stores"
+            )
         if isinstance(node, dict):
             children: Any = node.values()
         elif isinstance(node, list):
             children = node
         else:
             continue
-        depth += 1
-        if depth > limit:
+        if level == limit and children:
             return True
-        stack.extend((c, depth) for c in children if isinstance(c, (dict, list)))
+        level += 1
+        kinds = (dict, list, int) if check_integers else (dict, list)
+        stack.extend((c, level) for c in children if isinstance(c, kinds))
     return False
 
 
-def loads_bounded(body: bytes | str, limit: int = MAX_JSON_BODY_DEPTH) -> Any:
+def check_nesting(value: Any) -> Any:
+    """A pydantic after-validator for free-form JSON fields (rollout input, metadata): refuses
+    values nested deeper than :data:`MAX_NESTING_DEPTH` (a 422 naming the limit over REST)."""
+    if json_depth_exceeds(value, MAX_NESTING_DEPTH):
+        raise ValueError(f"value nests deeper than {MAX_NESTING_DEPTH} levels (the limit)")
+    return value
+
+
+def loads_bounded(
+    body: bytes | str, limit: int = MAX_JSON_BODY_DEPTH, *, check_integers: bool = False
+) -> Any:
     """``json.loads`` that refuses bodies nested deeper than ``limit`` with :class:`BodyTooDeep`
     (and turns the parser's own ``RecursionError`` into it). Other errors are ``ValueError``."""
     try:
@@ -74,6 +103,6 @@ def loads_bounded(body: bytes | str, limit: int = MAX_JSON_BODY_DEPTH) -> Any:
         raise BodyTooDeep(
             f"JSON body nests deeper than {limit} levels (the limit of this server)"
         ) from exc
-    if json_depth_exceeds(data, limit):
+    if json_depth_exceeds(data, limit, check_integers=check_integers):
         raise BodyTooDeep(f"JSON body nests deeper than {limit} levels (the limit of this server)")
     return data

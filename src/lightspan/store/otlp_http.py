@@ -20,7 +20,7 @@ from .base import LightningStore
 from .intake import convert_protobuf_async, ingest_span_dicts
 from .otlp import OtlpDecodeError, request_from_json, spans_from_request
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "PayloadTooLarge", "otlp_http_routes"]
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "PayloadTooLarge", "otlp_http_routes", "read_limited"]
 
 logger = logging.getLogger("lightspan.store.otlp_http")
 
@@ -45,7 +45,9 @@ def _status_response(code: int, message: str, content_type: str) -> Response:
     return Response(body, status_code=code, media_type=content_type)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused (:class:`PayloadTooLarge`) as soon as it passes ``limit``
+    bytes: by its Content-Length, else while it streams in (REST bodies use it too)."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")
@@ -91,7 +93,7 @@ def otlp_http_routes(store: LightningStore, max_request_bytes: int) -> list[Base
                 PROTOBUF,
             )
         try:
-            raw = await _read_limited(request, max_request_bytes)
+            raw = await read_limited(request, max_request_bytes)
             body = _inflate(
                 raw, request.headers.get("content-encoding", "").strip().lower(), max_request_bytes
             )

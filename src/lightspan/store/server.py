@@ -51,7 +51,10 @@ def create_app(
     """
     middleware = [Middleware(BearerAuthMiddleware, token=token)] if token else []
     return Starlette(
-        routes=[*rest_routes(store), *otlp_http_routes(store, max_request_bytes)],
+        routes=[
+            *rest_routes(store, max_request_bytes),
+            *otlp_http_routes(store, max_request_bytes),
+        ],
         middleware=middleware,
     )
 
