@@ -50,7 +50,9 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--max-request-bytes",
         type=int,
         default=DEFAULT_MAX_REQUEST_BYTES,
-        help=f"largest OTLP request accepted, decompressed (default {DEFAULT_MAX_REQUEST_BYTES})",
+        help="largest request body accepted on every endpoint (REST, OTLP/HTTP decompressed, "
+        "OTLP/gRPC); larger ones get 413 / RESOURCE_EXHAUSTED "
+        f"(default {DEFAULT_MAX_REQUEST_BYTES})",
     )
     p.add_argument(
         "--sqlite-synchronous",
@@ -64,6 +66,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="seconds between health scans for timed-out/unresponsive attempts",
+    )
+    p.add_argument(
+        "--auto-rollout-timeout",
+        type=float,
+        default=None,
+        help="seconds after which a rollout registered from its spans times out when its root "
+        "span never ends (default 3600; 0: never)",
     )
     p.add_argument(
         "--graceful-timeout",
@@ -105,6 +114,8 @@ async def _serve(args: argparse.Namespace) -> None:
         options["db"] = dsn
     if args.scan_interval is not None:
         options["scan_interval"] = args.scan_interval
+    if args.auto_rollout_timeout is not None:
+        options["auto_rollout_timeout"] = args.auto_rollout_timeout
     store = create_store(args.backend, **options)
     server = StoreServer(
         store,

@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .core import CoreStore
+from .core import DEFAULT_AUTO_ROLLOUT_TIMEOUT, CoreStore
 from .span_chunks import SpanKeyCache
 from .sql import Dialect, SqlTx, schema
 
@@ -49,6 +49,7 @@ SQLITE = Dialect(
     next_queue_seq="(SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM ls_rollouts)",
     next_write_seq="(SELECT COALESCE(MAX(write_seq), 0) + 1 FROM ls_resources)",
     no_limit="-1",
+    config_number="json_extract(r.doc, '$.config.{key}')",
 )
 
 
@@ -86,11 +87,13 @@ class SqliteLightningStore(CoreStore):
         busy_timeout: float = 30.0,
         scan_interval: float = 5.0,
         auto_register_rollouts: bool = True,
+        auto_rollout_timeout: float | None = DEFAULT_AUTO_ROLLOUT_TIMEOUT,
         wait_poll_interval: float = 0.2,
     ) -> None:
         super().__init__(
             scan_interval=scan_interval,
             auto_register_rollouts=auto_register_rollouts,
+            auto_rollout_timeout=auto_rollout_timeout,
             wait_poll_interval=wait_poll_interval,
         )
         self.group_commit = True
