@@ -158,6 +158,11 @@ class CoreStore(LightningStore):
     def _tx(self, *, write: bool) -> AbstractAsyncContextManager[StoreTx]:
         """One transaction (see ``tx.py``)."""
 
+    def _scan_tx(self) -> AbstractAsyncContextManager[StoreTx]:
+        """The health scan's read transaction; SQLite overrides it with a second connection so
+        the scan's query does not queue behind (or in front of) ingestion."""
+        return self._tx(write=False)
+
     async def _open(self) -> None:
         """Connect and create the schema (backends override)."""
 
@@ -601,7 +606,7 @@ class CoreStore(LightningStore):
         rollouts found due (in batches), re-checks each under its lock (another server or call
         may have moved it) and updates only those that changed."""
         now = time.time()
-        async with self._tx(write=False) as tx:
+        async with self._scan_tx() as tx:
             due = await tx.health_due(sorted(RUNNING_ROLLOUT_STATUSES), now)
         changed: list[Attempt] = []
         for start in range(0, len(due), _SCAN_BATCH):
