@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_store_commands", "main", "run_serve"]
@@ -41,10 +42,18 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         default=4317,
         help="OTLP/gRPC port (default 4317; -1 disables gRPC)",
     )
-    p.add_argument(
+    tokens = p.add_mutually_exclusive_group()
+    tokens.add_argument(
         "--token",
         default=None,
-        help="require this bearer token on REST and gRPC (default: $LIGHTSPAN_STORE_TOKEN)",
+        help="require this bearer token on REST and gRPC (default: $LIGHTSPAN_STORE_TOKEN); "
+        "visible to other users in `ps`: prefer --token-file or the variable",
+    )
+    tokens.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="require the bearer token read from this file (surrounding whitespace ignored)",
     )
     p.add_argument(
         "--max-request-bytes",
@@ -98,6 +107,17 @@ def add_store_commands(subparsers: Any) -> argparse.ArgumentParser:
     return store
 
 
+def read_token_file(path: str) -> str:
+    """The token in ``path``; ``SystemExit`` naming the problem when unreadable or empty."""
+    try:
+        token = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"--token-file {path}: cannot read it: {exc}") from exc
+    if not token:
+        raise SystemExit(f"--token-file {path}: the file is empty")
+    return token
+
+
 async def _serve(args: argparse.Namespace) -> None:
     from .factory import create_store
     from .server import StoreServer
@@ -116,13 +136,16 @@ async def _serve(args: argparse.Namespace) -> None:
         options["scan_interval"] = args.scan_interval
     if args.auto_rollout_timeout is not None:
         options["auto_rollout_timeout"] = args.auto_rollout_timeout
+    token = args.token
+    if args.token_file:
+        token = read_token_file(args.token_file)
     store = create_store(args.backend, **options)
     server = StoreServer(
         store,
         host=args.host,
         port=args.port,
         grpc_port=None if args.grpc_port < 0 else args.grpc_port,
-        token=args.token,
+        token=token,
         max_request_bytes=args.max_request_bytes,
         graceful_timeout=args.graceful_timeout,
         access_log=args.access_log,
