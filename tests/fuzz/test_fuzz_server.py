@@ -304,6 +304,8 @@ def otlp_json(rng: random.Random, t: Target) -> bytes:
     if rng.random() < 0.1:
         body = rng.choice([[], "x", {"resourceSpans": "no"}, {"resourceSpans": [None]}])
     text = json.dumps(body).encode()
+    if rng.random() < 0.1:  # an escaped lone surrogate: valid JSON, not Unicode text
+        text = text.replace(b'"s"', b'"\\ud800"').replace(b'"k"', b'"\\udfff"')
     if rng.random() < 0.05:
         text = b'{"resourceSpans":' + b"[" * 20_000 + b"]" * 20_000 + b"}"
     if rng.random() < 0.2:
@@ -382,6 +384,8 @@ def rest_case(rng: random.Random, t: Target) -> tuple[str, str, bytes | None]:
         _, raw = mutate(rng, raw)
     if rng.random() < 0.05:
         raw = _invalid_utf8(rng) + raw
+    if rng.random() < 0.05:
+        raw = raw.replace(b'"x', b'"\\udc00x', 1).replace(b'"a"', b'"\\ud800"')
     return method, path, raw
 
 

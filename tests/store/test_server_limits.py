@@ -243,3 +243,22 @@ def test_rest_bodies_past_max_request_bytes_get_413(
     assert r.status_code == 413, r.text
     assert server.proc is not None and server.proc.poll() is None
     assert http.get("/v1/agl/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"input": "\\ud800"}',
+        b'{"input": "\xed\xa0\x80"}',
+        b'{"input": 1, "metadata": {"\\udc00": 1}}',
+    ],
+    ids=["escaped-lone-surrogate", "encoded-surrogate", "surrogate-key"],
+)
+def test_strings_that_are_not_unicode_get_400(http: httpx.Client, body: bytes) -> None:
+    """Found by the fuzz suite: a lone surrogate reached protobuf's JSON parser (500)."""
+    headers = {"content-type": "application/json"}
+    r = http.post("/v1/agl/rollouts", content=body, headers=headers)
+    assert r.status_code == 400 and "not valid JSON" in r.json()["detail"], r.text
+    otlp = body.replace(b'{"input"', b'{"resourceSpans": [], "x"')
+    r = http.post("/v1/traces", content=otlp, headers=headers)
+    assert r.status_code == 400 and "body is not JSON" in r.json()["message"], r.text

@@ -10,6 +10,7 @@ naming it (400 / 422 / 413 / ``INVALID_ARGUMENT`` / ``partial_success``), never 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 __all__ = [
@@ -97,6 +98,9 @@ def loads_bounded(
 ) -> Any:
     """``json.loads`` that refuses bodies nested deeper than ``limit`` with :class:`BodyTooDeep`
     (and turns the parser's own ``RecursionError`` into it). Other errors are ``ValueError``."""
+    if isinstance(body, (bytes, bytearray)):
+        # Strict UTF-8: json.loads(bytes) would let encoded surrogates through ("surrogatepass").
+        body = body.decode("utf-8")
     try:
         data = json.loads(body)
     except RecursionError as exc:
@@ -105,4 +109,27 @@ def loads_bounded(
         ) from exc
     if json_depth_exceeds(data, limit, check_integers=check_integers):
         raise BodyTooDeep(f"JSON body nests deeper than {limit} levels (the limit of this server)")
+    if _SURROGATE_ESCAPE.search(body) and _has_lone_surrogate(data):
+        # "\ud800" alone is valid JSON but not Unicode text: nothing downstream can store it.
+        raise ValueError("a string holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff)")
     return data
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\[uU][dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
