@@ -56,6 +56,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="require the bearer token read from this file (surrounding whitespace ignored)",
     )
     p.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="PEM",
+        help="serve REST/OTLP-HTTP and OTLP/gRPC over TLS with this certificate (chain), PEM",
+    )
+    p.add_argument("--tls-key", default=None, metavar="PEM", help="the certificate's private key")
+    p.add_argument(
         "--max-request-bytes",
         type=int,
         default=DEFAULT_MAX_REQUEST_BYTES,
@@ -136,6 +143,8 @@ async def _serve(args: argparse.Namespace) -> None:
         options["scan_interval"] = args.scan_interval
     if args.auto_rollout_timeout is not None:
         options["auto_rollout_timeout"] = args.auto_rollout_timeout
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise SystemExit("--tls-cert and --tls-key go together: give both, or neither")
     token = args.token
     if args.token_file:
         token = read_token_file(args.token_file)
@@ -149,6 +158,8 @@ async def _serve(args: argparse.Namespace) -> None:
         max_request_bytes=args.max_request_bytes,
         graceful_timeout=args.graceful_timeout,
         access_log=args.access_log,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     await server.serve_forever()
 

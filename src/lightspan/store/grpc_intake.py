@@ -54,8 +54,10 @@ def create_grpc_server(
     *,
     token: str | None = None,
     max_request_bytes: int,
+    tls: tuple[bytes, bytes] | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """An aio gRPC server serving the trace Export on ``address``; returns it and its port."""
+    """An aio gRPC server serving the trace Export on ``address``; returns it and its port.
+    ``tls``: (private key, certificate chain) in PEM, to serve over TLS."""
     interceptors = [GrpcBearerAuthInterceptor(token)] if token else []
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -68,7 +70,10 @@ def create_grpc_server(
     handler = grpc.method_handlers_generic_handler(SERVICE_NAME, {"Export": _export_handler(store)})
     server.add_generic_rpc_handlers((handler,))
     try:
-        port = server.add_insecure_port(address)
+        if tls is not None:
+            port = server.add_secure_port(address, grpc.ssl_server_credentials([tls]))
+        else:
+            port = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpcio reports a busy port this way
         raise OSError(f"cannot listen for OTLP/gRPC on {address}: {exc}") from exc
     if port == 0:
