@@ -8,7 +8,9 @@ so a small gzip bomb cannot exhaust memory; content types; OTLP's error body, a
 from __future__ import annotations
 
 import logging
+import time
 import zlib
+from typing import TYPE_CHECKING
 
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
@@ -19,6 +21,9 @@ from starlette.routing import BaseRoute, Route
 from .base import LightningStore
 from .intake import convert_protobuf_async, ingest_span_dicts
 from .otlp import OtlpDecodeError, request_from_json, spans_from_request
+
+if TYPE_CHECKING:
+    from .metrics import StoreMetrics
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "PayloadTooLarge", "otlp_http_routes", "read_limited"]
 
@@ -77,10 +82,13 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def otlp_http_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute]:
+def otlp_http_routes(
+    store: LightningStore, max_request_bytes: int, metrics: StoreMetrics | None = None
+) -> list[BaseRoute]:
     """``POST /v1/traces`` plus 501 answers for ``/v1/metrics`` and ``/v1/logs``."""
 
     async def traces(request: Request) -> Response:
+        started = time.perf_counter()
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type in _PROTOBUF_TYPES:
             kind = PROTOBUF
@@ -109,6 +117,8 @@ def otlp_http_routes(store: LightningStore, max_request_bytes: int) -> list[Base
             return Response(status_code=400)
         try:
             result = await ingest_span_dicts(store, converted)
+            if metrics is not None:
+                metrics.record_export("http", result, started)
         except Exception as exc:
             # Nothing of this batch is acknowledged; 503 tells OTLP exporters to retry it.
             logger.exception("OTLP/HTTP export failed in the store")

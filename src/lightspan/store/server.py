@@ -25,10 +25,12 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import Route
 
 from .auth import BearerAuthMiddleware, resolve_token
 from .base import LightningStore
 from .grpc_intake import create_grpc_server
+from .metrics import StoreMetrics
 from .otlp_http import DEFAULT_MAX_REQUEST_BYTES, otlp_http_routes
 from .rest import API_PREFIX, rest_routes
 
@@ -45,16 +47,21 @@ def create_app(
     *,
     token: str | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    metrics: StoreMetrics | None = None,
 ) -> Starlette:
-    """The ASGI app: REST API, OTLP/HTTP intake, optional bearer-token check.
+    """The ASGI app: REST API, OTLP/HTTP intake, ``/metrics``, optional bearer-token check.
 
     The store's lifecycle (start/close) belongs to the caller (see :class:`StoreServer`).
     """
-    middleware = [Middleware(BearerAuthMiddleware, token=token)] if token else []
+    metrics = metrics or StoreMetrics(store)
+    middleware = [Middleware(metrics.middleware)]
+    if token:
+        middleware.append(Middleware(BearerAuthMiddleware, token=token))
     return Starlette(
         routes=[
             *rest_routes(store, max_request_bytes),
-            *otlp_http_routes(store, max_request_bytes),
+            *otlp_http_routes(store, max_request_bytes, metrics),
+            Route("/metrics", metrics.endpoint, methods=["GET"]),
         ],
         middleware=middleware,
     )
@@ -146,7 +153,10 @@ class StoreServer:
         self.token = resolve_token(token)
         self.max_request_bytes = max_request_bytes
         self.graceful_timeout = graceful_timeout
-        self.app = create_app(store, token=self.token, max_request_bytes=max_request_bytes)
+        self.metrics = StoreMetrics(store)
+        self.app = create_app(
+            store, token=self.token, max_request_bytes=max_request_bytes, metrics=self.metrics
+        )
         config = uvicorn.Config(
             self.app,
             host=host,
@@ -206,6 +216,7 @@ class StoreServer:
                 token=self.token,
                 max_request_bytes=self.max_request_bytes,
                 tls=self.tls,
+                metrics=self.metrics,
             )
             await self._grpc.start()
         self._http_task = asyncio.create_task(self._serve_http(), name="lightspan-store-http")
