@@ -421,6 +421,76 @@ def test_values_that_follow_python_conversions_go_to_python(attrs: dict, why: st
     assert len(converted.spans) == 2
 
 
+def _shadow_with(edit) -> bytes:
+    """A 2-span request, as the shadow message (raw attributes, resource, status), edited."""
+    req, _ = make_request(2)
+    shadow = ShadowRequest()
+    shadow.ParseFromString(req.SerializeToString())
+    edit(shadow.resource_spans[0], shadow.resource_spans[0].scope_spans[0].spans[0])
+    return shadow.SerializeToString()
+
+
+def _append_attr(raw: bytes):
+    return lambda rs, s: s.attributes.append(raw)
+
+
+@native
+@pytest.mark.parametrize(
+    "edit, why",
+    [
+        (
+            _append_attr(raw_kv("two", _ld(1, b"a") + b"\x18\x05")),
+            "AnyValue with more than one value",
+        ),
+        (
+            _append_attr(_ld(1, b"k") + _ld(2, _ld(1, b"a")) + _ld(2, _ld(1, b"b"))),
+            "KeyValue with its value twice",
+        ),
+        (_append_attr(raw_kv(SEQ, b"\x0a\x1499999999999999999999")), "sequence id beyond 64 bits"),
+        (lambda rs, s: setattr(s, "trace_state", "k=v\u00e9"), "non-ASCII trace_state"),
+    ],
+    ids=["anyvalue-twice", "kv-value-twice", "seq-64-bits", "trace-state"],
+)
+def test_every_hand_back_reason_goes_to_python_and_python_converts_it(edit, why: str) -> None:
+    body = _shadow_with(edit)
+    assert _punt(body) == why
+    assert rows_from_protobuf(body) is None
+    converted = convert_protobuf(InMemoryLightningStore(), body)
+    assert isinstance(converted, OtlpSpans)  # the Python converter took it
+    assert len(converted.spans) + len(converted.rejected) == 2
+
+
+def _raw_body(extra_resource_spans: bytes = b"", extra_span: bytes = b"") -> bytes:
+    """A 1-span request encoded by hand, with raw fields appended to its ResourceSpans or its
+    Span (what protobuf's encoder never writes: a singular message sent twice)."""
+    req, _ = make_request(1)
+    rs = req.resource_spans[0]
+    span = rs.scope_spans[0].spans[0]
+    span.status.code = 2
+    scope = _ld(2, span.SerializeToString() + extra_span)
+    resource_spans = _ld(1, rs.resource.SerializeToString()) + _ld(2, scope)
+    return _ld(1, resource_spans + extra_resource_spans)
+
+
+@native
+@pytest.mark.parametrize(
+    "extra, why",
+    [
+        ({"extra_span": _ld(15, _ld(2, b"again"))}, "Span.status twice"),
+        ({"extra_resource_spans": _ld(1, b"")}, "ResourceSpans.resource twice"),
+    ],
+    ids=["status-twice", "resource-twice"],
+)
+def test_singular_messages_sent_twice_go_to_python(extra: dict, why: str) -> None:
+    assert _punt(_raw_body()) is None
+    body = _raw_body(**extra)
+    assert _punt(body) == why
+    assert rows_from_protobuf(body) is None
+    converted = convert_protobuf(InMemoryLightningStore(), body)
+    assert isinstance(converted, OtlpSpans)
+    assert len(converted.spans) + len(converted.rejected) == 1
+
+
 @native
 def test_undecodable_bodies_go_to_the_python_parser_for_its_error() -> None:
     assert rows_from_protobuf(b"\xff\xff\xff") is None
