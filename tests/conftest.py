@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.llm",
     "tests.fixtures.postgres",
     "tests.fixtures.collector",
+    "tests.fixtures.fuzz",
 ]

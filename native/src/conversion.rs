@@ -17,6 +17,16 @@ pub const ROLLOUT_ID_KEY: &str = "agentlightning.rollout_id";
 pub const ATTEMPT_ID_KEY: &str = "agentlightning.attempt_id";
 pub const SEQUENCE_ID_KEY: &str = "agentlightning.span_sequence_id";
 
+/// The deepest an attribute value may nest: the attribute's own value is level 1, a value inside
+/// an array or kvlist one level deeper than its container. A span carrying a value deeper than
+/// this is rejected (``partial_success``) with [`too_deep_reason`]'s message, by this converter
+/// and by `lightspan/store/otlp.py` alike (`lightspan.store.limits.MAX_NESTING_DEPTH`, the same
+/// number: a test checks it). Why 32: the Python converter parses values with protobuf, whose
+/// parser refuses messages nested deeper than 100 (three messages per kvlist level, plus the
+/// request's envelope): 32 levels is the most every Python path parses, and it bounds this
+/// converter's recursion (an unbounded one crashed the server on a 15,000-deep kvlist).
+pub const MAX_NESTING_DEPTH: usize = 32;
+
 const HAS_IS_REMOTE: u32 = 0x100;
 const IS_REMOTE: u32 = 0x200;
 const STATUS_CODES: [&str; 3] = ["UNSET", "OK", "ERROR"];
@@ -108,6 +118,14 @@ pub enum Outcome {
 enum PuntError {
     Value(&'static str),
     Wire(String),
+    /// An attribute value nests deeper than [`MAX_NESTING_DEPTH`]: the span is rejected.
+    TooDeep,
+}
+
+/// The rejection reason for a span with a value nested too deep; ``place`` is where the value
+/// is (``span``, ``resource``, ``event`` or ``link``). `otlp.py` writes the same text.
+pub fn too_deep_reason(place: &str) -> String {
+    format!("a {place} attribute value nests deeper than {MAX_NESTING_DEPTH} levels (the limit)")
 }
 
 impl From<WireError> for PuntError {
@@ -142,9 +160,16 @@ fn rjust_zero(s: String, width: usize) -> String {
     out
 }
 
-/// An ``AnyValue`` message -> a value (nested structures kept; see :func:`flatten_into`).
-fn any_value(buf: &[u8]) -> Result<Val<'_>, PuntError> {
+/// An ``AnyValue`` message at nesting ``level`` (1: an attribute's own value) -> a value (nested
+/// structures kept; see :func:`flatten_into`). Recursion stops at [`MAX_NESTING_DEPTH`].
+fn any_value(buf: &[u8], level: usize) -> Result<Val<'_>, PuntError> {
+    if level > MAX_NESTING_DEPTH {
+        return Err(PuntError::TooDeep);
+    }
     let mut out = Val::None;
+    // An array or kvlist is converted after the loop, once it is known to be the only value:
+    // a oneof set twice goes to Python before any nested value is looked at.
+    let mut nested: Option<(u32, &[u8])> = None;
     let mut seen = 0;
     let mut r = Reader::new(buf);
     while let Some((number, v)) = r.next_field()? {
@@ -154,29 +179,12 @@ fn any_value(buf: &[u8]) -> Result<Val<'_>, PuntError> {
             3 => Val::Int(wire::varint(v, "AnyValue.int_value")? as i64),
             4 => Val::Float(f64::from_bits(wire::fixed64(v, "AnyValue.double_value")?)),
             5 => {
-                let mut items = Vec::new();
-                let mut a = Reader::new(wire::bytes(v, "AnyValue.array_value")?);
-                while let Some((n, item)) = a.next_field()? {
-                    if n == 1 {
-                        items.push(any_value(wire::bytes(item, "ArrayValue.values")?)?);
-                    }
-                }
-                Val::List(items)
+                nested = Some((5, wire::bytes(v, "AnyValue.array_value")?));
+                Val::None
             }
             6 => {
-                let mut map = OrderedMap::default();
-                let mut m = Reader::new(wire::bytes(v, "AnyValue.kvlist_value")?);
-                while let Some((n, kv)) = m.next_field()? {
-                    if n == 1 {
-                        let (key, value) = key_value(wire::bytes(kv, "KeyValueList.values")?)?;
-                        let value = match value {
-                            Some(b) => any_value(b)?,
-                            None => Val::None,
-                        };
-                        map.insert(Cow::Borrowed(key), value);
-                    }
-                }
-                Val::Map(map)
+                nested = Some((6, wire::bytes(v, "AnyValue.kvlist_value")?));
+                Val::None
             }
             7 => Val::Str(Cow::Owned(hex(wire::bytes(v, "AnyValue.bytes_value")?))),
             _ => continue,
@@ -187,7 +195,34 @@ fn any_value(buf: &[u8]) -> Result<Val<'_>, PuntError> {
         // A oneof set twice: protobuf merges message members; leave that to Python.
         return Err(punt("AnyValue with more than one value"));
     }
-    Ok(out)
+    match nested {
+        Some((5, bytes)) => {
+            let mut items = Vec::new();
+            let mut a = Reader::new(bytes);
+            while let Some((n, item)) = a.next_field()? {
+                if n == 1 {
+                    items.push(any_value(wire::bytes(item, "ArrayValue.values")?, level + 1)?);
+                }
+            }
+            Ok(Val::List(items))
+        }
+        Some((_, bytes)) => {
+            let mut map = OrderedMap::default();
+            let mut m = Reader::new(bytes);
+            while let Some((n, kv)) = m.next_field()? {
+                if n == 1 {
+                    let (key, value) = key_value(wire::bytes(kv, "KeyValueList.values")?)?;
+                    let value = match value {
+                        Some(b) => any_value(b, level + 1)?,
+                        None => Val::None,
+                    };
+                    map.insert(Cow::Borrowed(key), value);
+                }
+            }
+            Ok(Val::Map(map))
+        }
+        None => Ok(out),
+    }
 }
 
 /// A ``KeyValue`` message: its key and the bytes of its value (``None``: no value).
@@ -254,7 +289,7 @@ fn attributes<'a>(kvs: &[&'a [u8]]) -> Result<OrderedMap<'a>, PuntError> {
     for kv in kvs {
         let (key, value) = key_value(kv)?;
         let Some(value) = value else { continue };
-        match any_value(value)? {
+        match any_value(value, 1)? {
             Val::None => {}
             v @ (Val::Str(_) | Val::Int(_) | Val::Float(_) | Val::Bool(_)) => {
                 out.insert(Cow::Borrowed(key), v)
@@ -436,6 +471,8 @@ pub fn convert(body: &[u8]) -> Result<Outcome, String> {
         Ok(outcome) => Ok(outcome),
         Err(PuntError::Value(why)) => Ok(Outcome::Punt(why)),
         Err(PuntError::Wire(e)) => Err(e),
+        // Caught for each span in `convert_request`; never reaches here.
+        Err(PuntError::TooDeep) => Err("unexpected nesting error".into()),
     }
 }
 
@@ -604,7 +641,22 @@ fn convert_request(body: &[u8]) -> Result<Outcome, PuntError> {
     let mut rows = Vec::with_capacity(total_spans);
     let mut rejected = Vec::new();
     for resource in &resources {
-        let resource_attrs = attributes(&resource.attributes)?;
+        let resource_attrs = match attributes(&resource.attributes) {
+            Ok(attrs) => attrs,
+            Err(PuntError::TooDeep) => {
+                // Every span of this resource carries the value: each is rejected.
+                for raw_span in &resource.spans {
+                    let ps = span_view(raw_span)?;
+                    rejected.push(Rejected {
+                        span_id: hex(ps.span_id),
+                        name: ps.name.to_string(),
+                        reason: too_deep_reason("resource"),
+                    });
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let mut resource_json = Vec::with_capacity(128);
         resource_json.extend_from_slice(b"{\"attributes\":");
         write_attrs(&mut resource_json, &resource_attrs);
@@ -618,7 +670,18 @@ fn convert_request(body: &[u8]) -> Result<Outcome, PuntError> {
 
         for raw_span in &resource.spans {
             let ps = span_view(raw_span)?;
-            let attrs = attributes(&ps.attributes)?;
+            let attrs = match attributes(&ps.attributes) {
+                Ok(attrs) => attrs,
+                Err(PuntError::TooDeep) => {
+                    rejected.push(Rejected {
+                        span_id: hex(ps.span_id),
+                        name: ps.name.to_string(),
+                        reason: too_deep_reason("span"),
+                    });
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let rollout = match id_attr(&attrs, ROLLOUT_ID_KEY)? {
                 Some(r) => Some(r),
                 None => *res_rollout.as_ref().map_err(|_| punt("non-string rollout/attempt id"))?,
@@ -695,18 +758,39 @@ fn convert_request(body: &[u8]) -> Result<Outcome, PuntError> {
             doc.extend_from_slice(b"},\"attributes\":");
             write_attrs(&mut doc, &attrs);
             doc.extend_from_slice(b",\"events\":[");
+            let mut deep = None;
             for (i, e) in ps.events.iter().enumerate() {
                 if i > 0 {
                     doc.push(b',');
                 }
-                write_event(&mut doc, e)?;
+                if let Err(err) = write_event(&mut doc, e) {
+                    deep = Some((err, "event"));
+                    break;
+                }
             }
             doc.extend_from_slice(b"],\"links\":[");
             for (i, link) in ps.links.iter().enumerate() {
+                if deep.is_some() {
+                    break;
+                }
                 if i > 0 {
                     doc.push(b',');
                 }
-                write_link(&mut doc, link)?;
+                if let Err(err) = write_link(&mut doc, link) {
+                    deep = Some((err, "link"));
+                }
+            }
+            match deep {
+                None => {}
+                Some((PuntError::TooDeep, place)) => {
+                    rejected.push(Rejected {
+                        span_id: span_id.clone(),
+                        name: ps.name.to_string(),
+                        reason: too_deep_reason(place),
+                    });
+                    continue;
+                }
+                Some((err, _)) => return Err(err),
             }
             doc.extend_from_slice(b"],\"start_time\":");
             write_opt_f64(&mut doc, start);
@@ -765,6 +849,52 @@ mod tests {
         assert_eq!(sequence_id(&s("1.5")).ok().flatten(), None);
         assert!(sequence_id(&s("1_000")).is_err());
         assert_eq!(sequence_id(&Val::Bool(true)).ok().flatten(), None);
+    }
+
+    /// An ``AnyValue`` holding ``inner`` as its kvlist (one entry, key "k") or array.
+    fn wrap(inner: &[u8], kvlist: bool) -> Vec<u8> {
+        fn field(number: u8, body: &[u8]) -> Vec<u8> {
+            let mut out = vec![(number << 3) | 2];
+            let mut n = body.len();
+            while n >= 0x80 {
+                out.push((n as u8) | 0x80);
+                n >>= 7;
+            }
+            out.push(n as u8);
+            out.extend_from_slice(body);
+            out
+        }
+        if kvlist {
+            let mut kv = field(1, b"k");
+            kv.extend(field(2, inner));
+            field(6, &field(1, &kv))
+        } else {
+            field(5, &field(1, inner))
+        }
+    }
+
+    fn nested(levels: usize, kvlist: bool) -> Vec<u8> {
+        let mut v = vec![0x0a, 0x01, b'x']; // string_value "x"
+        for _ in 1..levels {
+            v = wrap(&v, kvlist);
+        }
+        v
+    }
+
+    #[test]
+    fn nesting_is_bounded_without_deep_recursion() {
+        for kvlist in [true, false] {
+            assert!(any_value(&nested(MAX_NESTING_DEPTH, kvlist), 1).is_ok());
+            let over = nested(MAX_NESTING_DEPTH + 1, kvlist);
+            assert!(matches!(any_value(&over, 1), Err(PuntError::TooDeep)));
+            // What crashed the server: 20,000 levels, on a small thread stack.
+            let deep = nested(20_000, kvlist);
+            let handle = std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || matches!(any_value(&deep, 1), Err(PuntError::TooDeep)))
+                .unwrap();
+            assert!(handle.join().unwrap());
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-pub use conversion::{convert as convert_body, Outcome, Rejected, Row};
+pub use conversion::{convert as convert_body, Outcome, Rejected, Row, MAX_NESTING_DEPTH};
 
 /// The last Python string made for each of a few row fields, reused while the value repeats.
 #[derive(Default)]
@@ -134,5 +134,6 @@ fn _otlp_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(join_docs, m)?)?;
     m.add_function(wrap_pyfunction!(punt_reason, m)?)?;
+    m.add("MAX_NESTING_DEPTH", conversion::MAX_NESTING_DEPTH)?;
     Ok(())
 }

@@ -49,14 +49,23 @@ async def test_sync_task_runs_in_a_thread_not_the_loop():
 
 
 async def test_fork_all_runs_branches_concurrently_and_default_reducer_is_a_dict():
+    # All 5 branches must be running at once (a timing bound passed with 2 at a time).
+    running = peak = 0
+    all_in = asyncio.Event()
+
     async def slow(x):
-        await asyncio.sleep(0.2)
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if running == 5:
+            all_in.set()
+        await asyncio.wait_for(all_in.wait(), 5)
+        running -= 1
         return x
 
     branches = [task(f"b{i}", slow) for i in range(5)]
-    t0 = time.perf_counter()
     r = await wf(fork("f", branches)).run(7)
-    assert time.perf_counter() - t0 < 0.8  # 5 x 0.2 s sequentially would be 1 s
+    assert peak == 5
     assert r.output == {f"b{i}": 7 for i in range(5)}
 
 

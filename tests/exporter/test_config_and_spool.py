@@ -103,3 +103,20 @@ def test_unusable_spool_directory_is_a_configuration_error(tmp_path):
     cfg = config(exporter={"spool": {"path": str(blocker / "spool")}})
     with pytest.raises(ConfigError, match=r"agentLightning\.exporter\.spool\.path"):
         exporter_from_config(cfg, environ={})
+
+
+@pytest.mark.parametrize(
+    "protocol, endpoint, prefix",
+    [
+        ("http/protobuf", "http://127.0.0.1:4747/v1/traces", "http-127_0_0_1_4747-"),
+        ("http/protobuf", "https://store.example:443/v1/traces", "http-store_example_443-"),
+        ("grpc", "127.0.0.1:4317", "grpc-127_0_0_1_4317-"),
+        ("grpc", "http://127.0.0.1:4317", "grpc-127_0_0_1_4317-"),
+    ],
+)
+def test_spool_directory_names_the_protocol_and_host_once(tmp_path, protocol, endpoint, prefix):
+    from lightspan.exporter import spool_dir_for
+    from lightspan.exporter.transport import OtlpTarget
+
+    name = spool_dir_for(tmp_path, OtlpTarget(protocol=protocol, endpoint=endpoint)).name
+    assert name.startswith(prefix) and len(name) == len(prefix) + 8, name

@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -33,12 +34,16 @@ class StoreProcess:
         token: str | None = None,
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        tls: tuple[str, str, str] | None = None,
     ) -> None:
+        """``tls``: (certificate, key, CA certificate) PEM paths: serve over TLS, and check it
+        with a client that verifies the certificate against the CA."""
         self.backend = backend
         self.db = db
         self.token = token
         self.extra_args = extra_args
         self.env = env or {}
+        self.tls = tls
         self.port = free_port()
         self.grpc_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -50,7 +55,7 @@ class StoreProcess:
 
     @property
     def address(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def grpc_address(self) -> str:
@@ -81,6 +86,8 @@ class StoreProcess:
             args += ["--db", self.db]
         if self.token:
             args += ["--token", self.token]
+        if self.tls:
+            args += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         env = {**os.environ, **self.env}
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -93,7 +100,9 @@ class StoreProcess:
                     f"store server exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
                 )
             try:
-                if httpx.get(self.address + "/v1/agl/health", timeout=1).status_code == 200:
+                verify = ssl.create_default_context(cafile=self.tls[2]) if self.tls else True
+                health = httpx.get(self.address + "/v1/agl/health", timeout=1, verify=verify)
+                if health.status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

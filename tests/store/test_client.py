@@ -53,7 +53,8 @@ async def test_round_trip(server: StoreProcess) -> None:
         [r1, r2] = await store.enqueue_many_rollouts(
             [EnqueueRolloutRequest(input={"q": 1}, config=config), EnqueueRolloutRequest(input=2)]
         )
-        assert r1.resources_id is None or r1.resources_id == res.resources_id
+        # Enqueued without resources: the latest ones are attached (as in Agent Lightning).
+        assert r1.resources_id == res.resources_id and r2.resources_id == res.resources_id
         got = await store.dequeue_many_rollouts(limit=10, worker_id="w1")
         mine = {r.rollout_id: r for r in got}
         assert r1.rollout_id in mine and r2.rollout_id in mine

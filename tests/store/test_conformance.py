@@ -26,6 +26,7 @@ from lightspan.store import (
     RolloutConfig,
     Span,
 )
+from lightspan.store.core import DEFAULT_AUTO_ROLLOUT_TIMEOUT
 from lightspan.store.factory import create_store
 
 BACKENDS = [
@@ -607,6 +608,61 @@ async def test_unknown_rollout_is_registered_from_its_spans(store: LightningStor
     await store.add_span(span(rid, "at-prod0002", 1, "llm"))
     attempts = await store.query_attempts(rid)
     assert [(a.attempt_id, a.sequence_id) for a in attempts] == [(aid, 1), ("at-prod0002", 2)]
+
+
+async def test_auto_registered_rollouts_time_out_without_their_root_span(
+    make_store: MakeStore,
+) -> None:
+    store = await make_store(auto_rollout_timeout=0.5)
+    now = time.time()
+    await store.add_span(span("ro-lost", "at-1", 1, start_time=now))  # the root never comes
+    await store.add_span(span("ro-done", "at-1", 1, parent_id=None, status_code="OK"))
+    explicit = await store.start_rollout(1)  # explicit rollouts keep their own config
+    lost = await store.get_rollout_by_id("ro-lost")
+    assert lost is not None and lost.status == "running" and lost.config.timeout_seconds == 0.5
+    assert await store.scan_health() == []
+    await asyncio.sleep(0.7)
+    changed = await store.scan_health()
+    assert [(a.rollout_id, a.status) for a in changed] == [("ro-lost", "timeout")]
+    lost = await store.get_rollout_by_id("ro-lost")
+    assert lost is not None and lost.status == "failed"
+    done = await store.get_rollout_by_id("ro-done")
+    assert done is not None and done.status == "succeeded"
+    again = await store.get_rollout_by_id(explicit.rollout_id)
+    assert again is not None and again.status == explicit.status
+    assert await store.scan_health() == []
+    # The default, and 0 meaning "never".
+    default = await make_store()
+    await default.add_span(span("ro-default", "at-1", 1, start_time=now))
+    got = await default.get_rollout_by_id("ro-default")
+    assert got is not None and got.config.timeout_seconds == DEFAULT_AUTO_ROLLOUT_TIMEOUT
+    never = await make_store(auto_rollout_timeout=0)
+    await never.add_span(span("ro-never", "at-1", 1, start_time=now))
+    got = await never.get_rollout_by_id("ro-never")
+    assert got is not None and got.config.timeout_seconds is None
+
+
+async def test_health_scan_finds_only_due_rollouts(make_store: MakeStore) -> None:
+    """The scan's candidates come from one query (``health_due``), not from every running
+    rollout: idle rollouts without limits, or within them, are not even read."""
+    store = await make_store()
+    idle = [await store.start_rollout(i) for i in range(30)]
+    for ar in idle[:10]:
+        await store.update_attempt(ar.rollout_id, ar.attempt.attempt_id, status="running")
+    slow = await store.start_rollout(
+        "slow", config=RolloutConfig(timeout_seconds=3600, unresponsive_seconds=3600)
+    )
+    due = await store.start_rollout("due", config=RolloutConfig(unresponsive_seconds=0.2))
+    late = await store.start_rollout("late", config=RolloutConfig(timeout_seconds=0.2))
+    await asyncio.sleep(0.3)
+    async with store._tx(write=False) as tx:  # type: ignore[attr-defined]
+        found = await tx.health_due(["preparing", "running"], time.time())
+    assert found == sorted([due.rollout_id, late.rollout_id])
+    changed = await store.scan_health()
+    assert sorted((a.rollout_id, a.status) for a in changed) == sorted(
+        [(due.rollout_id, "unresponsive"), (late.rollout_id, "timeout")]
+    )
+    assert (await store.get_rollout_by_id(slow.rollout_id)).status == slow.status  # type: ignore[union-attr]
 
 
 async def test_auto_registration_can_be_turned_off(make_store: MakeStore) -> None:

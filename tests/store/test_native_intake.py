@@ -19,17 +19,26 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from lightspan.store import span_row
+from lightspan.store import limits, span_row
 from lightspan.store.intake import RowBatch, convert_protobuf, ingest_span_dicts
 from lightspan.store.memory import InMemoryLightningStore
-from lightspan.store.otlp import OtlpSpans, decode_export_request, spans_from_request
+from lightspan.store.otlp import (
+    OtlpDecodeError,
+    OtlpSpans,
+    decode_export_request,
+    spans_from_protobuf,
+    spans_from_request,
+)
+from lightspan.store.otlp_wire import ShadowRequest
 from lightspan.store.span_row import SpanRow, rows_from_protobuf
 from lightspan.store.sqlite import SqliteLightningStore
 from tests.store.otlp_payloads import any_value, kvs, make_request
 from tests.store.test_fast_intake import FIXTURE_BODIES, FIXTURE_IDS, _rich_request
 
+# Skipped only on a machine without cargo; with cargo, a missing module fails these tests.
 native = pytest.mark.skipif(
-    span_row._native_convert is None, reason="the Rust module is not built (no cargo)"
+    span_row._native_convert is None and shutil.which("cargo") is None,
+    reason="no cargo on this machine: the Rust module is not built",
 )
 
 ROLLOUT, ATTEMPT, SEQ = (
@@ -40,10 +49,19 @@ ROLLOUT, ATTEMPT, SEQ = (
 
 
 def test_the_rust_module_is_built_wherever_cargo_is() -> None:
-    """CI has cargo: a broken build must fail here, not silently fall back to Python."""
+    """CI has cargo (the README requires it): a broken build must fail here, not silently fall
+    back to Python. Without cargo there is nothing to check (the Python converter is the
+    intake)."""
     if shutil.which("cargo") is None:
         pytest.skip("no cargo on this machine: the Python converter is the intake")
     assert span_row._native_convert is not None, "pip install -e . did not build native/"
+
+
+@native
+def test_both_converters_use_the_same_depth_limit() -> None:
+    from lightspan.store import _otlp_native
+
+    assert _otlp_native.MAX_NESTING_DEPTH == limits.MAX_NESTING_DEPTH == 32
 
 
 # --------------------------------------------------------------------------- random spans
@@ -70,7 +88,7 @@ def _rand_scalar(rng: random.Random) -> object:
 
 def _rand_value(rng: random.Random, depth: int = 0) -> AnyValue:
     v = AnyValue()
-    kind = rng.randrange(10 if depth < 2 else 6)
+    kind = rng.randrange(10 if depth < 5 and rng.random() < 0.7 else 6)
     scalar = _rand_scalar(rng)
     if kind == 6:  # homogeneous list
         items = [_rand_scalar(rng) for _ in range(rng.randrange(4))]
@@ -180,11 +198,106 @@ def random_request(seed: int, spans: int = 40) -> bytes:
     return req.SerializeToString()
 
 
+# --------------------------------------------------------------------------- deep and wide values
+#
+# Built as raw bytes: protobuf's own classes refuse to build (or copy) values nested deeper than
+# its recursion limit, and those are exactly the values the intake must reject without crashing.
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _ld(number: int, body: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(body)) + body
+
+
+def deep_value(levels: int, pattern: str = "k", leaf: bytes = b"\x0a\x01x") -> bytes:
+    """A raw ``AnyValue`` nested ``levels`` deep (1: the leaf itself); ``pattern`` cycles
+    through ``k`` (kvlist of one entry) and ``a`` (array of one item) from the inside out."""
+    v = leaf
+    for i in range(levels - 1):
+        if pattern[i % len(pattern)] == "k":
+            v = _ld(6, _ld(1, _ld(1, b"k") + _ld(2, v)))
+        else:
+            v = _ld(5, _ld(1, v))
+    return v
+
+
+def raw_kv(key: str, value: bytes) -> bytes:
+    return _ld(1, key.encode()) + _ld(2, value)
+
+
+def _rand_deep_value(rng: random.Random) -> bytes:
+    """A value nested around the limit (or far past it), some with wide siblings."""
+    limit = limits.MAX_NESTING_DEPTH
+    levels = rng.choice([1, 2, limit - 1, limit, limit, limit + 1, limit + 1, limit + 2, 40, 300])
+    pattern = rng.choice(["k", "a", "ka", "aak"])
+    leaf = rng.choice([b"\x0a\x01x", b"\x18\x07", b"", _ld(5, b""), _ld(6, b"")])
+    value = deep_value(levels, pattern, leaf)
+    if rng.random() < 0.3:  # wide: siblings before the deep one, in a kvlist
+        entries = b"".join(_ld(1, raw_kv(f"w{i}", b"\x0a\x01y")) for i in range(rng.randrange(50)))
+        value = _ld(6, entries + _ld(1, raw_kv("deep", value)))
+    return value
+
+
+def random_deep_request(seed: int, spans: int = 12) -> bytes:
+    """Spans whose span, resource, event or link attributes nest around the depth limit."""
+    rng = random.Random(seed)
+    req = ShadowRequest()
+    for _ in range(rng.randrange(1, 3)):
+        rs = req.resource_spans.add()
+        res = kvs({"service.name": "svc", ROLLOUT: "ro-deep", ATTEMPT: "at-deep"})
+        raw_res = b"".join(_ld(1, kv.SerializeToString()) for kv in res)
+        if rng.random() < 0.15:
+            raw_res += _ld(1, raw_kv("res.deep", _rand_deep_value(rng)))
+        rs.resource = raw_res
+        ss = rs.scope_spans.add()
+        for _ in range(spans):
+            s = ss.spans.add()
+            s.trace_id = bytes(rng.randrange(1, 256) for _ in range(16))
+            s.span_id = bytes(rng.randrange(1, 256) for _ in range(8))
+            s.name = "deep"
+            s.start_time_unix_nano = 1_764_117_105 * 10**9
+            s.attributes.extend(kv.SerializeToString() for kv in kvs({"plain": "v", "n": 1}))
+            for _ in range(rng.randrange(3)):
+                s.attributes.append(raw_kv(rng.choice(["d", "e.f", "d"]), _rand_deep_value(rng)))
+            if rng.random() < 0.3:
+                if rng.random() < 0.5:  # no owner either: which reason wins must agree
+                    s.attributes.append(raw_kv(ATTEMPT, b""))
+            for _ in range(rng.randrange(3)):
+                event = _ld(2, b"ev") + _ld(3, raw_kv("ok", b"\x0a\x01z"))
+                if rng.random() < 0.4:
+                    event += _ld(3, raw_kv("deep", _rand_deep_value(rng)))
+                s.events.append(event)
+            for _ in range(rng.randrange(2)):
+                link = _ld(1, bytes(range(1, 17))) + _ld(2, bytes(range(1, 9)))
+                if rng.random() < 0.4:
+                    link += _ld(4, raw_kv("deep", _rand_deep_value(rng)))
+                s.links.append(link)
+    return req.SerializeToString()
+
+
 # --------------------------------------------------------------------------- equivalence
 
 
 def _python_rows(body: bytes) -> tuple[list[SpanRow], OtlpSpans]:
-    converted = spans_from_request(decode_export_request(body))
+    """The Python converter's result: the intake's fallback (``spans_from_protobuf``), and the
+    same from the generated classes whenever those parse the body at all."""
+    converted = spans_from_protobuf(body)
+    try:
+        request = decode_export_request(body)
+    except OtlpDecodeError:
+        request = None  # deeper than protobuf parses a whole request: the fallback decides
+    if request is not None:
+        again = spans_from_request(request)
+        assert again.rejected == converted.rejected
+        assert again.spans == converted.spans or "nan" in repr(again.spans)
     return [SpanRow(dict(d)) for d in converted.spans], converted
 
 
@@ -234,15 +347,59 @@ def test_rust_rows_equal_python_rows(body: bytes) -> None:
 
 @native
 def test_rust_rows_equal_python_rows_on_random_spans() -> None:
-    stored = punted = 0
+    stored = punted = rejections = 0
     for seed in range(120):
         body = random_request(seed)
         if _punt(body) is not None:
             punted += 1
             continue
         stored += assert_same_rows(body)
+        rejections += len(rows_from_protobuf(body)[1])
     # The generator must mostly produce batches the Rust side converts, and real rows.
     assert punted < 40 and stored > 1500, (punted, stored)
+    assert rejections > 100, rejections
+
+
+@native
+def test_rust_rows_and_rejections_equal_python_on_deep_and_wide_values() -> None:
+    """Acceptance and rejection agree around the depth limit, in every place a value can be."""
+    stored = rejected = 0
+    reasons: set[str] = set()
+    for seed in range(150):
+        body = random_deep_request(seed)
+        assert _punt(body) is None, seed
+        stored += assert_same_rows(body)
+        out = rows_from_protobuf(body)
+        assert out is not None
+        rejected += len(out[1])
+        reasons |= {r.reason for r in out[1]}
+    assert stored > 300 and rejected > 300, (stored, rejected)
+    for place in ("span", "resource", "event", "link"):
+        assert f"a {place} attribute value nests deeper than 32 levels (the limit)" in reasons
+
+
+@native
+@pytest.mark.parametrize("levels, pattern", [(15_000, "k"), (20_000, "a"), (33, "ka"), (32, "k")])
+def test_the_limit_is_the_same_for_both_and_deep_values_do_not_crash(
+    levels: int, pattern: str
+) -> None:
+    req, _ = make_request(2)
+    body = req.SerializeToString()
+    shadow = ShadowRequest()
+    shadow.ParseFromString(body)
+    shadow.resource_spans[0].scope_spans[0].spans[0].attributes.append(
+        raw_kv("deep", deep_value(levels, pattern))
+    )
+    body = shadow.SerializeToString()
+    assert_same_rows(body)
+    rows, rejected = rows_from_protobuf(body)
+    if levels <= limits.MAX_NESTING_DEPTH:
+        assert len(rows) == 2 and not rejected
+    else:
+        assert len(rows) == 1
+        assert [r.reason for r in rejected] == [
+            "a span attribute value nests deeper than 32 levels (the limit)"
+        ]
 
 
 @native
@@ -262,6 +419,76 @@ def test_values_that_follow_python_conversions_go_to_python(attrs: dict, why: st
     converted = convert_protobuf(InMemoryLightningStore(), body)
     assert isinstance(converted, OtlpSpans)  # the Python converter took it
     assert len(converted.spans) == 2
+
+
+def _shadow_with(edit) -> bytes:
+    """A 2-span request, as the shadow message (raw attributes, resource, status), edited."""
+    req, _ = make_request(2)
+    shadow = ShadowRequest()
+    shadow.ParseFromString(req.SerializeToString())
+    edit(shadow.resource_spans[0], shadow.resource_spans[0].scope_spans[0].spans[0])
+    return shadow.SerializeToString()
+
+
+def _append_attr(raw: bytes):
+    return lambda rs, s: s.attributes.append(raw)
+
+
+@native
+@pytest.mark.parametrize(
+    "edit, why",
+    [
+        (
+            _append_attr(raw_kv("two", _ld(1, b"a") + b"\x18\x05")),
+            "AnyValue with more than one value",
+        ),
+        (
+            _append_attr(_ld(1, b"k") + _ld(2, _ld(1, b"a")) + _ld(2, _ld(1, b"b"))),
+            "KeyValue with its value twice",
+        ),
+        (_append_attr(raw_kv(SEQ, b"\x0a\x1499999999999999999999")), "sequence id beyond 64 bits"),
+        (lambda rs, s: setattr(s, "trace_state", "k=v\u00e9"), "non-ASCII trace_state"),
+    ],
+    ids=["anyvalue-twice", "kv-value-twice", "seq-64-bits", "trace-state"],
+)
+def test_every_hand_back_reason_goes_to_python_and_python_converts_it(edit, why: str) -> None:
+    body = _shadow_with(edit)
+    assert _punt(body) == why
+    assert rows_from_protobuf(body) is None
+    converted = convert_protobuf(InMemoryLightningStore(), body)
+    assert isinstance(converted, OtlpSpans)  # the Python converter took it
+    assert len(converted.spans) + len(converted.rejected) == 2
+
+
+def _raw_body(extra_resource_spans: bytes = b"", extra_span: bytes = b"") -> bytes:
+    """A 1-span request encoded by hand, with raw fields appended to its ResourceSpans or its
+    Span (what protobuf's encoder never writes: a singular message sent twice)."""
+    req, _ = make_request(1)
+    rs = req.resource_spans[0]
+    span = rs.scope_spans[0].spans[0]
+    span.status.code = 2
+    scope = _ld(2, span.SerializeToString() + extra_span)
+    resource_spans = _ld(1, rs.resource.SerializeToString()) + _ld(2, scope)
+    return _ld(1, resource_spans + extra_resource_spans)
+
+
+@native
+@pytest.mark.parametrize(
+    "extra, why",
+    [
+        ({"extra_span": _ld(15, _ld(2, b"again"))}, "Span.status twice"),
+        ({"extra_resource_spans": _ld(1, b"")}, "ResourceSpans.resource twice"),
+    ],
+    ids=["status-twice", "resource-twice"],
+)
+def test_singular_messages_sent_twice_go_to_python(extra: dict, why: str) -> None:
+    assert _punt(_raw_body()) is None
+    body = _raw_body(**extra)
+    assert _punt(body) == why
+    assert rows_from_protobuf(body) is None
+    converted = convert_protobuf(InMemoryLightningStore(), body)
+    assert isinstance(converted, OtlpSpans)
+    assert len(converted.spans) + len(converted.rejected) == 1
 
 
 @native

@@ -62,7 +62,9 @@ def test_grpc_requires_the_token(server: StoreProcess) -> None:
 async def test_client_sends_the_token(server: StoreProcess) -> None:
     client = LightningStoreClient(server.address, token=TOKEN)
     try:
-        assert (await client.statistics())["total_rollouts"] >= 0
+        before = (await client.statistics())["total_rollouts"]
+        await client.start_rollout("counted")
+        assert (await client.statistics())["total_rollouts"] == before + 1
     finally:
         await client.close()
     anonymous = LightningStoreClient(server.address, retries=0)
@@ -74,3 +76,29 @@ async def test_client_sends_the_token(server: StoreProcess) -> None:
     finally:
         await anonymous.close()
     assert TOKEN not in repr(LightningStoreClient(server.address, token=TOKEN))
+
+
+def test_token_file_keeps_the_token_off_the_command_line(tmp_path) -> None:
+    path = tmp_path / "token"
+    path.write_text(f"  {TOKEN}\n")
+    proc = StoreProcess("memory", extra_args=("--token-file", str(path))).start()
+    try:
+        assert proc.proc is not None
+        cmdline = open(f"/proc/{proc.proc.pid}/cmdline", "rb").read()  # what `ps` shows
+        assert TOKEN.encode() not in cmdline and str(path).encode() in cmdline
+        base = proc.address + "/v1/agl/statistics"
+        assert httpx.get(base).status_code == 401
+        assert httpx.get(base, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+    finally:
+        proc.stop()
+
+
+@pytest.mark.parametrize("content", [None, "  \n"], ids=["missing", "empty"])
+def test_a_bad_token_file_stops_the_server_with_a_reason(tmp_path, content: str | None) -> None:
+    path = tmp_path / "token"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(RuntimeError) as err:
+        StoreProcess("memory", extra_args=("--token-file", str(path))).start(timeout=20)
+    assert f"--token-file {path}" in str(err.value)
+    assert ("empty" if content else "cannot read it") in str(err.value)

@@ -88,7 +88,10 @@ def target_from_config(
 def spool_dir_for(base: str | os.PathLike[str], target: OtlpTarget) -> Path:
     """``<base>/<protocol>-<host_port>-<hash>``: one spool per target, so a batch is never
     replayed to a different target by a process configured differently."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "_", urlsplit(f"//{target.endpoint}").netloc or target.endpoint)
+    endpoint = target.endpoint
+    # An HTTP endpoint is a URL (``http://host:port/v1/traces``), a gRPC one ``host:port``.
+    netloc = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}").netloc
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", netloc or endpoint)
     digest = hashlib.sha1(f"{target.protocol} {target.endpoint}".encode()).hexdigest()[:8]
     proto = "grpc" if target.protocol == "grpc" else "http"
     return Path(os.path.expanduser(os.fspath(base))) / f"{proto}-{slug.strip('_')}-{digest}"

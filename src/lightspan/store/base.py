@@ -23,6 +23,7 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
+from .limits import MAX_PAGE_LIMIT, MAX_SQL_INTEGER
 from .models import (
     Attempt,
     AttemptedRollout,
@@ -146,6 +147,11 @@ SPAN_SORT_FIELDS = frozenset(
 )
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def validate_page(
     *,
     limit: int,
@@ -157,12 +163,15 @@ def validate_page(
     filter_logic: str = "and",
 ) -> None:
     """Raise :class:`InvalidRequestError` for pagination/sort/filter options v0.3 answers 400 to."""
-    if not isinstance(limit, int) or limit == 0 or limit < -1:
+    if not isinstance(limit, int) or limit == 0 or limit < -1 or limit > MAX_PAGE_LIMIT:
         raise InvalidRequestError(
-            f"limit must be a positive integer or -1 for no limit, got {limit!r}"
+            f"limit must be a positive integer up to {MAX_PAGE_LIMIT} or -1 for no limit, "
+            f"got {_short(limit)}"
         )
-    if not isinstance(offset, int) or offset < 0:
-        raise InvalidRequestError(f"offset must be an integer >= 0, got {offset!r}")
+    if not isinstance(offset, int) or offset < 0 or offset > MAX_SQL_INTEGER:
+        raise InvalidRequestError(
+            f"offset must be an integer from 0 to {MAX_SQL_INTEGER}, got {_short(offset)}"
+        )
     if sort_order not in ("asc", "desc"):
         raise InvalidRequestError(f"sort_order must be 'asc' or 'desc', got {sort_order!r}")
     if filter_logic not in ("and", "or"):

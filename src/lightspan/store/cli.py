@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_store_commands", "main", "run_serve"]
@@ -41,16 +42,33 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         default=4317,
         help="OTLP/gRPC port (default 4317; -1 disables gRPC)",
     )
-    p.add_argument(
+    tokens = p.add_mutually_exclusive_group()
+    tokens.add_argument(
         "--token",
         default=None,
-        help="require this bearer token on REST and gRPC (default: $LIGHTSPAN_STORE_TOKEN)",
+        help="require this bearer token on REST and gRPC (default: $LIGHTSPAN_STORE_TOKEN); "
+        "visible to other users in `ps`: prefer --token-file or the variable",
     )
+    tokens.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="require the bearer token read from this file (surrounding whitespace ignored)",
+    )
+    p.add_argument(
+        "--tls-cert",
+        default=None,
+        metavar="PEM",
+        help="serve REST/OTLP-HTTP and OTLP/gRPC over TLS with this certificate (chain), PEM",
+    )
+    p.add_argument("--tls-key", default=None, metavar="PEM", help="the certificate's private key")
     p.add_argument(
         "--max-request-bytes",
         type=int,
         default=DEFAULT_MAX_REQUEST_BYTES,
-        help=f"largest OTLP request accepted, decompressed (default {DEFAULT_MAX_REQUEST_BYTES})",
+        help="largest request body accepted on every endpoint (REST, OTLP/HTTP decompressed, "
+        "OTLP/gRPC); larger ones get 413 / RESOURCE_EXHAUSTED "
+        f"(default {DEFAULT_MAX_REQUEST_BYTES})",
     )
     p.add_argument(
         "--sqlite-synchronous",
@@ -64,6 +82,13 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="seconds between health scans for timed-out/unresponsive attempts",
+    )
+    p.add_argument(
+        "--auto-rollout-timeout",
+        type=float,
+        default=None,
+        help="seconds after which a rollout registered from its spans times out when its root "
+        "span never ends (default 3600; 0: never)",
     )
     p.add_argument(
         "--graceful-timeout",
@@ -89,6 +114,17 @@ def add_store_commands(subparsers: Any) -> argparse.ArgumentParser:
     return store
 
 
+def read_token_file(path: str) -> str:
+    """The token in ``path``; ``SystemExit`` naming the problem when unreadable or empty."""
+    try:
+        token = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"--token-file {path}: cannot read it: {exc}") from exc
+    if not token:
+        raise SystemExit(f"--token-file {path}: the file is empty")
+    return token
+
+
 async def _serve(args: argparse.Namespace) -> None:
     from .factory import create_store
     from .server import StoreServer
@@ -105,16 +141,25 @@ async def _serve(args: argparse.Namespace) -> None:
         options["db"] = dsn
     if args.scan_interval is not None:
         options["scan_interval"] = args.scan_interval
+    if args.auto_rollout_timeout is not None:
+        options["auto_rollout_timeout"] = args.auto_rollout_timeout
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise SystemExit("--tls-cert and --tls-key go together: give both, or neither")
+    token = args.token
+    if args.token_file:
+        token = read_token_file(args.token_file)
     store = create_store(args.backend, **options)
     server = StoreServer(
         store,
         host=args.host,
         port=args.port,
         grpc_port=None if args.grpc_port < 0 else args.grpc_port,
-        token=args.token,
+        token=token,
         max_request_bytes=args.max_request_bytes,
         graceful_timeout=args.graceful_timeout,
         access_log=args.access_log,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     await server.serve_forever()
 

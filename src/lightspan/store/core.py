@@ -99,6 +99,15 @@ def _plain_rollout(rollout: Rollout) -> Rollout:
     return Rollout.model_validate(data)
 
 
+DEFAULT_AUTO_ROLLOUT_TIMEOUT = 3600.0
+"""Seconds after which an auto-registered rollout whose root span never ended times out (its
+``config.timeout_seconds``; ``None``/0: never). Without it, traffic whose root spans are lost
+accumulates ``running`` rollouts forever."""
+
+_SCAN_BATCH = 500
+"""Rollouts changed per write transaction of a health scan: the write lock is held briefly."""
+
+
 @dataclass(slots=True)
 class _SpanJob:
     """One ``add_many_spans`` call: its spans, the indices still to decide, the outcomes, the
@@ -127,9 +136,11 @@ class CoreStore(LightningStore):
         *,
         scan_interval: float = 5.0,
         auto_register_rollouts: bool = True,
+        auto_rollout_timeout: float | None = DEFAULT_AUTO_ROLLOUT_TIMEOUT,
         wait_poll_interval: float = 0.5,
     ) -> None:
         self.auto_register_rollouts = auto_register_rollouts
+        self.auto_rollout_timeout = auto_rollout_timeout or None
         self._launch_time = time.time()
         self._scanner = HealthScanner(self.scan_health, interval=scan_interval)
         self._wait_poll_interval = wait_poll_interval
@@ -146,6 +157,11 @@ class CoreStore(LightningStore):
     @abc.abstractmethod
     def _tx(self, *, write: bool) -> AbstractAsyncContextManager[StoreTx]:
         """One transaction (see ``tx.py``)."""
+
+    def _scan_tx(self) -> AbstractAsyncContextManager[StoreTx]:
+        """The health scan's read transaction; SQLite overrides it with a second connection so
+        the scan's query does not queue behind (or in front of) ingestion."""
+        return self._tx(write=False)
 
     async def _open(self) -> None:
         """Connect and create the schema (backends override)."""
@@ -582,37 +598,34 @@ class CoreStore(LightningStore):
         return updated
 
     async def scan_health(self) -> list[Attempt]:
+        """Mark attempts past their timeout/unresponsive limits, and propagate.
+
+        Why two phases: finding candidates is one query in a *read* transaction, evaluated by
+        the database (``StoreTx.health_due``), so its cost is not Python work per idle running
+        rollout and ingestion never waits on it; the write transaction then locks only the
+        rollouts found due (in batches), re-checks each under its lock (another server or call
+        may have moved it) and updates only those that changed."""
+        now = time.time()
+        async with self._scan_tx() as tx:
+            due = await tx.health_due(sorted(RUNNING_ROLLOUT_STATUSES), now)
         changed: list[Attempt] = []
-        async with self._tx(write=True) as tx:
-            now = time.time()
-            candidates = await tx.rollouts_in_status(sorted(RUNNING_ROLLOUT_STATUSES))
-            if not candidates:
-                return changed
-            latest_all = await tx.latest_attempts([r.rollout_id for r in candidates])
-            due = [
-                r.rollout_id
-                for r in candidates
-                if r.rollout_id in latest_all
-                and lc.health_verdict(r, latest_all[r.rollout_id], now) is not None
-            ]
-            if not due:
-                return changed
-            # Re-read under lock: another server may have moved them meanwhile.
-            locked = await tx.get_rollouts(sorted(due), for_update=True)
-            latest_all = await tx.latest_attempts(sorted(locked))
-            for rollout_id in sorted(locked):
-                rollout = locked[rollout_id]
-                attempt = latest_all.get(rollout_id)
-                if attempt is None or rollout.status not in RUNNING_ROLLOUT_STATUSES:
-                    continue
-                verdict = lc.health_verdict(rollout, attempt, now)
-                if verdict is None:
-                    continue
-                attempt = attempt.model_copy(update={"status": verdict})
-                await tx.save_attempt(attempt)
-                await self._propagate(tx, rollout, attempt, attempt, now)
-                await self._sync_worker(tx, attempt, now)
-                changed.append(attempt)
+        for start in range(0, len(due), _SCAN_BATCH):
+            async with self._tx(write=True) as tx:
+                locked = await tx.get_rollouts(due[start : start + _SCAN_BATCH], for_update=True)
+                latest_all = await tx.latest_attempts(sorted(locked))
+                for rollout_id in sorted(locked):
+                    rollout = locked[rollout_id]
+                    attempt = latest_all.get(rollout_id)
+                    if attempt is None or rollout.status not in RUNNING_ROLLOUT_STATUSES:
+                        continue
+                    verdict = lc.health_verdict(rollout, attempt, now)
+                    if verdict is None:
+                        continue
+                    attempt = attempt.model_copy(update={"status": verdict})
+                    await tx.save_attempt(attempt)
+                    await self._propagate(tx, rollout, attempt, attempt, now)
+                    await self._sync_worker(tx, attempt, now)
+                    changed.append(attempt)
         return changed
 
     # ------------------------------------------------------------------ spans
@@ -732,6 +745,7 @@ class CoreStore(LightningStore):
                     input=None,
                     start_time=start,
                     status="running",
+                    config=RolloutConfig(timeout_seconds=self.auto_rollout_timeout),
                     metadata={lc.AUTO_REGISTERED_KEY: True},
                 )
                 await tx.insert_rollouts([rollout], if_absent=True)

@@ -18,7 +18,8 @@ _ALIASES = {"in_memory": "memory", "inmemory": "memory", "postgresql": "postgres
 def create_store(backend: str, **options: Any) -> LightningStore:
     """A store of the named backend, not yet started.
 
-    Options: ``memory``: ``scan_interval``, ``auto_register_rollouts``, ``wait_poll_interval``;
+    Options: ``memory``: ``scan_interval``, ``auto_register_rollouts``,
+    ``auto_rollout_timeout``, ``wait_poll_interval``;
     ``sqlite``: also ``path`` (alias ``db``), ``synchronous``; ``postgres``: also ``dsn``
     (alias ``db``), ``min_size``, ``max_size``.
     """

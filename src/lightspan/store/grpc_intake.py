@@ -9,7 +9,8 @@ with an opaque ``INTERNAL`` before our code runs; parsing it ourselves lets a ma
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
@@ -19,26 +20,39 @@ from .base import LightningStore
 from .intake import convert_protobuf_async, ingest_span_dicts
 from .otlp import OtlpDecodeError
 
+if TYPE_CHECKING:
+    from .metrics import StoreMetrics
+
 __all__ = ["SERVICE_NAME", "create_grpc_server"]
 
 SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
 logger = logging.getLogger("lightspan.store.grpc")
 
 
-def _export_handler(store: LightningStore) -> grpc.RpcMethodHandler:
+def _export_handler(store: LightningStore, metrics: StoreMetrics | None) -> grpc.RpcMethodHandler:
+    def count(code: grpc.StatusCode) -> None:
+        if metrics is not None:
+            metrics.grpc_requests.labels(code.name).inc()
+
     async def export(request: bytes, context: grpc.aio.ServicerContext) -> Any:
+        started = time.perf_counter()
         try:
             converted = await convert_protobuf_async(store, request)
         except OtlpDecodeError as exc:
+            count(grpc.StatusCode.INVALID_ARGUMENT)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             result = await ingest_span_dicts(store, converted)
         except Exception as exc:
             # Nothing acknowledged; UNAVAILABLE is retryable for OTLP exporters.
             logger.exception("OTLP/gRPC export failed in the store")
+            count(grpc.StatusCode.UNAVAILABLE)
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, f"store failed: {type(exc).__name__}: {exc}"
             )
+        count(grpc.StatusCode.OK)
+        if metrics is not None:
+            metrics.record_export("grpc", result, started)
         return result.to_response()
 
     return grpc.unary_unary_rpc_method_handler(
@@ -54,8 +68,11 @@ def create_grpc_server(
     *,
     token: str | None = None,
     max_request_bytes: int,
+    tls: tuple[bytes, bytes] | None = None,
+    metrics: StoreMetrics | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """An aio gRPC server serving the trace Export on ``address``; returns it and its port."""
+    """An aio gRPC server serving the trace Export on ``address``; returns it and its port.
+    ``tls``: (private key, certificate chain) in PEM, to serve over TLS."""
     interceptors = [GrpcBearerAuthInterceptor(token)] if token else []
     server = grpc.aio.server(
         interceptors=interceptors,
@@ -65,10 +82,15 @@ def create_grpc_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    handler = grpc.method_handlers_generic_handler(SERVICE_NAME, {"Export": _export_handler(store)})
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE_NAME, {"Export": _export_handler(store, metrics)}
+    )
     server.add_generic_rpc_handlers((handler,))
     try:
-        port = server.add_insecure_port(address)
+        if tls is not None:
+            port = server.add_secure_port(address, grpc.ssl_server_credentials([tls]))
+        else:
+            port = server.add_insecure_port(address)
     except RuntimeError as exc:  # grpcio reports a busy port this way
         raise OSError(f"cannot listen for OTLP/gRPC on {address}: {exc}") from exc
     if port == 0:

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .core import CoreStore
+from . import lifecycle as lc
+from .core import DEFAULT_AUTO_ROLLOUT_TIMEOUT, CoreStore
 from .models import (
     QUEUING_ROLLOUT_STATUSES,
     Attempt,
@@ -90,6 +91,16 @@ class _MemoryTx:
 
     async def rollouts_in_status(self, statuses: list[str]) -> list[Rollout]:
         return [r.model_copy(deep=True) for r in self.d.rollouts.values() if r.status in statuses]
+
+    async def health_due(self, statuses: list[str], now: float) -> list[str]:
+        due = []
+        for r in self.d.rollouts.values():
+            attempts = self.d.attempts.get(r.rollout_id)
+            if r.status in statuses and attempts:
+                latest = max(attempts, key=lambda a: a.sequence_id)
+                if lc.health_verdict(r, latest, now) is not None:
+                    due.append(r.rollout_id)
+        return sorted(due)
 
     async def query_rollouts(self, q: Query) -> tuple[list[Rollout], int]:
         items, total = run_query(self.d.rollouts.values(), q, _get)
@@ -220,11 +231,13 @@ class InMemoryLightningStore(CoreStore):
         *,
         scan_interval: float = 5.0,
         auto_register_rollouts: bool = True,
+        auto_rollout_timeout: float | None = DEFAULT_AUTO_ROLLOUT_TIMEOUT,
         wait_poll_interval: float = 0.5,
     ) -> None:
         super().__init__(
             scan_interval=scan_interval,
             auto_register_rollouts=auto_register_rollouts,
+            auto_rollout_timeout=auto_rollout_timeout,
             wait_poll_interval=wait_poll_interval,
         )
         self._data = _MemoryData()

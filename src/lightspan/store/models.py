@@ -15,7 +15,9 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Annotated, Any, Generic, Literal, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from .limits import check_nesting
 
 __all__ = [
     "FINISHED_ROLLOUT_STATUSES",
@@ -156,11 +158,11 @@ class AttemptedRollout(Rollout):
 class EnqueueRolloutRequest(BaseModel):
     """What a caller supplies to queue a rollout; the store fills in the rest."""
 
-    input: Any
+    input: Annotated[Any, AfterValidator(check_nesting)]
     mode: RolloutMode | None = None
     resources_id: str | None = None
     config: RolloutConfig | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Annotated[dict[str, Any], AfterValidator(check_nesting)] | None = None
 
 
 class Worker(BaseModel):

@@ -43,12 +43,14 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from .otlp_wire import ShadowRequest, attributes_from_raw
+from .limits import MAX_NESTING_DEPTH, BodyTooDeep, loads_bounded
+from .otlp_wire import NestingTooDeep, ShadowRequest, attributes_from_raw, raw_too_deep
 
 __all__ = [
     "ATTEMPT_ID_KEY",
     "ROLLOUT_ID_KEY",
     "SEQUENCE_ID_KEY",
+    "NestingTooDeep",
     "OtlpDecodeError",
     "OtlpSpans",
     "RejectedSpan",
@@ -144,8 +146,18 @@ def _flatten_into(out: dict[str, Any], key: str, value: Any) -> None:
         out[key] = value
 
 
-def any_value(value: AnyValue) -> Any:
-    """OTLP ``AnyValue`` -> Python (nested structures kept; see :func:`attributes_from_kvs`)."""
+def too_deep_reason(place: str) -> str:
+    """The rejection reason for a span with a value nested deeper than the limit; ``place`` is
+    ``span``, ``resource``, ``event`` or ``link``. ``native/src/conversion.rs`` writes the same."""
+    return f"a {place} attribute value nests deeper than {MAX_NESTING_DEPTH} levels (the limit)"
+
+
+def any_value(value: AnyValue, level: int = 1) -> Any:
+    """OTLP ``AnyValue`` at nesting ``level`` (1: an attribute's own value) -> Python (nested
+    structures kept; see :func:`attributes_from_kvs`). Raises :class:`NestingTooDeep` past
+    :data:`~lightspan.store.limits.MAX_NESTING_DEPTH`."""
+    if level > MAX_NESTING_DEPTH:
+        raise NestingTooDeep(level)
     kind = value.WhichOneof("value")
     if kind == "string_value":
         return value.string_value
@@ -156,16 +168,20 @@ def any_value(value: AnyValue) -> Any:
     if kind == "bool_value":
         return value.bool_value
     if kind == "array_value":
-        return [any_value(v) for v in value.array_value.values]
+        return [any_value(v, level + 1) for v in value.array_value.values]
     if kind == "kvlist_value":
-        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+        return {
+            kv.key: any_value(kv.value, level + 1) if kv.HasField("value") else None
+            for kv in value.kvlist_value.values
+        }
     if kind == "bytes_value":
         return value.bytes_value.hex()
     return None
 
 
 def attributes_from_kvs(kvs: Iterable[KeyValue]) -> dict[str, Any]:
-    """OTLP ``KeyValue`` list -> Span attributes (primitives or lists of primitives)."""
+    """OTLP ``KeyValue`` list -> Span attributes (primitives or lists of primitives).
+    Raises :class:`NestingTooDeep` for a value nested deeper than the limit."""
     out: dict[str, Any] = {}
     for kv in kvs:
         value = kv.value
@@ -296,15 +312,17 @@ def _hex_ids_to_base64(node: Any, path: str) -> None:
 
 def request_from_json(body: bytes | str | Mapping[str, Any]) -> ExportTraceServiceRequest:
     """Parse an OTLP/JSON body (hex ids, camelCase or snake_case field names)."""
-    if isinstance(body, Mapping):
-        data: Any = json.loads(json.dumps(body))
-    else:
-        if not body:
-            return ExportTraceServiceRequest()
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise OtlpDecodeError(f"body is not JSON: {exc}") from exc
+    try:
+        if isinstance(body, Mapping):
+            data: Any = loads_bounded(json.dumps(body))
+        else:
+            if not body:
+                return ExportTraceServiceRequest()
+            data = loads_bounded(body)
+    except BodyTooDeep as exc:
+        raise OtlpDecodeError(str(exc)) from exc
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise OtlpDecodeError(f"body is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise OtlpDecodeError(
             f"OTLP/JSON body must be an object with resourceSpans, got {type(data).__name__}"
@@ -312,7 +330,14 @@ def request_from_json(body: bytes | str | Mapping[str, Any]) -> ExportTraceServi
     _hex_ids_to_base64(data, "$")
     try:
         return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
-    except json_format.ParseError as exc:
+    except (json_format.ParseError, DecodeError) as exc:
+        if "too deep" in str(exc):
+            # protobuf's JSON parser stops at 100 nested messages (33 kvlist levels in a span):
+            # unlike OTLP/protobuf, the whole request is refused, with this reason.
+            raise OtlpDecodeError(
+                "body is not an OTLP/JSON ExportTraceServiceRequest: an attribute value nests "
+                f"deeper than {MAX_NESTING_DEPTH} levels (the limit)"
+            ) from exc
         raise OtlpDecodeError(f"body is not an OTLP/JSON ExportTraceServiceRequest: {exc}") from exc
 
 
@@ -377,6 +402,17 @@ def _parse(cls: Any, raw: bytes) -> Any:
     return msg
 
 
+def _parse_nested(cls: Any, raw: bytes, attributes_field: int) -> Any:
+    """``_parse``, except that a message refused for a too-deep attribute value (protobuf's
+    recursion limit) raises :class:`NestingTooDeep`, so only its span is rejected."""
+    try:
+        return _parse(cls, raw)
+    except DecodeError:
+        if raw_too_deep(raw, attributes_field):
+            raise NestingTooDeep() from None
+        raise
+
+
 def _status_dict(code: int, message: str) -> dict[str, Any]:
     return {
         "status_code": _STATUS_CODES[code] if 0 <= code < 3 else "UNSET",
@@ -404,11 +440,21 @@ def _convert(request: Any, *, shadow: bool) -> OtlpSpans:
     result = OtlpSpans()
     spans = result.spans
     for resource_spans in request.resource_spans:
-        if shadow:
-            resource_msg = _parse(Resource, resource_spans.resource)
-            resource_attrs = attributes_from_kvs(resource_msg.attributes)
-        else:
-            resource_attrs = attributes_from_kvs(resource_spans.resource.attributes)
+        try:
+            if shadow:
+                resource_msg = _parse_nested(Resource, resource_spans.resource, 1)
+                resource_attrs = attributes_from_kvs(resource_msg.attributes)
+            else:
+                resource_attrs = attributes_from_kvs(resource_spans.resource.attributes)
+        except NestingTooDeep:
+            # Every span of this resource carries the value: each is rejected.
+            reason = too_deep_reason("resource")
+            result.rejected.extend(
+                RejectedSpan(ps.span_id.hex(), ps.name, reason)
+                for scope_spans in resource_spans.scope_spans
+                for ps in scope_spans.spans
+            )
+            continue
         res_rollout = resource_attrs.get(ROLLOUT_ID_KEY)
         res_attempt = resource_attrs.get(ATTEMPT_ID_KEY)
         res_seq = resource_attrs.get(SEQUENCE_ID_KEY)
@@ -417,10 +463,15 @@ def _convert(request: Any, *, shadow: bool) -> OtlpSpans:
         # The hot loop: helpers (_ids, _hex_id, convert_timestamp, _context, ...) inlined.
         for scope_spans in resource_spans.scope_spans:
             for ps in scope_spans.spans:
-                if shadow:
-                    attrs = attributes_from_raw(ps.attributes, attributes_from_kvs)
-                else:
-                    attrs = attributes_from_kvs(ps.attributes)
+                try:
+                    if shadow:
+                        attrs = attributes_from_raw(ps.attributes, attributes_from_kvs)
+                    else:
+                        attrs = attributes_from_kvs(ps.attributes)
+                except NestingTooDeep:
+                    reason = too_deep_reason("span")
+                    result.rejected.append(RejectedSpan(ps.span_id.hex(), ps.name, reason))
+                    continue
                 rollout = attrs.get(ROLLOUT_ID_KEY)
                 if rollout is None:
                     rollout = res_rollout
@@ -455,11 +506,31 @@ def _convert(request: Any, *, shadow: bool) -> OtlpSpans:
                 if shadow:
                     raw_status = ps.status
                     status = _STATUS_CACHE.get(raw_status) or _raw_status(raw_status)
-                    events = [_parse(ProtoSpan.Event, e) for e in ps.events] if ps.events else ()
-                    links = [_parse(ProtoSpan.Link, e) for e in ps.links] if ps.links else ()
                 else:
                     status = _status_dict(ps.status.code, ps.status.message)
-                    events, links = ps.events, ps.links
+                place = "event"
+                try:
+                    # Each event (link) is parsed and converted before the next is read, in
+                    # the Rust converter's order: the first problem found is the same.
+                    if shadow:
+                        event_dicts = (
+                            _events(_parse_nested(ProtoSpan.Event, e, 3) for e in ps.events)
+                            if ps.events
+                            else []
+                        )
+                        place = "link"
+                        link_dicts = (
+                            _links(_parse_nested(ProtoSpan.Link, e, 4) for e in ps.links)
+                            if ps.links
+                            else []
+                        )
+                    else:
+                        event_dicts = _events(ps.events) if ps.events else []
+                        place = "link"
+                        link_dicts = _links(ps.links) if ps.links else []
+                except NestingTooDeep:
+                    result.rejected.append(RejectedSpan(span_id, ps.name, too_deep_reason(place)))
+                    continue
                 raw_state = ps.trace_state
                 start, end = ps.start_time_unix_nano, ps.end_time_unix_nano
                 spans.append(
@@ -473,8 +544,8 @@ def _convert(request: Any, *, shadow: bool) -> OtlpSpans:
                         "name": ps.name,
                         "status": dict(status),
                         "attributes": attrs,
-                        "events": _events(events) if events else [],
-                        "links": _links(links) if links else [],
+                        "events": event_dicts,
+                        "links": link_dicts,
                         "start_time": (
                             (start / 1_000_000_000 if start > 1e12 else float(start))
                             if start

@@ -8,7 +8,9 @@ so a small gzip bomb cannot exhaust memory; content types; OTLP's error body, a
 from __future__ import annotations
 
 import logging
+import time
 import zlib
+from typing import TYPE_CHECKING
 
 from google.protobuf import json_format
 from google.rpc.status_pb2 import Status
@@ -20,7 +22,10 @@ from .base import LightningStore
 from .intake import convert_protobuf_async, ingest_span_dicts
 from .otlp import OtlpDecodeError, request_from_json, spans_from_request
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "PayloadTooLarge", "otlp_http_routes"]
+if TYPE_CHECKING:
+    from .metrics import StoreMetrics
+
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "PayloadTooLarge", "otlp_http_routes", "read_limited"]
 
 logger = logging.getLogger("lightspan.store.otlp_http")
 
@@ -45,7 +50,9 @@ def _status_response(code: int, message: str, content_type: str) -> Response:
     return Response(body, status_code=code, media_type=content_type)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request body, refused (:class:`PayloadTooLarge`) as soon as it passes ``limit``
+    bytes: by its Content-Length, else while it streams in (REST bodies use it too)."""
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise PayloadTooLarge(f"request body of {length} bytes exceeds the limit of {limit} bytes")
@@ -75,10 +82,13 @@ def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
     return out
 
 
-def otlp_http_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute]:
+def otlp_http_routes(
+    store: LightningStore, max_request_bytes: int, metrics: StoreMetrics | None = None
+) -> list[BaseRoute]:
     """``POST /v1/traces`` plus 501 answers for ``/v1/metrics`` and ``/v1/logs``."""
 
     async def traces(request: Request) -> Response:
+        started = time.perf_counter()
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type in _PROTOBUF_TYPES:
             kind = PROTOBUF
@@ -91,7 +101,7 @@ def otlp_http_routes(store: LightningStore, max_request_bytes: int) -> list[Base
                 PROTOBUF,
             )
         try:
-            raw = await _read_limited(request, max_request_bytes)
+            raw = await read_limited(request, max_request_bytes)
             body = _inflate(
                 raw, request.headers.get("content-encoding", "").strip().lower(), max_request_bytes
             )
@@ -107,6 +117,8 @@ def otlp_http_routes(store: LightningStore, max_request_bytes: int) -> list[Base
             return Response(status_code=400)
         try:
             result = await ingest_span_dicts(store, converted)
+            if metrics is not None:
+                metrics.record_export("http", result, started)
         except Exception as exc:
             # Nothing of this batch is acknowledged; 503 tells OTLP exporters to retry it.
             logger.exception("OTLP/HTTP export failed in the store")

@@ -27,7 +27,22 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-__all__ = ["ShadowRequest", "attributes_from_raw", "decode_key_value"]
+from .limits import MAX_NESTING_DEPTH
+
+__all__ = [
+    "NestingTooDeep",
+    "ShadowRequest",
+    "attributes_from_raw",
+    "decode_key_value",
+    "raw_too_deep",
+]
+
+
+class NestingTooDeep(Exception):
+    """An attribute value nests deeper than ``MAX_NESTING_DEPTH``: its span is rejected.
+
+    Not a ``ValueError``: it must never turn into "malformed request" by accident."""
+
 
 _F = descriptor_pb2.FieldDescriptorProto
 _BYTES, _STRING, _FIXED64, _FIXED32, _UINT32, _INT32, _MSG = (
@@ -111,13 +126,130 @@ _CACHE_ITEM_MAX = 256  # bytes: longer attributes (prompts, completions) rarely 
 
 
 def decode_key_value(raw: bytes) -> KeyValue:
-    """A raw ``KeyValue``, parsed (and validated) by the real OTLP class."""
+    """A raw ``KeyValue``, parsed (and validated) by the real OTLP class. Raises
+    :class:`NestingTooDeep` when its value nests too deep, ``ValueError`` when malformed."""
     kv = KeyValue()
     try:
         kv.ParseFromString(raw)
     except DecodeError as exc:
+        if raw_too_deep(raw):
+            raise NestingTooDeep() from exc
         raise ValueError(f"malformed attribute ({len(raw)} bytes): {exc}") from exc
     return kv
+
+
+# --------------------------------------------------------------------------- depth on the wire
+#
+# protobuf's parser refuses a message nested deeper than 100 levels with a DecodeError that does
+# not say why. To reject a span for a too-deep value (as the Rust converter does) rather than the
+# whole request for a "malformed" one, a failed parse is re-read here: the AnyValue structure
+# only, in the order the Rust converter reads it, never deeper than MAX_NESTING_DEPTH + 1.
+
+
+class _Unscannable(Exception):
+    """The bytes are malformed (or ambiguous) before any too-deep value: not a depth problem."""
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(buf) or shift >= 70:
+            raise _Unscannable
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(buf: memoryview) -> Any:
+    """(field number, bytes of a length-delimited value or ``None``) of a message."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        number, wire_type = key >> 3, key & 7
+        if number == 0:
+            raise _Unscannable
+        value = None
+        if wire_type == 0:
+            _, pos = _varint(buf, pos)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 2:
+            length, pos = _varint(buf, pos)
+            value = buf[pos : pos + length]
+            pos += length
+        else:
+            raise _Unscannable
+        if pos > end:
+            raise _Unscannable
+        yield number, value
+
+
+def _kv_value(buf: memoryview) -> memoryview | None:
+    value, count = None, 0
+    for number, v in _fields(buf):
+        if number == 2:
+            if v is None:
+                raise _Unscannable
+            value, count = v, count + 1
+    if count > 1:
+        raise _Unscannable  # merged by protobuf: the Rust converter hands it to Python too
+    return value
+
+
+def _any_too_deep(buf: memoryview, level: int) -> bool:
+    if level > MAX_NESTING_DEPTH:
+        return True
+    nested, seen = None, 0
+    for number, v in _fields(buf):
+        if 1 <= number <= 7:
+            seen += 1
+            if number in (5, 6):
+                if v is None:
+                    raise _Unscannable
+                nested = (number, v)
+    if seen > 1 or nested is None:
+        if seen > 1:
+            raise _Unscannable
+        return False
+    kind, body = nested
+    for number, item in _fields(body):
+        if number != 1:
+            continue
+        if item is None:
+            raise _Unscannable
+        if kind == 6:
+            item = _kv_value(item)
+            if item is None:
+                continue
+        if _any_too_deep(item, level + 1):
+            return True
+    return False
+
+
+def raw_too_deep(raw: bytes, attributes_field: int | None = None) -> bool:
+    """Whether a raw ``KeyValue`` (or, with ``attributes_field``, a message whose attributes
+    are that field: Resource 1, Event 3, Link 4) holds a value nested deeper than the limit,
+    before anything malformed. Reads at most ``MAX_NESTING_DEPTH + 1`` levels."""
+    buf = memoryview(raw)
+    try:
+        if attributes_field is None:
+            kvs: Any = (buf,)
+        else:
+            kvs = [v for number, v in _fields(buf) if number == attributes_field]
+        for kv in kvs:
+            if kv is None:
+                return False
+            value = _kv_value(kv)
+            if value is not None and _any_too_deep(value, 1):
+                return True
+    except _Unscannable:
+        return False
+    return False
 
 
 def attributes_from_raw(raws: Any, slow: Any) -> dict[str, Any]:

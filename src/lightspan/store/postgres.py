@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .core import CoreStore
+from .core import DEFAULT_AUTO_ROLLOUT_TIMEOUT, CoreStore
 from .span_chunks import SpanKeyCache
 from .sql import Dialect, SqlTx, schema
 
@@ -34,6 +34,7 @@ POSTGRES = Dialect(
     next_queue_seq="nextval('ls_queue_seq')",
     next_write_seq="nextval('ls_write_seq')",
     no_limit="ALL",
+    config_number="CAST(CAST(r.doc AS jsonb) -> 'config' ->> '{key}' AS DOUBLE PRECISION)",
 )
 _SCHEMA_LOCK_KEY = 0x6C73_7374  # advisory lock id ("lsst"): one server creates the schema
 _PLACEHOLDER = re.compile(r"\?")
@@ -71,11 +72,13 @@ class PostgresLightningStore(CoreStore):
         max_size: int = 10,
         scan_interval: float = 5.0,
         auto_register_rollouts: bool = True,
+        auto_rollout_timeout: float | None = DEFAULT_AUTO_ROLLOUT_TIMEOUT,
         wait_poll_interval: float = 0.2,
     ) -> None:
         super().__init__(
             scan_interval=scan_interval,
             auto_register_rollouts=auto_register_rollouts,
+            auto_rollout_timeout=auto_rollout_timeout,
             wait_poll_interval=wait_poll_interval,
         )
         self.dsn = dsn

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, TypeAdapter, ValidationError
 from pydantic_core import to_json
 from starlette.requests import Request
 from starlette.responses import Response
@@ -37,6 +37,14 @@ from .base import (
     StoreError,
     validate_page,
 )
+from .limits import (
+    MAX_JSON_BODY_DEPTH,
+    MAX_PAGE_LIMIT,
+    BodyTooDeep,
+    IntegerOutOfRange,
+    check_nesting,
+    loads_bounded,
+)
 from .models import (
     AttemptStatus,
     EnqueueRolloutRequest,
@@ -47,6 +55,7 @@ from .models import (
     Span,
     WorkerStatus,
 )
+from .otlp_http import PayloadTooLarge, read_limited
 
 __all__ = ["API_PREFIX", "rest_routes"]
 
@@ -58,12 +67,17 @@ logger = logging.getLogger("lightspan.store.rest")
 # --------------------------------------------------------------------------- request bodies
 
 
+# A free-form JSON field: any value nested at most MAX_NESTING_DEPTH deep (else 422).
+JsonValue = Annotated[Any, AfterValidator(check_nesting)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(check_nesting)]
+
+
 class RolloutRequest(BaseModel):
-    input: Any = None
+    input: JsonValue = None
     mode: RolloutMode | None = None
     resources_id: str | None = None
     config: RolloutConfig | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
     worker_id: str | None = None
 
 
@@ -146,23 +160,23 @@ class NextSequenceIdRequest(BaseModel):
 
 
 class UpdateRolloutRequest(BaseModel):
-    input: Any = None
+    input: JsonValue = None
     mode: RolloutMode | None = None
     resources_id: str | None = None
     status: RolloutStatus | None = None
     config: RolloutConfig | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: JsonObject | None = None
 
 
 class UpdateAttemptRequest(BaseModel):
     status: AttemptStatus | None = None
     worker_id: str | None = None
     last_heartbeat_time: float | None = None
-    metadata: dict[str, Any] | None = Field(default=None)
+    metadata: JsonObject | None = Field(default=None)
 
 
 class UpdateWorkerRequest(BaseModel):
-    heartbeat_stats: dict[str, Any] | None = None
+    heartbeat_stats: JsonObject | None = None
 
 
 _RESOURCES = TypeAdapter(NamedResources)
@@ -190,13 +204,19 @@ def _raw_json(text: str | bytes, status: int = 200) -> Response:
     return Response(text, status_code=status, media_type="application/json")
 
 
-async def _body(request: Request) -> Any:
-    """The JSON body, ``None`` if empty; 400 if it is not JSON."""
-    raw = await request.body()
+async def _body(request: Request, max_bytes: int) -> Any:
+    """The JSON body, ``None`` if empty; 413 past ``max_bytes``; 400 if it is not JSON, nests
+    deeper than ``MAX_JSON_BODY_DEPTH`` or carries an integer beyond 64 bits."""
+    try:
+        raw = await read_limited(request, max_bytes)
+    except PayloadTooLarge as exc:
+        raise HttpError(413, str(exc), "PayloadTooLarge") from exc
     if not raw.strip():
         return None
     try:
-        return json.loads(raw)
+        return loads_bounded(raw, MAX_JSON_BODY_DEPTH, check_integers=True)
+    except (BodyTooDeep, IntegerOutOfRange) as exc:
+        raise HttpError(400, f"request body refused: {exc}", "MalformedBody") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise HttpError(400, f"request body is not valid JSON: {exc}", "MalformedBody") from exc
 
@@ -212,8 +232,10 @@ def _validate(model: type[M], data: Any) -> M:
         raise HttpError(422, _validation_detail(exc)) from exc
 
 
-async def _body_model(request: Request, model: type[M], *, optional: bool = False) -> M:
-    data = await _body(request)
+async def _body_model(
+    request: Request, model: type[M], max_bytes: int, *, optional: bool = False
+) -> M:
+    data = await _body(request, max_bytes)
     if data is None and optional:
         data = {}
     return _validate(model, data)
@@ -304,28 +326,30 @@ def _paginated_json(items_json: list[str], limit: int, offset: int, total: int) 
 # --------------------------------------------------------------------------- routes
 
 
-def rest_routes(store: LightningStore) -> list[BaseRoute]:
+def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute]:
     """All ``/v1/agl`` routes bound to ``store`` (order matters: fixed paths before ids)."""
 
     async def health(request: Request) -> Response:
         return _raw_json(b'{"status":"ok"}')
 
     async def enqueue(request: Request) -> Response:
-        body = await _body_model(request, EnqueueManyRequest)
+        body = await _body_model(request, EnqueueManyRequest, max_request_bytes)
         if not body.rollouts:
             return _raw_json(b"[]", 201)
         rollouts = await store.enqueue_many_rollouts(body.rollouts)
         return _json(list(rollouts), 201)
 
     async def dequeue(request: Request) -> Response:
-        body = await _body_model(request, DequeueRequest, optional=True)
+        body = await _body_model(request, DequeueRequest, max_request_bytes, optional=True)
+        if body.limit > MAX_PAGE_LIMIT:
+            raise HttpError(400, f"limit must be at most {MAX_PAGE_LIMIT}", "InvalidRequestError")
         if body.limit <= 0:
             return _raw_json(b"[]")
         rollouts = await store.dequeue_many_rollouts(limit=body.limit, worker_id=body.worker_id)
         return _json(list(rollouts))
 
     async def start_rollout(request: Request) -> Response:
-        body = await _body_model(request, RolloutRequest)
+        body = await _body_model(request, RolloutRequest, max_request_bytes)
         rollout = await store.start_rollout(
             input=body.input,
             mode=body.mode,
@@ -352,14 +376,14 @@ def rest_routes(store: LightningStore) -> list[BaseRoute]:
 
     async def search_rollouts(request: Request) -> Response:
         return await _query_rollouts(
-            await _body_model(request, QueryRolloutsRequest, optional=True)
+            await _body_model(request, QueryRolloutsRequest, max_request_bytes, optional=True)
         )
 
     async def get_rollout(request: Request) -> Response:
         return _json(await store.get_rollout_by_id(request.path_params["rollout_id"]))
 
     async def update_rollout(request: Request) -> Response:
-        body = await _body_model(request, UpdateRolloutRequest, optional=True)
+        body = await _body_model(request, UpdateRolloutRequest, max_request_bytes, optional=True)
         rollout = await store.update_rollout(
             request.path_params["rollout_id"],
             input=_optional_or_unset(body, "input"),
@@ -372,7 +396,7 @@ def rest_routes(store: LightningStore) -> list[BaseRoute]:
         return _json(rollout)
 
     async def start_attempt(request: Request) -> Response:
-        body = await _body_model(request, StartAttemptRequest, optional=True)
+        body = await _body_model(request, StartAttemptRequest, max_request_bytes, optional=True)
         attempted = await store.start_attempt(
             request.path_params["rollout_id"], worker_id=body.worker_id
         )
@@ -387,14 +411,14 @@ def rest_routes(store: LightningStore) -> list[BaseRoute]:
         return await _query_attempts(request, _query_model(request, QueryAttemptsRequest))
 
     async def search_attempts(request: Request) -> Response:
-        q = await _body_model(request, QueryAttemptsRequest, optional=True)
+        q = await _body_model(request, QueryAttemptsRequest, max_request_bytes, optional=True)
         return await _query_attempts(request, q)
 
     async def latest_attempt(request: Request) -> Response:
         return _json(await store.get_latest_attempt(request.path_params["rollout_id"]))
 
     async def update_attempt(request: Request) -> Response:
-        body = await _body_model(request, UpdateAttemptRequest, optional=True)
+        body = await _body_model(request, UpdateAttemptRequest, max_request_bytes, optional=True)
         attempt = await store.update_attempt(
             request.path_params["rollout_id"],
             request.path_params["attempt_id"],
@@ -419,13 +443,15 @@ def rest_routes(store: LightningStore) -> list[BaseRoute]:
         return await _query_workers(_query_model(request, QueryWorkersRequest))
 
     async def search_workers(request: Request) -> Response:
-        return await _query_workers(await _body_model(request, QueryWorkersRequest, optional=True))
+        return await _query_workers(
+            await _body_model(request, QueryWorkersRequest, max_request_bytes, optional=True)
+        )
 
     async def get_worker(request: Request) -> Response:
         return _json(await store.get_worker_by_id(request.path_params["worker_id"]))
 
     async def update_worker(request: Request) -> Response:
-        body = await _body_model(request, UpdateWorkerRequest, optional=True)
+        body = await _body_model(request, UpdateWorkerRequest, max_request_bytes, optional=True)
         worker = await store.update_worker(
             request.path_params["worker_id"],
             heartbeat_stats=_required_or_unset(body, "heartbeat_stats"),
@@ -444,7 +470,7 @@ def rest_routes(store: LightningStore) -> list[BaseRoute]:
         return _json(result)
 
     async def _resources_body(request: Request) -> Any:
-        data = await _body(request)
+        data = await _body(request, max_request_bytes)
         try:
             return _RESOURCES.validate_python(data)
         except ValidationError as exc:
@@ -464,7 +490,7 @@ def rest_routes(store: LightningStore) -> list[BaseRoute]:
         return _json(await store.update_resources(request.path_params["resources_id"], resources))
 
     async def add_span(request: Request) -> Response:
-        span = _validate(Span, await _body(request))
+        span = _validate(Span, await _body(request, max_request_bytes))
         return _json(await store.add_span(span), 201)
 
     async def _query_spans(q: QuerySpansRequest) -> Response:
@@ -489,15 +515,15 @@ def rest_routes(store: LightningStore) -> list[BaseRoute]:
         return await _query_spans(_query_model(request, QuerySpansRequest))
 
     async def search_spans(request: Request) -> Response:
-        return await _query_spans(await _body_model(request, QuerySpansRequest))
+        return await _query_spans(await _body_model(request, QuerySpansRequest, max_request_bytes))
 
     async def next_sequence_id(request: Request) -> Response:
-        body = await _body_model(request, NextSequenceIdRequest)
+        body = await _body_model(request, NextSequenceIdRequest, max_request_bytes)
         seq = await store.get_next_span_sequence_id(body.rollout_id, body.attempt_id)
         return _json({"sequence_id": seq})
 
     async def wait_rollouts(request: Request) -> Response:
-        body = await _body_model(request, WaitRequest)
+        body = await _body_model(request, WaitRequest, max_request_bytes)
         if body.timeout is not None and body.timeout < 0:
             raise HttpError(400, f"timeout must be >= 0 or null, got {body.timeout}", "BadTimeout")
         return _json(

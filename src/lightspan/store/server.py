@@ -19,15 +19,18 @@ import gc
 import logging
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import Route
 
 from .auth import BearerAuthMiddleware, resolve_token
 from .base import LightningStore
 from .grpc_intake import create_grpc_server
+from .metrics import StoreMetrics
 from .otlp_http import DEFAULT_MAX_REQUEST_BYTES, otlp_http_routes
 from .rest import API_PREFIX, rest_routes
 
@@ -44,14 +47,22 @@ def create_app(
     *,
     token: str | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    metrics: StoreMetrics | None = None,
 ) -> Starlette:
-    """The ASGI app: REST API, OTLP/HTTP intake, optional bearer-token check.
+    """The ASGI app: REST API, OTLP/HTTP intake, ``/metrics``, optional bearer-token check.
 
     The store's lifecycle (start/close) belongs to the caller (see :class:`StoreServer`).
     """
-    middleware = [Middleware(BearerAuthMiddleware, token=token)] if token else []
+    metrics = metrics or StoreMetrics(store)
+    middleware = [Middleware(metrics.middleware)]
+    if token:
+        middleware.append(Middleware(BearerAuthMiddleware, token=token))
     return Starlette(
-        routes=[*rest_routes(store), *otlp_http_routes(store, max_request_bytes)],
+        routes=[
+            *rest_routes(store, max_request_bytes),
+            *otlp_http_routes(store, max_request_bytes, metrics),
+            Route("/metrics", metrics.endpoint, methods=["GET"]),
+        ],
         middleware=middleware,
     )
 
@@ -123,7 +134,18 @@ class StoreServer:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         graceful_timeout: float = 10.0,
         access_log: bool = False,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
+        self.tls: tuple[bytes, bytes] | None = None
+        if tls_cert is not None and tls_key is not None:
+            # Read now: a missing or unreadable file is an error before anything listens.
+            try:
+                self.tls = (Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())
+            except OSError as exc:
+                raise OSError(f"cannot read the TLS certificate or key: {exc}") from exc
         self.store = store
         self.host = host
         self.port = port
@@ -131,7 +153,10 @@ class StoreServer:
         self.token = resolve_token(token)
         self.max_request_bytes = max_request_bytes
         self.graceful_timeout = graceful_timeout
-        self.app = create_app(store, token=self.token, max_request_bytes=max_request_bytes)
+        self.metrics = StoreMetrics(store)
+        self.app = create_app(
+            store, token=self.token, max_request_bytes=max_request_bytes, metrics=self.metrics
+        )
         config = uvicorn.Config(
             self.app,
             host=host,
@@ -142,6 +167,8 @@ class StoreServer:
             timeout_graceful_shutdown=graceful_timeout,
             # One batch of 512 spans is ~250 kB; keep-alive connections from exporters are reused.
             timeout_keep_alive=30,
+            ssl_certfile=tls_cert,
+            ssl_keyfile=tls_key,
         )
         self._http = _Uvicorn(config)
         self._grpc: Any = None
@@ -150,7 +177,8 @@ class StoreServer:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     async def start(self) -> None:
         """Open the store, then listen on both ports; returns once both accept connections."""
@@ -162,7 +190,8 @@ class StoreServer:
                 await self._grpc.stop(None)
             await self.store.close()
             raise
-        grpc_note = f", OTLP/gRPC on {self.host}:{self.grpc_port}" if self._grpc else ""
+        tls = " (TLS)" if self.tls else ""
+        grpc_note = f", OTLP/gRPC on {self.host}:{self.grpc_port}{tls}" if self._grpc else ""
         auth_note = " (bearer token required)" if self.token else ""
         logger.warning(
             "lightspan store serving REST %s%s and OTLP/HTTP %s/v1/traces%s%s",
@@ -186,6 +215,8 @@ class StoreServer:
                 f"{self.host}:{self.grpc_port}",
                 token=self.token,
                 max_request_bytes=self.max_request_bytes,
+                tls=self.tls,
+                metrics=self.metrics,
             )
             await self._grpc.start()
         self._http_task = asyncio.create_task(self._serve_http(), name="lightspan-store-http")

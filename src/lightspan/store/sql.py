@@ -64,6 +64,7 @@ class Dialect:
     next_queue_seq: str  # SQL expression
     next_write_seq: str  # SQL expression
     no_limit: str  # LIMIT value meaning "all" (needed when there is an OFFSET)
+    config_number: str  # SQL of a number in ls_rollouts.doc's config ({key}), NULL when unset
 
 
 @dataclass(frozen=True)
@@ -339,6 +340,23 @@ class SqlTx:
             f"SELECT doc FROM ls_rollouts WHERE {cond} ORDER BY ins_seq", params
         )
         return [Rollout.model_validate_json(doc) for (doc,) in rows]
+
+    async def health_due(self, statuses: list[str], now: float) -> list[str]:
+        """One query, evaluated by the database (no Python work per idle rollout)."""
+        cond, params = self._in("r.status", statuses)
+        timeout = self.d.config_number.format(key="timeout_seconds")
+        unresponsive = self.d.config_number.format(key="unresponsive_seconds")
+        rows = await self.c.fetchall(
+            "SELECT r.rollout_id FROM ls_rollouts r JOIN ls_attempts a "
+            "ON a.rollout_id = r.rollout_id AND a.sequence_id = "
+            "(SELECT MAX(b.sequence_id) FROM ls_attempts b WHERE b.rollout_id = r.rollout_id) "
+            f"WHERE {cond} AND (({timeout} IS NOT NULL AND ? - a.start_time > {timeout}) OR "
+            f"({unresponsive} IS NOT NULL AND "
+            f"? - COALESCE(a.last_heartbeat_time, a.start_time) > {unresponsive})) "
+            "ORDER BY r.rollout_id",
+            [*params, now, now],
+        )
+        return [r for (r,) in rows]
 
     async def query_rollouts(self, q: Query) -> tuple[list[Rollout], int]:
         docs, total = await self._query_docs(ROLLOUTS, q)

@@ -29,7 +29,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .core import CoreStore
+from .core import DEFAULT_AUTO_ROLLOUT_TIMEOUT, CoreStore
 from .span_chunks import SpanKeyCache
 from .sql import Dialect, SqlTx, schema
 
@@ -49,6 +49,7 @@ SQLITE = Dialect(
     next_queue_seq="(SELECT COALESCE(MAX(queue_seq), 0) + 1 FROM ls_rollouts)",
     next_write_seq="(SELECT COALESCE(MAX(write_seq), 0) + 1 FROM ls_resources)",
     no_limit="-1",
+    config_number="json_extract(r.doc, '$.config.{key}')",
 )
 
 
@@ -86,11 +87,13 @@ class SqliteLightningStore(CoreStore):
         busy_timeout: float = 30.0,
         scan_interval: float = 5.0,
         auto_register_rollouts: bool = True,
+        auto_rollout_timeout: float | None = DEFAULT_AUTO_ROLLOUT_TIMEOUT,
         wait_poll_interval: float = 0.2,
     ) -> None:
         super().__init__(
             scan_interval=scan_interval,
             auto_register_rollouts=auto_register_rollouts,
+            auto_rollout_timeout=auto_rollout_timeout,
             wait_poll_interval=wait_poll_interval,
         )
         self.group_commit = True
@@ -105,6 +108,8 @@ class SqliteLightningStore(CoreStore):
         self._lock = asyncio.Lock()
         self._open_lock = asyncio.Lock()
         self._span_keys = SpanKeyCache()
+        self._scan_conn: tuple[_SqliteConn, sqlite3.Connection, ThreadPoolExecutor] | None = None
+        self._scan_lock = asyncio.Lock()
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,7 +154,39 @@ class SqliteLightningStore(CoreStore):
         async with self._tx(write=True) as tx:
             await tx.migrate_legacy_spans()
 
+    @asynccontextmanager
+    async def _scan_tx(self) -> AsyncIterator[SqlTx]:
+        """A read transaction on a second connection with its own thread: the health scan's
+        query runs beside ingestion, not behind the store's lock (in WAL mode a reader and the
+        writer never wait on each other)."""
+        if self._conn is None:
+            await self._open()
+        async with self._scan_lock:
+            if self._scan_conn is None:
+                executor = ThreadPoolExecutor(1, thread_name_prefix="lightspan-sqlite-scan")
+                raw = await asyncio.get_running_loop().run_in_executor(
+                    executor,
+                    lambda: sqlite3.connect(
+                        str(self.path),
+                        timeout=self._busy_timeout,
+                        isolation_level=None,
+                        check_same_thread=False,
+                    ),
+                )
+                self._scan_conn = (_SqliteConn(raw, executor), raw, executor)
+            conn = self._scan_conn[0]
+            await conn.execute("BEGIN")
+            try:
+                yield SqlTx(conn, SQLITE, SpanKeyCache())
+            finally:
+                await conn.execute("COMMIT")
+
     async def _close_backend(self) -> None:
+        async with self._scan_lock:
+            scan, self._scan_conn = self._scan_conn, None
+            if scan is not None:
+                await scan[0].run(scan[1].close)
+                scan[2].shutdown(wait=True)
         async with self._lock:
             conn, raw, executor = self._conn, self._raw, self._executor
             self._conn = self._raw = self._executor = None
