@@ -62,11 +62,18 @@ def _handler(state: ArithLLM) -> type[BaseHTTPRequestHandler]:
                 "object": "chat.completion",
                 "created": 0,
                 "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": finish,
-                             "message": {"role": "assistant", "content": " ".join(words)}}],
-                "usage": {"prompt_tokens": len(prompt.split()),
-                          "completion_tokens": len(words),
-                          "total_tokens": len(prompt.split()) + len(words)},
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": finish,
+                        "message": {"role": "assistant", "content": " ".join(words)},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": len(prompt.split()),
+                    "completion_tokens": len(words),
+                    "total_tokens": len(prompt.split()) + len(words),
+                },
             }
             data = json.dumps(resp).encode()
             self.send_response(200)
@@ -95,16 +102,27 @@ def arith_llm() -> Iterator[ArithLLM]:
 PRICES = {"big": {"input": 1.0, "output": 10.0}, "small": {"input": 0.1, "output": 1.0}}
 
 
-def write_workflow(tmp: Path, base_url: str, *, model: str = "big", max_tokens: int = 64,
-                   template: str = "Compute {question}.") -> Path:
+def write_workflow(
+    tmp: Path,
+    base_url: str,
+    *,
+    model: str = "big",
+    max_tokens: int = 64,
+    template: str = "Compute {question}.",
+) -> Path:
     wf = {
         "workflow": "arith",
         "evaluator": "tests.trainer.helpers:contains_expected",
         "resources": {
             "id": "arith-v0",
             "prompts": {"solve": {"template": template}},
-            "llms": {"default": {"endpoint": base_url, "model": model,
-                                 "sampling_parameters": {"max_tokens": max_tokens}}},
+            "llms": {
+                "default": {
+                    "endpoint": base_url,
+                    "model": model,
+                    "sampling_parameters": {"max_tokens": max_tokens},
+                }
+            },
         },
         "steps": [{"llm": {"name": "solve", "prompt": "solve"}}],
     }
@@ -117,9 +135,17 @@ def write_workflow(tmp: Path, base_url: str, *, model: str = "big", max_tokens: 
 
 def write_tasks(tmp: Path, n: int = 24) -> Path:
     p = tmp / "tasks.jsonl"
-    p.write_text("".join(
-        json.dumps({"id": f"t{i}", "input": {"question": f"{i} + {i + i % 2}"},
-                    "expected": str(2 * i + i % 2)}) + "\n"
-        for i in range(n)
-    ))
+    p.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"t{i}",
+                    "input": {"question": f"{i} + {i + i % 2}"},
+                    "expected": str(2 * i + i % 2),
+                }
+            )
+            + "\n"
+            for i in range(n)
+        )
+    )
     return p

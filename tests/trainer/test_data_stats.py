@@ -35,8 +35,10 @@ def test_load_and_split_is_seeded_disjoint_and_complete(tmp_path):
         ([{"id": 1, "input": "x"}], "unlabeled"),
         ([{"id": 1, "expected": "x"}], "missing 'input'"),
         (["{not json"], ":1: not valid JSON"),
-        ([{"id": 1, "input": 1, "expected": 1}, {"id": 1, "input": 2, "expected": 2}],
-         "duplicate task id"),
+        (
+            [{"id": 1, "input": 1, "expected": 1}, {"id": 1, "input": 2, "expected": 2}],
+            "duplicate task id",
+        ),
     ],
 )
 def test_bad_task_files_name_the_problem(tmp_path, rows, message):

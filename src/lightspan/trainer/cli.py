@@ -66,6 +66,11 @@ def _parse_since(value: str | None) -> float | None:
         ) from None
 
 
+def _err(message: object) -> None:
+    """Errors go to stderr unwrapped (rich would wrap long paths)."""
+    print(f"error: {message}", file=sys.stderr)
+
+
 # -- profile -----------------------------------------------------------------------------------
 
 
@@ -220,12 +225,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if algorithm == "verl":
         from lightspan.trainer.verl import verl_unavailable
 
-        console.print(f"error: {verl_unavailable()}")
+        _err(verl_unavailable())
         return 2
     try:
         tasks = load_tasks(args.tasks)
     except TaskFileError as e:
-        console.print(f"error: {e}")
+        _err(e)
         return 2
     catalog, prices = _catalog(args.catalog, cfg)
     wf = load_workflow(args.workflow, prices=cfg.llm.prices)
@@ -297,7 +302,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         report = asyncio.run(main())
     except EvaluationError as e:
-        console.print(f"error: {e}")
+        _err(e)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted: see the partial report; nothing was published")
@@ -336,7 +341,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     try:
         tasks = load_tasks(args.tasks)
     except TaskFileError as e:
-        console.print(f"error: {e}")
+        _err(e)
         return 2
     _, prices = _catalog(None, cfg)
     wf = load_workflow(args.workflow, prices=cfg.llm.prices)
@@ -371,7 +376,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     try:
         out = asyncio.run(main())
     except EvaluationError as e:
-        console.print(f"error: {e}")
+        _err(e)
         return 2
     Path(args.out).write_text(json.dumps(out, indent=2, default=str))
     console.print(
