@@ -18,7 +18,6 @@ from typing import Any
 from lightspan.engine import (
     BaseListener,
     LLMCallInfo,
-    LLMTask,
     PriceTable,
     ResourceSet,
     StaticResources,
@@ -28,7 +27,7 @@ from lightspan.engine import (
     remove_listener,
 )
 from lightspan.trainer.data import Task
-from lightspan.trainer.resmap import ResourcesMap, candidate_id, digest, resolve
+from lightspan.trainer.resmap import ResourcesMap, candidate_id, digest
 
 Progress = Callable[[int], None]
 """Called with the number of runs just finished (for progress bars)."""
@@ -163,21 +162,11 @@ class _CallCollector(BaseListener):
         )
 
 
-def bind_step_resources(workflow: Workflow, resources: Mapping[str, Any]) -> None:
-    """Point each LLM task at its ``<name>@<step>`` resources when the map has them."""
-    for s in workflow.steps():
-        if isinstance(s, LLMTask):
-            s.prompt = resolve(resources, s.prompt, s.name)
-            s.llm = resolve(resources, s.llm, s.name)
-            if s.system:
-                s.system = resolve(resources, s.system, s.name)
-
-
 class InProcessEvaluator(Evaluator):
     """Runs the workflow file in this process, ``concurrency`` runs at a time.
 
-    A fresh workflow object is loaded per resource set, so per-step bindings never leak
-    between candidates that are evaluated concurrently.
+    The engine resolves per-step keys (``<name>@<step>``) itself; a fresh workflow object per
+    resource set keeps concurrent candidates apart.
     """
 
     _keys = itertools.count()
@@ -211,7 +200,6 @@ class InProcessEvaluator(Evaluator):
         wf = self.load()
         rid = candidate_id(wf.name, resources)
         wf.resources = StaticResources(ResourceSet.from_dict(rid, resources))
-        bind_step_resources(wf, resources)
         collector = _CallCollector()
         sem = asyncio.Semaphore(self.concurrency)
 

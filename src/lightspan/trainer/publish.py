@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from lightspan.trainer.resmap import ResourcesMap
+from lightspan.trainer.sidestate import to_store
 
 
 class PublishError(RuntimeError):
@@ -53,7 +54,7 @@ async def publish(store: Any, workflow: str, resources: ResourcesMap) -> str:
         raise PublishError("refusing to publish an empty resource set")
     rows = await history(store, workflow)
     rid = f"{workflow}:v{(rows[-1]['version'] if rows else 0) + 1}"
-    await store.update_resources(rid, resources)
+    await store.update_resources(rid, to_store(resources))
     return rid
 
 

@@ -66,8 +66,12 @@ def digest(resources: Mapping[str, Any]) -> str:
 
 
 def candidate_id(workflow: str, resources: Mapping[str, Any]) -> str:
-    """Resource id of a candidate, namespaced by workflow (never collides across runs)."""
-    return f"{workflow}:cand-{digest(resources)}"
+    """Resource id of a candidate (a content hash: never collides across runs).
+
+    Deliberately *not* ``<workflow>:...``: runners and production processes adopt the newest
+    ``<workflow>:*`` set as the workflow's latest, and a candidate must never become that.
+    Candidate rollouts name their resources id explicitly, which always wins."""
+    return f"trainer.{workflow}.cand-{digest(resources)}"
 
 
 def placeholders(template: str) -> set[str]:

@@ -1,6 +1,6 @@
 """``lightspan train schedule``: train a workflow at ``optimization.training_interval``.
 
-State lives in the store (``<workflow>:trainer-state``: last run, lease owner and expiry), so
+State lives in the store (``trainer.<workflow>.state``: last run, lease owner and expiry), so
 any number of schedulers on any machines can run and only one trains a workflow at a time:
 a scheduler takes the lease, waits a moment and reads it back; if another took it since, it
 backs off. ``--once`` runs if due and exits (for cron).
@@ -22,7 +22,7 @@ LEASE_S = 6 * 3600.0
 
 
 def state_id(workflow: str) -> str:
-    return f"{workflow}:trainer-state"
+    return f"trainer.{workflow}.state"  # not "<workflow>:*": never a workflow's latest set
 
 
 async def try_acquire(

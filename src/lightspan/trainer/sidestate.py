@@ -19,11 +19,20 @@ def _as_map(update: Any) -> dict[str, Any]:
     }
 
 
+def to_store(resources: dict[str, Any]) -> dict[str, Any]:
+    """A resources map as the store's models (what its clients serialize without warnings)."""
+    from pydantic import TypeAdapter
+
+    from lightspan.store.models import NamedResources
+
+    return TypeAdapter(NamedResources).validate_python(resources)
+
+
 async def write_aside(store: Any, resources_id: str, resources: dict[str, Any]) -> None:
     before = await store.get_latest_resources()
-    await store.update_resources(resources_id, resources)
+    await store.update_resources(resources_id, to_store(resources))
     if before is not None and before.resources_id != resources_id:
-        await store.update_resources(before.resources_id, _as_map(before))
+        await store.update_resources(before.resources_id, before.resources)
 
 
 async def read_json(store: Any, resources_id: str) -> dict[str, Any] | None:

@@ -71,8 +71,8 @@ def run_from_spans(spans: Iterable[Any], task_id: str | None = None) -> RunTrace
         if s.name != LLM_SPAN:
             continue
         a = s.attributes
-        step = "?"
-        p = by_id.get(s.parent_id) if s.parent_id else None
+        step = str(a.get("lightspan.step.name", "?"))
+        p = by_id.get(s.parent_id) if s.parent_id and step == "?" else None
         while p is not None:
             if "lightspan.step.name" in p.attributes:
                 step = str(p.attributes["lightspan.step.name"])
