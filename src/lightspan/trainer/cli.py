@@ -299,9 +299,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     if optimizer is not None:
                         await optimizer.aclose()
 
+    from lightspan.trainer.optimizer_llm import OptimizerUnavailable
+
     try:
         report = asyncio.run(main())
-    except EvaluationError as e:
+    except (EvaluationError, OptimizerUnavailable) as e:
         _err(e)
         return 2
     except KeyboardInterrupt:
