@@ -34,13 +34,23 @@ async def test_apo_keeps_placeholders_and_uses_the_cost_term(arith_llm, tmp_path
     split = split_tasks(load_tasks(write_tasks(tmp_path, 20)), seed=0)
     ev = InProcessEvaluator(path, prices=PRICES)
     base = (await ev.load().resources.get_resources()).to_dict()
-    opt = ScriptedOptimizer([
-        "Compute the sum.",                                   # drops {question}
-        "```\nCompute {question} for {user}.\n```",           # adds {user}
-        "<<<Compute {question}. Reply briefly.>>>",           # good
-    ])
-    apo = APOSearch(ev, opt, beam_width=2, branch_factor=3, beam_rounds=1,
-                    gradient_batch_size=2, val_batch_size=4, cost_lambda=lam)
+    opt = ScriptedOptimizer(
+        [
+            "Compute the sum.",  # drops {question}
+            "```\nCompute {question} for {user}.\n```",  # adds {user}
+            "<<<Compute {question}. Reply briefly.>>>",  # good
+        ]
+    )
+    apo = APOSearch(
+        ev,
+        opt,
+        beam_width=2,
+        branch_factor=3,
+        beam_rounds=1,
+        gradient_batch_size=2,
+        val_batch_size=4,
+        cost_lambda=lam,
+    )
     out = await apo.run(base, split.train, split.val)
     assert apo.rejected_edits == 2
     assert any("drops placeholder(s) ['question']" in n for n in out.notes)

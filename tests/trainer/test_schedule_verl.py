@@ -35,8 +35,19 @@ async def test_two_schedulers_never_train_one_workflow_at_once():
 def test_schedule_refuses_when_optimization_is_disabled(tmp_path, capsys, fake_llm):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"agentLightning": {"optimization": {"enabled": False}}}))
-    rc = main(["train", "schedule", "--workflow", str(write_workflow(tmp_path, fake_llm.base_url)),
-               "--tasks", str(write_tasks(tmp_path)), "--once", "--config", str(cfg)])
+    rc = main(
+        [
+            "train",
+            "schedule",
+            "--workflow",
+            str(write_workflow(tmp_path, fake_llm.base_url)),
+            "--tasks",
+            str(write_tasks(tmp_path)),
+            "--once",
+            "--config",
+            str(cfg),
+        ]
+    )
     assert rc == 1 and "optimization.enabled is false" in capsys.readouterr().out
 
 
@@ -44,7 +55,18 @@ def test_verl_names_what_is_missing(capsys, tmp_path, fake_llm):
     msg = verl_unavailable()
     assert msg is not None and "CUDA GPU" in msg and "agentlightning[verl]" in msg
     assert main(["train", "verl"]) == 2
-    rc = main(["train", "run", "--workflow", str(write_workflow(tmp_path, fake_llm.base_url)),
-               "--tasks", str(write_tasks(tmp_path)), "--algorithm", "verl", "--out",
-               str(tmp_path / "o")])
+    rc = main(
+        [
+            "train",
+            "run",
+            "--workflow",
+            str(write_workflow(tmp_path, fake_llm.base_url)),
+            "--tasks",
+            str(write_tasks(tmp_path)),
+            "--algorithm",
+            "verl",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 2 and "missing" in capsys.readouterr().err

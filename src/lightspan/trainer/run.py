@@ -59,18 +59,31 @@ class Budgeted(Evaluator):
 
 
 def _decide(
-    base: list[Result], opt: list[Result], delta: float, seed: int
+    base: list[Result], opt: list[Result], options: TrainOptions
 ) -> tuple[bool, str, float]:
-    lb = paired_bootstrap_lower([r.reward for r in opt], [r.reward for r in base], seed=seed)
+    """Did the winner hold on test? Its reward lower bound must be >= -delta, and it must be
+    cheaper (equal cost: faster at p50); for apo/both a higher ``reward - lambda*cost`` also
+    counts."""
+    delta = options.delta
+    lb = paired_bootstrap_lower(
+        [r.reward for r in opt], [r.reward for r in base], seed=options.seed
+    )
     b, o = summarize(base), summarize(opt)
-    cheaper = (o["cost_per_run"], o["latency_p50_s"]) < (b["cost_per_run"], b["latency_p50_s"])
     if all(not r.ok for r in opt):
         return False, "every run of the winner failed on test", lb
     if lb < -delta:
         return False, f"reward lower bound {lb:.3f} on test is below -{delta}", lb
-    if not cheaper and o["reward_mean"] <= b["reward_mean"]:
-        return False, "no cheaper, faster or better on test", lb
-    return True, f"held on test (reward lower bound {lb:.3f} >= -{delta})", lb
+    same_cost = abs(o["cost_per_run"] - b["cost_per_run"]) <= 1e-12
+    saves = o["cost_per_run"] < b["cost_per_run"] and not same_cost
+    faster = same_cost and o["latency_p50_s"] < b["latency_p50_s"]
+    lam = options.cost_lambda
+    better = options.algorithm in ("apo", "both") and (
+        o["reward_mean"] - lam * o["cost_per_run"] > b["reward_mean"] - lam * b["cost_per_run"]
+    )
+    if not (saves or faster or better):
+        return False, "on test it is neither cheaper nor faster (nor better, for apo)", lb
+    why = "cheaper" if saves else "faster" if faster else "better"
+    return True, f"held on test: {why}, reward lower bound {lb:.3f} >= -{delta}", lb
 
 
 async def train(
@@ -202,7 +215,7 @@ async def train(
                 report["decision"] = "no change beat the baseline; baseline kept"
                 held = False
             else:
-                held, why, lb = _decide(base_test, opt_test, options.delta, options.seed)
+                held, why, lb = _decide(base_test, opt_test, options)
                 report["decision"] = why
                 report["test_reward_lower_bound"] = lb
             report["held_on_test"] = held
