@@ -185,3 +185,21 @@ async def test_budget_too_small_decides_nothing(arith_llm, tmp_path):
     rep, published = await _train(ev, tmp_path, arith_llm.base_url, max_rollouts=20)
     assert rep["status"] == "budget_exhausted" and not published
     assert any("budget" in n for n in rep["notes"])
+
+
+def test_both_runs_apo_then_cost_and_counts_optimizer_spend(arith_llm, tmp_path):
+    # The fake answers the critic and editor with arithmetic chatter: every edit drops the
+    # placeholder and is rejected before any rollout; the cost search still finds its saving.
+    wf = write_workflow(tmp_path, arith_llm.base_url)
+    out = tmp_path / "out"
+    rc = main(["train", "run", "--workflow", str(wf), "--tasks", str(write_tasks(tmp_path, 24)),
+               "--algorithm", "both", "--in-process", "--out", str(out), "--config",
+               str(_config(tmp_path)), "--optimizer-endpoint", arith_llm.base_url,
+               "--optimizer-model", "big", "--beam-rounds", "1", "--branch-factor", "2",
+               "--beam-width", "1"])
+    rep = json.loads((out / "report.json").read_text())
+    assert rc == 0 and rep["status"] == "completed"
+    assert rep["trainer_spend"]["optimizer_calls"] == 1 + 2 * 2  # check + 2 x (critic, editor)
+    assert sum("rejected edit of solve" in n for n in rep["notes"]) == 2
+    assert rep["held_on_test"] and "briefly" in rep["resources"]["solve@solve"]["template"]
+    assert [r["round"] for r in rep["best_per_round"]] == [0, 1, 2, 3]
