@@ -192,11 +192,33 @@ def test_both_runs_apo_then_cost_and_counts_optimizer_spend(arith_llm, tmp_path)
     # placeholder and is rejected before any rollout; the cost search still finds its saving.
     wf = write_workflow(tmp_path, arith_llm.base_url)
     out = tmp_path / "out"
-    rc = main(["train", "run", "--workflow", str(wf), "--tasks", str(write_tasks(tmp_path, 24)),
-               "--algorithm", "both", "--in-process", "--out", str(out), "--config",
-               str(_config(tmp_path)), "--optimizer-endpoint", arith_llm.base_url,
-               "--optimizer-model", "big", "--beam-rounds", "1", "--branch-factor", "2",
-               "--beam-width", "1"])
+    rc = main(
+        [
+            "train",
+            "run",
+            "--workflow",
+            str(wf),
+            "--tasks",
+            str(write_tasks(tmp_path, 24)),
+            "--algorithm",
+            "both",
+            "--in-process",
+            "--out",
+            str(out),
+            "--config",
+            str(_config(tmp_path)),
+            "--optimizer-endpoint",
+            arith_llm.base_url,
+            "--optimizer-model",
+            "big",
+            "--beam-rounds",
+            "1",
+            "--branch-factor",
+            "2",
+            "--beam-width",
+            "1",
+        ]
+    )
     rep = json.loads((out / "report.json").read_text())
     assert rc == 0 and rep["status"] == "completed"
     assert rep["trainer_spend"]["optimizer_calls"] == 1 + 2 * 2  # check + 2 x (critic, editor)
