@@ -12,7 +12,7 @@ import sys
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from agentlightning.adapter import TraceToMessages, TracerTraceToTriplet
+from agentlightning.adapter import TracerTraceToTriplet, TraceToMessages
 from agentlightning.emitter.reward import find_final_reward
 from agentlightning.store.client_server import LightningStoreClient
 
