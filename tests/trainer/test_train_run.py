@@ -225,3 +225,28 @@ def test_both_runs_apo_then_cost_and_counts_optimizer_spend(arith_llm, tmp_path)
     assert sum("rejected edit of solve" in n for n in rep["notes"]) == 2
     assert rep["held_on_test"] and "briefly" in rep["resources"]["solve@solve"]["template"]
     assert [r["round"] for r in rep["best_per_round"]] == [0, 1, 2, 3]
+
+
+def test_ctrl_c_on_the_command_stops_cleanly(arith_llm, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    wf = write_workflow(tmp_path, arith_llm.base_url)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lightspan", "train", "run", "--workflow", str(wf), "--tasks",
+         str(write_tasks(tmp_path, 400)), "--algorithm", "cost", "--store", "in_memory",
+         "--runners", "1", "--out", str(out), "--publish", "--config", str(_config(tmp_path))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 60
+    while len(arith_llm.requests) < 20 and time.time() < deadline:  # rollouts are running
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status"] == "interrupted" and rep["published"] is None
+    assert "nothing was published" in err

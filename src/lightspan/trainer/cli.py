@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -191,6 +192,23 @@ async def _evaluator(args: argparse.Namespace, prices: dict[str, tuple[float, fl
         yield ev, None
 
 
+def _on_ctrl_c(ev: Any) -> None:
+    """Ctrl-C: flag the evaluator (no new rollouts) and cancel the main task, which writes
+    a partial report; nothing is published after the flag is set."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+
+    def handler() -> None:
+        ev.interrupted = True
+        if main_task is not None:
+            main_task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGINT, handler)
+
+
 def _load_resources_file(path: str) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text())
@@ -262,6 +280,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> dict[str, Any]:
         async with _evaluator(args, prices, cfg) as (ev, store):
+            _on_ctrl_c(ev)
             if optimizer is not None:
                 optimizer.spend = ev.spend
                 await optimizer.check()
@@ -306,8 +325,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except (EvaluationError, OptimizerUnavailable) as e:
         _err(e)
         return 2
-    except KeyboardInterrupt:
-        console.print("interrupted: see the partial report; nothing was published")
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        _err("interrupted: see the partial report; nothing was published")
         return 130
     b, o = report.get("baseline") or {}, report.get("optimized") or {}
     console.print(f"status: {report['status']}; decision: {report.get('decision')}")
@@ -325,6 +344,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         + (f"; published {report['published']}" if report.get("published") else "")
     )
     if report["status"] == "interrupted":
+        _err("interrupted: partial report written; nothing was published")
         return 130
     return 0 if report["status"] == "completed" else 1
 

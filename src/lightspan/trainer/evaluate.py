@@ -108,11 +108,19 @@ class Evaluator:
         self.workflow_name = workflow_name
         self.spend = Spend()
         self._cache: dict[tuple[str, str], Result] = {}
+        self.interrupted = False
+        """Set by a Ctrl-C handler: no new work starts (cancellation alone can be swallowed
+        by a library racing a timeout; this flag cannot)."""
+
+    def check_interrupted(self) -> None:
+        if self.interrupted:
+            raise asyncio.CancelledError("interrupted")
 
     async def evaluate(
         self, resources: ResourcesMap, tasks: list[Task], *, progress: Progress | None = None
     ) -> list[Result]:
         """Results in task order; cached (resource set, task) pairs are not run again."""
+        self.check_interrupted()
         key = digest(resources)
         todo = [t for t in tasks if (key, t.id) not in self._cache]
         if progress is not None and len(todo) < len(tasks):
@@ -206,6 +214,7 @@ class InProcessEvaluator(Evaluator):
         async def one(task: Task) -> Result:
             key = f"k{next(self._keys)}"
             async with sem:
+                self.check_interrupted()
                 r = await wf.run(
                     task.input,
                     expected=task.expected,

@@ -191,6 +191,9 @@ async def train(
         report["notes"].append(f"{type(e).__name__}: {e}")
         report["error"] = f"{type(e).__name__}: {e}"
 
+    if status == "completed" and evaluator.interrupted:
+        status = "interrupted"
+        report["notes"].append("interrupted (Ctrl-C): partial report, nothing published")
     report["notes"].extend(outcome.notes)
     report["candidates"] = [c.as_dict() for c in candidates]
     report["best_per_round"] = outcome.best_per_round
@@ -220,7 +223,7 @@ async def train(
                 report["test_reward_lower_bound"] = lb
             report["held_on_test"] = held
             report["resources"] = outcome.best if held else baseline
-            if held and publish is not None:
+            if held and publish is not None and not evaluator.interrupted:
                 report["published"] = await publish(outcome.best)
         except (KeyboardInterrupt, asyncio.CancelledError):
             status = "interrupted"

@@ -121,6 +121,7 @@ class StoreEvaluator(Evaluator):
         last_progress = time.monotonic()
         try:
             while pending:
+                self.check_interrupted()
                 done = await self.store.wait_for_rollouts(
                     rollout_ids=sorted(pending), timeout=self.poll_interval
                 )
