@@ -80,3 +80,28 @@ async def test_publish_history_rollback(tmp_path):
         assert await history(store, "other") == []
     finally:
         await store.close()
+
+
+async def test_labeled_production_runs_become_tasks(arith_llm, tmp_path):
+    from lightspan.engine import load_workflow
+    from lightspan.runner.spans import SpanSink, runner_tracing
+    from lightspan.trainer.spans import tasks_from_store
+
+    store = await open_store("memory")
+    wf = load_workflow(write_workflow(tmp_path, arith_llm.base_url))
+    _provider, buffer, listener = runner_tracing(capture_content=True)
+    try:
+        for q, exp in (("1 + 2", "3"), ("2 + 2", None), ("1 + 2", "3"), ("5 + 5", "10")):
+            r = await wf.run({"question": q}, expected=exp, listeners=(listener,))
+            spans = buffer.take(r.rollout_id, r.attempt_id)
+            await SpanSink(store).send(spans, r.rollout_id, r.attempt_id)
+        tasks = await tasks_from_store(store, "arith")
+        # The unlabeled run is left out, the repeated input is kept once.
+        assert [(t.input, t.expected) for t in tasks] == [
+            ({"question": "1 + 2"}, "3"),
+            ({"question": "5 + 5"}, "10"),
+        ]
+        assert await tasks_from_store(store, "other") == []
+    finally:
+        await wf.aclose()
+        await store.close()

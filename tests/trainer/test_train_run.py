@@ -236,10 +236,31 @@ def test_ctrl_c_on_the_command_stops_cleanly(arith_llm, tmp_path):
     wf = write_workflow(tmp_path, arith_llm.base_url)
     out = tmp_path / "out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lightspan", "train", "run", "--workflow", str(wf), "--tasks",
-         str(write_tasks(tmp_path, 400)), "--algorithm", "cost", "--store", "in_memory",
-         "--runners", "1", "--out", str(out), "--publish", "--config", str(_config(tmp_path))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "lightspan",
+            "train",
+            "run",
+            "--workflow",
+            str(wf),
+            "--tasks",
+            str(write_tasks(tmp_path, 400)),
+            "--algorithm",
+            "cost",
+            "--store",
+            "in_memory",
+            "--runners",
+            "1",
+            "--out",
+            str(out),
+            "--publish",
+            "--config",
+            str(_config(tmp_path)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.time() + 60
     while len(arith_llm.requests) < 20 and time.time() < deadline:  # rollouts are running

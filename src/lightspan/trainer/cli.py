@@ -192,6 +192,29 @@ async def _evaluator(args: argparse.Namespace, prices: dict[str, tuple[float, fl
         yield ev, None
 
 
+def _tasks(args: argparse.Namespace, workflow: str) -> list[Any]:
+    """``--tasks FILE.jsonl``, or ``--tasks store``: labeled production runs in ``--store``."""
+    from lightspan.trainer.data import TaskFileError, load_tasks
+
+    if args.tasks != "store":
+        return load_tasks(args.tasks)
+    if not args.store or args.store in ("in_memory", "memory"):
+        raise TaskFileError("--tasks store needs --store URL (the store holding the runs)")
+    from lightspan.trainer.spans import tasks_from_store
+
+    async def fetch() -> list[Any]:
+        async with open_store(args.store, args.token) as store:
+            return await tasks_from_store(store, workflow)
+
+    tasks = asyncio.run(fetch())
+    if not tasks:
+        raise TaskFileError(
+            f"the store at {args.store} has no labeled runs of {workflow!r} (runs need "
+            "tracing.capture_content and an expected value)"
+        )
+    return tasks
+
+
 def _on_ctrl_c(ev: Any) -> None:
     """Ctrl-C: flag the evaluator (no new rollouts) and cancel the main task, which writes
     a partial report; nothing is published after the flag is set."""
@@ -233,7 +256,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from lightspan.config import load_config
     from lightspan.engine import load_workflow
-    from lightspan.trainer.data import TaskFileError, load_tasks
+    from lightspan.trainer.data import TaskFileError
     from lightspan.trainer.evaluate import EvaluationError
     from lightspan.trainer.run import TrainOptions, train
 
@@ -245,13 +268,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
         _err(verl_unavailable())
         return 2
+    wf = load_workflow(args.workflow, prices=cfg.llm.prices)
     try:
-        tasks = load_tasks(args.tasks)
+        tasks = _tasks(args, wf.name)
     except TaskFileError as e:
         _err(e)
         return 2
     catalog, prices = _catalog(args.catalog, cfg)
-    wf = load_workflow(args.workflow, prices=cfg.llm.prices)
     optimizer = None
     if algorithm in ("apo", "both"):
         from lightspan.trainer.optimizer_llm import OptimizerLLM
@@ -479,7 +502,11 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workflow", required=True, help="workflow YAML file")
-    p.add_argument("--tasks", required=True, help="JSONL {id, input, expected}")
+    p.add_argument(
+        "--tasks",
+        required=True,
+        help="JSONL {id, input, expected}, or 'store': labeled production runs in --store",
+    )
     p.add_argument("--store", help="store URL or 'in_memory' (rollouts + runners)")
     p.add_argument("--token", help="bearer token of the store server")
     p.add_argument(

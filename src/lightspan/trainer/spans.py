@@ -134,3 +134,31 @@ async def collect_runs(
         if run is not None and run.workflow == workflow:
             runs.append(run)
     return runs
+
+
+async def tasks_from_store(store: Any, workflow: str, *, since: float | None = None) -> list[Any]:
+    """Labeled production runs as tasks: roots carrying ``lightspan.rollout.input`` and
+    ``lightspan.rollout.expected`` (recorded when content capture is on and the caller gave an
+    expected value). Equal inputs are kept once."""
+    import json
+
+    from lightspan.trainer.data import Task
+
+    page = await store.query_rollouts(sort_by="start_time", sort_order="asc")
+    tasks: list[Task] = []
+    seen: set[str] = set()
+    for r in page.items:
+        if since is not None and r.start_time < since:
+            continue
+        for s in (await store.query_spans(r.rollout_id, "latest")).items:
+            a = s.attributes
+            if a.get("gen_ai.operation.name") != "invoke_workflow":
+                continue
+            if a.get("gen_ai.workflow.name") != workflow:
+                break
+            raw_in, raw_exp = a.get("lightspan.rollout.input"), a.get("lightspan.rollout.expected")
+            if raw_in is not None and raw_exp is not None and raw_in not in seen:
+                seen.add(raw_in)
+                tasks.append(Task(r.rollout_id, json.loads(raw_in), json.loads(raw_exp)))
+            break
+    return tasks
