@@ -11,7 +11,6 @@ import re
 from typing import Any
 
 from lightspan.trainer.resmap import ResourcesMap
-from lightspan.trainer.sidestate import to_store
 
 
 class PublishError(RuntimeError):
@@ -49,13 +48,17 @@ async def latest_published(store: Any, workflow: str) -> Any | None:
 
 
 async def publish(store: Any, workflow: str, resources: ResourcesMap) -> str:
-    """Store ``resources`` (complete) as the next ``<workflow>:v<n>``; it becomes the latest."""
+    """Store ``resources`` (complete) as the next ``<workflow>:v<n>`` through the runner's
+    :func:`lightspan.runner.publish`, so it becomes the workflow's latest set."""
     if not resources:
         raise PublishError("refusing to publish an empty resource set")
+    from lightspan.engine import ResourceSet
+    from lightspan.runner import publish as runner_publish
+
     rows = await history(store, workflow)
-    rid = f"{workflow}:v{(rows[-1]['version'] if rows else 0) + 1}"
-    await store.update_resources(rid, to_store(resources))
-    return rid
+    tag = f"v{(rows[-1]['version'] if rows else 0) + 1}"
+    update = await runner_publish(store, workflow, tag, ResourceSet.from_dict(tag, resources))
+    return update.resources_id
 
 
 async def rollback(store: Any, workflow: str, to: str | None = None) -> str:
