@@ -134,6 +134,7 @@ class APOSearch:
             self.outcome.notes.append(f"rejected edit of {name}: {why}")
             return None
         if edited == original:
+            self.outcome.notes.append(f"edit of {name} left it unchanged")
             return None
         child = copy.deepcopy(parent)
         child[name] = {**parent[name], "template": edited}
