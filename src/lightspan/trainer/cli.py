@@ -90,7 +90,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
     prof = asyncio.run(main())
     prof["workflow"] = args.workflow
-    if args.json:
+    if args.json == "-":
+        print(json.dumps(prof, indent=2))
+    elif args.json:
         Path(args.json).write_text(json.dumps(prof, indent=2))
     console = Console(stderr=args.json == "-")
     if prof["runs"] == 0:
@@ -561,7 +563,7 @@ def add_trainer_commands(sub: Any) -> None:
     _store_arg(p)
     p.add_argument("--workflow", required=True, help="workflow name")
     p.add_argument("--since", help="24h, 7d, ISO date or epoch seconds")
-    p.add_argument("--json", help="also write the figures as JSON to this file")
+    p.add_argument("--json", help="also write the figures as JSON to this file ('-': stdout)")
     p.set_defaults(func=_cmd_profile)
 
     p = tsub.add_parser("publish", help="publish a resources map as the next version")
