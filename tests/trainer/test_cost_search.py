@@ -47,6 +47,7 @@ async def test_search_keeps_reward_and_cuts_cost(arith_llm, tmp_path):
     assert "briefly" in out.best["solve@solve"]["template"]
     rejected_small = [c for c in seen if "model=small" in c.label]
     assert rejected_small and all(not c.accepted for c in rejected_small)
+    assert all(c.accepted or c.advanced or c.rejected_because for c in seen)
     assert min(c.reward for c in rejected_small) < 0.8
     after = await ev.evaluate(out.best, split.val)
     before = await ev.evaluate(base, split.val)

@@ -48,6 +48,8 @@ class Candidate:
     latency_s: float = 0.0
     lower_bound: float | None = None
     accepted: bool = False
+    advanced: bool = False
+    """Successive halving kept it for a larger rung (its later evaluation is another entry)."""
     rejected_because: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -61,6 +63,7 @@ class Candidate:
             "latency_s": self.latency_s,
             "lower_bound": self.lower_bound,
             "accepted": self.accepted,
+            "advanced": self.advanced,
             "rejected_because": self.rejected_because,
         }
 
@@ -274,16 +277,26 @@ class CostSearch:
                 ]
                 for c, _ in scored:
                     out.candidates.append(c)
-                keep = [
-                    (c, r)
-                    for c, r in scored
-                    if (c.reward - mean([base[t.id] for t in tasks]))
-                    >= -self.delta - 0.5 / math.sqrt(n)
-                ]
+                base_mean = mean([base[t.id] for t in tasks]) or 0.0
+                slack = self.delta + 0.5 / math.sqrt(n)
+                keep = []
+                for c, r in scored:
+                    if c.reward - base_mean >= -slack:
+                        keep.append((c, r))
+                    else:
+                        c.rejected_because = (
+                            f"halving: reward {c.reward:.2f} vs baseline {base_mean:.2f} "
+                            f"on {n} val tasks"
+                        )
                 keep.sort(key=lambda cr: (cr[0].cost, cr[0].latency_s, -cr[0].reward))
+                if n < len(val) and len(keep) > 1:
+                    for c, _ in keep[max(1, len(keep) // 2) :]:
+                        c.rejected_because = "halving: not in the cheaper half"
                 if n >= len(val) or len(keep) <= 1:
                     break
                 alive = [(c.label, c.resources) for c, _ in keep[: max(1, len(keep) // 2)]]
+                for c, _ in keep[: max(1, len(keep) // 2)]:
+                    c.advanced = True
                 n = min(len(val), n * 2)
             winner = None
             for c, _ in keep if n >= len(val) else []:
@@ -302,9 +315,17 @@ class CostSearch:
                     keep[0][0].label, keep[0][0].resources, val, base, rnd, step.name
                 )
                 out.candidates.append(c)
+                keep[0][0].advanced = True
                 better = (c.cost, c.latency_s) < (cur_fig[1], cur_fig[2])
                 if c.lower_bound is not None and c.lower_bound >= -self.delta and better:
                     winner = c
+                elif c.lower_bound is not None and c.lower_bound < -self.delta:
+                    c.rejected_because = f"lower bound {c.lower_bound:.3f} < -{self.delta}"
+                else:
+                    c.rejected_because = "not cheaper or faster than the current set"
+            for c, _ in scored:
+                if c is not winner and not c.advanced and c.rejected_because is None:
+                    c.rejected_because = "a cheaper or faster candidate of this step won"
             if winner is not None:
                 winner.accepted = True
                 cur, cur_fig = winner.resources, (winner.reward, winner.cost, winner.latency_s)
