@@ -10,7 +10,7 @@ from lightspan.store.factory import open_store
 from lightspan.trainer.data import load_tasks
 from lightspan.trainer.evaluate import InProcessEvaluator
 from lightspan.trainer.export import export
-from lightspan.trainer.profile import profile_runs
+from lightspan.trainer.profile import profile_runs, render_profile
 from lightspan.trainer.publish import history, publish, rollback
 from lightspan.trainer.spans import collect_runs
 from lightspan.trainer.store_eval import StoreEvaluator
@@ -48,6 +48,12 @@ async def test_store_rollouts_match_in_process_runs_and_feed_profile_and_export(
         assert step["step"] == "solve" and step["model"] == "big" and step["calls"] == 8
         assert step["length_rate"] == 1.0 and step["output_tokens"]["p50"] == 10
         assert step["cost_share"] == 1.0 and prof["rewards"][0]["runs"] == 8
+        from rich.console import Console
+
+        console = Console(record=True, width=160)
+        console.print(render_profile(prof, "arith"))
+        text = console.export_text()
+        assert "arith: 8 runs" in text and "solve" in text and "100.0" in text
 
         out = tmp_path / "sft.jsonl"
         assert await export(store, "arith", "sft-jsonl", out) == 8

@@ -271,3 +271,31 @@ def test_ctrl_c_on_the_command_stops_cleanly(arith_llm, tmp_path):
     rep = json.loads((out / "report.json").read_text())
     assert rep["status"] == "interrupted" and rep["published"] is None
     assert "nothing was published" in err
+
+
+def test_every_run_failing_reports_the_error_and_publishes_nothing(arith_llm, tmp_path):
+    arith_llm.down = True
+    wf = write_workflow(tmp_path, arith_llm.base_url)
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "train",
+            "run",
+            "--workflow",
+            str(wf),
+            "--tasks",
+            str(write_tasks(tmp_path, 9)),
+            "--algorithm",
+            "cost",
+            "--in-process",
+            "--out",
+            str(out),
+            "--publish",
+            "--store",
+            "in_memory",
+        ]
+    )
+    rep = json.loads((out / "report.json").read_text())
+    assert rc == 1 and rep["status"] == "failed" and rep["published"] is None
+    assert "every baseline run failed on the train split" in rep["error"]
+    assert "503" in rep["error"]  # the first run's own error is shown
