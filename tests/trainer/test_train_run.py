@@ -222,6 +222,9 @@ def test_both_runs_apo_then_cost_and_counts_optimizer_spend(arith_llm, tmp_path)
     rep = json.loads((out / "report.json").read_text())
     assert rc == 0 and rep["status"] == "completed"
     assert rep["trainer_spend"]["optimizer_calls"] == 1 + 2 * 2  # check + 2 x (critic, editor)
+    spend = rep["trainer_spend"]
+    assert spend["optimizer_cost"] > 0  # "big" is priced in the configuration
+    assert spend["total_cost"] == spend["rollout_cost"] + spend["optimizer_cost"]
     assert sum("rejected edit of solve" in n for n in rep["notes"]) == 2
     assert rep["held_on_test"] and "briefly" in rep["resources"]["solve@solve"]["template"]
     assert [r["round"] for r in rep["best_per_round"]] == [0, 1, 2, 3]

@@ -281,11 +281,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if algorithm in ("apo", "both"):
         from lightspan.trainer.optimizer_llm import OptimizerLLM
 
+        opt_model = args.optimizer_model or cfg.llm.model
         optimizer = OptimizerLLM(
             args.optimizer_endpoint or cfg.llm.endpoint,
-            args.optimizer_model or cfg.llm.model,
+            opt_model,
             api_key=cfg.llm.api_key,
             max_tokens=args.optimizer_max_tokens,
+            price=prices.get(opt_model),
         )
     opts = TrainOptions(
         algorithm=algorithm,
