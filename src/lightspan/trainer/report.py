@@ -141,18 +141,28 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
     cands = report.get("candidates") or []
     if cands:
         fig, ax = plt.subplots(figsize=(6, 4))
-        xs = [c["cost"] if report.get("cost_axis") == "cost" else c["latency_s"] for c in cands]
-        ax.scatter(
-            xs,
-            [c["reward"] for c in cands],
-            c=["tab:green" if c["accepted"] else "tab:gray" for c in cands],
-            s=18,
-        )
+        key = "cost" if report.get("cost_axis") == "cost" else "latency_s"
+        for label, pick, color, marker in (
+            ("rejected", lambda c: not c["accepted"], "tab:gray", "o"),
+            ("accepted", lambda c: c["accepted"] and c["label"] != "baseline", "tab:green", "o"),
+            ("baseline", lambda c: c["label"] == "baseline", "tab:blue", "*"),
+        ):
+            sel = [c for c in cands if pick(c)]
+            if sel:
+                ax.scatter(
+                    [c[key] for c in sel],
+                    [c["reward"] for c in sel],
+                    c=color,
+                    marker=marker,
+                    s=60 if marker == "*" else 18,
+                    label=label,
+                )
+        ax.legend(loc="best", fontsize=8)
         ax.set_xlabel(
             "cost per run" if report.get("cost_axis") == "cost" else "latency per run (s)"
         )
         ax.set_ylabel("reward (val)")
-        ax.set_title("candidates (green: accepted)")
+        ax.set_title("candidates on the cost/reward plane (val)")
         fig.tight_layout()
         fig.savefig(out / "candidates.png", dpi=100)
         plt.close(fig)
