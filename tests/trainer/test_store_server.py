@@ -28,12 +28,26 @@ def store_server(tmp_path):
         server.stop()
 
 
+async def _production_runs(address, wf_path, n):
+    from lightspan.runner.spans import SpanSink, runner_tracing
+
+    _p, buffer, listener = runner_tracing(capture_content=True)
+    w = load_workflow(wf_path)
+    async with LightningStoreClient(address) as client:
+        for i in range(n):
+            r = await w.run({"question": f"{i} + 1"}, listeners=(listener,))
+            spans = buffer.take(r.rollout_id, r.attempt_id)
+            await SpanSink(client).send(spans, r.rollout_id, r.attempt_id)
+    await w.aclose()
+
+
 def test_train_run_through_store_server_publishes_and_is_adopted(
     arith_llm, tmp_path, store_server, capsys
 ):
     wf = write_workflow(tmp_path, arith_llm.base_url)
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"llm": {"prices": PRICES}}))
+    asyncio.run(_production_runs(store_server.address, wf, 3))
     out = tmp_path / "out"
     rc = main(
         [
@@ -58,6 +72,8 @@ def test_train_run_through_store_server_publishes_and_is_adopted(
     )
     rep = json.loads((out / "report.json").read_text())
     assert rc == 0, rep.get("notes")
+    # The production runs' calls inform the search; the trainer's own (mode val) are not them.
+    assert "3 stored production run(s) used for statistics" in rep["notes"]
     assert rep["published"] == "arith:v1" and rep["held_on_test"]
     assert rep["optimized"]["cost_per_run"] < rep["baseline"]["cost_per_run"]
 
@@ -89,8 +105,9 @@ def test_train_run_through_store_server_publishes_and_is_adopted(
         == 0
     )
     data = json.loads(prof.read_text())
-    assert data["runs"] == rep["trainer_spend"]["rollouts"]
+    assert data["runs"] == rep["trainer_spend"]["rollouts"] + 3
     ids = {r["resources_id"] for r in data["rewards"]}
-    assert len(ids) >= 2 and all(i.startswith("trainer.arith.cand-") for i in ids)
+    cands = {i for i in ids if i.startswith("trainer.arith.cand-")}
+    assert len(cands) >= 2 and ids - cands == {"arith-v0"}  # + the production runs' own set
     assert main(["train", "history", "--store", store_server.address, "--workflow", "arith"]) == 0
     assert "arith:v1" in capsys.readouterr().out

@@ -320,6 +320,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
                 async def publish(res: dict[str, Any]) -> str:  # type: ignore[no-redef]
                     return await _publish(store, wf.name, res)
 
+            history = None
+            if store is not None and args.store not in ("in_memory", "memory"):
+                from lightspan.trainer.spans import collect_runs
+
+                stored = await collect_runs(store, wf.name, limit=args.history_runs)
+                history = [r.result for r in stored if r.mode is None]
             with _progress() as bar:
                 runs = bar.add_task("rollouts", total=None)
                 cands = bar.add_task("candidates", total=None)
@@ -340,6 +346,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                         optimizer=optimizer,
                         on_progress=tick,
                         publish=publish,
+                        history=history,
                     )
                 finally:
                     if optimizer is not None:
@@ -547,6 +554,12 @@ def add_trainer_commands(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-tasks", type=int, default=4, help="first successive-halving rung")
     p.add_argument("--max-rollouts", type=int, help="budget of search rollouts")
+    p.add_argument(
+        "--history-runs",
+        type=int,
+        default=200,
+        help="newest stored production runs whose calls inform max_tokens (with --store URL)",
+    )
     p.add_argument("--optimizer-endpoint", help="critic/editor endpoint (default: llm.endpoint)")
     p.add_argument("--optimizer-model", help="critic/editor model (default: llm.model)")
     p.add_argument("--optimizer-max-tokens", type=int, default=256)

@@ -99,8 +99,12 @@ async def train(
     optimizer: Any = None,
     on_progress: Callable[[str, int], None] | None = None,
     publish: Callable[[ResourcesMap], Any] | None = None,
+    history: list[Result] | None = None,
 ) -> dict[str, Any]:
-    """Run the search and write ``out/report.json``, ``report.md`` and plots."""
+    """Run the search and write ``out/report.json``, ``report.md`` and plots.
+
+    ``history``: stored production runs of the workflow; their calls join the train runs'
+    in the cost search's step order and output-length statistics (max_tokens caps)."""
     _prepare(out)
     split = split_tasks(
         tasks, seed=options.seed, val=options.val_fraction, test=options.test_fraction
@@ -126,6 +130,8 @@ async def train(
     }
     t0 = time.time()
     outcome = SearchOutcome(best=baseline)
+    if history:
+        report["notes"].append(f"{len(history)} stored production run(s) used for statistics")
 
     def on_cand(c: Candidate) -> None:
         candidates.append(c)
@@ -172,7 +178,7 @@ async def train(
                 prompt_variants=options.prompt_variants,
                 on_candidate=on_cand,
             )
-            res = await search.run(best, split.val, base_train)
+            res = await search.run(best, split.val, base_train + list(history or []))
             outcome.notes.extend(res.notes)
             offset = len(outcome.best_per_round)
             outcome.best_per_round.extend(

@@ -104,6 +104,7 @@ def schedule_main(args: argparse.Namespace) -> int:
                 seed=int(time.time()) % 1000,
                 min_tasks=4,
                 max_rollouts=None,
+                history_runs=200,
                 optimizer_endpoint=None,
                 optimizer_model=None,
                 optimizer_max_tokens=256,
