@@ -149,3 +149,25 @@ async def test_a_new_process_replays_what_an_earlier_one_left_in_the_spool(
     async with LightningStoreClient(sqlite_server.address) as client:
         stored = by_id((await client.query_spans(r.rollout_id)).items)
     assert set(stored) == {format(s.context.span_id, "016x") for s in produced}
+
+
+async def test_production_rollouts_keep_their_input_and_expected_value(
+    sqlite_server, fake_llm, tmp_path
+):
+    """A traced production run's root span carries its input: the store copies it into the
+    auto-registered rollout as a dataset row, the shape the runner and the trainer read back."""
+    cfg = remote_config(sqlite_server, "http/protobuf", tmp_path / "spool")
+    exporter = exporter_from_config(cfg, environ={})
+    pipe = start_pipeline(cfg, exporter)
+    try:
+        wf = fork_join_workflow(fake_llm.base_url)
+        labeled = await wf.run({"q": "2+2"}, expected="4")
+        unlabeled = await wf.run("plain")
+        await wf.aclose()
+    finally:
+        pipe.shutdown()
+    async with LightningStoreClient(sqlite_server.address) as client:
+        got = await client.get_rollout_by_id(labeled.rollout_id)
+        assert got is not None and got.input == {"input": {"q": "2+2"}, "expected": "4"}
+        got = await client.get_rollout_by_id(unlabeled.rollout_id)
+        assert got is not None and got.input == {"input": "plain"}

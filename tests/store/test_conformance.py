@@ -610,6 +610,33 @@ async def test_unknown_rollout_is_registered_from_its_spans(store: LightningStor
     assert [(a.attempt_id, a.sequence_id) for a in attempts] == [(aid, 1), ("at-prod0002", 2)]
 
 
+async def test_auto_registered_rollouts_take_their_input_from_the_root_span(
+    store: LightningStore,
+) -> None:
+    """Our extension: a production run's root span carries ``lightspan.rollout.input`` /
+    ``.expected`` (content captured) or their digests; the rollout keeps them."""
+    root = span("ro-in", "at-1", 2, "workflow", parent_id=None, status_code="OK")
+    root.attributes.update(
+        {"lightspan.rollout.input": '{"q": 1}', "lightspan.rollout.expected": '"4"'}
+    )
+    await store.add_many_spans([span("ro-in", "at-1", 1, "llm"), root])
+    got = await store.get_rollout_by_id("ro-in")
+    assert got is not None and got.input == {"input": {"q": 1}, "expected": "4"}
+    assert got.status == "succeeded"
+    hidden = span("ro-digest", "at-1", 1, "workflow", parent_id=None, status_code="OK")
+    hidden.attributes["lightspan.rollout.input_digest"] = "sha256:ab"
+    await store.add_span(hidden)
+    got = await store.get_rollout_by_id("ro-digest")
+    assert got is not None and got.input is None
+    assert got.metadata["lightspan.rollout.input_digest"] == "sha256:ab"  # type: ignore[index]
+    # An explicitly started rollout keeps the input it was given.
+    ar = await store.start_rollout("given")
+    own = span(ar.rollout_id, ar.attempt.attempt_id, 1, "workflow", parent_id=None)
+    own.attributes["lightspan.rollout.input"] = '"other"'
+    await store.add_span(own)
+    assert (await store.get_rollout_by_id(ar.rollout_id)).input == "given"  # type: ignore[union-attr]
+
+
 async def test_auto_registered_rollouts_time_out_without_their_root_span(
     make_store: MakeStore,
 ) -> None:

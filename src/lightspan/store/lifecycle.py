@@ -7,6 +7,9 @@ most worth testing in isolation. The rules are Agent Lightning v0.3's except whe
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from .models import (
     FINISHED_ROLLOUT_STATUSES,
     Attempt,
@@ -102,3 +105,43 @@ def root_span_verdict(span: Span | SpanRow) -> AttemptStatus | None:
         return None
     code = span.status_code if isinstance(span, SpanRow) else span.status.status_code
     return "failed" if code == "ERROR" else "succeeded"
+
+
+PRODUCTION_INPUT_PREFIX = "lightspan.rollout."
+"""Root-span attributes a traced production run writes (see ``instrumentation/listener.py``):
+``lightspan.rollout.input`` / ``.expected`` (JSON, content capture on) or ``.input_digest`` /
+``.expected_digest`` (SHA-256, capture off)."""
+
+
+def production_input(span: Span | SpanRow) -> tuple[Any, dict[str, Any]] | None:
+    """For auto-registered rollouts (our extension): the rollout ``input`` and ``metadata``
+    entries that a production run's root span carries, so a trainer can re-run or label stored
+    production rollouts. The input is a dataset row (``{"input": ..., "expected": ...}``, the
+    shape the runner takes) when the content was captured, else ``None`` with the digests in
+    the metadata. ``None`` when the span is not a root carrying any of these attributes.
+
+    Why only the root span: the input is written once per run there, and roots are one span
+    per rollout, so parsing its document costs nothing measurable on the intake path."""
+    if span.parent_id:
+        return None
+    if isinstance(span, SpanRow):
+        if PRODUCTION_INPUT_PREFIX.encode() not in span.doc_bytes():
+            return None
+        attributes = json.loads(span.doc_bytes())["attributes"]
+    else:
+        attributes = span.attributes
+    row: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    for key in ("input", "expected"):
+        text = attributes.get(PRODUCTION_INPUT_PREFIX + key)
+        if isinstance(text, str):
+            try:
+                row[key] = json.loads(text)
+            except ValueError:
+                row[key] = text
+        digest = attributes.get(f"{PRODUCTION_INPUT_PREFIX}{key}_digest")
+        if isinstance(digest, str):
+            metadata[f"{PRODUCTION_INPUT_PREFIX}{key}_digest"] = digest
+    if not row and not metadata:
+        return None
+    return (row or None), metadata
