@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -205,6 +205,8 @@ class RunState:
             call.finish_reasons = res.finish_reasons
             call.input_tokens = res.input_tokens
             call.output_tokens = res.output_tokens
+            call.prompt_token_ids = res.prompt_token_ids
+            call.response_token_ids = res.response_token_ids
             call.cost = cost
             call.priced = priced
             call.status = "ok"
@@ -259,11 +261,20 @@ class Workflow:
         attempt_id: str | None = None,
         mode: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        resources: ResourceSet | None = None,
+        listeners: Sequence[EngineListener] = (),
     ) -> RunResult:
         """Run once. Failures are captured in the result (``raise_for_status()`` re-raises);
-        cancellation of the caller propagates after every child task has stopped."""
-        listeners = _events.listeners()
-        resources = await self.resources.get_resources(resources_id)
+        cancellation of the caller propagates after every child task has stopped.
+
+        ``resources``: an already resolved set (a runner resolves the rollout's own), instead
+        of asking the provider for ``resources_id``. ``listeners``: extra listeners for this
+        run only, notified before the process-wide ones (a runner's span pipeline)."""
+        listeners = (*listeners, *_events.listeners()) if listeners else _events.listeners()
+        if resources is None:
+            resources = await self.resources.get_resources(resources_id)
+        if rollout_id is not None and attempt_id is not None:
+            resources = resources.for_rollout(rollout_id, attempt_id)
         info = RunInfo(
             run_id=uuid.uuid4().hex,
             workflow=self.name,

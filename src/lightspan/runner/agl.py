@@ -1,0 +1,185 @@
+"""A lightspan workflow as an Agent Lightning ``LitAgent``: ``LitWorkflow(workflow)``.
+
+Why a wrapper in Agent Lightning's own process: a team that already trains with
+``agl.Trainer(algorithm=..., n_runners=N).fit(agent, train_dataset=...)`` keeps its trainer,
+store and tracer, and only swaps its agent for a lightspan workflow. Agent Lightning's runner
+dequeues the rollout, fetches its resources and opens its tracer's trace context; the wrapper
+runs the workflow inside it and lets lightspan's span listener write the workflow's spans (LLM
+calls with ``gen_ai.prompt/completion`` and token ids, the reward annotation) through the
+tracer's own OpenTelemetry provider, so they reach agl's store exactly as agl's own spans do,
+with its default ``AgentOpsTracer`` or with ``OtelTracer``.
+
+Resources agl passes overlay the workflow's own set (by name; ``main_llm``, VERL's LLM, stands
+for the workflow's ``default`` LLM), so APO's prompt template or VERL's proxy LLM are what
+the run uses, and every other resource stays as the workflow file says.
+
+Importable only where ``agentlightning`` is installed (it is not a lightspan dependency).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+try:
+    import agentlightning as agl
+    from agentlightning.types import NamedResources, Rollout
+except ImportError as _e:  # pragma: no cover - exercised in the lightspan venv, see tests
+    raise ImportError(
+        "lightspan.runner.agl needs Agent Lightning: pip install 'agentlightning==0.3.0' "
+        "(it is not a lightspan dependency; lightspan's own runner is lightspan.runner)"
+    ) from _e
+
+from opentelemetry import trace
+
+from lightspan.engine.errors import ResourceError
+from lightspan.engine.resources import LLMResource, PromptTemplate, Resource, ResourceSet
+from lightspan.engine.runtime import RunResult, Workflow
+from lightspan.instrumentation.listener import SpanListener
+
+__all__ = ["DEFAULT_ALIASES", "LitWorkflow", "WorkflowRolloutError", "from_agl_resources"]
+
+DEFAULT_ALIASES: Mapping[str, str] = {"main_llm": "default"}
+"""agl resource name -> workflow resource name: VERL publishes its LLM as ``main_llm``."""
+
+
+class WorkflowRolloutError(RuntimeError):
+    """The workflow run failed: raised so agl's runner marks the attempt ``failed``."""
+
+
+def from_agl_resources(
+    resources: Mapping[str, Any], aliases: Mapping[str, str] = DEFAULT_ALIASES
+) -> dict[str, Resource]:
+    """agl's resources (``LLM``, ``ProxyLLM``, ``PromptTemplate`` objects or their dicts) as
+    lightspan resources, renamed through ``aliases``; an unknown type is an error naming it."""
+    out: dict[str, Resource] = {}
+    for name, res in resources.items():
+        raw = res.model_dump() if hasattr(res, "model_dump") else dict(res)
+        kind = raw.get("resource_type")
+        target = aliases.get(name, name)
+        if kind in ("llm", "proxy_llm"):
+            out[target] = LLMResource(
+                endpoint=str(raw["endpoint"]),
+                model=str(raw["model"]),
+                api_key=raw.get("api_key"),
+                sampling_parameters=dict(raw.get("sampling_parameters") or {}),
+                resource_type=kind,
+            )
+        elif kind == "prompt_template":
+            engine = raw.get("engine", "f-string")
+            if engine not in ("f-string", "jinja"):
+                raise ResourceError(
+                    f"resource {name!r}: prompt template engine {engine!r} is not supported "
+                    "by lightspan workflows (use f-string or jinja)"
+                )
+            out[target] = PromptTemplate(template=str(raw["template"]), engine=engine)
+        else:
+            raise ResourceError(
+                f"resource {name!r}: resource_type {kind!r} is not supported "
+                "(use llm, proxy_llm or prompt_template)"
+            )
+    return out
+
+
+class LitWorkflow(agl.LitAgent[Any]):
+    """Runs a lightspan :class:`~lightspan.engine.Workflow` for each rollout agl hands it.
+
+    * Input: a rollout input ``{"input": X, "expected": Y}`` runs ``X`` with ``Y`` for the
+      evaluator; a flat dict with ``expected_key`` runs the dict without that key.
+    * Resources: agl's set overlays the workflow's latest set (see the module doc); the run's
+      ``resources_id`` is agl's, so spans say which published version produced them.
+    * Spans and reward: written through agl's tracer (the rollout's trace context); the
+      evaluator's reward is the ``agentlightning.annotation`` span, so the rollout returns
+      ``None`` (agl then takes the spans as they are, no second reward span).
+    * Failure: a failed run raises :class:`WorkflowRolloutError` after its spans are written,
+      so agl marks the attempt ``failed`` and the store's retry policy applies.
+    """
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        *,
+        expected_key: str = "expected",
+        input_key: str = "input",
+        aliases: Mapping[str, str] = DEFAULT_ALIASES,
+    ) -> None:
+        super().__init__()
+        self.workflow = workflow
+        self.expected_key = expected_key
+        self.input_key = input_key
+        self.aliases = dict(aliases)
+        self.last_result: RunResult | None = None
+        self._listeners: dict[int, SpanListener] = {}
+
+    # -- agl's entry point ---------------------------------------------------------------------
+
+    async def rollout_async(self, task: Any, resources: NamedResources, rollout: Rollout) -> None:
+        inp, expected = self.split_input(task)
+        attempt = getattr(rollout, "attempt", None)
+        attempt_id = attempt.attempt_id if attempt is not None else None
+        resource_set = await self.resources_for(resources, rollout.resources_id)
+        result = await self.workflow.run(
+            inp,
+            expected=expected,
+            rollout_id=rollout.rollout_id,
+            attempt_id=attempt_id,
+            mode=rollout.mode,
+            resources=resource_set,
+            listeners=(self._listener(),),
+        )
+        self.last_result = result
+        if not result.ok:
+            raise WorkflowRolloutError(
+                f"workflow {self.workflow.name!r} failed on rollout {rollout.rollout_id}: "
+                f"{result.error!r}"
+            ) from result.error
+        return None
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def split_input(self, task: Any) -> tuple[Any, Any]:
+        """Rollout input -> ``(workflow input, expected)`` (see the class doc)."""
+        if not isinstance(task, Mapping):
+            return task, None
+        keys = set(task)
+        if self.input_key in keys and keys <= {self.input_key, self.expected_key}:
+            return task[self.input_key], task.get(self.expected_key)
+        if self.expected_key in keys:
+            rest = {k: v for k, v in task.items() if k != self.expected_key}
+            return rest, task[self.expected_key]
+        return dict(task), None
+
+    async def resources_for(
+        self, resources: Mapping[str, Any] | None, resources_id: str | None
+    ) -> ResourceSet:
+        """The workflow's latest set with agl's resources laid over it, by name."""
+        base = await self.workflow.resources.get_resources(None)
+        if not resources:
+            return base
+        merged = {**base.resources, **from_agl_resources(resources, self.aliases)}
+        return ResourceSet(
+            resources_id=resources_id or base.resources_id, resources=merged, version=1
+        )
+
+    def _listener(self) -> SpanListener:
+        """One span listener per OpenTelemetry provider: the tracer's provider, where agl's
+        span processor (or its OTLP exporter) sends spans to the rollout's store."""
+        provider = _provider(self)
+        listener = self._listeners.get(id(provider))
+        if listener is None:
+            listener = SpanListener(
+                provider.get_tracer("lightspan.runner.agl"),
+                capture_runner_content=True,
+                suppress_client_spans=True,
+            )
+            self._listeners[id(provider)] = listener
+        return listener
+
+
+def _provider(agent: agl.LitAgent[Any]) -> Any:
+    """agl's tracer provider: the tracer's own (``OtelTracer``/``AgentOpsTracer`` keep it
+    private), else the global one, which both tracers also install."""
+    try:
+        return agent.tracer._get_tracer_provider()
+    except Exception:
+        return trace.get_tracer_provider()
