@@ -116,11 +116,23 @@ class ResourceSet:
             )
         return res
 
-    def prompt(self, name: str) -> PromptTemplate:
-        return self._get(name, PromptTemplate, "prompt template")
+    def resolve(self, name: str, step: str | None = None) -> str:
+        """The name a step uses: ``<name>@<step>`` when the set has it, else ``<name>``.
 
-    def llm(self, name: str) -> LLMResource:
-        return self._get(name, LLMResource, "llm")
+        Why: an optimizer can give one step its own model, token budget or prompt (by
+        publishing ``default@summarize``) without the workflow file changing.
+        """
+        if step is not None:
+            scoped = f"{name}@{step}"
+            if scoped in self.resources:
+                return scoped
+        return name
+
+    def prompt(self, name: str, step: str | None = None) -> PromptTemplate:
+        return self._get(self.resolve(name, step), PromptTemplate, "prompt template")
+
+    def llm(self, name: str, step: str | None = None) -> LLMResource:
+        return self._get(self.resolve(name, step), LLMResource, "llm")
 
     def for_rollout(self, rollout_id: str, attempt_id: str) -> ResourceSet:
         """This set with every ``proxy_llm`` routed for one rollout (see

@@ -9,9 +9,10 @@ calls with ``gen_ai.prompt/completion`` and token ids, the reward annotation) th
 tracer's own OpenTelemetry provider, so they reach agl's store exactly as agl's own spans do,
 with its default ``AgentOpsTracer`` or with ``OtelTracer``.
 
-Resources agl passes overlay the workflow's own set (by name; ``main_llm``, VERL's LLM, stands
-for the workflow's ``default`` LLM), so APO's prompt template or VERL's proxy LLM are what
-the run uses, and every other resource stays as the workflow file says.
+Resources agl passes overlay the workflow's own set through the runner's
+:func:`~lightspan.runner.resources.overlay` (by name; ``main_llm``, VERL's LLM, stands for the
+workflow's ``default`` LLM; a ``ProxyLLM`` is routed for the attempt), so APO's prompt template
+or VERL's proxy LLM are what the run uses, and every other resource stays as the workflow says.
 
 Importable only where ``agentlightning`` is installed (it is not a lightspan dependency).
 """
@@ -32,60 +33,25 @@ except ImportError as _e:  # pragma: no cover - exercised in the lightspan venv,
 
 from opentelemetry import trace
 
-from lightspan.engine.errors import ResourceError
-from lightspan.engine.resources import LLMResource, PromptTemplate, Resource, ResourceSet
+from lightspan.engine.resources import ResourceSet
 from lightspan.engine.runtime import RunResult, Workflow
 from lightspan.instrumentation.listener import SpanListener
+from lightspan.runner.inputs import InputMapping
+from lightspan.runner.resources import overlay
 
-__all__ = ["DEFAULT_ALIASES", "LitWorkflow", "WorkflowRolloutError", "from_agl_resources"]
-
-DEFAULT_ALIASES: Mapping[str, str] = {"main_llm": "default"}
-"""agl resource name -> workflow resource name: VERL publishes its LLM as ``main_llm``."""
+__all__ = ["LitWorkflow", "WorkflowRolloutError"]
 
 
 class WorkflowRolloutError(RuntimeError):
     """The workflow run failed: raised so agl's runner marks the attempt ``failed``."""
 
 
-def from_agl_resources(
-    resources: Mapping[str, Any], aliases: Mapping[str, str] = DEFAULT_ALIASES
-) -> dict[str, Resource]:
-    """agl's resources (``LLM``, ``ProxyLLM``, ``PromptTemplate`` objects or their dicts) as
-    lightspan resources, renamed through ``aliases``; an unknown type is an error naming it."""
-    out: dict[str, Resource] = {}
-    for name, res in resources.items():
-        raw = res.model_dump() if hasattr(res, "model_dump") else dict(res)
-        kind = raw.get("resource_type")
-        target = aliases.get(name, name)
-        if kind in ("llm", "proxy_llm"):
-            out[target] = LLMResource(
-                endpoint=str(raw["endpoint"]),
-                model=str(raw["model"]),
-                api_key=raw.get("api_key"),
-                sampling_parameters=dict(raw.get("sampling_parameters") or {}),
-                resource_type=kind,
-            )
-        elif kind == "prompt_template":
-            engine = raw.get("engine", "f-string")
-            if engine not in ("f-string", "jinja"):
-                raise ResourceError(
-                    f"resource {name!r}: prompt template engine {engine!r} is not supported "
-                    "by lightspan workflows (use f-string or jinja)"
-                )
-            out[target] = PromptTemplate(template=str(raw["template"]), engine=engine)
-        else:
-            raise ResourceError(
-                f"resource {name!r}: resource_type {kind!r} is not supported "
-                "(use llm, proxy_llm or prompt_template)"
-            )
-    return out
-
-
 class LitWorkflow(agl.LitAgent[Any]):
     """Runs a lightspan :class:`~lightspan.engine.Workflow` for each rollout agl hands it.
 
-    * Input: a rollout input ``{"input": X, "expected": Y}`` runs ``X`` with ``Y`` for the
-      evaluator; a flat dict with ``expected_key`` runs the dict without that key.
+    * Input: ``inputs`` (:class:`~lightspan.runner.InputMapping`): ``{"input": X, "expected":
+      Y}`` runs ``X`` with ``Y`` for the evaluator; a flat dict with the expected key runs the
+      dict without that key.
     * Resources: agl's set overlays the workflow's latest set (see the module doc); the run's
       ``resources_id`` is agl's, so spans say which published version produced them.
     * Spans and reward: written through agl's tracer (the rollout's trace context); the
@@ -99,25 +65,24 @@ class LitWorkflow(agl.LitAgent[Any]):
         self,
         workflow: Workflow,
         *,
-        expected_key: str = "expected",
-        input_key: str = "input",
-        aliases: Mapping[str, str] = DEFAULT_ALIASES,
+        inputs: InputMapping | None = None,
     ) -> None:
         super().__init__()
         self.workflow = workflow
-        self.expected_key = expected_key
-        self.input_key = input_key
-        self.aliases = dict(aliases)
+        self.inputs = inputs or InputMapping()
+        """Rollout input -> ``(input, expected)`` (lightspan's rows or agl's flat dicts)."""
         self.last_result: RunResult | None = None
         self._listeners: dict[int, SpanListener] = {}
 
     # -- agl's entry point ---------------------------------------------------------------------
 
     async def rollout_async(self, task: Any, resources: NamedResources, rollout: Rollout) -> None:
-        inp, expected = self.split_input(task)
+        inp, expected = self.inputs(task)
         attempt = getattr(rollout, "attempt", None)
         attempt_id = attempt.attempt_id if attempt is not None else None
-        resource_set = await self.resources_for(resources, rollout.resources_id)
+        resource_set = await self.resources_for(
+            resources, rollout.resources_id, rollout.rollout_id, attempt_id
+        )
         result = await self.workflow.run(
             inp,
             expected=expected,
@@ -137,28 +102,24 @@ class LitWorkflow(agl.LitAgent[Any]):
 
     # -- pieces --------------------------------------------------------------------------------
 
-    def split_input(self, task: Any) -> tuple[Any, Any]:
-        """Rollout input -> ``(workflow input, expected)`` (see the class doc)."""
-        if not isinstance(task, Mapping):
-            return task, None
-        keys = set(task)
-        if self.input_key in keys and keys <= {self.input_key, self.expected_key}:
-            return task[self.input_key], task.get(self.expected_key)
-        if self.expected_key in keys:
-            rest = {k: v for k, v in task.items() if k != self.expected_key}
-            return rest, task[self.expected_key]
-        return dict(task), None
-
     async def resources_for(
-        self, resources: Mapping[str, Any] | None, resources_id: str | None
+        self,
+        resources: Mapping[str, Any] | None,
+        resources_id: str | None,
+        rollout_id: str | None = None,
+        attempt_id: str | None = None,
     ) -> ResourceSet:
-        """The workflow's latest set with agl's resources laid over it, by name."""
+        """The workflow's own set with agl's laid over it (:func:`lightspan.runner.overlay`:
+        by name, ``main_llm`` -> ``default``, ``proxy_llm`` routed for this attempt)."""
         base = await self.workflow.resources.get_resources(None)
         if not resources:
             return base
-        merged = {**base.resources, **from_agl_resources(resources, self.aliases)}
-        return ResourceSet(
-            resources_id=resources_id or base.resources_id, resources=merged, version=1
+        return overlay(
+            base,
+            resources,
+            resources_id or base.resources_id,
+            rollout_id=rollout_id,
+            attempt_id=attempt_id,
         )
 
     def _listener(self) -> SpanListener:
