@@ -2,7 +2,8 @@
 
 Rows (each measured ``--rounds`` times; median and range printed):
 
-  * lightspan WorkflowRunner on an in-process store (memory, SQLite), 1 worker and 8 workers,
+  * lightspan WorkflowRunner on an in-process store (memory, SQLite) and over HTTP on
+    ``lightspan store serve`` (SQLite; the deployment comparable to the reference), 1 and 8 workers,
     with a no-op workflow (one task that returns its input) and a 3-step workflow (three LLM
     steps in sequence against a fake instant OpenAI-compatible server on 127.0.0.1);
   * the reference: Agent Lightning 0.3's ``LitAgentRunner`` (``OtelTracer``) against its own
@@ -13,7 +14,7 @@ rollouts/s = N rollouts / wall time from the runner's start until the N-th attem
 reported (spans delivered, status set). "overhead/rollout" is the 1-worker no-op figure:
 wall time per rollout when the workflow itself does nothing, i.e. dequeue + resources + run
 bookkeeping + spans + status. The reference goes over HTTP to its store server while the
-lightspan rows use an in-process store: the table says so; it is not the same deployment.
+"memory"/"sqlite" rows use an in-process store; "sqlite-server" is the like-for-like row.
 
 Run:  .venv/bin/python benchmarks/runner.py [--rollouts 200] [--rounds 3] [--no-reference]
 """
@@ -41,6 +42,7 @@ from lightspan.engine import LLMResource, PromptTemplate, ResourceSet, Workflow,
 from lightspan.engine import task as task_step
 from lightspan.runner import WorkflowRunner
 from lightspan.store import EnqueueRolloutRequest
+from lightspan.store.client import LightningStoreClient
 from lightspan.store.factory import open_store
 
 HERE = Path(__file__).resolve().parent
@@ -108,10 +110,49 @@ def make_workflow(shape: str, llm_url: str) -> Workflow:
     return Workflow("bench-3step", root, resources=res, evaluator=lambda i, o, e: 1.0)
 
 
+class LightspanStoreServer:
+    """``lightspan store serve`` (SQLite, a fresh database) on 127.0.0.1, for the HTTP rows."""
+
+    def __init__(self, db: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lightspan.store.cli",
+                "serve",
+                "--backend",
+                "sqlite",
+                "--db",
+                db,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--grpc-port",
+                str(_free_port()),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_healthy(self.url, self.proc, 60)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
 async def lightspan_round(backend: str, shape: str, workers: int, n: int, llm_url: str) -> float:
+    """One round: enqueue ``n`` rollouts, then time the runner until all are reported."""
     with tempfile.TemporaryDirectory() as tmp:
-        opts = {"path": os.path.join(tmp, "bench.db")} if backend == "sqlite" else {}
-        store = await open_store(backend, **opts)
+        db = os.path.join(tmp, "bench.db")
+        server = None
+        if backend == "sqlite-server":
+            server = LightspanStoreServer(db)
+            store: Any = LightningStoreClient(server.url)
+        else:
+            store = await open_store(backend, **({"path": db} if backend == "sqlite" else {}))
         try:
             await store.enqueue_many_rollouts(
                 [EnqueueRolloutRequest(input={"input": i}, mode="train") for i in range(n)]
@@ -128,6 +169,8 @@ async def lightspan_round(backend: str, shape: str, workers: int, n: int, llm_ur
             return seconds
         finally:
             await store.close()
+            if server is not None:
+                server.stop()
 
 
 # --------------------------------------------------------------------------- reference rows
@@ -137,6 +180,21 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"store server at {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/v1/agl/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"store server at {url} did not become healthy in {timeout:.0f} s")
 
 
 class AglStore:
@@ -159,16 +217,7 @@ class AglStore:
             stderr=subprocess.DEVNULL,
             env=env,
         )
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{self.url}/v1/agl/health", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("agl store did not become healthy in 120 s")
+        _wait_healthy(self.url, self.proc, 120)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -224,7 +273,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     n = args.rollouts
     for shape in ("noop", "3step"):
-        for backend in ("memory", "sqlite"):
+        for backend in ("memory", "sqlite", "sqlite-server"):
             for workers in (1, 8):
                 times = [
                     asyncio.run(lightspan_round(backend, shape, workers, n, llm_url))
