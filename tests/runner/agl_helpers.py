@@ -54,5 +54,9 @@ def run_agl_script(
         timeout=timeout,
         cwd=ROOT,
     )
-    assert proc.returncode == 0, f"{script} failed:\n{proc.stderr[-6000:]}"
+    if proc.returncode != 0:
+        # The first traceback is the cause; interpreter-shutdown noise follows it.
+        err = proc.stderr
+        first = err.find("Traceback (most recent call last)")
+        pytest.fail(f"{script} failed (exit {proc.returncode}):\n{err[max(first, 0) :][:6000]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -49,7 +49,8 @@ async def main() -> None:
     store = agl.LightningStoreClient(url)
     apo.set_store(store)
     apo.set_initial_resources({"ask": agl.PromptTemplate(template=SEED, engine="f-string")})
-    apo.set_adapter(TraceToMessages())
+    adapter = TraceToMessages()  # agl keeps only a weak reference to it
+    apo.set_adapter(adapter)
     await apo.run(train_dataset=TRAIN, val_dataset=VAL)
 
     rollouts: list[dict[str, Any]] = []
