@@ -17,6 +17,8 @@ from lightspan.runner.resources import (
     ResourcesProvider,
     namespaced_id,
     overlay,
+    publish,
+    to_store_resources,
     workflow_of,
 )
 from lightspan.runner.runner import RunnerStats, WorkflowRunner
@@ -31,5 +33,7 @@ __all__ = [
     "WorkflowRunner",
     "namespaced_id",
     "overlay",
+    "publish",
+    "to_store_resources",
     "workflow_of",
 ]

@@ -8,8 +8,11 @@ file or code) stays the base; the store set replaces or adds entries by name (:f
 Why ids namespaced by workflow: several workflows may share one store. A set published for
 workflow ``qa`` is named ``qa:<tag>`` (:func:`namespaced_id`); a rollout without a
 ``resources_id`` runs with the latest ``qa:*`` set (:meth:`ResourcesProvider.latest_update`),
-never with another workflow's. A rollout's own ``resources_id`` always wins, whatever its name
-(APO's ``v0``, ``v1``... and VERL's ``rs-...`` ids are used as given).
+never with another workflow's. A rollout's own ``resources_id`` wins (APO's ``v0``, ``v1``...
+and VERL's ``rs-...`` ids are used as given), except an id namespaced for *another* workflow:
+the store stamps the store-wide latest id on rollouts enqueued without one (Agent Lightning
+v0.3 semantics), which in a shared store may be another workflow's set, so such an id is
+treated as "none given" and the latest set of this workflow is used.
 
 Why a TTL cache: a runner resolves resources for every rollout and a production process for
 every run; within ``ttl`` seconds (2 by default) they are served from memory, and a newly
@@ -46,6 +49,8 @@ __all__ = [
     "namespaced_id",
     "overlay",
     "parse_store_resource",
+    "publish",
+    "to_store_resources",
     "workflow_of",
 ]
 
@@ -157,6 +162,29 @@ def overlay(
     return ResourceSet(resources_id=resources_id, resources=merged, version=version)
 
 
+def to_store_resources(resources: ResourceSet | Mapping[str, Resource]) -> dict[str, Any]:
+    """Engine resources as the store's ``NamedResources`` (Agent Lightning's models)."""
+    from pydantic import TypeAdapter
+
+    from lightspan.store.models import NamedResources
+
+    items = resources.resources if isinstance(resources, ResourceSet) else resources
+    raw = ResourceSet("tmp", dict(items)).to_dict()
+    return TypeAdapter(NamedResources).validate_python(raw)
+
+
+async def publish(
+    store: LightningStore,
+    workflow: str,
+    tag: str,
+    resources: ResourceSet | Mapping[str, Resource],
+) -> ResourcesUpdate:
+    """Publish ``resources`` (only what changes: they overlay the workflow's own) as
+    ``<workflow>:<tag>``; it becomes this workflow's latest set. Returns the store's answer
+    (``resources_id`` to enqueue rollouts with)."""
+    return await store.update_resources(namespaced_id(workflow, tag), to_store_resources(resources))
+
+
 class ResourcesProvider:
     """The engine's resources provider, backed by a LightningStore, with a TTL cache.
 
@@ -223,6 +251,8 @@ class ResourcesProvider:
         attempt_id: str | None = None,
     ) -> ResourceSet:
         """The set a rollout runs with (``proxy_llm`` endpoints routed to its attempt)."""
+        if resources_id is not None and workflow_of(resources_id) not in (None, self.workflow):
+            resources_id = None  # another workflow's set (see the module doc)
         base = await self.base.get_resources(None)
         update = await self._update(resources_id)
         if update is None:

@@ -49,7 +49,7 @@ from lightspan.engine.runtime import RunResult, Workflow
 from lightspan.runner.inputs import InputMapping
 from lightspan.runner.resources import ResourcesProvider
 from lightspan.runner.spans import SpanSink, runner_tracing
-from lightspan.store.base import LightningStore, NotFoundError
+from lightspan.store.base import InvalidRequestError, LightningStore, NotFoundError
 from lightspan.store.models import AttemptedRollout
 
 __all__ = ["RunnerStats", "WorkflowRunner"]
@@ -150,6 +150,7 @@ class WorkflowRunner:
         self._active: dict[tuple[str, str], tuple[str, float | None]] = {}
         self._last_activity = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
+        self._delivery_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     # ------------------------------------------------------------------ control
 
@@ -276,6 +277,8 @@ class WorkflowRunner:
                 if not self._hard.is_set():
                     raise
                 return
+            except Exception:  # a bug of ours must not end the worker
+                log.exception("runner %s: rollout %s not handled", worker_id, rollout.rollout_id)
             finally:
                 self._last_activity = time.monotonic()
 
@@ -294,8 +297,9 @@ class WorkflowRunner:
                 inp, expected = self.input_mapping(rollout.input)
                 resources = await self.resources.for_rollout(rollout.resources_id, rid, aid)
                 r0 = time.perf_counter()
+                limit = asyncio.timeout(timeout)
                 try:
-                    async with asyncio.timeout(timeout):
+                    async with limit:
                         result = await self.workflow.run(
                             inp,
                             expected=expected,
@@ -306,13 +310,18 @@ class WorkflowRunner:
                             metadata={"worker_id": worker_id} if worker_id else None,
                             listeners=(self._listener,),
                         )
+                except TimeoutError:
+                    if not limit.expired():
+                        raise
+                    status = "timeout"
+                    error = TimeoutError(
+                        f"rollout timed out after {timeout}s (config.timeout_seconds)"
+                    )
                 finally:
                     run_s = time.perf_counter() - r0
-                status = "succeeded" if result.ok else "failed"
-                error = result.error
-            except TimeoutError:
-                status = "timeout"
-                error = TimeoutError(f"rollout timed out after {timeout}s (config.timeout_seconds)")
+                if result is not None:
+                    status = "succeeded" if result.ok else "failed"
+                    error = result.error
             except asyncio.CancelledError:
                 status, error = "failed", RuntimeError("runner stopped before the rollout finished")
                 with contextlib.suppress(Exception):
@@ -344,6 +353,8 @@ class WorkflowRunner:
             log.info("rollout %s attempt %s %s: %s", rid, aid, status, _describe(error))
         try:
             await self._deliver(rid, aid, final=True, hard=hard)
+        except (NotFoundError, InvalidRequestError) as e:
+            log.error("rollout %s attempt %s: spans refused: %s", rid, aid, e)
         except _Stop:
             self.stats.status_lost += 1
             log.error("rollout %s attempt %s: spans not delivered, status not reported", rid, aid)
@@ -359,11 +370,23 @@ class WorkflowRunner:
                 ),
                 hard=hard,
             )
-        except (_Stop, NotFoundError) as e:
+        except (_Stop, NotFoundError, InvalidRequestError) as e:
             self.stats.status_lost += 1
             log.error("rollout %s attempt %s: status %s not reported: %s", rid, aid, status, e)
 
     async def _deliver(self, rid: str, aid: str, *, final: bool, hard: bool = False) -> None:
+        # One delivery per attempt at a time: the final one waits for a heartbeat's partial
+        # delivery still in flight (or takes its spans back if it failed), so the status can
+        # never overtake any span of the attempt.
+        lock = self._delivery_locks.setdefault((rid, aid), asyncio.Lock())
+        try:
+            async with lock:
+                await self._deliver_locked(rid, aid, final=final, hard=hard)
+        finally:
+            if final:
+                self._delivery_locks.pop((rid, aid), None)
+
+    async def _deliver_locked(self, rid: str, aid: str, *, final: bool, hard: bool) -> None:
         spans = self._buffer.take(rid, aid)
         if not spans:
             return
@@ -397,7 +420,7 @@ class WorkflowRunner:
         while True:
             try:
                 return await call()
-            except NotFoundError:
+            except (NotFoundError, InvalidRequestError):
                 raise
             except Exception as e:
                 self.stats.store_errors += 1

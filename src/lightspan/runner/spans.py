@@ -97,7 +97,9 @@ def runner_tracing(
     )
     provider.add_span_processor(buffer)
     tracer = provider.get_tracer("lightspan.runner", __version__, schema_url=SCHEMA_URL)
-    listener = SpanListener(tracer, capture_content=capture_content, capture_runner_content=True)
+    listener = SpanListener(
+        tracer, capture_content=capture_content, capture_runner_content=capture_content
+    )
     return provider, buffer, listener
 
 

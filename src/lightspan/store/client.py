@@ -288,7 +288,12 @@ class LightningStoreClient(LightningStore):
             if status == 408 or (status >= 500 and status != 501):
                 last = f"HTTP {status}: {_detail(response)}"
                 continue
-            raise StoreClientError("export_otlp", self.address, _detail(response), status)
+            detail = _detail(response)
+            if status == 404:
+                raise RemoteNotFoundError("export_otlp", self.address, detail, status)
+            if status in (400, 413, 415, 422):
+                raise RemoteInvalidRequestError("export_otlp", self.address, detail, status)
+            raise StoreClientError("export_otlp", self.address, detail, status)
         raise StoreUnavailableError(
             "export_otlp", self.address, f"{last} (after {self.retries + 1} attempts)"
         )
