@@ -151,8 +151,14 @@ async def lightspan_round(backend: str, shape: str, workers: int, n: int, llm_ur
         if backend == "sqlite-server":
             server = LightspanStoreServer(db)
             store: Any = LightningStoreClient(server.url)
+        elif backend == "memory":
+            store = await open_store("memory")
         else:
-            store = await open_store(backend, **({"path": db} if backend == "sqlite" else {}))
+            # "sqlite": the store's default, synchronous=FULL (every commit on disk before the
+            # call returns); "sqlite-normal": synchronous=NORMAL (survives a process crash,
+            # not a power loss), to show how much of the SQLite figure is fsync.
+            sync = "NORMAL" if backend == "sqlite-normal" else "FULL"
+            store = await open_store("sqlite", path=db, synchronous=sync)
         try:
             await store.enqueue_many_rollouts(
                 [EnqueueRolloutRequest(input={"input": i}, mode="train") for i in range(n)]
@@ -273,7 +279,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     n = args.rollouts
     for shape in ("noop", "3step"):
-        for backend in ("memory", "sqlite", "sqlite-server"):
+        for backend in ("memory", "sqlite", "sqlite-normal", "sqlite-server"):
             for workers in (1, 8):
                 times = [
                     asyncio.run(lightspan_round(backend, shape, workers, n, llm_url))
