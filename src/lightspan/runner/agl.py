@@ -37,6 +37,7 @@ from lightspan.engine.resources import ResourceSet
 from lightspan.engine.runtime import RunResult, Workflow
 from lightspan.instrumentation.listener import SpanListener
 from lightspan.runner.inputs import InputMapping
+from lightspan.runner.resources import ResourcesProvider as StoreResources
 from lightspan.runner.resources import overlay
 
 __all__ = ["LitWorkflow", "WorkflowRolloutError"]
@@ -111,7 +112,10 @@ class LitWorkflow(agl.LitAgent[Any]):
     ) -> ResourceSet:
         """The workflow's own set with agl's laid over it (:func:`lightspan.runner.overlay`:
         by name, ``main_llm`` -> ``default``, ``proxy_llm`` routed for this attempt)."""
-        base = await self.workflow.resources.get_resources(None)
+        provider = self.workflow.resources
+        if isinstance(provider, StoreResources):
+            provider = provider.base  # agl's store is the source here, not lightspan's
+        base = await provider.get_resources(None)
         if not resources:
             return base
         return overlay(
