@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lightspan.runner import WorkflowRunner
+from lightspan.runner import ResourcesProvider, WorkflowRunner
 from lightspan.store import PromptTemplate as StorePrompt
 from lightspan.store.client import LightningStoreClient
 from tests.fixtures.fake_llm import FakeLLM
@@ -45,3 +45,9 @@ async def test_runner_serves_rollouts_from_agl_store(agl_store: str, fake_llm: F
             assert reward.attributes["agentlightning.reward.0.value"] == 1.0
         workers = {w.worker_id for w in (await client.query_workers()).items}
         assert {"agl-interop-0", "agl-interop-1"} <= workers
+        # "the latest set of this workflow" through agl's resources query
+        await client.update_resources(
+            "other:x", {"ask": StorePrompt(template="X {q}", engine="f-string")}
+        )
+        latest = await ResourcesProvider(client, "qa").latest_update()
+        assert latest is not None and latest.resources_id == "qa:agl"

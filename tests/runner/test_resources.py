@@ -127,6 +127,8 @@ async def test_provider_latest_of_this_workflow_ttl_and_unknown_id() -> None:
         await store.add_resources({"ask": StorePrompt(template="plain", engine="f-string")})
         await _sleep(0.25)
         assert (await provider.get_resources()).resources_id == "wf:v1"
+        provider.ttl = 60.0
+        await provider.get_resources()
         fetches = provider.fetches
         for _ in range(20):
             await provider.get_resources()

@@ -100,6 +100,9 @@ class WorkflowRunner:
     ``resources``: the provider that resolves rollout resources (default: a
     :class:`ResourcesProvider` over ``store`` with the workflow's own set as base,
     ``resources_ttl`` seconds of cache). ``input_mapping``: see :class:`InputMapping`.
+    ``on_result(rollout, status, run_result_or_None)``: called in the loop after an attempt was
+    reported (its spans and status are in the store), e.g. for an in-process trainer that wants
+    ``RunResult`` cost/tokens/latency without reading spans back.
     """
 
     def __init__(
@@ -117,6 +120,7 @@ class WorkflowRunner:
         capture_content: bool = True,
         store_retry_interval: float = 1.0,
         status_retry_seconds: float = 300.0,
+        on_result: Callable[[AttemptedRollout, str, RunResult | None], Any] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
@@ -135,6 +139,7 @@ class WorkflowRunner:
             store, workflow.name, base, ttl=resources_ttl
         )
         self.store_retry_interval = store_retry_interval
+        self.on_result = on_result
         self.status_retry_seconds = status_retry_seconds
         self._provider, self._buffer, self._listener = runner_tracing(
             capture_content=capture_content
@@ -151,6 +156,8 @@ class WorkflowRunner:
         self._last_activity = time.monotonic()
         self._tasks: list[asyncio.Task[Any]] = []
         self._delivery_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._queue_empty = False
+        self._poll_lock: asyncio.Lock | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -200,6 +207,8 @@ class WorkflowRunner:
         first SIGTERM/SIGINT drains, the second cancels in-flight rollouts."""
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
+        self._poll_lock = asyncio.Lock()
+        self._queue_empty = False
         self._stop.clear()
         self._hard.clear()
         self._max = max_rollouts
@@ -251,7 +260,7 @@ class WorkflowRunner:
                 return
             self._claimed += 1
             try:
-                rollout = await self.store.dequeue_rollout(worker_id=worker_id)
+                rollout = await self._dequeue(worker_id)
             except Exception as e:
                 self._claimed -= 1
                 self.stats.store_errors += 1
@@ -268,7 +277,6 @@ class WorkflowRunner:
                     log.info("runner: nothing queued for %.1fs, exiting", idle_exit)
                     self.request_stop()
                     return
-                await self._sleep(self.poll_interval)
                 continue
             self._last_activity = time.monotonic()
             try:
@@ -281,6 +289,27 @@ class WorkflowRunner:
                 log.exception("runner %s: rollout %s not handled", worker_id, rollout.rollout_id)
             finally:
                 self._last_activity = time.monotonic()
+
+    async def _dequeue(self, worker_id: str) -> AttemptedRollout | None:
+        """Claim a rollout. While the queue has work every idle worker dequeues at once; once
+        a dequeue found it empty, only one idle worker polls (every ``poll_interval``) and the
+        others wait for it, so an idle runner costs the store one request per interval, not one
+        per worker."""
+        if not self._queue_empty:
+            rollout = await self.store.dequeue_rollout(worker_id=worker_id)
+            if rollout is not None:
+                return rollout
+            self._queue_empty = True
+        assert self._poll_lock is not None
+        async with self._poll_lock:
+            if self.stopping or not self._queue_empty:
+                return None  # someone found work meanwhile: the caller dequeues again at once
+            rollout = await self.store.dequeue_rollout(worker_id=worker_id)
+            if rollout is not None:
+                self._queue_empty = False
+                return rollout
+            await self._sleep(self.poll_interval)
+        return None
 
     # ------------------------------------------------------------------ one attempt
 
@@ -330,6 +359,11 @@ class WorkflowRunner:
             except Exception as e:
                 status, error = "failed", e
             await self._finish(rid, aid, status, error, result)
+            if self.on_result is not None:
+                try:
+                    self.on_result(rollout, status, result)
+                except Exception:
+                    log.exception("runner: on_result callback failed; ignored")
             return status
         finally:
             self._active.pop((rid, aid), None)

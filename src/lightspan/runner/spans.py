@@ -113,8 +113,9 @@ class DeliveryResult:
 class SpanSink:
     """Delivers SDK spans to a store and returns once the store has them (or raises)."""
 
-    def __init__(self, store: LightningStore) -> None:
+    def __init__(self, store: LightningStore, *, max_batch: int = 1000) -> None:
         self.store = store
+        self.max_batch = max_batch
         from lightspan.store.client import LightningStoreClient
 
         self._remote = isinstance(store, LightningStoreClient)
@@ -127,9 +128,15 @@ class SpanSink:
         if self._remote:
             from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
-            body = encode_spans(spans).SerializeToString()
-            rejected, message = await self.store.export_otlp(body)  # type: ignore[attr-defined]
-            return DeliveryResult(len(spans), rejected, message)
+            rejected, messages = 0, []
+            # In order, in requests of at most max_batch spans (servers bound request sizes).
+            for i in range(0, len(spans), self.max_batch):
+                body = encode_spans(spans[i : i + self.max_batch]).SerializeToString()
+                n, message = await self.store.export_otlp(body)  # type: ignore[attr-defined]
+                rejected += n
+                if message:
+                    messages.append(message)
+            return DeliveryResult(len(spans), rejected, "; ".join(messages))
         from lightspan.store.intake import ingest_span_dicts
         from lightspan.store.otlp import spans_from_readable
 
