@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +47,15 @@ def run_agl_script(
         "AGENTOPS_API_KEY": "dummy",
         **(env or {}),
     }
-    proc = subprocess.run(
-        [str(agl_python()), str(SCRIPTS / script), *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        cwd=ROOT,
-    )
+    with tempfile.TemporaryDirectory(prefix="agl-run-") as cwd:  # AgentOps writes a log here
+        proc = subprocess.run(
+            [str(agl_python()), str(SCRIPTS / script), *args],
+            capture_output=True,
+            text=True,
+            env=full_env,
+            timeout=timeout,
+            cwd=cwd,
+        )
     if proc.returncode != 0:
         # The first traceback is the cause; interpreter-shutdown noise follows it.
         err = proc.stderr
