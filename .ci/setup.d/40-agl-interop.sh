@@ -15,19 +15,22 @@ AGL_VENV="${LIGHTSPAN_AGL_VENV:-$HOME/.cache/lightspan/agl-venv}"
 AGL_VERSION="0.3.0"
 OTEL_VERSION="1.39.1"
 OTEL_CONTRIB_VERSION="0.60b1"
+# APO's critic/editor templates are POML files: agl's APO imports `poml` (not an agl dependency).
+POML_VERSION="0.0.8"
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 check() {
     "$AGL_VENV/bin/python" - <<PY 2>/dev/null
 import importlib.metadata as m, sys
-ok = m.version("agentlightning") == "$AGL_VERSION" and m.version("opentelemetry-sdk") == "$OTEL_VERSION"
+ok = (m.version("agentlightning") == "$AGL_VERSION" and m.version("opentelemetry-sdk") == "$OTEL_VERSION"
+      and m.version("poml") == "$POML_VERSION")
 sys.exit(0 if ok else 1)
 PY
 }
 
 if [ -x "$AGL_VENV/bin/python" ] && check; then
-    echo "agl interop venv: present at $AGL_VENV (agentlightning $AGL_VERSION)"
+    echo "agl interop venv: present at $AGL_VENV (agentlightning $AGL_VERSION, poml $POML_VERSION)"
     exit 0
 fi
 
@@ -54,6 +57,6 @@ if [ ! -x "$AGL_VENV/bin/python" ]; then
     "$AGL_VENV/bin/pip" install -q --upgrade pip
 fi
 "$AGL_VENV/bin/pip" install -q -c "$constraints" "agentlightning==$AGL_VERSION" \
-    opentelemetry-sdk opentelemetry-exporter-otlp-proto-http
+    opentelemetry-sdk opentelemetry-exporter-otlp-proto-http "poml==$POML_VERSION"
 check || { echo "agl interop venv: agentlightning $AGL_VERSION did not install" >&2; exit 1; }
 echo "agl interop venv: ready"

@@ -100,6 +100,9 @@ class LLMCallInfo:
     finish_reasons: list[str] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
+    prompt_token_ids: list[int] | None = None
+    """Token ids, when the server returned them (what a trainer such as VERL learns from)."""
+    response_token_ids: list[int] | None = None
     cost: float = 0.0
     priced: bool = False
     status: Status = "running"

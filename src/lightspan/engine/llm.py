@@ -59,6 +59,10 @@ class ChatResult:
     input_tokens: int
     output_tokens: int
     latency_s: float
+    prompt_token_ids: list[int] | None = None
+    """Token ids the server returned (vLLM's ``return_token_ids``, Agent Lightning's proxy):
+    what a trainer needs to learn from the call; ``None`` when the server gave none."""
+    response_token_ids: list[int] | None = None
 
 
 class ChatClients:
@@ -116,6 +120,8 @@ class ChatClients:
             input_tokens=int(usage.prompt_tokens) if usage else 0,
             output_tokens=int(usage.completion_tokens) if usage else 0,
             latency_s=latency,
+            prompt_token_ids=_ids(getattr(resp, "prompt_token_ids", None)),
+            response_token_ids=_response_ids(resp, choice),
         )
 
     def _learn(
@@ -152,6 +158,32 @@ class ChatClients:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+
+
+def _ids(value: Any) -> list[int] | None:
+    """A list of token ids, or ``None`` for anything else (absent, malformed)."""
+    if isinstance(value, list | tuple) and value and all(isinstance(x, int) for x in value):
+        return list(value)
+    return None
+
+
+def _response_ids(resp: Any, choice: Any) -> list[int] | None:
+    """The first choice's token ids, wherever the server put them: ``choices[0].token_ids``
+    (vLLM >= 0.10.2), ``choices[0].provider_specific_fields.token_ids`` (LiteLLM) or the older
+    top-level ``response_token_ids`` (one list per choice)."""
+    if choice is not None:
+        found = _ids(getattr(choice, "token_ids", None))
+        if found is not None:
+            return found
+        fields = getattr(choice, "provider_specific_fields", None)
+        if isinstance(fields, dict):
+            found = _ids(fields.get("token_ids"))
+            if found is not None:
+                return found
+    nested = getattr(resp, "response_token_ids", None)
+    if isinstance(nested, list) and nested:
+        return _ids(nested[0])
+    return None
 
 
 def _chars(messages: list[dict[str, Any]]) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from lightspan.engine.errors import ResourceError
@@ -30,12 +30,27 @@ class LLMResource:
     """``max_tokens``, ``temperature``, ``top_p``... passed to the chat completion."""
     provider: str = "openai"
     """``gen_ai.provider.name`` for traces (the API family the endpoint speaks)."""
-    resource_type: Literal["llm"] = "llm"
+    resource_type: Literal["llm", "proxy_llm"] = "llm"
+    """``proxy_llm``: Agent Lightning's LLM proxy (VERL's ``main_llm``), which attributes each
+    request to a rollout through its URL: see :meth:`for_rollout`."""
 
     @property
     def max_tokens(self) -> int | None:
         value = self.sampling_parameters.get("max_tokens")
         return int(value) if value is not None else None
+
+    def for_rollout(self, rollout_id: str, attempt_id: str) -> LLMResource:
+        """The endpoint a rollout calls: a ``proxy_llm`` gets Agent Lightning's per-rollout
+        path (``.../rollout/{rollout_id}/attempt/{attempt_id}/v1``), which its proxy turns into
+        the headers that tie the call's token ids to the rollout; an ``llm`` is unchanged."""
+        if self.resource_type != "proxy_llm":
+            return self
+        prefix = self.endpoint.rstrip("/")
+        has_v1 = prefix.endswith("/v1")
+        if has_v1:
+            prefix = prefix[:-3]
+        endpoint = f"{prefix}/rollout/{rollout_id}/attempt/{attempt_id}" + ("/v1" if has_v1 else "")
+        return replace(self, endpoint=endpoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +134,27 @@ class ResourceSet:
     def llm(self, name: str, step: str | None = None) -> LLMResource:
         return self._get(self.resolve(name, step), LLMResource, "llm")
 
+    def for_rollout(self, rollout_id: str, attempt_id: str) -> ResourceSet:
+        """This set with every ``proxy_llm`` routed for one rollout (see
+        :meth:`LLMResource.for_rollout`); the set itself when it has none."""
+        if not any(
+            isinstance(r, LLMResource) and r.resource_type == "proxy_llm"
+            for r in self.resources.values()
+        ):
+            return self
+        routed = {
+            k: v.for_rollout(rollout_id, attempt_id) if isinstance(v, LLMResource) else v
+            for k, v in self.resources.items()
+        }
+        return replace(self, resources=routed)
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Agent Lightning's resources map (name -> resource with ``resource_type``)."""
         out: dict[str, dict[str, Any]] = {}
         for name, res in self.resources.items():
             if isinstance(res, LLMResource):
                 out[name] = {
-                    "resource_type": "llm",
+                    "resource_type": res.resource_type,
                     "endpoint": res.endpoint,
                     "model": res.model,
                     "api_key": res.api_key,
@@ -155,6 +184,7 @@ class ResourceSet:
                     api_key=raw.get("api_key"),
                     sampling_parameters=dict(raw.get("sampling_parameters") or {}),
                     provider=str(raw.get("provider") or "openai"),
+                    resource_type=kind,
                 )
             elif kind == "prompt_template":
                 parsed[name] = PromptTemplate(

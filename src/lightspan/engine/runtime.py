@@ -217,6 +217,8 @@ class RunState:
             call.finish_reasons = res.finish_reasons
             call.input_tokens = res.input_tokens
             call.output_tokens = res.output_tokens
+            call.prompt_token_ids = res.prompt_token_ids
+            call.response_token_ids = res.response_token_ids
             call.cost = cost
             call.priced = priced
             call.status = "ok"
@@ -310,6 +312,8 @@ class Workflow:
         listeners = (*listeners, *_events.listeners()) if listeners else _events.listeners()
         if resources is None:
             resources = await self.resources.get_resources(resources_id)
+        if rollout_id is not None and attempt_id is not None:
+            resources = resources.for_rollout(rollout_id, attempt_id)
         info = RunInfo(
             run_id=uuid.uuid4().hex,
             workflow=self.name,

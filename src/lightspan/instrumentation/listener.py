@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
 from lightspan.engine.events import BaseListener, LLMCallInfo, RunInfo, StepInfo
@@ -93,12 +94,17 @@ class SpanListener(BaseListener):
         *,
         capture_content: bool = False,
         capture_runner_content: bool = True,
+        suppress_client_spans: bool = False,
     ) -> None:
         self.tracer = tracer
         self.capture_content = capture_content
         """Record prompts and completions on every run's LLM spans."""
         self.capture_runner_content = capture_runner_content
         """Record them on runner rollouts even when ``capture_content`` is off (training data)."""
+        self.suppress_client_spans = suppress_client_spans
+        """Suppress OpenTelemetry client instrumentation (openai, httpx) inside our LLM spans:
+        where another tracer instruments the openai client (Agent Lightning's AgentOps tracer),
+        its span of the same call would be a second LLM call to the adapters."""
         self._prefixed: dict[str, str] = {}
         self._servers: dict[str, tuple[str | None, int | None]] = {}
 
@@ -286,7 +292,10 @@ class SpanListener(BaseListener):
         span = self.tracer.start_span(
             LLM_SPAN, context=pctx, kind=SpanKind.CLIENT, attributes=attrs
         )
-        call.data[self] = (span, otel_context.attach(trace.set_span_in_context(span, pctx)))
+        ctx = trace.set_span_in_context(span, pctx)
+        if self.suppress_client_spans:
+            ctx = otel_context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True, ctx)
+        call.data[self] = (span, otel_context.attach(ctx))
 
     def on_llm_end(self, call: LLMCallInfo) -> None:
         entry = call.data.get(self)
@@ -307,6 +316,12 @@ class SpanListener(BaseListener):
                 attrs["gen_ai.response.id"] = call.response_id
             if call.response_model is not None:
                 attrs["gen_ai.response.model"] = call.response_model
+            # Agent Lightning's TracerTraceToTriplet reads these two keys: with them a call is
+            # a trainable (prompt, response, reward) triplet for VERL.
+            if call.prompt_token_ids is not None:
+                attrs["prompt_token_ids"] = call.prompt_token_ids
+            if call.response_token_ids is not None:
+                attrs["response_token_ids"] = call.response_token_ids
             if state.capture and call.completion is not None:
                 attrs["gen_ai.completion.0.role"] = "assistant"
                 attrs["gen_ai.completion.0.content"] = call.completion

@@ -1,0 +1,310 @@
+"""Runner throughput and overhead: lightspan's WorkflowRunner vs Agent Lightning's own runner.
+
+Rows (each measured ``--rounds`` times; median and range printed):
+
+  * lightspan WorkflowRunner on an in-process store (memory, SQLite) and over HTTP on
+    ``lightspan store serve`` (SQLite; the deployment comparable to the reference), 1 and 8 workers,
+    with a no-op workflow (one task that returns its input) and a 3-step workflow (three LLM
+    steps in sequence against a fake instant OpenAI-compatible server on 127.0.0.1);
+  * the reference: Agent Lightning 0.3's ``LitAgentRunner`` (``OtelTracer``) against its own
+    ``agl store`` server (in-memory), one runner, the same two shapes (its 3-step agent makes the
+    same three HTTP calls, each in an ``openai.chat.completion`` span).
+
+rollouts/s = N rollouts / wall time from the runner's start until the N-th attempt is
+reported (spans delivered, status set). "overhead/rollout" is the 1-worker no-op figure:
+wall time per rollout when the workflow itself does nothing, i.e. dequeue + resources + run
+bookkeeping + spans + status. The reference goes over HTTP to its store server while the
+"memory"/"sqlite" rows use an in-process store; "sqlite-server" is the like-for-like row.
+
+Run:  .venv/bin/python benchmarks/runner.py [--rollouts 200] [--rounds 3] [--no-reference]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lightspan.engine import LLMResource, PromptTemplate, ResourceSet, Workflow, llm_task, sequence
+from lightspan.engine import task as task_step
+from lightspan.runner import WorkflowRunner
+from lightspan.store import EnqueueRolloutRequest
+from lightspan.store.client import LightningStoreClient
+from lightspan.store.factory import open_store
+
+HERE = Path(__file__).resolve().parent
+AGL_VENV = Path(
+    os.environ.get("LIGHTSPAN_AGL_VENV", Path.home() / ".cache/lightspan/agl-venv")
+).expanduser()
+
+
+# --------------------------------------------------------------------------- fake instant LLM
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        data = json.dumps(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "fake",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "ok"},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+            }
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def start_fake_llm() -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+# --------------------------------------------------------------------------- lightspan rows
+
+
+def make_workflow(shape: str, llm_url: str) -> Workflow:
+    if shape == "noop":
+        return Workflow("bench-noop", task_step("noop", lambda x: x), evaluator=lambda i, o, e: 1.0)
+    res = ResourceSet(
+        "rs-bench",
+        {
+            "default": LLMResource(endpoint=llm_url, model="fake"),
+            "p": PromptTemplate("say {input}"),
+        },
+    )
+    root = sequence("three", *(llm_task(f"s{i}", prompt="p") for i in range(3)))
+    return Workflow("bench-3step", root, resources=res, evaluator=lambda i, o, e: 1.0)
+
+
+class LightspanStoreServer:
+    """``lightspan store serve`` (SQLite, a fresh database) on 127.0.0.1, for the HTTP rows."""
+
+    def __init__(self, db: str) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lightspan.store.cli",
+                "serve",
+                "--backend",
+                "sqlite",
+                "--db",
+                db,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--grpc-port",
+                str(_free_port()),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_healthy(self.url, self.proc, 60)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+async def lightspan_round(backend: str, shape: str, workers: int, n: int, llm_url: str) -> float:
+    """One round: enqueue ``n`` rollouts, then time the runner until all are reported."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = os.path.join(tmp, "bench.db")
+        server = None
+        if backend == "sqlite-server":
+            server = LightspanStoreServer(db)
+            store: Any = LightningStoreClient(server.url)
+        elif backend == "memory":
+            store = await open_store("memory")
+        else:
+            # "sqlite": the store's default, synchronous=FULL (every commit on disk before the
+            # call returns); "sqlite-normal": synchronous=NORMAL (survives a process crash,
+            # not a power loss), to show how much of the SQLite figure is fsync.
+            sync = "NORMAL" if backend == "sqlite-normal" else "FULL"
+            store = await open_store("sqlite", path=db, synchronous=sync)
+        try:
+            await store.enqueue_many_rollouts(
+                [EnqueueRolloutRequest(input={"input": i}, mode="train") for i in range(n)]
+            )
+            wf = make_workflow(shape, llm_url)
+            runner = WorkflowRunner(wf, store, workers=workers, poll_interval=0.01)
+            t0 = time.perf_counter()
+            stats = await runner.serve(max_rollouts=n)
+            seconds = time.perf_counter() - t0
+            done = await store.query_rollouts(status_in=["succeeded"])
+            if len(done) != n:
+                raise RuntimeError(f"{len(done)} of {n} rollouts succeeded: {stats.as_dict()}")
+            await wf.aclose()
+            return seconds
+        finally:
+            await store.close()
+            if server is not None:
+                server.stop()
+
+
+# --------------------------------------------------------------------------- reference rows
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"store server at {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/v1/agl/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"store server at {url} did not become healthy in {timeout:.0f} s")
+
+
+class AglStore:
+    """``agl store`` (Agent Lightning's own server, in-memory) on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+        self.proc = subprocess.Popen(
+            [
+                str(AGL_VENV / "bin" / "agl"),
+                "store",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        _wait_healthy(self.url, self.proc, 120)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def reference_round(store: AglStore, shape: str, n: int, llm_url: str) -> float:
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    proc = subprocess.run(
+        [
+            str(AGL_VENV / "bin" / "python"),
+            str(HERE / "agl_runner_reference.py"),
+            store.url,
+            str(n),
+            shape,
+            llm_url,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"reference failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _row(name: str, n: int, times: list[float]) -> dict[str, Any]:
+    rates = sorted(n / t for t in times)
+    per = sorted(t / n * 1000 for t in times)
+    return {
+        "config": name,
+        "rate": statistics.median(rates),
+        "rate_lo": rates[0],
+        "rate_hi": rates[-1],
+        "ms": statistics.median(per),
+        "ms_lo": per[0],
+        "ms_hi": per[-1],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rollouts", type=int, default=200)
+    ap.add_argument("--reference-rollouts", type=int, default=60)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-reference", action="store_true")
+    args = ap.parse_args()
+    server, llm_url = start_fake_llm()
+    rows: list[dict[str, Any]] = []
+    n = args.rollouts
+    for shape in ("noop", "3step"):
+        for backend in ("memory", "sqlite", "sqlite-normal", "sqlite-server"):
+            for workers in (1, 8):
+                times = [
+                    asyncio.run(lightspan_round(backend, shape, workers, n, llm_url))
+                    for _ in range(args.rounds)
+                ]
+                rows.append(_row(f"lightspan {shape} {backend} w={workers}", n, times))
+                print(f"  done: {rows[-1]['config']}", file=sys.stderr)
+    if not args.no_reference:
+        store = AglStore()
+        try:
+            m = args.reference_rollouts
+            for shape in ("noop", "3step"):
+                times = [reference_round(store, shape, m, llm_url) for _ in range(args.rounds)]
+                rows.append(_row(f"agl LitAgentRunner {shape} agl-store(http) r=1", m, times))
+                print(f"  done: {rows[-1]['config']}", file=sys.stderr)
+        finally:
+            store.stop()
+    server.shutdown()
+    print(f"\nrunner benchmark: {args.rounds} rounds, median [min-max]")
+    print(f"{'configuration':<46} {'rollouts/s':>26} {'ms/rollout':>24}")
+    for r in rows:
+        rate = f"{r['rate']:.1f} [{r['rate_lo']:.1f}-{r['rate_hi']:.1f}]"
+        ms = f"{r['ms']:.2f} [{r['ms_lo']:.2f}-{r['ms_hi']:.2f}]"
+        print(f"{r['config']:<46} {rate:>26} {ms:>24}")
+
+
+if __name__ == "__main__":
+    main()
