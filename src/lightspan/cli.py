@@ -46,20 +46,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     console = Console()
     cfg = load_config(args.config)
+    tracing: Any = None
     if cfg.agentLightning.enabled:
         import lightspan
 
-        lightspan.configure(cfg)
+        tracing = lightspan.configure(cfg)
     wf = load_workflow(args.workflow, prices=cfg.llm.prices)
     value: Any = yaml.safe_load(args.input) if args.input is not None else None
     expected: Any = yaml.safe_load(args.expected) if args.expected is not None else None
-    result = wf.run_sync(value, expected=expected)
+    try:
+        result = wf.run_sync(value, expected=expected)
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # flush: the spans are in the store (or spooled) when we return
     console.print_json(
         json.dumps(
             {
                 "status": result.status,
                 "output": result.output,
                 "error": repr(result.error) if result.error else None,
+                "rollout_id": result.rollout_id,
                 "reward": result.reward,
                 "resources_id": result.resources_id,
                 "input_tokens": result.input_tokens,
@@ -70,7 +76,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
             default=repr,
         )
     )
+    if tracing is not None:
+        print(_trace_note(cfg, result.rollout_id, tracing), file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _trace_note(cfg: Any, rollout_id: str | None, tracing: Any) -> str:
+    """One line saying which rollout the run's spans were written as, and where they went."""
+    if not rollout_id:
+        return "traced: no rollout recorded (sampled out: see agentLightning.tracing)"
+    store = cfg.agentLightning.store
+    dropped = tracing.stats().dropped
+    lost = f"; {dropped} span(s) dropped (queue full)" if dropped else ""
+    if store.type == "in_memory":
+        where = "the in-memory store of this process (gone when it exits; see docs/dev-mode.md)"
+    else:
+        target = cfg.agentLightning.exporter.endpoint or store.address
+        where = f"{target} (undeliverable spans wait in the spool, see docs/troubleshooting.md)"
+    return f"traced: rollout {rollout_id} -> {where}{lost}"
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -99,7 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lightspan {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("demo", help="run the end-to-end demo (starts a local model if needed)")
+    p = sub.add_parser(
+        "demo",
+        help="run the end-to-end demo (starts a local model if needed)",
+        description="Run one real workflow end to end: an organizer-worker step fans arithmetic "
+        "questions out to fork/join workers of two LLM calls each, on a small local model "
+        "(started and fetched on first use) or on --endpoint. Prints the answers, the LLM "
+        "calls with tokens and cost, the reward, and, with tracing on, what the in-process "
+        "LightningStore recorded.",
+    )
     p.add_argument("--endpoint", help="an OpenAI-compatible base URL (default: a local model)")
     p.add_argument("--model", help="the model name at --endpoint")
     p.add_argument(

@@ -33,6 +33,7 @@ File shape::
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -304,8 +305,23 @@ def workflow_from_dict(data: Any, *, source: str = "<dict>", **workflow_kw: Any)
     )
 
 
+def _make_importable(directory: Path) -> None:
+    """Put the workflow file's directory on ``sys.path`` (last, so it shadows nothing).
+
+    Why: a workflow's task modules usually sit next to its YAML file (``examples/qa/qa.yaml``
+    and ``qa_steps.py``); without this, ``call: qa_steps:first_number`` would import only when
+    the command happens to run from that directory or with ``PYTHONPATH`` set.
+    """
+    entry = str(directory.resolve())
+    if entry not in sys.path:
+        sys.path.append(entry)
+
+
 def load_workflow(path: str | Path, **workflow_kw: Any) -> Workflow:
-    """Load a workflow YAML file; every error names the file, the step and the field."""
+    """Load a workflow YAML file; every error names the file, the step and the field.
+
+    Modules next to the file are importable by ``module:function`` references.
+    """
     p = Path(path)
     try:
         data = yaml.safe_load(p.read_text())
@@ -313,6 +329,7 @@ def load_workflow(path: str | Path, **workflow_kw: Any) -> Workflow:
         raise WorkflowDefinitionError(f"cannot read workflow file {p}: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise WorkflowDefinitionError(f"workflow file {p} is not valid YAML: {e}") from None
+    _make_importable(p.parent)
     try:
         return workflow_from_dict(data, source=str(p), **workflow_kw)
     except WorkflowDefinitionError as e:

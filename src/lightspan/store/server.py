@@ -193,7 +193,7 @@ class StoreServer:
         tls = " (TLS)" if self.tls else ""
         grpc_note = f", OTLP/gRPC on {self.host}:{self.grpc_port}{tls}" if self._grpc else ""
         auth_note = " (bearer token required)" if self.token else ""
-        logger.warning(
+        logger.info(
             "lightspan store serving REST %s%s and OTLP/HTTP %s/v1/traces%s%s",
             self.endpoint,
             API_PREFIX,
@@ -240,7 +240,7 @@ class StoreServer:
             waits.append(self._http_task)
         await asyncio.gather(*waits, return_exceptions=True)
         await self.store.close()
-        logger.warning("lightspan store stopped")
+        logger.info("lightspan store stopped")
 
     async def serve_forever(self) -> None:
         """Start, then run until SIGTERM/SIGINT, then stop gracefully (as the server process:
