@@ -64,7 +64,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             {
                 "status": result.status,
                 "output": result.output,
-                "error": repr(result.error) if result.error else None,
+                "error": _error_text(result.error),
                 "rollout_id": result.rollout_id,
                 "reward": result.reward,
                 "resources_id": result.resources_id,
@@ -79,6 +79,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if tracing is not None:
         print(_trace_note(cfg, result.rollout_id, tracing), file=sys.stderr)
     return 0 if result.ok else 1
+
+
+def _error_text(error: BaseException | None) -> str | None:
+    """``Type: message`` of a failed run's error, with its cause (what a person reads)."""
+    if error is None:
+        return None
+    text = f"{type(error).__name__}: {error}"
+    cause = error.__cause__
+    if cause is not None and str(cause) not in text:
+        text += f" (caused by {type(cause).__name__}: {cause})"
+    return text
 
 
 def _trace_note(cfg: Any, rollout_id: str | None, tracing: Any) -> str:

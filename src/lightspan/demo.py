@@ -140,57 +140,88 @@ def _start_tracing(console: Console) -> Any:
     return start_in_process_tracing()
 
 
+def _num(value: Any) -> str:
+    """A number as a person writes it: ``12`` rather than ``12.0``; ``-`` for no answer."""
+    if value is None:
+        return "-"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _usd(value: float) -> str:
+    """A small dollar amount with enough digits to tell calls apart (``$0.0000122``)."""
+    return f"${value:.7f}" if value < 0.01 else f"${value:.4f}"
+
+
+def _header(console: Console, wf: Workflow, endpoint: str, model: str, n: int) -> None:
+    console.print(
+        f"workflow [bold]{wf.name}[/]: organizer-worker 'solve-all' (2 lanes) over {n} "
+        "question(s); each worker is fork 'answer' of two LLM steps ('concise', max 16 tokens; "
+        "'stepwise', max 160) and a reducer that picks the number; evaluator: share right. "
+        "Source: src/lightspan/demo.py (the same workflow as YAML: examples/batch/batch.yaml)."
+    )
+    console.print(f"model [bold]{model}[/] at {endpoint}")
+
+
 def _report(console: Console, result: RunResult, expected: list[float], wall: float) -> None:
     table = Table(title="Per-question results")
     for col in ("#", "question", "answer", "expected", "right"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     outputs = result.output or []
     for i, (out, exp) in enumerate(zip(outputs, expected, strict=False)):
         q = QUESTIONS[i][0]
         table.add_row(
-            str(i), q, f"{out['answer']}", f"{exp:g}", "yes" if out["answer"] == exp else "no"
+            str(i), q, _num(out["answer"]), _num(exp), "yes" if out["answer"] == exp else "no"
         )
     console.print(table)
 
-    calls = Table(title="LLM calls")
-    for col in ("step", "model", "input tok", "output tok", "cost", "latency s"):
-        calls.add_column(col, justify="right" if col not in ("step", "model") else "left")
+    calls = Table(title="LLM calls (cost in USD)")
+    for col in ("step", "model", "in tok", "out tok", "cost", "s"):
+        calls.add_column(
+            col, justify="right" if col not in ("step", "model") else "left", overflow="fold"
+        )
     for c in result.llm_calls:
         calls.add_row(
             c.step,
             c.model,
             str(c.input_tokens),
             str(c.output_tokens),
-            f"{c.cost:.8f}",
+            _usd(c.cost),
             f"{c.latency_s:.2f}",
         )
     console.print(calls)
 
-    summary = Table(title="Run")
-    for col in (
-        "status",
-        "reward",
-        "LLM calls",
-        "input tok",
-        "output tok",
-        "cost",
-        "wall s",
-        "resources",
-    ):
-        summary.add_column(col)
-    summary.add_row(
-        result.status,
-        f"{result.reward:.2f}" if result.reward is not None else "-",
-        str(len(result.llm_calls)),
-        str(result.input_tokens),
-        str(result.output_tokens),
-        f"{result.cost:.8f}",
-        f"{wall:.1f}",
-        result.resources_id or "-",
-    )
+    summary = Table(title="Run", show_header=False)
+    summary.add_column("what")
+    summary.add_column("value", overflow="fold")
+    rows = [
+        ("status", result.status),
+        ("reward", f"{result.reward:.2f}" if result.reward is not None else "-"),
+        ("LLM calls", str(len(result.llm_calls))),
+        ("tokens in / out", f"{result.input_tokens} / {result.output_tokens}"),
+        ("cost", f"{_usd(result.cost)} (USD)"),
+        ("wall time", f"{wall:.1f} s"),
+        ("resources", result.resources_id or "-"),
+    ]
+    for what, value in rows:
+        summary.add_row(what, value)
     console.print(summary)
+    console.print(
+        f"cost: USD, from illustrative prices (${ILLUSTRATIVE_PRICES['input']:.2f} input, "
+        f"${ILLUSTRATIVE_PRICES['output']:.2f} output per million tokens) times the token "
+        "counts the model server reported; put your provider's prices in llm.prices "
+        "(docs/configuration.md#prices)."
+    )
     if result.error is not None:
         console.print(f"[red]error: {result.error!r}[/]")
+
+
+def _where_traces_went(console: Console, rollout_id: str | None) -> None:
+    console.print(
+        f"traces: rollout {rollout_id or '-'} in a LightningStore inside this process (gone when "
+        "the demo exits). To keep and look at traces: run a store server and Jaeger "
+        "(docs/setup-guide.md; the store's dashboard: docs/store.md#dashboard), or stay "
+        "in-process (docs/dev-mode.md)."
+    )
 
 
 def run_demo(
@@ -213,12 +244,12 @@ def run_demo(
                 server = LocalModelProcess(local_model, fetch_missing=True).start()
             stack.callback(server.stop)
             endpoint, model = server.base_url, server.model
-            console.print(f"local model [bold]{model}[/] at {endpoint}")
         if model is None:
             console.print("[red]error: --model is required with --endpoint[/]")
             return 2
         tracing = _start_tracing(console) if trace else None
         wf = build_workflow(endpoint, model)
+        _header(console, wf, endpoint, model, n)
         with Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -239,6 +270,9 @@ def run_demo(
         if tracing is not None:
             tracing.report(console, result)
             tracing.shutdown()
+            _where_traces_went(console, result.rollout_id)
+        else:
+            console.print("traces: none (--no-trace)")
     return 0 if result.ok else 1
 
 

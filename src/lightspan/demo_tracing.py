@@ -26,6 +26,11 @@ LLM_SPAN = "openai.chat.completion"
 REWARD_SPAN = "agentlightning.annotation"
 
 
+def _reward_text(value: Any) -> str:
+    """A reward as read from its span: two decimals, or ``-`` when missing."""
+    return f"{value:.2f}" if isinstance(value, int | float) else "-"
+
+
 class InProcessTracing:
     """A running in-process tracing pipeline; :meth:`report` reads the store back."""
 
@@ -57,7 +62,7 @@ class InProcessTracing:
 
         head = Table(title="LightningStore (in-process): the run's rollout")
         for col in ("rollout", "attempt", "status", "spans", "exported", "dropped"):
-            head.add_column(col)
+            head.add_column(col, overflow="fold")
         attempt = getattr(rollout, "attempt", None)
         head.add_row(
             rollout_id,
@@ -90,7 +95,7 @@ class InProcessTracing:
         calls = Table(title=f"LLM-call spans ({LLM_SPAN})")
         for col in ("under", "model", "input tok", "output tok", "finish", "ms"):
             left = col in ("under", "model", "finish")
-            calls.add_column(col, justify="left" if left else "right")
+            calls.add_column(col, justify="left" if left else "right", overflow="fold")
         in_total = out_total = 0
         for s in sorted((s for s in spans if s.name == LLM_SPAN), key=lambda s: s.start_time or 0):
             a = s.attributes
@@ -114,13 +119,13 @@ class InProcessTracing:
         rewards = [s for s in spans if s.name == REWARD_SPAN]
         reward_table = Table(title=f"Reward span ({REWARD_SPAN})")
         for col in ("span id", "parent", "name", "value"):
-            reward_table.add_column(col)
+            reward_table.add_column(col, overflow="fold")
         for s in rewards:
             reward_table.add_row(
                 s.span_id,
                 names.get(s.parent_id or "", "-"),
                 str(s.attributes.get("agentlightning.reward.0.name", "-")),
-                str(s.attributes.get("agentlightning.reward.0.value", "-")),
+                _reward_text(s.attributes.get("agentlightning.reward.0.value")),
             )
         if not rewards:
             reward_table.add_row("-", "-", "-", "no reward recorded")
