@@ -32,8 +32,15 @@ def arith_model() -> Iterator[ArithLLM]:
 def substitutions(model_base_url: str) -> dict[str, str]:
     """Literal addresses of the guides -> this test's servers (see tests/docs/harness.py)."""
     model = model_base_url.removeprefix("http://").removesuffix("/v1")
+    rest, grpc = str(free_port()), str(free_port())
     return {
         "127.0.0.1:8080": model,
-        "4747": str(free_port()),
-        "4317": str(free_port()),
+        # the store servers' ports: 4747/4317 (default REST/gRPC), 4749/4750 (the TLS one)
+        "4747": rest,
+        "4317": grpc,
+        "4749": str(free_port()),
+        "4750": str(free_port()),
+        # a server started without --port/--grpc-port takes the defaults: make them ours too
+        # (flags written in the block come later and win)
+        "lightspan store serve ": f"lightspan store serve --port {rest} --grpc-port {grpc} ",
     }

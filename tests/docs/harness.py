@@ -106,9 +106,11 @@ class Guide:
         return guide
 
     def substitute(self, text: str) -> str:
-        for old, new in self.substitutions.items():
-            text = text.replace(old, new)
-        return text
+        """Every substitution in one pass (a new port never gets rewritten again)."""
+        if not self.substitutions:
+            return text
+        pattern = "|".join(re.escape(k) for k in sorted(self.substitutions, key=len, reverse=True))
+        return re.sub(pattern, lambda m: self.substitutions[m.group(0)], text)
 
     def run(self, block: Block, timeout: float = 240) -> str:
         """Run one block; returns its output; raises AssertionError with the output on failure."""
@@ -216,4 +218,5 @@ def run_guide(guide: Guide, blocks: list[Block]) -> str:
             guide.run(block)
     finally:
         guide.stop()
+        (guide.workdir / "guide-output.log").write_text("\n".join(guide.log))
     return "\n".join(guide.log)

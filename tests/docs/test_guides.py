@@ -33,3 +33,30 @@ def test_engine_reference_yaml_and_command(arith_model, tmp_path):
     guide = Guide.create(tmp_path, substitutions(arith_model.base_url))
     out = run_guide(guide, marked_blocks(REPO / "docs/engine.md"))
     assert '"status": "succeeded"' in out
+
+
+def _without(blocks, flag):
+    return [b for b in blocks if flag not in b.flags]
+
+
+def test_setup_guide(arith_model, tmp_path):
+    guide = Guide.create(tmp_path, substitutions(arith_model.base_url))
+    blocks = _without(marked_blocks(REPO / "docs/setup-guide.md"), "postgres")
+    out = run_guide(guide, blocks)
+    assert '"status":"ok"' in out.replace(" ", "") or "ok" in out
+    assert "\n401\n" in out  # no token: refused
+    assert "traced: rollout ro-" in out
+    report = json.loads((guide.workdir / "train-server/report.json").read_text())
+    assert report["status"] == "completed"
+    assert "qa:v1" in out  # published, listed by `train history`
+
+
+@pytest.mark.postgres
+def test_setup_guide_postgres_blocks(arith_model, postgres_db_dsn, tmp_path):
+    subs = substitutions(arith_model.base_url)
+    subs["postgresql://lightspan:secret@127.0.0.1:5432/lightspan"] = postgres_db_dsn
+    guide = Guide.create(tmp_path, subs)
+    blocks = [b for b in marked_blocks(REPO / "docs/setup-guide.md") if "postgres" in b.flags]
+    assert len(blocks) == 2
+    out = run_guide(guide, blocks)
+    assert "rollouts" in out or "{" in out
