@@ -54,3 +54,6 @@ def test_troubleshooting_blocks(arith_model, tmp_path):
     guide = Guide.create(tmp_path, substitutions(arith_model.base_url))
     out = run_guide(guide, marked_blocks(DOC))
     assert "unknown step kind 'tsk'" in out
+    assert ".otlp" in out  # the run's spans waited in the spool ...
+    assert "spool drained: True" in out  # ... and reached the store once it was up
+    assert "resources qa-own: 1 runs" in out
