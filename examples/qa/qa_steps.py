@@ -13,15 +13,16 @@ _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 def first_number(reply: str) -> int | float | None:
-    """The number a reply gives: after 'Answer:' if the model wrote one, else the first number.
+    """The number a reply gives: after 'Answer:' if the model wrote one, else the last number
+    of its first non-empty line (``7 + 5 = 12`` -> 12; small models often restate the sum).
 
     Whole numbers come back as ``int`` so that an answer prints as ``12``, not ``12.0``.
     """
     text = reply.rsplit("Answer:", 1)[-1] if "Answer:" in reply else reply
-    found = _NUMBER.findall(text.replace(",", ""))
-    if not found:
+    lines = [line for line in text.replace(",", "").splitlines() if _NUMBER.search(line)]
+    if not lines:
         return None
-    value = float(found[0])
+    value = float(_NUMBER.findall(lines[0])[-1])
     return int(value) if value.is_integer() else value
 
 

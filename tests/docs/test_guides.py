@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -60,3 +61,19 @@ def test_setup_guide_postgres_blocks(arith_model, postgres_db_dsn, tmp_path):
     assert len(blocks) == 2
     out = run_guide(guide, blocks)
     assert "rollouts" in out or "{" in out
+
+
+@pytest.mark.llm
+def test_readme_use_it_with_the_real_model(llm_server, tmp_path):
+    """The README's snippet and command, as written, against the real local model."""
+    subs = substitutions(llm_server.base_url)
+    subs["smollm2-135m"] = llm_server.model
+    guide = Guide.create(tmp_path, subs)
+    blocks = marked_blocks(REPO / "README.md")
+    assert {b.kind for b in blocks} == {"python", "shell"}
+    assert all("real-model" in b.flags for b in blocks)
+    out = run_guide(guide, blocks)
+    # the snippet prints "<answer> <reward> <input tokens> $<cost>"; the answer may span lines
+    m = re.search(r" (\d+) \$([0-9.]+)\n", out)
+    assert m and int(m[1]) > 0 and float(m[2]) > 0, out
+    assert '"status": "succeeded"' in out
