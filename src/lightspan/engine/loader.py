@@ -7,7 +7,8 @@ not a list of union-member failures.
 File shape::
 
     workflow: answer-questions
-    evaluator: mypkg.evals:exact_match        # optional, "module:function"
+    evaluator: qa_steps:exact                 # optional, "module:function" (modules next to
+                                              # the file are importable)
     resources:                                # optional; the run's static resource set
       id: rs-demo-1
       prompts: {solve: {template: "Q: {question}", engine: f-string}}
@@ -15,18 +16,18 @@ File shape::
         default: {endpoint: "http://127.0.0.1:8080/v1", model: m,
                   sampling_parameters: {max_tokens: 64}}
     steps:                                    # a sequence (or `root:` with one step)
-      - task: {name: prepare, call: mypkg.tasks:prepare, timeout: 5, retry: {max_attempts: 3}}
+      - task: {name: prepare, call: qa_steps:prepare, timeout: 5, retry: {max_attempts: 3}}
       - fork:
           name: answers
           join: all                           # all | first | {quorum: 2}
           on_error: fail_fast                 # or collect
-          reducer: mypkg.tasks:pick
+          reducer: qa_steps:pick
           branches:
             - llm: {name: short, prompt: solve, llm: default}
       - organizer_worker:
           name: fan-out
           concurrency: 4
-          organizer: {task: {name: plan, call: mypkg.tasks:plan}}
+          organizer: {task: {name: plan, call: qa_steps:plan}}
           worker: {llm: {name: do, prompt: solve}}
 """
 
