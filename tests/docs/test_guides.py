@@ -50,6 +50,7 @@ def test_setup_guide(arith_model, tmp_path):
     report = json.loads((guide.workdir / "train-server/report.json").read_text())
     assert report["status"] == "completed"
     assert "qa:v1" in out  # published, listed by `train history`
+    assert "qa: not due: last run" in out  # the scheduler's second pass
     # the start-up banner is ordinary information, not a warning
     banner = guide.background_logs()
     assert "INFO lightspan.store.server: lightspan store serving REST" in banner
