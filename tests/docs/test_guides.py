@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import pytest
 
 from tests.docs.conftest import substitutions
 from tests.docs.harness import REPO, Guide, marked_blocks, run_guide
+from tests.fixtures.collector import JAEGER_BIN, OTELCOL_BIN, require_binary
+from tests.fixtures.ports import free_port
 
 GUIDES = ["docs/dev-mode.md", "docs/setup-guide.md", "docs/troubleshooting.md", "docs/engine.md"]
 
@@ -42,7 +45,9 @@ def _without(blocks, flag):
 
 def test_setup_guide(arith_model, tmp_path):
     guide = Guide.create(tmp_path, substitutions(arith_model.base_url))
-    blocks = _without(marked_blocks(REPO / "docs/setup-guide.md"), "postgres")
+    blocks = _without(
+        _without(marked_blocks(REPO / "docs/setup-guide.md"), "postgres"), "collector"
+    )
     out = run_guide(guide, blocks)
     assert '"status":"ok"' in out.replace(" ", "") or "ok" in out
     assert "\n401\n" in out  # no token: refused
@@ -100,3 +105,44 @@ def test_relative_links_point_at_files(doc):
         if not resolved.exists() and rel not in PENDING_FILES:
             missing.append(target)
     assert not missing, f"{doc}: links to missing files: {missing}"
+
+
+@pytest.mark.collector
+def test_setup_guide_collector_blocks(arith_model, tmp_path):
+    """Section 4: store + dev pipeline (Jaeger, Collector), a workflow through the Collector,
+    its trace in Jaeger and in the store. Ports: the pipeline reads them from LIGHTSPAN_*."""
+    require_binary(OTELCOL_BIN, "build-collector.sh")
+    require_binary(JAEGER_BIN, "build-jaeger.sh")
+    subs = substitutions(arith_model.base_url)
+    ports = {name: str(free_port()) for name in ("otelcol", "store_grpc", "jaeger_query")}
+    subs.update(
+        {"4317": ports["otelcol"], "4748": ports["store_grpc"], "16686": ports["jaeger_query"]}
+    )
+    loop = "127.0.0.1"
+    env = {
+        "LIGHTSPAN_PIPELINE_DIR": str(tmp_path / "pipeline"),
+        "LIGHTSPAN_OTELCOL_GRPC": f"{loop}:{ports['otelcol']}",
+        "LIGHTSPAN_OTELCOL_HTTP": f"{loop}:{free_port()}",
+        "LIGHTSPAN_OTELCOL_HEALTH": f"{loop}:{free_port()}",
+        "LIGHTSPAN_OTELCOL_METRICS_PORT": str(free_port()),
+        "LIGHTSPAN_JAEGER_OTLP_GRPC": f"{loop}:{free_port()}",
+        "LIGHTSPAN_JAEGER_OTLP_HTTP": f"{loop}:{free_port()}",
+        "LIGHTSPAN_JAEGER_QUERY_HTTP": f"{loop}:{ports['jaeger_query']}",
+        "LIGHTSPAN_JAEGER_QUERY_GRPC": f"{loop}:{free_port()}",
+        "LIGHTSPAN_STORE_OTLP_GRPC": f"{loop}:{ports['store_grpc']}",
+    }
+    guide = Guide.create(tmp_path, subs, **env)
+    (guide.workdir / "collector-config").symlink_to(REPO / "collector-config")
+    blocks = [b for b in marked_blocks(REPO / "docs/setup-guide.md") if "collector" in b.flags]
+    assert len(blocks) == 4
+    try:
+        out = run_guide(guide, blocks)
+    finally:  # never leave Jaeger and the Collector running
+        subprocess.run(
+            ["bash", str(REPO / "collector-config/scripts/pipeline.sh"), "stop"],
+            env=guide.env,
+            capture_output=True,
+            timeout=60,
+        )
+    assert re.search(r"^[1-9]\d* trace\(s\) in Jaeger$", out, re.M), out
+    assert "resources qa-own: 1 runs" in out
