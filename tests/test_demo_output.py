@@ -69,6 +69,7 @@ def test_run_with_tracing_prints_the_rollout_id_and_a_failure_says_so(fake_llm, 
     assert ok.returncode == 0, ok.stderr
     assert '"rollout_id": "ro-' in ok.stdout
     assert "traced: rollout ro-" in ok.stderr and "in-memory store" in ok.stderr
+    assert "note: no price for m:" in ok.stderr  # cost 0 is explained, not silent
     bad = subprocess.run(
         [*base, "--input", "{other: hi}"], capture_output=True, text=True, timeout=60
     )

@@ -76,6 +76,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
             default=repr,
         )
     )
+    unpriced = sorted({c.model for c in result.llm_calls if not c.priced})
+    if unpriced:
+        print(
+            f"note: no price for {', '.join(unpriced)}: their calls cost 0 here; set llm.prices "
+            "(USD per million tokens) in the configuration, see docs/configuration.md#prices",
+            file=sys.stderr,
+        )
     if tracing is not None:
         print(_trace_note(cfg, result.rollout_id, tracing), file=sys.stderr)
     return 0 if result.ok else 1
