@@ -93,9 +93,8 @@ def _raises(tree: ast.AST) -> list[tuple[str, ast.Call]]:
 def _message_arg(call: ast.Call) -> ast.expr | None:
     """The message argument: the first string-like positional one (``HttpError(400, msg)``)."""
     for arg in call.args:
-        if _text(arg) is not None or not (isinstance(arg, ast.Constant)):
-            if _text(arg) is not None:
-                return arg
+        if _text(arg) is not None:
+            return arg
     for kw in call.keywords:
         if kw.arg in ("message", "msg", "detail") and _text(kw.value) is not None:
             return kw.value
