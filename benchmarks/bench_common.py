@@ -11,8 +11,8 @@ Workloads (pre-encoded OTLP protobuf, so the sender's encoding cost is not measu
   is one runner's batch covering several rollouts/attempts running side by side; its spans are
   an agent's steps: ``openai.chat.completion`` LLM calls carrying the flattened ``gen_ai.*``
   prompt/completion attributes that Agent Lightning's adapters read plus the GenAI-convention
-  usage attributes, ``agentlightning.operation`` tool calls, and one ``agentlightning.annotation``
-  reward per rollout attempt. Half of the requests are shaped as Agent Lightning 0.3's tracer
+  usage attributes, ``agentlightning.operation`` tool calls, and ``agentlightning.annotation``
+  rewards (1 span in 8). Half of the requests are shaped as Agent Lightning 0.3's tracer
   writes them (rollout, attempt and sequence id in each span's *resource*, so one
   ``ResourceSpans`` per span), half as ours writes them (ids as *span attributes*, stamped by
   ``RolloutAttributesProcessor``; one resource per batch). ~670 bytes of OTLP per span on
