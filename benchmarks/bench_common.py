@@ -299,8 +299,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def ours(label: str, backend: str, db: str | None, workdir: Path) -> Iterator[Target]:
-    """A fresh lightspan store server (``python -m lightspan.store.cli serve``)."""
+def ours(
+    label: str, backend: str, db: str | None, workdir: Path, env: dict[str, str] | None = None
+) -> Iterator[Target]:
+    """A fresh lightspan store server (``python -m lightspan.store.cli serve``); ``env``: extra
+    environment variables (``LIGHTSPAN_NATIVE_INTAKE=0``: the Python converter)."""
     port, grpc_port = free_port(), free_port()
     args = [sys.executable, "-m", "lightspan.store.cli", "serve", "--backend", backend]
     args += ["--port", str(port), "--grpc-port", str(grpc_port), "--log-level", "WARNING"]
@@ -308,7 +311,9 @@ def ours(label: str, backend: str, db: str | None, workdir: Path) -> Iterator[Ta
         args += ["--db", db]
     log = workdir / f"{label.replace(' ', '_')}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        proc = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})}
+        )
     target = Target(label, f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}", proc, log)
     try:
         _wait_healthy(target, 60)

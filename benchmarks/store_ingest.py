@@ -146,7 +146,12 @@ def main() -> None:
     parser.add_argument("--senders", default="1,4", help="comma-separated sender counts")
     parser.add_argument("--rollouts", type=int, default=64, help="rollouts per measurement")
     parser.add_argument("--workload", choices=("realistic", "synthetic"), default="realistic")
-    parser.add_argument("--backends", default="sqlite", help="of sqlite,memory,postgres")
+    parser.add_argument(
+        "--backends",
+        default="sqlite",
+        help="of sqlite,memory,postgres,sqlite-python (SQLite with the Python OTLP converter, "
+        "LIGHTSPAN_NATIVE_INTAKE=0)",
+    )
     parser.add_argument("--pg-dsn", default=None, help="PostgreSQL DSN (default: private cluster)")
     parser.add_argument("--no-reference", action="store_true")
     args = parser.parse_args()
@@ -182,10 +187,14 @@ def main() -> None:
                 if kind == "reference":
                     cm = reference(workdir)
                 else:
-                    db = {"sqlite": str(workdir / f"r{rnd}.db"), "postgres": pg_dsn}.get(kind)
+                    backend = "sqlite" if kind == "sqlite-python" else kind
+                    db = {"sqlite": str(workdir / f"r{rnd}{kind}.db"), "postgres": pg_dsn}.get(
+                        backend
+                    )
                     if kind == "postgres":  # fresh tables each round
                         _drop_postgres_tables(pg_dsn)
-                    cm = ours(f"lightspan {kind}", kind, db, workdir)
+                    env = {"LIGHTSPAN_NATIVE_INTAKE": "0"} if kind == "sqlite-python" else None
+                    cm = ours(f"lightspan {kind}", backend, db, workdir, env)
                 with cm as target:
                     for transport in transports:
                         for s in senders:
