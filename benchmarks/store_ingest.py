@@ -139,11 +139,13 @@ def ingest(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 16 batches, 4 senders")
+    parser.add_argument(
+        "--quick", action="store_true", help="defaults of 16 requests and 4 senders (3 rounds)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batches", type=int, default=60, help="requests per measurement")
+    parser.add_argument("--batches", type=int, default=None, help="requests per measurement (60)")
     parser.add_argument("--batch", type=int, default=512, help="spans per request (SDK default)")
-    parser.add_argument("--senders", default="1,4", help="comma-separated sender counts")
+    parser.add_argument("--senders", default=None, help="comma-separated sender counts (1,4)")
     parser.add_argument("--rollouts", type=int, default=64, help="rollouts per measurement")
     parser.add_argument("--workload", choices=("realistic", "synthetic"), default="realistic")
     parser.add_argument(
@@ -155,8 +157,8 @@ def main() -> None:
     parser.add_argument("--pg-dsn", default=None, help="PostgreSQL DSN (default: private cluster)")
     parser.add_argument("--no-reference", action="store_true")
     args = parser.parse_args()
-    if args.quick:
-        args.batches, args.senders = 16, "4"
+    args.batches = args.batches or (16 if args.quick else 60)
+    args.senders = args.senders or ("4" if args.quick else "1,4")
     senders = [int(s) for s in args.senders.split(",")]
     backends = args.backends.split(",")
     if args.rounds < 3:
