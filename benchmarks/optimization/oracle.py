@@ -88,7 +88,8 @@ class ResultCache:
             for line in path.read_text().splitlines():
                 if line.strip():
                     row = json.loads(line)
-                    self._rows[row.pop("key")] = RunRecord(**row)
+                    key = row.pop("key")
+                    self._rows[key] = RunRecord(**row)
 
     def get(self, key: str) -> RunRecord | None:
         return self._rows.get(key)
