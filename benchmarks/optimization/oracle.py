@@ -31,7 +31,7 @@ from benchmarks.optimization.workflows import (
     workflow_spec,
 )
 
-from lightspan.engine import PriceTable, workflow_from_dict
+from lightspan.engine import PriceTable, Workflow, workflow_from_dict
 
 
 def search_grid(shape: str, models: Sequence[str], max_tokens: Sequence[int]) -> list[Config]:
@@ -101,9 +101,12 @@ class ResultCache:
             f.write(json.dumps({"key": key, **asdict(rec)}) + "\n")
 
 
-async def run_spec(spec: Mapping[str, Any], task: Task) -> RunRecord:
-    """Run a workflow file structure once on the real models; a failed run scores 0."""
-    wf = workflow_from_dict(dict(spec), source=f"<{spec['workflow']}>", llm_timeout_seconds=600)
+def load_spec(spec: Mapping[str, Any]) -> Workflow:
+    return workflow_from_dict(dict(spec), source=f"<{spec['workflow']}>", llm_timeout_seconds=600)
+
+
+async def run_spec(wf: Workflow, spec: Mapping[str, Any], task: Task) -> RunRecord:
+    """Run a workflow once on the real models; a failed run scores 0 and keeps its error."""
     t0 = time.perf_counter()
     res = await wf.run(task.input, expected=task.expected)
     latency = time.perf_counter() - t0
@@ -163,17 +166,22 @@ async def evaluate_specs(
                 if on_done:
                     on_done()
     sem = asyncio.Semaphore(concurrency)
+    workflows = {label: load_spec(spec) for label, spec in specs.items()}
 
     async def one(key: str, label: str, spec: Mapping[str, Any], t: Task) -> None:
         async with sem:
-            rec = await run_spec(spec, t)
+            rec = await run_spec(workflows[label], spec, t)
         rec.config = label
         cache.put(key, rec)
         out[(label, t.id)] = rec
         if on_done:
             on_done()
 
-    await asyncio.gather(*(one(*job) for job in todo))
+    try:
+        await asyncio.gather(*(one(*job) for job in todo))
+    finally:
+        for wf in workflows.values():
+            await wf.aclose()
     return out
 
 

@@ -67,7 +67,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def measure_model(
-    model: str, *, threads: int = 1, requests: int = 3, gen_tokens: int = 48
+    model: str, *, threads: int = 1, requests: int = 2, gen_tokens: int = 64
 ) -> Measured:
     """Serve ``model`` alone and measure its CPU-seconds per input and per output token."""
     with LocalModelProcess(model, threads=threads, parallel=1, fetch_missing=True) as srv:

@@ -158,7 +158,7 @@ HEADERS = [
 ]
 
 
-def print_table(cells: Sequence[Cell]) -> None:
+def print_table(cells: Sequence[Cell], console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -167,7 +167,7 @@ def print_table(cells: Sequence[Cell]) -> None:
         t.add_column(h, justify="left" if h in ("family", "workflow", "arm") else "right")
     for row in table_rows(cells):
         t.add_row(*row)
-    Console().print(t)
+    (console or Console(width=200)).print(t)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -106,10 +106,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     p.add_argument("--seed", type=int, default=0, help="task generation seed (default 0)")
     p.add_argument("--tasks", type=int, help="test tasks per family (default 2 quick, 6 full)")
     p.add_argument("--models", help=f"comma list, weakest first (default {','.join(ALL_MODELS)})")
-    p.add_argument("--max-tokens", help="comma list of grid levels (default 128,512; quick 96)")
+    p.add_argument("--max-tokens", help="comma list of grid levels (default 128,512; quick 48)")
     p.add_argument("--families", help=f"comma list (default {','.join(FAMILIES)})")
     p.add_argument("--shapes", help=f"comma list (default {','.join(SHAPES)})")
-    p.add_argument("--concurrency", type=int, help="runs in flight (default 2; quick 3)")
+    p.add_argument("--concurrency", type=int, help="runs in flight (default 2; quick 4)")
     p.add_argument(
         "--out", type=Path, help="report directory (default benchmarks/optimization/out/<UTC time>)"
     )
@@ -124,7 +124,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         return [x.strip() for x in value.split(",") if x.strip()] if value else default
 
     models = csv(args.models, QUICK_MODELS if args.quick else ALL_MODELS)
-    levels = sorted(int(x) for x in csv(args.max_tokens, ["96"] if args.quick else ["128", "512"]))
+    levels = sorted(int(x) for x in csv(args.max_tokens, ["48"] if args.quick else ["128", "512"]))
     families = csv(args.families, list(FAMILIES))
     shapes = csv(args.shapes, list(SHAPES))
     for f in families:
@@ -143,7 +143,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         max_tokens=levels,
         tasks=args.tasks or (2 if args.quick else 6),
         pairs=pairs,
-        concurrency=args.concurrency or (3 if args.quick else 2),
+        concurrency=args.concurrency or (4 if args.quick else 2),
         quick=args.quick,
     )
 
@@ -158,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     args, s = parse_args(argv)
-    console = Console()
+    console = Console(width=max(Console().width, 180))
     started = dt.datetime.now(dt.UTC)
     out = args.out or Path(__file__).parent / "out" / started.strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
@@ -286,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells.append(
             Cell(family, shape, arms, reward_diff_ci=paired_diff_ci(base_runs, oracle_runs, s.seed))
         )
-    print_table(cells)
+    print_table(cells, console)
     write_report(out, s, args, cells, measured, why_no_trainer, trainer_reports, grids, started)
     console.print(f"report: {out / 'report.md'}")
     return 0
