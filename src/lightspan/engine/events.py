@@ -88,6 +88,12 @@ class LLMCallInfo:
     sampling: dict[str, Any] = field(default_factory=dict)
     resources_id: str | None = None
     prompt_template: str | None = None
+    """The prompt resource's name as resolved for the step (``ask@answer`` or ``ask``)."""
+    step_name: str | None = None
+    llm_resource: str | None = None
+    """The LLM resource's name as resolved for the step (``default@answer`` or ``default``)."""
+    estimated: bool = False
+    """Cancelled before it answered: ``input_tokens``/``output_tokens``/``cost`` are estimates."""
     response_id: str | None = None
     response_model: str | None = None
     completion: str | None = None

@@ -68,6 +68,9 @@ class ChatClients:
         self._clients: dict[tuple[str, str | None], Any] = {}
         self._timeout = timeout_seconds
         self._max_retries = max_retries
+        self._rates: dict[str, tuple[float, float]] = {}
+        """model -> (characters per input token, output tokens per second of latency), learnt
+        from answered calls (moving average) to estimate the usage of cancelled ones."""
 
     def client(self, llm: LLMResource) -> Any:
         key = (llm.endpoint, llm.api_key)
@@ -101,6 +104,10 @@ class ChatClients:
         latency = time.perf_counter() - t0
         choice = resp.choices[0] if resp.choices else None
         usage = resp.usage
+        if usage is not None:
+            self._learn(
+                llm.model, messages, int(usage.prompt_tokens), int(usage.completion_tokens), latency
+            )
         return ChatResult(
             content=(choice.message.content or "") if choice else "",
             response_id=resp.id,
@@ -111,7 +118,48 @@ class ChatClients:
             latency_s=latency,
         )
 
+    def _learn(
+        self, model: str, messages: list[dict[str, Any]], inp: int, out: int, latency: float
+    ) -> None:
+        chars = _chars(messages)
+        if inp <= 0 or chars <= 0 or latency <= 0:
+            return
+        cpt, tps = chars / inp, out / latency
+        old = self._rates.get(model)
+        if old is not None:
+            cpt, tps = 0.8 * old[0] + 0.2 * cpt, 0.8 * old[1] + 0.2 * tps
+        self._rates[model] = (cpt, tps)
+
+    def estimate(
+        self, llm: LLMResource, messages: list[dict[str, Any]], elapsed_s: float
+    ) -> tuple[int, int]:
+        """Estimated ``(input, output)`` tokens of a call cancelled after ``elapsed_s``.
+
+        Input: the prompt's characters over the model's learnt characters per token (4 before
+        any answered call). Output: ``elapsed_s`` times the model's learnt output tokens per
+        second of latency, capped by ``max_tokens`` (0 before any answered call: no basis).
+        The endpoint may have stopped generating when the connection closed, or not: these are
+        estimates and are marked so everywhere they are reported.
+        """
+        cpt, tps = self._rates.get(llm.model, (4.0, 0.0))
+        inp = max(1, round(_chars(messages) / cpt)) if messages else 0
+        out = round(max(0.0, elapsed_s) * tps)
+        if llm.max_tokens is not None:
+            out = min(out, llm.max_tokens)
+        return inp, out
+
     async def aclose(self) -> None:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+
+
+def _chars(messages: list[dict[str, Any]]) -> int:
+    total = 0
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, dict))
+    return total

@@ -101,11 +101,23 @@ class ResourceSet:
             )
         return res
 
-    def prompt(self, name: str) -> PromptTemplate:
-        return self._get(name, PromptTemplate, "prompt template")
+    def resolve(self, name: str, step: str | None = None) -> str:
+        """The name a step uses: ``<name>@<step>`` when the set has it, else ``<name>``.
 
-    def llm(self, name: str) -> LLMResource:
-        return self._get(name, LLMResource, "llm")
+        Why: an optimizer can give one step its own model, token budget or prompt (by
+        publishing ``default@summarize``) without the workflow file changing.
+        """
+        if step is not None:
+            scoped = f"{name}@{step}"
+            if scoped in self.resources:
+                return scoped
+        return name
+
+    def prompt(self, name: str, step: str | None = None) -> PromptTemplate:
+        return self._get(self.resolve(name, step), PromptTemplate, "prompt template")
+
+    def llm(self, name: str, step: str | None = None) -> LLMResource:
+        return self._get(self.resolve(name, step), LLMResource, "llm")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Agent Lightning's resources map (name -> resource with ``resource_type``)."""

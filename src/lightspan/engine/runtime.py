@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,9 @@ class LLMCallRecord:
     priced: bool
     latency_s: float
     response_id: str | None = None
+    estimated: bool = False
+    """Tokens and cost are estimates: the call was cancelled before it answered (a losing
+    branch of ``join: first``), so the endpoint reported no usage."""
 
 
 @dataclass(slots=True)
@@ -115,8 +118,10 @@ class TaskContext:
         """Call the LLM resource ``llm``; recorded and observed like an LLM task's call."""
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
+        res = self._run.resources
+        name = res.resolve(llm, self.step.name)
         return await self._run.chat(
-            self._run.resources.llm(llm), messages, self._info, step_name=self.step.name
+            res.llm(name), messages, self._info, step_name=self.step.name, llm_name=name
         )
 
 
@@ -160,8 +165,10 @@ class RunState:
         *,
         step_name: str,
         prompt_template: str | None = None,
+        llm_name: str | None = None,
     ) -> str:
         call: LLMCallInfo | None = None
+        t0 = time.perf_counter()
         if self.listeners:
             call = LLMCallInfo(
                 step=info,
@@ -174,13 +181,18 @@ class RunState:
                 sampling=dict(llm.sampling_parameters),
                 resources_id=self.resources.resources_id,
                 prompt_template=prompt_template,
+                step_name=step_name,
+                llm_resource=llm_name,
             )
             emit(self.listeners, "on_llm_start", call)
         try:
             res = await self.clients.chat(llm, messages)
         except BaseException as e:
+            cancelled = isinstance(e, asyncio.CancelledError)
+            if cancelled:
+                self._record_cancelled(llm, messages, step_name, time.perf_counter() - t0, call)
             if call is not None:
-                call.status = "cancelled" if isinstance(e, asyncio.CancelledError) else "error"
+                call.status = "cancelled" if cancelled else "error"
                 call.error = e
                 call.end_time = time.time()
                 emit(self.listeners_reversed, "on_llm_end", call)
@@ -211,6 +223,33 @@ class RunState:
             call.end_time = time.time()
             emit(self.listeners_reversed, "on_llm_end", call)
         return res.content
+
+    def _record_cancelled(
+        self,
+        llm: LLMResource,
+        messages: list[dict[str, Any]],
+        step_name: str,
+        elapsed: float,
+        call: LLMCallInfo | None,
+    ) -> None:
+        """Account a cancelled call with estimated usage (see :meth:`ChatClients.estimate`)."""
+        input_tokens, output_tokens = self.clients.estimate(llm, messages, elapsed)
+        cost, priced = self.prices.cost(llm.model, input_tokens, output_tokens)
+        self.llm_calls.append(
+            LLMCallRecord(
+                step=step_name,
+                model=llm.model,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost=cost,
+                priced=priced,
+                latency_s=elapsed,
+                estimated=True,
+            )
+        )
+        if call is not None:
+            call.input_tokens, call.output_tokens = input_tokens, output_tokens
+            call.cost, call.priced, call.estimated = cost, priced, True
 
 
 class Workflow:
@@ -259,11 +298,18 @@ class Workflow:
         attempt_id: str | None = None,
         mode: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        resources: ResourceSet | None = None,
+        listeners: Sequence[EngineListener] = (),
     ) -> RunResult:
         """Run once. Failures are captured in the result (``raise_for_status()`` re-raises);
-        cancellation of the caller propagates after every child task has stopped."""
-        listeners = _events.listeners()
-        resources = await self.resources.get_resources(resources_id)
+        cancellation of the caller propagates after every child task has stopped.
+
+        ``resources``: an already resolved set (a runner resolves the rollout's own), instead
+        of asking the provider for ``resources_id``. ``listeners``: extra listeners for this
+        run only, notified before the process-wide ones (a runner's span pipeline)."""
+        listeners = (*listeners, *_events.listeners()) if listeners else _events.listeners()
+        if resources is None:
+            resources = await self.resources.get_resources(resources_id)
         info = RunInfo(
             run_id=uuid.uuid4().hex,
             workflow=self.name,

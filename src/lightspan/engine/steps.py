@@ -450,16 +450,19 @@ class LLMTask(Step):
 
     async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
         res = run.resources
+        step = self.name
         variables = dict(value) if isinstance(value, Mapping) else {"input": value}
         variables.setdefault("input", value)
         messages: list[dict[str, Any]] = []
         if self.system:
             messages.append(
-                {"role": "system", "content": res.prompt(self.system).render(variables)}
+                {"role": "system", "content": res.prompt(self.system, step).render(variables)}
             )
-        messages.append({"role": "user", "content": res.prompt(self.prompt).render(variables)})
+        prompt = res.resolve(self.prompt, step)
+        messages.append({"role": "user", "content": res.prompt(prompt).render(variables)})
+        llm = res.resolve(self.llm, step)
         text = await run.chat(
-            res.llm(self.llm), messages, info, step_name=self.name, prompt_template=self.prompt
+            res.llm(llm), messages, info, step_name=step, prompt_template=prompt, llm_name=llm
         )
         return self.parse(text) if self.parse else text
 

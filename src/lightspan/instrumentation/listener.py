@@ -25,6 +25,8 @@ prepared once, and the per-step state is one tuple in ``StepInfo.data``.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +44,10 @@ ANNOTATION_SPAN = "agentlightning.annotation"
 LLM_SPAN = "openai.chat.completion"
 """Agent Lightning's adapters find LLM calls by this name (regex ``openai\\.chat\\.completion``)."""
 RUNNER_MODES = frozenset({"train", "val"})
+CLAIM_KEY = "lightspan.span_listener"
+"""``RunInfo.data`` key: the span listener that traces the run. The first span listener to see
+a run claims it and the others leave it alone, so a runner's own pipeline (a per-run listener,
+notified first) and a process-wide instrumentation never trace one run twice."""
 
 _SAMPLING_ATTRS = {
     "temperature": "gen_ai.request.temperature",
@@ -99,7 +105,10 @@ class SpanListener(BaseListener):
     # -- runs ----------------------------------------------------------------------------------
 
     def on_run_start(self, run: RunInfo) -> None:
+        if run.data.setdefault(CLAIM_KEY, self) is not self:
+            return
         runner = is_runner_run(run)
+        capture = self.capture_content or (runner and self.capture_runner_content)
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_workflow",
             "gen_ai.workflow.name": run.workflow,
@@ -114,6 +123,8 @@ class SpanListener(BaseListener):
             attrs["lightspan.resources_id"] = run.resources.resources_id
         if runner:
             attrs[KEEP_ATTRIBUTE] = True
+        elif run.rollout_id is None:
+            _production_input(attrs, run, capture)
         # One trace per run; a surrounding span (e.g. an HTTP request) is linked, not a parent.
         outer = trace.get_current_span().get_span_context()
         links = (Link(outer),) if outer.is_valid else None
@@ -128,7 +139,7 @@ class SpanListener(BaseListener):
         state.span = span
         state.recording = span.is_recording()
         state.trace_id = span.get_span_context().trace_id
-        state.capture = self.capture_content or (runner and self.capture_runner_content)
+        state.capture = capture
         ctx = trace.set_span_in_context(span)
         if state.recording:
             # Every traced run is a rollout: one that no runner started gets ids of its own
@@ -263,6 +274,11 @@ class SpanListener(BaseListener):
             attrs["lightspan.resources_id"] = call.resources_id
         if call.prompt_template is not None:
             attrs["lightspan.llm.prompt_template"] = call.prompt_template
+        if call.llm_resource is not None:
+            attrs["lightspan.llm.resource"] = call.llm_resource
+        step_name = call.step.name if call.step is not None else call.step_name
+        if step_name is not None:
+            attrs["lightspan.step.name"] = step_name
         if state.capture:
             for i, m in enumerate(call.messages):
                 attrs[f"gen_ai.prompt.{i}.role"] = str(m.get("role", ""))
@@ -298,6 +314,16 @@ class SpanListener(BaseListener):
                     attrs["gen_ai.completion.0.finish_reason"] = call.finish_reasons[0]
             span.set_attributes(attrs)
         else:
+            if call.estimated:
+                span.set_attributes(
+                    {
+                        "gen_ai.usage.input_tokens": call.input_tokens,
+                        "gen_ai.usage.output_tokens": call.output_tokens,
+                        "lightspan.llm.cost": call.cost,
+                        "lightspan.llm.priced": call.priced,
+                        "lightspan.llm.usage_estimated": True,
+                    }
+                )
             self._finish(span, call.status, call.error, state)
         span.end()
 
@@ -354,3 +380,24 @@ def _content(value: Any) -> str:
     if isinstance(value, list):
         return "".join(str(p.get("text", "")) if isinstance(p, dict) else str(p) for p in value)
     return str(value)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _production_input(attrs: dict[str, Any], run: RunInfo, capture: bool) -> None:
+    """A production run's input (and expected value, when the caller gave one) on its root span:
+    the JSON itself when content capture is on, else a SHA-256 digest (equal inputs, equal
+    digests: enough to count repeats without keeping the content)."""
+    values = {"input": run.input}
+    if run.expected is not None:
+        values["expected"] = run.expected
+    for key, value in values.items():
+        text = _json(value)
+        if capture:
+            attrs[f"lightspan.rollout.{key}"] = text
+        else:
+            attrs[f"lightspan.rollout.{key}_digest"] = (
+                "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+            )

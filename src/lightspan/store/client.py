@@ -253,6 +253,51 @@ class LightningStoreClient(LightningStore):
             operation, self.address, f"{last} (after {self.retries + 1} attempts)"
         )
 
+    async def export_otlp(self, body: bytes) -> tuple[int, str]:
+        """POST an OTLP/HTTP ``ExportTraceServiceRequest`` (protobuf) to the server's
+        ``/v1/traces``; returns ``(rejected_spans, error_message)`` from ``partial_success``.
+
+        One request for a whole batch (the REST API has no batch route). Retried like reads,
+        also after a lost connection: the store ignores duplicate spans, so a replay is safe.
+        """
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceResponse,
+        )
+
+        url = self.otlp_traces_endpoint()
+        headers = {"Content-Type": "application/x-protobuf"}
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                await asyncio.sleep(self._delay(attempt - 1))
+            try:
+                response = await self._client().post(url, content=body, headers=headers)
+            except httpx.TransportError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                continue
+            status = response.status_code
+            if status == 200:
+                reply = ExportTraceServiceResponse()
+                if response.content:
+                    try:
+                        reply.ParseFromString(response.content)
+                    except Exception:  # a non-protobuf 200 body: nothing rejected that we know of
+                        return 0, ""
+                ps = reply.partial_success
+                return int(ps.rejected_spans), ps.error_message
+            if status == 408 or (status >= 500 and status != 501):
+                last = f"HTTP {status}: {_detail(response)}"
+                continue
+            detail = _detail(response)
+            if status == 404:
+                raise RemoteNotFoundError("export_otlp", self.address, detail, status)
+            if status in (400, 413, 415, 422):
+                raise RemoteInvalidRequestError("export_otlp", self.address, detail, status)
+            raise StoreClientError("export_otlp", self.address, detail, status)
+        raise StoreUnavailableError(
+            "export_otlp", self.address, f"{last} (after {self.retries + 1} attempts)"
+        )
+
     # ------------------------------------------------------------------ misc
 
     async def scan_health(self) -> list[Attempt]:

@@ -1,0 +1,480 @@
+"""``WorkflowRunner``: runs a workflow for every rollout an optimizer queues in a LightningStore.
+
+Loop of each worker (Agent Lightning's ``LitAgentRunner`` protocol, v0.3): ``dequeue_rollout``
+-> resolve the rollout's resources (its ``resources_id``, else the latest set of this workflow,
+see :mod:`lightspan.runner.resources`) -> map its input (:class:`~lightspan.runner.InputMapping`)
+-> run the workflow (spans tagged with the rollout/attempt ids, prompts and completions
+captured, the evaluator's reward as an ``agentlightning.annotation`` span) -> deliver the
+attempt's spans -> ``update_attempt(succeeded|failed|timeout)``.
+
+Guarantee: **all spans of an attempt are in the store before its status says finished.** The
+runner's span pipeline keeps them per attempt (:mod:`lightspan.runner.spans`) and the status
+update is sent only after the store acknowledged them; if the store is unreachable the runner
+keeps the spans and retries, and never reports the status first.
+
+Failures: an input that does not fit, an unknown ``resources_id``, a workflow that raises or
+returns a failed result: the attempt is ``failed`` with the error in its metadata
+(``{"error": ..., "error_type": ...}``) and the worker takes the next rollout. A rollout's
+``config.timeout_seconds`` cancels the run and reports ``timeout``. Retries are the store's
+(``max_attempts``/``retry_condition``): the runner never re-runs an attempt itself. A store
+that goes away: dequeues back off and retry, span deliveries and status updates are retried
+until the store is back (or the runner is stopped hard).
+
+Heartbeats: every worker is registered and refreshed with ``update_worker`` every
+``heartbeat_interval`` seconds; in-flight attempts deliver their spans so far or send
+``update_attempt(last_heartbeat_time=...)`` at least every ``unresponsive_seconds / 3``.
+
+Use from code (the trainer): in the store's event loop, ``async with runner.running():`` (or
+``task = asyncio.create_task(runner.serve())`` and ``runner.request_stop()``); from another
+thread, give it a :class:`~lightspan.store.client.LightningStoreClient` and run
+``asyncio.run(runner.serve())`` in that thread (``request_stop()`` is thread-safe). An
+in-process store object must be used from the loop it was started in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lightspan.engine.runtime import RunResult, Workflow
+from lightspan.runner.inputs import InputMapping
+from lightspan.runner.resources import ResourcesProvider
+from lightspan.runner.spans import SpanSink, runner_tracing
+from lightspan.store.base import InvalidRequestError, LightningStore, NotFoundError
+from lightspan.store.models import AttemptedRollout
+
+__all__ = ["RunnerStats", "WorkflowRunner"]
+
+log = logging.getLogger("lightspan.runner")
+
+
+@dataclass
+class RunnerStats:
+    """What a :meth:`WorkflowRunner.serve` call did."""
+
+    rollouts: int = 0
+    """Rollouts dequeued (attempts started)."""
+    succeeded: int = 0
+    failed: int = 0
+    timeout: int = 0
+    spans: int = 0
+    """Spans delivered to the store."""
+    spans_rejected: int = 0
+    store_errors: int = 0
+    """Store calls that failed and were retried or given up (the runner kept serving)."""
+    status_lost: int = 0
+    """Attempts whose final status could not be reported (the store's health scan decides)."""
+    workflow_s: float = 0.0
+    """Seconds spent inside workflow runs (summed over workers)."""
+    overhead_s: float = 0.0
+    """Seconds per attempt outside the run: resources, input, span delivery, status update."""
+    started_at: float = field(default_factory=time.time)
+    elapsed_s: float = 0.0
+
+    @property
+    def finished(self) -> int:
+        return self.succeeded + self.failed + self.timeout
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Stop(Exception):
+    """Internal: a hard stop interrupted a store retry loop."""
+
+
+class WorkflowRunner:
+    """Serves a workflow's rollouts from a store with ``workers`` concurrent workers.
+
+    ``store``: any :class:`~lightspan.store.LightningStore` (an in-process one, or
+    :class:`~lightspan.store.client.LightningStoreClient` for a server: ours or ``agl store``).
+    ``resources``: the provider that resolves rollout resources (default: a
+    :class:`ResourcesProvider` over ``store`` with the workflow's own set as base,
+    ``resources_ttl`` seconds of cache). ``input_mapping``: see :class:`InputMapping`.
+    """
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        store: LightningStore,
+        *,
+        workers: int = 1,
+        worker_id_prefix: str | None = None,
+        poll_interval: float = 0.2,
+        heartbeat_interval: float = 10.0,
+        input_mapping: InputMapping | Callable[[Any], tuple[Any, Any]] | None = None,
+        resources: ResourcesProvider | None = None,
+        resources_ttl: float = 2.0,
+        capture_content: bool = True,
+        store_retry_interval: float = 1.0,
+        status_retry_seconds: float = 300.0,
+    ) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        self.workflow = workflow
+        self.store = store
+        self.workers = workers
+        prefix = worker_id_prefix or f"lightspan-{socket.gethostname()}-{os.getpid()}"
+        self.worker_ids = [f"{prefix}-{i}" for i in range(workers)]
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.input_mapping = input_mapping or InputMapping()
+        base = workflow.resources
+        if isinstance(base, ResourcesProvider):
+            base = base.base
+        self.resources = resources or ResourcesProvider(
+            store, workflow.name, base, ttl=resources_ttl
+        )
+        self.store_retry_interval = store_retry_interval
+        self.status_retry_seconds = status_retry_seconds
+        self._provider, self._buffer, self._listener = runner_tracing(
+            capture_content=capture_content
+        )
+        self._sink = SpanSink(store)
+        self.stats = RunnerStats()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._hard = threading.Event()
+        self._wake: asyncio.Event | None = None
+        self._claimed = 0
+        self._max: int | None = None
+        self._active: dict[tuple[str, str], tuple[str, float | None]] = {}
+        self._last_activity = time.monotonic()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._delivery_locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self, *, hard: bool = False) -> None:
+        """Stop dequeuing; in-flight rollouts finish and report (``hard``: they are cancelled
+        and reported failed). Safe from any thread and from signal handlers."""
+        self._stop.set()
+        if hard:
+            self._hard.set()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._on_stop, hard)
+
+    def _on_stop(self, hard: bool) -> None:
+        if self._wake is not None:
+            self._wake.set()
+        if hard:
+            for t in self._tasks:
+                t.cancel()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    @contextlib.asynccontextmanager
+    async def running(self, **serve_kw: Any) -> AsyncIterator[WorkflowRunner]:
+        """Serve in a background task of the current loop; on exit, drain and wait."""
+        task = asyncio.create_task(self.serve(**serve_kw), name="lightspan-runner")
+        try:
+            yield self
+        finally:
+            self.request_stop()
+            await task
+
+    # ------------------------------------------------------------------ serving
+
+    async def serve(
+        self,
+        *,
+        max_rollouts: int | None = None,
+        idle_exit: float | None = None,
+        handle_signals: bool = False,
+    ) -> RunnerStats:
+        """Serve until stopped, ``max_rollouts`` attempts were started, or nothing was queued
+        for ``idle_exit`` seconds; in-flight rollouts always finish. ``handle_signals``: the
+        first SIGTERM/SIGINT drains, the second cancels in-flight rollouts."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stop.clear()
+        self._hard.clear()
+        self._max = max_rollouts
+        self._claimed = 0
+        self.stats = RunnerStats()
+        self._last_activity = time.monotonic()
+        installed: list[int] = []
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    self._loop.add_signal_handler(sig, self._signal, sig)
+                    installed.append(sig)
+        await self._register_workers()
+        heartbeat = asyncio.create_task(self._heartbeats(), name="lightspan-runner-heartbeat")
+        self._tasks = [
+            asyncio.create_task(self._worker(wid, idle_exit), name=f"lightspan-runner/{wid}")
+            for wid in self.worker_ids
+        ]
+        try:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            for sig in installed:
+                self._loop.remove_signal_handler(sig)
+            self.stats.elapsed_s = time.time() - self.stats.started_at
+        log.info("runner stopped: %s", self.stats.as_dict())
+        return self.stats
+
+    def _signal(self, sig: int) -> None:
+        hard = self.stopping
+        log.warning(
+            "runner: %s, %s",
+            signal.Signals(sig).name,
+            "cancelling in-flight rollouts" if hard else "draining (again to cancel)",
+        )
+        self.request_stop(hard=hard)
+
+    async def _sleep(self, seconds: float) -> None:
+        assert self._wake is not None
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    async def _worker(self, worker_id: str, idle_exit: float | None) -> None:
+        while not self.stopping:
+            if self._max is not None and self._claimed >= self._max:
+                return
+            self._claimed += 1
+            try:
+                rollout = await self.store.dequeue_rollout(worker_id=worker_id)
+            except Exception as e:
+                self._claimed -= 1
+                self.stats.store_errors += 1
+                log.warning("runner %s: dequeue failed (%s); retrying", worker_id, e)
+                await self._sleep(self.store_retry_interval)
+                continue
+            if rollout is None:
+                self._claimed -= 1
+                if (
+                    idle_exit is not None
+                    and not self._active
+                    and time.monotonic() - self._last_activity >= idle_exit
+                ):
+                    log.info("runner: nothing queued for %.1fs, exiting", idle_exit)
+                    self.request_stop()
+                    return
+                await self._sleep(self.poll_interval)
+                continue
+            self._last_activity = time.monotonic()
+            try:
+                await self.run_attempt(rollout, worker_id)
+            except asyncio.CancelledError:
+                if not self._hard.is_set():
+                    raise
+                return
+            except Exception:  # a bug of ours must not end the worker
+                log.exception("runner %s: rollout %s not handled", worker_id, rollout.rollout_id)
+            finally:
+                self._last_activity = time.monotonic()
+
+    # ------------------------------------------------------------------ one attempt
+
+    async def run_attempt(self, rollout: AttemptedRollout, worker_id: str | None = None) -> str:
+        """Run one dequeued rollout and report it; returns the attempt status reported."""
+        rid, aid = rollout.rollout_id, rollout.attempt.attempt_id
+        t0 = time.perf_counter()
+        timeout = rollout.config.timeout_seconds
+        self._active[(rid, aid)] = (worker_id or "", rollout.config.unresponsive_seconds)
+        status, error, result = "failed", None, None
+        run_s = 0.0
+        try:
+            try:
+                inp, expected = self.input_mapping(rollout.input)
+                resources = await self.resources.for_rollout(rollout.resources_id, rid, aid)
+                r0 = time.perf_counter()
+                limit = asyncio.timeout(timeout)
+                try:
+                    async with limit:
+                        result = await self.workflow.run(
+                            inp,
+                            expected=expected,
+                            resources=resources,
+                            rollout_id=rid,
+                            attempt_id=aid,
+                            mode=rollout.mode,
+                            metadata={"worker_id": worker_id} if worker_id else None,
+                            listeners=(self._listener,),
+                        )
+                except TimeoutError:
+                    if not limit.expired():
+                        raise
+                    status = "timeout"
+                    error = TimeoutError(
+                        f"rollout timed out after {timeout}s (config.timeout_seconds)"
+                    )
+                finally:
+                    run_s = time.perf_counter() - r0
+                if result is not None:
+                    status = "succeeded" if result.ok else "failed"
+                    error = result.error
+            except asyncio.CancelledError:
+                status, error = "failed", RuntimeError("runner stopped before the rollout finished")
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._finish(rid, aid, status, error, None, hard=True))
+                raise
+            except Exception as e:
+                status, error = "failed", e
+            await self._finish(rid, aid, status, error, result)
+            return status
+        finally:
+            self._active.pop((rid, aid), None)
+            self.stats.workflow_s += run_s
+            self.stats.overhead_s += time.perf_counter() - t0 - run_s
+            setattr(self.stats, status, getattr(self.stats, status) + 1)
+            self.stats.rollouts += 1
+
+    async def _finish(
+        self,
+        rid: str,
+        aid: str,
+        status: str,
+        error: BaseException | None,
+        result: RunResult | None,
+        *,
+        hard: bool = False,
+    ) -> None:
+        """Spans first, then the status (the module's guarantee)."""
+        if error is not None:
+            log.info("rollout %s attempt %s %s: %s", rid, aid, status, _describe(error))
+        try:
+            await self._deliver(rid, aid, final=True, hard=hard)
+        except (NotFoundError, InvalidRequestError) as e:
+            log.error("rollout %s attempt %s: spans refused: %s", rid, aid, e)
+        except _Stop:
+            self.stats.status_lost += 1
+            log.error("rollout %s attempt %s: spans not delivered, status not reported", rid, aid)
+            return
+        metadata: dict[str, Any] | None = None
+        if error is not None:
+            metadata = {"error": _describe(error), "error_type": type(error).__name__}
+        try:
+            await self._retry_store(
+                f"update_attempt({rid}, {aid})",
+                lambda: self.store.update_attempt(
+                    rid, aid, status=status, **({"metadata": metadata} if metadata else {})
+                ),
+                hard=hard,
+            )
+        except (_Stop, NotFoundError, InvalidRequestError) as e:
+            self.stats.status_lost += 1
+            log.error("rollout %s attempt %s: status %s not reported: %s", rid, aid, status, e)
+
+    async def _deliver(self, rid: str, aid: str, *, final: bool, hard: bool = False) -> None:
+        # One delivery per attempt at a time: the final one waits for a heartbeat's partial
+        # delivery still in flight (or takes its spans back if it failed), so the status can
+        # never overtake any span of the attempt.
+        lock = self._delivery_locks.setdefault((rid, aid), asyncio.Lock())
+        try:
+            async with lock:
+                await self._deliver_locked(rid, aid, final=final, hard=hard)
+        finally:
+            if final:
+                self._delivery_locks.pop((rid, aid), None)
+
+    async def _deliver_locked(self, rid: str, aid: str, *, final: bool, hard: bool) -> None:
+        spans = self._buffer.take(rid, aid)
+        if not spans:
+            return
+        try:
+            res = await self._retry_store(
+                f"spans({rid}, {aid})",
+                lambda: self._sink.send(spans, rid, aid),
+                hard=hard,
+                forever=final,
+            )
+        except BaseException:
+            self._buffer.put_back(rid, aid, spans)
+            raise
+        self.stats.spans += res.sent - res.rejected
+        if res.rejected:
+            self.stats.spans_rejected += res.rejected
+            log.warning(
+                "rollout %s attempt %s: store rejected %d span(s): %s",
+                rid,
+                aid,
+                res.rejected,
+                res.message,
+            )
+
+    async def _retry_store(
+        self, what: str, call: Callable[[], Any], *, hard: bool = False, forever: bool = True
+    ) -> Any:
+        """Call the store until it answers; store errors are retried (connection lost,
+        5xx) for ``status_retry_seconds`` (or until a hard stop); NotFound is final."""
+        deadline = time.monotonic() + (2.0 if hard else self.status_retry_seconds)
+        while True:
+            try:
+                return await call()
+            except (NotFoundError, InvalidRequestError):
+                raise
+            except Exception as e:
+                self.stats.store_errors += 1
+                if (
+                    (self._hard.is_set() and not hard)
+                    or time.monotonic() >= deadline
+                    or not forever
+                ):
+                    raise _Stop(f"{what}: {e}") from e
+                log.warning("runner: %s failed (%s); retrying", what, e)
+                await asyncio.sleep(self.store_retry_interval)
+
+    # ------------------------------------------------------------------ heartbeats
+
+    def _heartbeat_stats(self, worker_id: str) -> dict[str, Any]:
+        busy = [k for k, (w, _) in self._active.items() if w == worker_id]
+        return {
+            "runner": "lightspan",
+            "workflow": self.workflow.name,
+            "pid": os.getpid(),
+            "busy": bool(busy),
+            "rollouts": self.stats.rollouts,
+            "succeeded": self.stats.succeeded,
+        }
+
+    async def _register_workers(self) -> None:
+        for wid in self.worker_ids:
+            try:
+                await self.store.update_worker(wid, heartbeat_stats=self._heartbeat_stats(wid))
+            except Exception as e:
+                self.stats.store_errors += 1
+                log.warning("runner: update_worker(%s) failed: %s", wid, e)
+
+    async def _heartbeats(self) -> None:
+        last_worker_beat = time.monotonic()
+        while True:
+            unresponsive = [u for _, u in self._active.values() if u]
+            tick = min([self.heartbeat_interval, *(u / 3 for u in unresponsive)])
+            await asyncio.sleep(max(0.2, tick))
+            now = time.monotonic()
+            if now - last_worker_beat >= self.heartbeat_interval:
+                last_worker_beat = now
+                await self._register_workers()
+            for rid, aid in list(self._active):
+                try:
+                    if self._buffer.pending(rid, aid):
+                        await self._deliver(rid, aid, final=False)
+                    else:
+                        await self.store.update_attempt(rid, aid, last_heartbeat_time=time.time())
+                except Exception as e:
+                    self.stats.store_errors += 1
+                    log.warning("runner: heartbeat of %s/%s failed: %s", rid, aid, e)
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -1,0 +1,138 @@
+"""The runner's own span pipeline: spans kept per attempt and delivered before its status.
+
+Why not the process-wide tracing pipeline: an optimizer reads an attempt's spans right after
+``wait_for_rollouts`` says the rollout finished, so every span of the attempt must be in the
+store *before* ``update_attempt`` marks it finished. A batching exporter cannot promise that
+per attempt (and may point at a Collector). Here the runner owns a tracer provider whose only
+processor keeps finished spans by ``(rollout_id, attempt_id)`` (:class:`AttemptSpanBuffer`);
+when the run returns (every span of it has ended, by the engine's structured concurrency), the
+runner delivers that attempt's spans and waits for the store's answer (:class:`SpanSink`), then
+updates the attempt. Long attempts also deliver what they have at each heartbeat.
+
+Delivery: to an in-process store object directly (the store's own OTLP conversion, no
+protobuf); to a store server (ours or Agent Lightning's ``agl store``) as one OTLP/HTTP request
+per delivery (``/v1/traces``), not one REST call per span.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+
+from lightspan import __version__
+from lightspan.instrumentation.instrumentor import SCHEMA_URL
+from lightspan.instrumentation.listener import ATTEMPT_ID, SpanListener
+from lightspan.store.base import LightningStore
+
+__all__ = ["AttemptSpanBuffer", "DeliveryResult", "SpanSink", "runner_tracing"]
+
+ROLLOUT_ID = "agentlightning.rollout_id"
+
+
+class AttemptSpanBuffer(SpanProcessor):
+    """Keeps ended spans by ``(rollout_id, attempt_id)`` until the runner takes them."""
+
+    def __init__(self) -> None:
+        self._spans: dict[tuple[str, str], list[ReadableSpan]] = {}
+        self._lock = threading.Lock()
+        self.unowned = 0
+        """Spans without rollout ids (never expected from the runner's listener)."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        pass
+
+    def on_end(self, span: ReadableSpan) -> None:
+        attrs = span.attributes or {}
+        rollout_id, attempt_id = attrs.get(ROLLOUT_ID), attrs.get(ATTEMPT_ID)
+        if not isinstance(rollout_id, str) or not isinstance(attempt_id, str):
+            self.unowned += 1
+            return
+        key = (rollout_id, attempt_id)
+        with self._lock:
+            spans = self._spans.get(key)
+            if spans is None:
+                self._spans[key] = [span]
+            else:
+                spans.append(span)
+
+    def take(self, rollout_id: str, attempt_id: str) -> list[ReadableSpan]:
+        """Remove and return the attempt's spans, in the order they ended."""
+        with self._lock:
+            return self._spans.pop((rollout_id, attempt_id), [])
+
+    def put_back(self, rollout_id: str, attempt_id: str, spans: list[ReadableSpan]) -> None:
+        """Return spans whose delivery failed (ahead of any that ended since)."""
+        if not spans:
+            return
+        with self._lock:
+            later = self._spans.get((rollout_id, attempt_id), [])
+            self._spans[(rollout_id, attempt_id)] = spans + later
+
+    def pending(self, rollout_id: str, attempt_id: str) -> int:
+        with self._lock:
+            return len(self._spans.get((rollout_id, attempt_id), ()))
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def runner_tracing(
+    *, capture_content: bool = True, service_name: str = "lightspan-runner"
+) -> tuple[TracerProvider, AttemptSpanBuffer, SpanListener]:
+    """A private tracer provider (always sampled), its buffer, and the listener the runner
+    passes to each run (prompts and completions captured by default: optimizers need them)."""
+    buffer = AttemptSpanBuffer()
+    provider = TracerProvider(
+        resource=Resource.create(
+            {SERVICE_NAME: service_name, "agentlightning.tracer.name": "lightspan"}
+        )
+    )
+    provider.add_span_processor(buffer)
+    tracer = provider.get_tracer("lightspan.runner", __version__, schema_url=SCHEMA_URL)
+    listener = SpanListener(
+        tracer, capture_content=capture_content, capture_runner_content=capture_content
+    )
+    return provider, buffer, listener
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    sent: int
+    rejected: int
+    message: str = ""
+
+
+class SpanSink:
+    """Delivers SDK spans to a store and returns once the store has them (or raises)."""
+
+    def __init__(self, store: LightningStore) -> None:
+        self.store = store
+        from lightspan.store.client import LightningStoreClient
+
+        self._remote = isinstance(store, LightningStoreClient)
+
+    async def send(
+        self, spans: Sequence[ReadableSpan], rollout_id: str, attempt_id: str
+    ) -> DeliveryResult:
+        if not spans:
+            return DeliveryResult(0, 0)
+        if self._remote:
+            from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+            body = encode_spans(spans).SerializeToString()
+            rejected, message = await self.store.export_otlp(body)  # type: ignore[attr-defined]
+            return DeliveryResult(len(spans), rejected, message)
+        from lightspan.store.intake import ingest_span_dicts
+        from lightspan.store.otlp import spans_from_readable
+
+        converted = spans_from_readable(spans, rollout_id, attempt_id)
+        result = await ingest_span_dicts(self.store, converted)
+        return DeliveryResult(len(spans), result.rejected, result.message or "")

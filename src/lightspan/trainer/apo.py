@@ -1,0 +1,203 @@
+"""``apo``: textual-gradient beam search over every prompt template of the workflow.
+
+In the spirit of Agent Lightning 0.3's APO (critique from low-reward rollouts, apply the
+critique with an editor, keep a beam scored on val batches), with what that version lacks:
+every prompt template is optimized (round-robin), an edit that drops or adds a placeholder or
+no longer formats is rejected before any rollout is spent, candidate ids never collide
+(content hashes), the best set (not the last one evaluated) is returned, and the score can
+include a cost term (``reward - cost_lambda * cost``). The critic's and editor's prompts are
+short, so a small local model fits.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import re
+from collections.abc import Callable
+from typing import Any
+
+from lightspan.trainer.cost import Candidate, SearchOutcome, figures
+from lightspan.trainer.data import Task
+from lightspan.trainer.evaluate import Evaluator, Result
+from lightspan.trainer.optimizer_llm import trace_text
+from lightspan.trainer.resmap import ResourcesMap, check_template_edit, prompt_names
+
+CRITIC_TEMPLATES = [
+    "A prompt template was used by an AI workflow. Some runs got a low reward.\n"
+    "Template:\n<<<{template}>>>\n\nRuns (prompt, answer, reward):\n{runs}\n\n"
+    "In at most 3 short bullet points, say what in the template causes the low rewards "
+    "and how to change it.",
+    "You review prompts. This template:\n<<<{template}>>>\nproduced these poor results:\n"
+    "{runs}\n\nGive 2-3 concrete, brief suggestions to improve the template.",
+    "Template:\n<<<{template}>>>\nFailures:\n{runs}\n\nWhat is the single most important "
+    "fix to the template? Answer in two sentences.",
+]
+EDIT_TEMPLATES = [
+    "Rewrite the prompt template below following the feedback. Keep every placeholder in "
+    "curly braces exactly as it is ({placeholders}), add no new ones. Return only the new "
+    "template, nothing else.\n\nTemplate:\n<<<{template}>>>\n\nFeedback:\n{critique}",
+    "Improve this template using the feedback. It must still contain {placeholders} and no "
+    "other braces. Output only the improved template.\n\nTemplate:\n<<<{template}>>>\n\n"
+    "Feedback:\n{critique}",
+]
+
+
+def clean_edit(text: str) -> str:
+    """Strip what small editors wrap around a template (code fences, <<< >>>, quotes)."""
+    t = text.strip()
+    m = re.search(r"```(?:[a-zA-Z]*)\n(.*?)```", t, re.S)
+    if m:
+        t = m.group(1).strip()
+    m = re.search(r"<<<(.*?)>>>", t, re.S)
+    if m:
+        t = m.group(1).strip()
+    for prefix in ("New template:", "Improved template:", "Template:"):
+        if t.startswith(prefix):
+            t = t[len(prefix) :].strip()
+    if len(t) >= 2 and t[0] == t[-1] and t[0] in "\"'":
+        t = t[1:-1]
+    return t
+
+
+class APOSearch:
+    """Beam search; parameter names follow agl 0.3's APO."""
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        optimizer: Any,
+        *,
+        beam_width: int = 4,
+        branch_factor: int = 4,
+        beam_rounds: int = 3,
+        gradient_batch_size: int = 4,
+        val_batch_size: int = 16,
+        cost_lambda: float = 0.0,
+        seed: int = 0,
+        on_candidate: Callable[[Candidate], None] | None = None,
+    ) -> None:
+        self.evaluator = evaluator
+        self.optimizer = optimizer
+        self.beam_width = max(1, beam_width)
+        self.branch_factor = max(1, branch_factor)
+        self.beam_rounds = max(0, beam_rounds)
+        self.gradient_batch_size = max(1, gradient_batch_size)
+        self.val_batch_size = max(1, val_batch_size)
+        self.cost_lambda = cost_lambda
+        self.rng = random.Random(seed)
+        self.on_candidate = on_candidate or (lambda c: None)
+        self.outcome = SearchOutcome(best={})
+        self.rejected_edits = 0
+
+    def score(self, results: list[Result]) -> float:
+        reward, cost, _ = figures(results)
+        return reward - self.cost_lambda * cost
+
+    async def _eval(
+        self, label: str, res: ResourcesMap, tasks: list[Task], rnd: int
+    ) -> tuple[float, Candidate]:
+        results = await self.evaluator.evaluate(res, tasks)
+        reward, cost, lat = figures(results)
+        cand = Candidate(label, res, rnd, None, len(tasks), reward, cost, lat)
+        self.outcome.candidates.append(cand)
+        self.on_candidate(cand)
+        return self.score(results), cand
+
+    async def propose(
+        self, parent: ResourcesMap, name: str, batch: list[Task]
+    ) -> ResourcesMap | None:
+        """Critique ``name`` from the parent's low-reward runs on ``batch`` and apply it."""
+        results = await self.evaluator.evaluate(parent, batch)
+        worst = sorted(results, key=lambda r: r.reward)[: max(1, len(results) // 2)]
+        original = parent[name]["template"]
+        runs = "\n---\n".join(trace_text(r, 600) for r in worst)
+        critique = await self.optimizer.chat(
+            self.rng.choice(CRITIC_TEMPLATES).format(template=original, runs=runs)
+        )
+        try:
+            from lightspan.trainer.resmap import placeholders
+
+            ph = ", ".join("{" + p + "}" for p in sorted(placeholders(original))) or "none"
+        except ValueError:
+            ph = "none"
+        edited = clean_edit(
+            await self.optimizer.chat(
+                self.rng.choice(EDIT_TEMPLATES).format(
+                    template=original, critique=critique[:800], placeholders=ph
+                )
+            )
+        )
+        why = check_template_edit(original, edited, parent[name].get("engine", "f-string"))
+        if why is not None:
+            self.rejected_edits += 1
+            self.outcome.notes.append(f"rejected edit of {name}: {why}")
+            return None
+        if edited == original:
+            self.outcome.notes.append(f"edit of {name} left it unchanged")
+            return None
+        child = copy.deepcopy(parent)
+        child[name] = {**parent[name], "template": edited}
+        return child
+
+    async def run(self, seed: ResourcesMap, train: list[Task], val: list[Task]) -> SearchOutcome:
+        names = prompt_names(seed)
+        self.outcome = SearchOutcome(best=seed)
+        if not names:
+            self.outcome.notes.append("apo: the workflow has no prompt template")
+            return self.outcome
+        full, cand = await self._eval("apo seed", seed, val, 0)
+        cand.accepted = True
+        best, best_score = seed, full
+        self.outcome.best_per_round.append(
+            {
+                "round": 0,
+                "label": "apo seed",
+                "reward": cand.reward,
+                "cost": cand.cost,
+                "latency_s": cand.latency_s,
+            }
+        )
+        beam: list[ResourcesMap] = [seed]
+        cursor = 0
+        turn = 0
+        for rnd in range(1, self.beam_rounds + 1):
+            children: list[tuple[str, ResourcesMap]] = []
+            for parent in beam:
+                for _ in range(self.branch_factor):
+                    batch = [
+                        train[(cursor + i) % len(train)]
+                        for i in range(min(self.gradient_batch_size, len(train)))
+                    ]
+                    cursor += len(batch)
+                    name = names[turn % len(names)]
+                    turn += 1
+                    child = await self.propose(parent, name, batch)
+                    if child is not None:
+                        children.append((f"apo r{rnd}: edit of {name}", child))
+            vb = self.rng.sample(val, min(self.val_batch_size, len(val)))
+            pool = [("apo beam", b) for b in beam] + children
+            scored = []
+            for label, res in pool:
+                s, _c = await self._eval(label, res, vb, rnd)
+                scored.append((s, res))
+            scored.sort(key=lambda x: -x[0])
+            beam = [r for _, r in scored[: self.beam_width]]
+            leader = beam[0]
+            s, c = await self._eval(f"apo r{rnd} leader", leader, val, rnd)
+            if s > best_score:
+                best, best_score = leader, s
+                c.accepted = True
+            self.outcome.best_per_round.append(
+                {
+                    "round": rnd,
+                    "label": f"apo r{rnd}",
+                    "reward": c.reward,
+                    "cost": c.cost,
+                    "latency_s": c.latency_s,
+                }
+            )
+        self.outcome.best = best
+        if self.rejected_edits:
+            self.outcome.notes.append(f"apo: {self.rejected_edits} edit(s) rejected")
+        return self.outcome

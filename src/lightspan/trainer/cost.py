@@ -1,0 +1,324 @@
+"""The ``cost`` algorithm: per LLM step, the cheapest (model, max_tokens, prompt variant) that
+keeps the reward, decided on val with successive halving and a paired bootstrap.
+
+Why per step, most expensive first: steps differ in how much model they need, and the first
+accepted change on the step that dominates the bill is worth more than any later one. Why the
+paired-bootstrap lower bound against the *baseline* (not the current best): accepted changes
+cannot drift the reward down by ``delta`` at each step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightspan.trainer.data import Task
+from lightspan.trainer.evaluate import CallRecord, Evaluator, Result
+from lightspan.trainer.resmap import (
+    LLMStep,
+    ResourcesMap,
+    step_resource,
+    with_step_resource,
+)
+from lightspan.trainer.stats import mean, paired_bootstrap_lower, quantile
+
+
+@dataclass(frozen=True, slots=True)
+class ModelOption:
+    """One entry of the model catalog: an endpoint serving a model (prices come separately)."""
+
+    endpoint: str
+    model: str
+    api_key: str | None = None
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A resource set the search evaluated, with its figures on the tasks it saw."""
+
+    label: str
+    resources: ResourcesMap
+    round: int
+    step: str | None
+    tasks: int = 0
+    reward: float = 0.0
+    cost: float = 0.0
+    latency_s: float = 0.0
+    lower_bound: float | None = None
+    accepted: bool = False
+    rejected_because: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "round": self.round,
+            "step": self.step,
+            "tasks": self.tasks,
+            "reward": self.reward,
+            "cost": self.cost,
+            "latency_s": self.latency_s,
+            "lower_bound": self.lower_bound,
+            "accepted": self.accepted,
+            "rejected_because": self.rejected_because,
+        }
+
+
+@dataclass(slots=True)
+class SearchOutcome:
+    best: ResourcesMap
+    candidates: list[Candidate] = field(default_factory=list)
+    best_per_round: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+CONCISE_SUFFIX = "\nAnswer as briefly as possible."
+
+
+def figures(results: list[Result]) -> tuple[float, float, float]:
+    """(mean reward, mean cost, mean latency) of results."""
+    n = len(results) or 1
+    return (
+        sum(r.reward for r in results) / n,
+        sum(r.cost for r in results) / n,
+        sum(r.latency_s for r in results) / n,
+    )
+
+
+def step_order(steps: list[LLMStep], results: list[Result]) -> list[LLMStep]:
+    """Most expensive step first (summed cost, then summed call time)."""
+    cost: dict[str, float] = {}
+    time_s: dict[str, float] = {}
+    for r in results:
+        for c in r.calls:
+            cost[c.step] = cost.get(c.step, 0.0) + c.cost
+            time_s[c.step] = time_s.get(c.step, 0.0) + c.latency_s
+    return sorted(steps, key=lambda s: (-cost.get(s.name, 0.0), -time_s.get(s.name, 0.0)))
+
+
+def max_tokens_options(
+    calls: list[CallRecord], good: Callable[[CallRecord], bool], current: int | None
+) -> list[int]:
+    """Caps from the output-length quantiles of successful calls, never below the longest
+    output that hit ``finish_reason=length`` on a good run (cutting there changes answers)."""
+    ok = [c.output_tokens for c in calls if c.ok and c.finish_reason != "length"]
+    floor = max(
+        (c.output_tokens for c in calls if c.finish_reason == "length" and good(c)), default=0
+    )
+    opts: set[int] = set()
+    for q, margin in ((0.95, 1.1), (0.99, 1.1), (1.0, 1.25)):
+        v = quantile(ok, q)
+        if v is not None:
+            opts.add(max(1, math.ceil(v * margin)))
+    if current is not None:
+        opts = {o for o in opts if o < current}
+    return sorted(o for o in opts if o >= floor and o > 0)
+
+
+class CostSearch:
+    """See the module docstring. ``on_candidate`` is called after each evaluation."""
+
+    def __init__(
+        self,
+        evaluator: Evaluator,
+        steps: list[LLMStep],
+        *,
+        catalog: list[ModelOption],
+        price: Callable[[str], tuple[float, float] | None],
+        delta: float = 0.02,
+        min_tasks: int = 4,
+        seed: int = 0,
+        prompt_variants: bool = True,
+        on_candidate: Callable[[Candidate], None] | None = None,
+    ) -> None:
+        self.evaluator = evaluator
+        self.steps = steps
+        self.catalog = catalog
+        self.price = price
+        self.delta = delta
+        self.min_tasks = max(1, min_tasks)
+        self.seed = seed
+        self.prompt_variants = prompt_variants
+        self.on_candidate = on_candidate or (lambda c: None)
+
+    def options(
+        self,
+        current: ResourcesMap,
+        step: LLMStep,
+        calls: list[CallRecord],
+        good: Callable[[CallRecord], bool],
+    ) -> list[tuple[str, ResourcesMap]]:
+        """Every (label, resources) change of one step; unchanged sets are left out."""
+        llm = step_resource(current, step.llm, step.name)
+        cur_max = (llm.get("sampling_parameters") or {}).get("max_tokens")
+        caps: list[int | None] = [cur_max, *max_tokens_options(calls, good, cur_max)]
+        here = (llm["endpoint"], llm["model"])
+        models = [ModelOption(llm["endpoint"], llm["model"], llm.get("api_key"))]
+        models += [m for m in self.catalog if (m.endpoint, m.model) != here]
+        prompt = step_resource(current, step.prompt, step.name)
+        prompts: list[tuple[str, dict[str, Any] | None]] = [("", None)]
+        if self.prompt_variants and prompt.get("engine", "f-string") == "f-string":
+            if not prompt["template"].endswith(CONCISE_SUFFIX):
+                prompts.append(
+                    (" prompt=concise", {**prompt, "template": prompt["template"] + CONCISE_SUFFIX})
+                )
+        out: list[tuple[str, ResourcesMap]] = []
+        for m in models:
+            for cap in caps:
+                for plabel, p in prompts:
+                    if (
+                        m.model == llm["model"]
+                        and m.endpoint == llm["endpoint"]
+                        and cap == cur_max
+                        and p is None
+                    ):
+                        continue
+                    sp = dict(llm.get("sampling_parameters") or {})
+                    if cap is None:
+                        sp.pop("max_tokens", None)
+                    else:
+                        sp["max_tokens"] = cap
+                    new_llm = {
+                        **llm,
+                        "endpoint": m.endpoint,
+                        "model": m.model,
+                        "sampling_parameters": sp,
+                    }
+                    if m.api_key is not None:
+                        new_llm["api_key"] = m.api_key
+                    res = with_step_resource(current, step.llm, step.name, new_llm)
+                    if p is not None:
+                        res = with_step_resource(res, step.prompt, step.name, p)
+                    out.append((f"{step.name}: model={m.model} max_tokens={cap}{plabel}", res))
+        return out
+
+    def expected_cost(self, llm_model: str, calls: list[CallRecord]) -> float:
+        """Price-based guess of a model's cost on this step's calls (for ordering only)."""
+        p = self.price(llm_model)
+        if p is None:
+            return 0.0
+        return sum(c.input_tokens * p[0] + c.output_tokens * p[1] for c in calls) / 1e6
+
+    async def _score(
+        self,
+        label: str,
+        res: ResourcesMap,
+        tasks: list[Task],
+        base: dict[str, float],
+        rnd: int,
+        step: str | None,
+    ) -> tuple[Candidate, list[Result]]:
+        results = await self.evaluator.evaluate(res, tasks)
+        reward, cost, lat = figures(results)
+        cand = Candidate(label, res, rnd, step, len(tasks), reward, cost, lat)
+        cand.lower_bound = paired_bootstrap_lower(
+            [r.reward for r in results], [base[t.id] for t in tasks], seed=self.seed
+        )
+        self.on_candidate(cand)
+        return cand, results
+
+    async def run(
+        self, baseline: ResourcesMap, val: list[Task], train_results: list[Result]
+    ) -> SearchOutcome:
+        """Search from ``baseline``; ``train_results`` (baseline runs) give token statistics."""
+        if not val:
+            raise ValueError("the cost search needs at least one val task")
+        base_results = await self.evaluator.evaluate(baseline, val)
+        if all(not r.ok for r in base_results):
+            raise RuntimeError(
+                "every baseline run failed on val: "
+                + (base_results[0].error or "no error recorded")
+            )
+        base = {t.id: r.reward for t, r in zip(val, base_results, strict=True)}
+        b_reward, b_cost, b_lat = figures(base_results)
+        out = SearchOutcome(best=baseline)
+        first = Candidate("baseline", baseline, 0, None, len(val), b_reward, b_cost, b_lat, 0.0)
+        first.accepted = True
+        out.candidates.append(first)
+        self.on_candidate(first)
+        out.best_per_round.append(
+            {
+                "round": 0,
+                "label": "baseline",
+                "reward": b_reward,
+                "cost": b_cost,
+                "latency_s": b_lat,
+            }
+        )
+        cur, cur_fig = baseline, (b_reward, b_cost, b_lat)
+        reward_of = {r.task_id: r.reward for r in train_results}
+        good_threshold = mean(list(reward_of.values())) or 0.0
+
+        for rnd, step in enumerate(step_order(self.steps, base_results + train_results), 1):
+            calls = [
+                c for r in train_results + base_results for c in r.calls if c.step == step.name
+            ]
+            call_reward = {id(c): r.reward for r in train_results + base_results for c in r.calls}
+
+            def good(c: CallRecord, _cr: dict[int, float] = call_reward) -> bool:
+                return _cr.get(id(c), 0.0) >= good_threshold
+
+            pool = self.options(cur, step, calls, good)
+            if not pool:
+                out.notes.append(f"{step.name}: no alternative to try")
+                continue
+            # Successive halving: cheap prefix of val first, keep the better half, double.
+            n = min(len(val), max(self.min_tasks, len(val) // 4))
+            alive = pool
+            scored: list[tuple[Candidate, list[Result]]] = []
+            while True:
+                tasks = val[:n]
+                scored = [
+                    await self._score(lbl, res, tasks, base, rnd, step.name) for lbl, res in alive
+                ]
+                for c, _ in scored:
+                    out.candidates.append(c)
+                keep = [
+                    (c, r)
+                    for c, r in scored
+                    if (c.reward - mean([base[t.id] for t in tasks]))
+                    >= -self.delta - 0.5 / math.sqrt(n)
+                ]
+                keep.sort(key=lambda cr: (cr[0].cost, cr[0].latency_s, -cr[0].reward))
+                if n >= len(val) or len(keep) <= 1:
+                    break
+                alive = [(c.label, c.resources) for c, _ in keep[: max(1, len(keep) // 2)]]
+                n = min(len(val), n * 2)
+            winner = None
+            for c, _ in keep if n >= len(val) else []:
+                better = (c.cost, c.latency_s) < (cur_fig[1], cur_fig[2])
+                if c.lower_bound is not None and c.lower_bound >= -self.delta and better:
+                    winner = c
+                    break
+                c.rejected_because = (
+                    f"lower bound {c.lower_bound:.3f} < -{self.delta}"
+                    if c.lower_bound is not None and c.lower_bound < -self.delta
+                    else "not cheaper or faster than the current set"
+                )
+            if winner is None and n < len(val) and keep:
+                # Halving stopped early with one survivor: confirm it on the full val split.
+                c, _ = await self._score(
+                    keep[0][0].label, keep[0][0].resources, val, base, rnd, step.name
+                )
+                out.candidates.append(c)
+                better = (c.cost, c.latency_s) < (cur_fig[1], cur_fig[2])
+                if c.lower_bound is not None and c.lower_bound >= -self.delta and better:
+                    winner = c
+            if winner is not None:
+                winner.accepted = True
+                cur, cur_fig = winner.resources, (winner.reward, winner.cost, winner.latency_s)
+                out.notes.append(f"accepted {winner.label}")
+            else:
+                out.notes.append(f"{step.name}: kept (no candidate held the reward and saved)")
+            out.best_per_round.append(
+                {
+                    "round": rnd,
+                    "label": winner.label if winner else f"{step.name}: unchanged",
+                    "reward": cur_fig[0],
+                    "cost": cur_fig[1],
+                    "latency_s": cur_fig[2],
+                }
+            )
+        out.best = cur
+        return out

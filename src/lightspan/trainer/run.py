@@ -1,0 +1,247 @@
+"""One training run: split, measure the baseline, search, confirm on test, report, publish.
+
+Why confirm on the held-out test split: the search picks the best of many candidates on val,
+so its val figures are optimistic; only a winner whose paired-bootstrap lower bound on test is
+>= -delta, and that is cheaper (or faster), may be published. Anything else, including Ctrl-C
+or a budget running out, writes a partial report and leaves the published set alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightspan.trainer.cost import Candidate, CostSearch, ModelOption, SearchOutcome
+from lightspan.trainer.data import Task, split_tasks
+from lightspan.trainer.evaluate import Evaluator, Result
+from lightspan.trainer.report import step_table, summarize, write_markdown, write_plots
+from lightspan.trainer.resmap import ResourcesMap, llm_steps
+from lightspan.trainer.stats import paired_bootstrap_lower
+
+
+class BudgetExhausted(RuntimeError):
+    """The rollout budget ran out before the search could decide."""
+
+
+@dataclass(slots=True)
+class TrainOptions:
+    algorithm: str = "cost"
+    delta: float = 0.02
+    seed: int = 0
+    val_fraction: float = 0.3
+    test_fraction: float = 0.3
+    min_tasks: int = 4
+    max_rollouts: int | None = None
+    prompt_variants: bool = True
+    apo: dict[str, Any] = field(default_factory=dict)
+    cost_lambda: float = 0.0
+
+
+class Budgeted(Evaluator):
+    """Wraps an evaluator; refuses work beyond ``max_rollouts`` fresh runs."""
+
+    def __init__(self, inner: Evaluator, max_rollouts: int | None) -> None:
+        super().__init__(inner.workflow_name)
+        self.inner = inner
+        self.spend = inner.spend
+        self.max_rollouts = max_rollouts
+
+    async def evaluate(self, resources: ResourcesMap, tasks: list[Task], *, progress=None):  # type: ignore[no-untyped-def]
+        before = self.inner.spend.rollouts
+        if self.max_rollouts is not None and before >= self.max_rollouts:
+            raise BudgetExhausted(f"rollout budget of {self.max_rollouts} used up")
+        return await self.inner.evaluate(resources, tasks, progress=progress)
+
+
+def _decide(
+    base: list[Result], opt: list[Result], options: TrainOptions
+) -> tuple[bool, str, float]:
+    """Did the winner hold on test? Its reward lower bound must be >= -delta, and it must be
+    cheaper (equal cost: faster at p50); for apo/both a higher ``reward - lambda*cost`` also
+    counts."""
+    delta = options.delta
+    lb = paired_bootstrap_lower(
+        [r.reward for r in opt], [r.reward for r in base], seed=options.seed
+    )
+    b, o = summarize(base), summarize(opt)
+    if all(not r.ok for r in opt):
+        return False, "every run of the winner failed on test", lb
+    if lb < -delta:
+        return False, f"reward lower bound {lb:.3f} on test is below -{delta}", lb
+    same_cost = abs(o["cost_per_run"] - b["cost_per_run"]) <= 1e-12
+    saves = o["cost_per_run"] < b["cost_per_run"] and not same_cost
+    faster = same_cost and o["latency_p50_s"] < b["latency_p50_s"]
+    lam = options.cost_lambda
+    better = options.algorithm in ("apo", "both") and (
+        o["reward_mean"] - lam * o["cost_per_run"] > b["reward_mean"] - lam * b["cost_per_run"]
+    )
+    if not (saves or faster or better):
+        return False, "on test it is neither cheaper nor faster (nor better, for apo)", lb
+    why = "cheaper" if saves else "faster" if faster else "better"
+    return True, f"held on test: {why}, reward lower bound {lb:.3f} >= -{delta}", lb
+
+
+async def train(
+    *,
+    evaluator: Evaluator,
+    workflow: Any,
+    baseline: ResourcesMap,
+    tasks: list[Task],
+    catalog: list[ModelOption],
+    price: Callable[[str], tuple[float, float] | None],
+    options: TrainOptions,
+    out: Path,
+    optimizer: Any = None,
+    on_progress: Callable[[str, int], None] | None = None,
+    publish: Callable[[ResourcesMap], Any] | None = None,
+) -> dict[str, Any]:
+    """Run the search and write ``out/report.json``, ``report.md`` and plots."""
+    _prepare(out)
+    split = split_tasks(
+        tasks, seed=options.seed, val=options.val_fraction, test=options.test_fraction
+    )
+    ev = Budgeted(evaluator, options.max_rollouts)
+    tick = on_progress or (lambda kind, n: None)
+    candidates: list[Candidate] = []
+    report: dict[str, Any] = {
+        "workflow": workflow.name,
+        "algorithm": options.algorithm,
+        "split": split.sizes(),
+        "seed": options.seed,
+        "delta": options.delta,
+        "status": "running",
+        "published": None,
+        "decision": None,
+        "baseline": None,
+        "optimized": None,
+        "steps": [],
+        "resources": None,
+        "notes": [],
+        "cost_axis": "cost",
+    }
+    t0 = time.time()
+    outcome = SearchOutcome(best=baseline)
+
+    def on_cand(c: Candidate) -> None:
+        candidates.append(c)
+        tick("candidate", 1)
+
+    status = "completed"
+    try:
+        base_train = await ev.evaluate(baseline, split.train, progress=lambda n: tick("run", n))
+        if all(not r.ok for r in base_train):
+            raise RuntimeError(
+                f"every baseline run failed on the train split; first error: {base_train[0].error}"
+            )
+        best = baseline
+        if options.algorithm in ("apo", "both"):
+            from lightspan.trainer.apo import APOSearch
+
+            if optimizer is None:
+                raise RuntimeError(
+                    "the apo algorithm needs an optimizer LLM (--optimizer-endpoint)"
+                )
+            apo = APOSearch(
+                ev,
+                optimizer,
+                on_candidate=on_cand,
+                seed=options.seed,
+                cost_lambda=options.cost_lambda,
+                **options.apo,
+            )
+            try:
+                apo_out = await apo.run(best, split.train, split.val)
+            finally:
+                outcome.notes.extend(apo.outcome.notes)
+                outcome.best_per_round.extend(apo.outcome.best_per_round)
+            best = apo_out.best
+        if options.algorithm in ("cost", "both"):
+            search = CostSearch(
+                ev,
+                llm_steps(workflow),
+                catalog=catalog,
+                price=price,
+                delta=options.delta,
+                min_tasks=options.min_tasks,
+                seed=options.seed,
+                prompt_variants=options.prompt_variants,
+                on_candidate=on_cand,
+            )
+            res = await search.run(best, split.val, base_train)
+            outcome.notes.extend(res.notes)
+            offset = len(outcome.best_per_round)
+            outcome.best_per_round.extend(
+                {**r, "round": r["round"] + offset} for r in res.best_per_round
+            )
+            best = res.best
+        outcome.best = best
+    except BudgetExhausted as e:
+        status = "budget_exhausted"
+        report["notes"].append(f"{e}: the search stopped before deciding")
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        status = "interrupted"
+        report["notes"].append("interrupted (Ctrl-C): partial report, nothing published")
+    except Exception as e:
+        status = "failed"
+        report["notes"].append(f"{type(e).__name__}: {e}")
+        report["error"] = f"{type(e).__name__}: {e}"
+
+    if status == "completed" and evaluator.interrupted:
+        status = "interrupted"
+        report["notes"].append("interrupted (Ctrl-C): partial report, nothing published")
+    report["notes"].extend(outcome.notes)
+    report["candidates"] = [c.as_dict() for c in candidates]
+    report["best_per_round"] = outcome.best_per_round
+    if not any(c.cost for c in candidates) and any(c.latency_s for c in candidates):
+        report["cost_axis"] = "latency"
+    if status == "completed":
+        try:
+            # Test split: measured once for the baseline and once for the winner (fresh runs
+            # are not re-budgeted: the decision needs both).
+            base_test = await evaluator.evaluate(
+                baseline, split.test, progress=lambda n: tick("run", n)
+            )
+            report["baseline"] = summarize(base_test)
+            opt_test = base_test
+            if outcome.best != baseline:
+                opt_test = await evaluator.evaluate(
+                    outcome.best, split.test, progress=lambda n: tick("run", n)
+                )
+            report["optimized"] = summarize(opt_test)
+            report["steps"] = step_table(base_test, opt_test)
+            if outcome.best == baseline:
+                report["decision"] = "no change beat the baseline; baseline kept"
+                held = False
+            else:
+                held, why, lb = _decide(base_test, opt_test, options)
+                report["decision"] = why
+                report["test_reward_lower_bound"] = lb
+            report["held_on_test"] = held
+            report["resources"] = outcome.best if held else baseline
+            if held and publish is not None and not evaluator.interrupted:
+                report["published"] = await publish(outcome.best)
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            status = "interrupted"
+            report["notes"].append("interrupted (Ctrl-C) on test: nothing published")
+    report["status"] = status
+    report["trainer_spend"] = evaluator.spend.as_dict()
+    report["elapsed_s"] = time.time() - t0
+    _write(out, report)
+    return report
+
+
+def _prepare(out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _write(out: Path, report: dict[str, Any]) -> None:
+    """report.json, report.md and the plots (their names listed in report.json)."""
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    write_markdown(report, out / "report.md")
+    report["plots"] = write_plots(report, out)
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=str))

@@ -1,0 +1,128 @@
+"""``lightspan train schedule``: train a workflow at ``optimization.training_interval``.
+
+State lives in the store (``trainer.<workflow>.state``: last run, lease owner and expiry), so
+any number of schedulers on any machines can run and only one trains a workflow at a time:
+a scheduler takes the lease, waits a moment and reads it back; if another took it since, it
+backs off. ``--once`` runs if due and exits (for cron).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from lightspan.trainer.sidestate import read_json, write_json
+
+INTERVALS = {"daily": 86400.0, "weekly": 7 * 86400.0, "monthly": 30 * 86400.0}
+LEASE_S = 6 * 3600.0
+
+
+def state_id(workflow: str) -> str:
+    return f"trainer.{workflow}.state"  # not "<workflow>:*": never a workflow's latest set
+
+
+async def try_acquire(
+    store: Any, workflow: str, interval_s: float, owner: str, settle_s: float = 0.5
+) -> tuple[bool, str]:
+    """Take the lease if the workflow is due and nobody holds it; ``(ok, why)``."""
+    now = time.time()
+    st = await read_json(store, state_id(workflow)) or {}
+    if st.get("lease_owner") and st.get("lease_until", 0) > now and st["lease_owner"] != owner:
+        return False, f"another scheduler ({st['lease_owner']}) is training {workflow}"
+    last = st.get("last_run_end")
+    if last is not None and now - last < interval_s:
+        return False, f"not due: last run {(now - last) / 3600:.1f} h ago"
+    await write_json(
+        store, state_id(workflow), {**st, "lease_owner": owner, "lease_until": now + LEASE_S}
+    )
+    await asyncio.sleep(settle_s)
+    st2 = await read_json(store, state_id(workflow)) or {}
+    if st2.get("lease_owner") != owner:
+        return False, f"lost the lease to {st2.get('lease_owner')}"
+    return True, "due"
+
+
+async def release(store: Any, workflow: str, owner: str, report: dict[str, Any] | None) -> None:
+    st = await read_json(store, state_id(workflow)) or {}
+    if st.get("lease_owner") == owner:
+        st.update(
+            lease_owner=None,
+            lease_until=0,
+            last_run_end=time.time(),
+            last_status=(report or {}).get("status"),
+            last_published=(report or {}).get("published"),
+        )
+        await write_json(store, state_id(workflow), st)
+
+
+def schedule_main(args: argparse.Namespace) -> int:
+    from lightspan.config import load_config
+    from lightspan.engine import load_workflow
+
+    cfg = load_config(args.config)
+    opt = cfg.agentLightning.optimization
+    if not opt.enabled:
+        print("optimization.enabled is false: nothing scheduled (set it in the configuration)")
+        return 1
+    store_url = args.store or cfg.agentLightning.store.address
+    interval = INTERVALS[opt.training_interval.value]
+    owner = f"sched-{uuid.uuid4().hex[:8]}"
+    name = load_workflow(args.workflow, prices=cfg.llm.prices).name
+
+    from lightspan.trainer.cli import _cmd_run, open_store
+
+    async def gate() -> tuple[bool, str]:
+        async with open_store(store_url, args.token) as store:
+            return await try_acquire(store, name, interval, owner)
+
+    async def done(report: dict[str, Any] | None) -> None:
+        async with open_store(store_url, args.token) as store:
+            await release(store, name, owner, report)
+
+    while True:
+        ok, why = asyncio.run(gate())
+        print(f"{name}: {why}")
+        if ok:
+            out = Path(args.out) / time.strftime("%Y%m%dT%H%M%S")
+            run_args = argparse.Namespace(
+                workflow=args.workflow,
+                tasks=args.tasks,
+                store=store_url,
+                token=args.token,
+                runners=2,
+                in_process=False,
+                config=args.config,
+                algorithm=opt.algorithm.value.lower(),
+                out=str(out),
+                publish=True,
+                catalog=None,
+                delta=0.02,
+                seed=int(time.time()) % 1000,
+                min_tasks=4,
+                max_rollouts=None,
+                optimizer_endpoint=None,
+                optimizer_model=None,
+                optimizer_max_tokens=256,
+                cost_lambda=0.0,
+                beam_width=2,
+                branch_factor=2,
+                beam_rounds=2,
+                gradient_batch_size=4,
+                val_batch_size=8,
+            )
+            report = None
+            try:
+                _cmd_run(run_args)
+                import json
+
+                p = out / "report.json"
+                report = json.loads(p.read_text()) if p.exists() else None
+            finally:
+                asyncio.run(done(report))
+        if args.once:
+            return 0
+        time.sleep(min(interval, 3600.0))

@@ -1,0 +1,60 @@
+"""Small statistics for deciding between resource sets on few tasks.
+
+Why a paired bootstrap: candidates are scored on the same tasks, so the per-task reward
+differences carry the signal; resampling them gives a lower bound on the true difference
+without assuming normal rewards (rewards are often 0/1).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+
+def quantile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated quantile (numpy's default); ``None`` for no values."""
+    if not values:
+        return None
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def mean(values: Sequence[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def bootstrap_mean_ci(
+    values: Sequence[float], *, level: float = 0.95, n: int = 2000, seed: int = 0
+) -> tuple[float, float] | None:
+    """Percentile bootstrap CI of the mean."""
+    if not values:
+        return None
+    rng = random.Random(seed)
+    k = len(values)
+    means = sorted(sum(values[rng.randrange(k)] for _ in range(k)) / k for _ in range(n))
+    alpha = (1 - level) / 2
+    return means[int(alpha * (n - 1))], means[int((1 - alpha) * (n - 1))]
+
+
+def paired_bootstrap_lower(
+    candidate: Sequence[float],
+    baseline: Sequence[float],
+    *,
+    level: float = 0.95,
+    n: int = 2000,
+    seed: int = 0,
+) -> float:
+    """One-sided lower bound (at ``level``) of mean(candidate - baseline) over paired tasks."""
+    if len(candidate) != len(baseline):
+        raise ValueError(f"paired samples differ in size: {len(candidate)} vs {len(baseline)}")
+    if not candidate:
+        raise ValueError("paired bootstrap of no tasks")
+    diffs = [c - b for c, b in zip(candidate, baseline, strict=True)]
+    rng = random.Random(seed)
+    k = len(diffs)
+    means = sorted(sum(diffs[rng.randrange(k)] for _ in range(k)) / k for _ in range(n))
+    return means[int((1 - level) * (n - 1))]

@@ -1,0 +1,78 @@
+"""APO's beam search with a scripted optimizer (critic/editor) and the fake arithmetic LLM."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from lightspan.trainer.apo import APOSearch, clean_edit
+from lightspan.trainer.data import load_tasks, split_tasks
+from lightspan.trainer.evaluate import InProcessEvaluator
+from lightspan.trainer.optimizer_llm import OptimizerLLM, OptimizerUnavailable
+
+from .conftest import PRICES, write_tasks, write_workflow
+
+
+class ScriptedOptimizer:
+    """Critiques say "be brief"; edits cycle through a bad and a good rewrite."""
+
+    def __init__(self, edits):
+        self.edits = itertools.cycle(edits)
+        self.prompts = []
+
+    async def chat(self, prompt, *, temperature=0.7):
+        self.prompts.append(prompt)
+        if "Feedback:" in prompt:
+            return next(self.edits)
+        return "The answers ramble; ask for a brief answer."
+
+
+@pytest.mark.parametrize("lam", [0.0, 2000.0])
+async def test_apo_keeps_placeholders_and_uses_the_cost_term(arith_llm, tmp_path, lam):
+    path = write_workflow(tmp_path, arith_llm.base_url)
+    split = split_tasks(load_tasks(write_tasks(tmp_path, 20)), seed=0)
+    ev = InProcessEvaluator(path, prices=PRICES)
+    base = (await ev.load().resources.get_resources()).to_dict()
+    opt = ScriptedOptimizer(
+        [
+            "Compute the sum.",  # drops {question}
+            "```\nCompute {question} for {user}.\n```",  # adds {user}
+            "<<<Compute {question}. Reply briefly.>>>",  # good
+        ]
+    )
+    apo = APOSearch(
+        ev,
+        opt,
+        beam_width=2,
+        branch_factor=3,
+        beam_rounds=1,
+        gradient_batch_size=2,
+        val_batch_size=4,
+        cost_lambda=lam,
+    )
+    out = await apo.run(base, split.train, split.val)
+    assert apo.rejected_edits == 2
+    assert any("drops placeholder(s) ['question']" in n for n in out.notes)
+    assert any("adds placeholder(s) ['user']" in n for n in out.notes)
+    critic = opt.prompts[0]
+    assert "Compute {question}." in critic and "reward=" in critic  # traces reach the critic
+    if lam:
+        # Same reward, a fifth of the cost: the cost term makes the brief edit win.
+        assert out.best["solve"]["template"] == "Compute {question}. Reply briefly."
+    else:
+        assert out.best == base  # no reward gain: the seed stays (ties keep the incumbent)
+    assert [r["round"] for r in out.best_per_round] == [0, 1]
+
+
+def test_clean_edit_strips_wrappers():
+    assert clean_edit("```text\nHi {x}\n```") == "Hi {x}"
+    assert clean_edit('New template: "Hi {x}"') == "Hi {x}"
+    assert clean_edit("<<<Hi {x}>>>") == "Hi {x}"
+
+
+async def test_unreachable_optimizer_is_a_clear_error(unused_port):
+    opt = OptimizerLLM(f"http://127.0.0.1:{unused_port}/v1", "m")
+    with pytest.raises(OptimizerUnavailable, match=f"127.0.0.1:{unused_port}"):
+        await opt.check()
+    await opt.aclose()

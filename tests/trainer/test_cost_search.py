@@ -1,0 +1,86 @@
+"""The cost search against the fake arithmetic LLM (in-process evaluation).
+
+The fake makes the right answer known: ``big`` is always right but rambles unless asked for
+brevity, ``small`` is right half the time, a too-small ``max_tokens`` truncates the answer.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lightspan.trainer.cost import CostSearch, ModelOption, max_tokens_options
+from lightspan.trainer.data import load_tasks, split_tasks
+from lightspan.trainer.evaluate import CallRecord, InProcessEvaluator
+from lightspan.trainer.resmap import llm_steps
+
+from .conftest import PRICES, write_tasks, write_workflow
+
+
+def _prices(m):
+    p = PRICES.get(m)
+    return (p["input"], p["output"]) if p else None
+
+
+async def _baseline(ev):
+    wf = ev.load()
+    return wf, (await wf.resources.get_resources()).to_dict()
+
+
+async def test_search_keeps_reward_and_cuts_cost(arith_llm, tmp_path):
+    path = write_workflow(tmp_path, arith_llm.base_url)
+    split = split_tasks(load_tasks(write_tasks(tmp_path, 30)), seed=1)
+    ev = InProcessEvaluator(path, prices=PRICES, concurrency=4)
+    wf, base = await _baseline(ev)
+    train_results = await ev.evaluate(base, split.train)
+    seen = []
+    search = CostSearch(
+        ev,
+        llm_steps(wf),
+        catalog=[ModelOption(arith_llm.base_url, "small")],
+        price=_prices,
+        min_tasks=4,
+        on_candidate=seen.append,
+    )
+    out = await search.run(base, split.val, train_results)
+    best = out.best["default@solve"]
+    assert best["model"] == "big", "small is wrong half the time: the bootstrap must reject it"
+    assert "briefly" in out.best["solve@solve"]["template"]
+    rejected_small = [c for c in seen if "model=small" in c.label]
+    assert rejected_small and all(not c.accepted for c in rejected_small)
+    assert min(c.reward for c in rejected_small) < 0.8
+    after = await ev.evaluate(out.best, split.val)
+    before = await ev.evaluate(base, split.val)
+    assert sum(r.reward for r in after) == sum(r.reward for r in before) == len(split.val)
+    assert sum(r.cost for r in after) < 0.5 * sum(r.cost for r in before)
+    assert out.best_per_round[0]["label"] == "baseline" and len(out.best_per_round) == 2
+
+
+async def test_cache_means_no_second_run(arith_llm, tmp_path):
+    ev = InProcessEvaluator(write_workflow(tmp_path, arith_llm.base_url), prices=PRICES)
+    _, base = await _baseline(ev)
+    tasks = load_tasks(write_tasks(tmp_path, 5))
+    await ev.evaluate(base, tasks)
+    n = len(arith_llm.requests)
+    again = await ev.evaluate(base, tasks)
+    assert len(arith_llm.requests) == n and ev.spend.rollouts == 5
+    assert all(r.reward == 1.0 and r.calls[0].finish_reason == "stop" for r in again)
+
+
+def test_max_tokens_options_respect_length_hits_on_good_runs():
+    calls = [CallRecord("s", "m", output_tokens=n, finish_reason="stop") for n in range(10, 30)]
+    assert max_tokens_options(calls, lambda c: True, 64) == [31, 32, 37]
+    # A good run was cut at 40 tokens: no cap below 40 is proposed.
+    cut = CallRecord("s", "m", output_tokens=40, finish_reason="length")
+    assert max_tokens_options([*calls, cut], lambda c: True, 64) == []
+    # ... unless that run was a bad one.
+    assert max_tokens_options([*calls, cut], lambda c: False, 64) == [31, 32, 37]
+
+
+async def test_every_candidate_failing_is_an_error_naming_it(arith_llm, tmp_path):
+    ev = InProcessEvaluator(write_workflow(tmp_path, arith_llm.base_url), prices=PRICES)
+    wf, base = await _baseline(ev)
+    arith_llm.down = True
+    tasks = load_tasks(write_tasks(tmp_path, 6))
+    search = CostSearch(ev, llm_steps(wf), catalog=[], price=_prices)
+    with pytest.raises(RuntimeError, match="every baseline run failed"):
+        await search.run(base, tasks, [])

@@ -1,0 +1,72 @@
+"""The scheduler's lease in the store, and the verl prerequisites message."""
+
+from __future__ import annotations
+
+import yaml
+
+from lightspan.cli import main
+from lightspan.store.factory import open_store
+from lightspan.trainer.schedule import release, try_acquire
+from lightspan.trainer.verl import verl_unavailable
+
+from .conftest import write_tasks, write_workflow
+
+
+async def test_two_schedulers_never_train_one_workflow_at_once():
+    store = await open_store("memory")
+    try:
+        pub = {"p": {"resource_type": "prompt_template", "template": "x", "engine": "f-string"}}
+        await store.update_resources("wf:v1", pub)
+        ok, why = await try_acquire(store, "wf", 86400, "a", settle_s=0)
+        assert ok, why
+        ok, why = await try_acquire(store, "wf", 86400, "b", settle_s=0)
+        assert not ok and "another scheduler (a)" in why
+        await release(store, "wf", "a", {"status": "completed", "published": None})
+        ok, why = await try_acquire(store, "wf", 86400, "b", settle_s=0)
+        assert not ok and "not due" in why
+        ok, _ = await try_acquire(store, "wf", 0, "b", settle_s=0)
+        assert ok
+        # The state never displaces the published set as the store's latest.
+        assert (await store.get_latest_resources()).resources_id == "wf:v1"
+    finally:
+        await store.close()
+
+
+def test_schedule_refuses_when_optimization_is_disabled(tmp_path, capsys, fake_llm):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"agentLightning": {"optimization": {"enabled": False}}}))
+    rc = main(
+        [
+            "train",
+            "schedule",
+            "--workflow",
+            str(write_workflow(tmp_path, fake_llm.base_url)),
+            "--tasks",
+            str(write_tasks(tmp_path)),
+            "--once",
+            "--config",
+            str(cfg),
+        ]
+    )
+    assert rc == 1 and "optimization.enabled is false" in capsys.readouterr().out
+
+
+def test_verl_names_what_is_missing(capsys, tmp_path, fake_llm):
+    msg = verl_unavailable()
+    assert msg is not None and "CUDA GPU" in msg and "agentlightning[verl]" in msg
+    assert main(["train", "verl"]) == 2
+    rc = main(
+        [
+            "train",
+            "run",
+            "--workflow",
+            str(write_workflow(tmp_path, fake_llm.base_url)),
+            "--tasks",
+            str(write_tasks(tmp_path)),
+            "--algorithm",
+            "verl",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert rc == 2 and "missing" in capsys.readouterr().err

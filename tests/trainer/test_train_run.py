@@ -1,0 +1,273 @@
+"""``lightspan train run`` / ``lightspan eval`` end to end (fake LLM, in-process runs), and the
+partial reports of Ctrl-C and a budget too small."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import yaml
+
+from lightspan.cli import main
+from lightspan.trainer.cost import ModelOption
+from lightspan.trainer.data import load_tasks
+from lightspan.trainer.evaluate import InProcessEvaluator
+from lightspan.trainer.run import TrainOptions, train
+
+from .conftest import PRICES, write_tasks, write_workflow
+
+REPORT_FIELDS = {
+    "reward_mean",
+    "reward_ci95",
+    "cost_per_run",
+    "latency_p50_s",
+    "latency_p95_s",
+    "tokens_per_run",
+}
+
+
+def _config(tmp_path):
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump({"llm": {"prices": PRICES}}))
+    return p
+
+
+def test_train_run_cli_writes_report_and_publishes_a_winner(arith_llm, tmp_path):
+    wf = write_workflow(tmp_path, arith_llm.base_url)
+    tasks = write_tasks(tmp_path, 30)
+    cat = tmp_path / "catalog.yaml"
+    cat.write_text(yaml.safe_dump([{"endpoint": arith_llm.base_url, "model": "small"}]))
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "train",
+            "run",
+            "--workflow",
+            str(wf),
+            "--tasks",
+            str(tasks),
+            "--algorithm",
+            "cost",
+            "--store",
+            "in_memory",
+            "--in-process",
+            "--runners",
+            "2",
+            "--out",
+            str(out),
+            "--publish",
+            "--catalog",
+            str(cat),
+            "--config",
+            str(_config(tmp_path)),
+        ]
+    )
+    assert rc == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status"] == "completed" and rep["held_on_test"] is True
+    assert REPORT_FIELDS <= set(rep["baseline"]) and REPORT_FIELDS <= set(rep["optimized"])
+    assert rep["optimized"]["reward_mean"] == rep["baseline"]["reward_mean"] == 1.0
+    assert rep["optimized"]["cost_per_run"] < 0.5 * rep["baseline"]["cost_per_run"]
+    assert rep["published"] == "arith:v1"
+    assert rep["resources"]["default@solve"]["model"] == "big"
+    assert {"default", "solve"} <= set(rep["resources"]), "a complete set, not a diff"
+    assert rep["steps"][0]["step"] == "solve" and rep["steps"][0]["after"]["cost_share"] == 1
+    assert rep["trainer_spend"]["rollouts"] > 30
+    assert set(rep["plots"]) == {"candidates.png", "best_per_round.png", "step_share.png"}
+    assert all((out / p).stat().st_size > 1000 for p in rep["plots"])
+    assert "| cost_per_run |" in (out / "report.md").read_text()
+
+    # lightspan eval of the winner reproduces the figures on all tasks.
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps(rep["resources"]))
+    rc = main(
+        [
+            "eval",
+            "--workflow",
+            str(wf),
+            "--tasks",
+            str(tasks),
+            "--resources",
+            str(res),
+            "--out",
+            str(tmp_path / "e.json"),
+            "--config",
+            str(_config(tmp_path)),
+        ]
+    )
+    ev = json.loads((tmp_path / "e.json").read_text())
+    assert rc == 0 and ev["reward_mean"] == 1.0 and REPORT_FIELDS <= set(ev)
+
+
+def test_empty_task_file_is_a_clear_error(arith_llm, tmp_path, capsys):
+    wf = write_workflow(tmp_path, arith_llm.base_url)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    rc = main(
+        [
+            "train",
+            "run",
+            "--workflow",
+            str(wf),
+            "--tasks",
+            str(empty),
+            "--algorithm",
+            "cost",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
+    assert rc == 2 and "is empty" in capsys.readouterr().err
+
+
+def test_unreachable_store_is_a_clear_error(arith_llm, tmp_path, unused_port):
+    wf = write_workflow(tmp_path, arith_llm.base_url)
+    try:
+        main(
+            [
+                "train",
+                "history",
+                "--store",
+                f"http://127.0.0.1:{unused_port}",
+                "--workflow",
+                "arith",
+            ]
+        )
+    except SystemExit as e:
+        assert "unreachable" in str(e)
+    else:
+        raise AssertionError("no error for an unreachable store")
+    assert wf.exists()
+
+
+class _Interrupting(InProcessEvaluator):
+    calls = 0
+
+    async def _run(self, resources, tasks, progress):
+        type(self).calls += 1
+        if type(self).calls == 3:
+            raise asyncio.CancelledError
+        return await super()._run(resources, tasks, progress)
+
+
+async def _train(ev, tmp_path, base_url, **opts):
+    wf = ev.load()
+    published = []
+
+    async def publish(res):
+        published.append(res)
+        return "x"
+
+    rep = await train(
+        evaluator=ev,
+        workflow=wf,
+        baseline=(await wf.resources.get_resources()).to_dict(),
+        tasks=load_tasks(write_tasks(tmp_path, 30)),
+        catalog=[ModelOption(base_url, "small")],
+        price=lambda m: None,
+        options=TrainOptions(**opts),
+        out=tmp_path / "out",
+        publish=publish,
+    )
+    return rep, published
+
+
+async def test_interrupt_writes_a_partial_report_and_publishes_nothing(arith_llm, tmp_path):
+    ev = _Interrupting(write_workflow(tmp_path, arith_llm.base_url), prices=PRICES)
+    rep, published = await _train(ev, tmp_path, arith_llm.base_url)
+    assert rep["status"] == "interrupted" and not published and rep["published"] is None
+    on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert on_disk["status"] == "interrupted" and on_disk["candidates"]
+
+
+async def test_budget_too_small_decides_nothing(arith_llm, tmp_path):
+    ev = InProcessEvaluator(write_workflow(tmp_path, arith_llm.base_url), prices=PRICES)
+    rep, published = await _train(ev, tmp_path, arith_llm.base_url, max_rollouts=20)
+    assert rep["status"] == "budget_exhausted" and not published
+    assert any("budget" in n for n in rep["notes"])
+
+
+def test_both_runs_apo_then_cost_and_counts_optimizer_spend(arith_llm, tmp_path):
+    # The fake answers the critic and editor with arithmetic chatter: every edit drops the
+    # placeholder and is rejected before any rollout; the cost search still finds its saving.
+    wf = write_workflow(tmp_path, arith_llm.base_url)
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "train",
+            "run",
+            "--workflow",
+            str(wf),
+            "--tasks",
+            str(write_tasks(tmp_path, 24)),
+            "--algorithm",
+            "both",
+            "--in-process",
+            "--out",
+            str(out),
+            "--config",
+            str(_config(tmp_path)),
+            "--optimizer-endpoint",
+            arith_llm.base_url,
+            "--optimizer-model",
+            "big",
+            "--beam-rounds",
+            "1",
+            "--branch-factor",
+            "2",
+            "--beam-width",
+            "1",
+        ]
+    )
+    rep = json.loads((out / "report.json").read_text())
+    assert rc == 0 and rep["status"] == "completed"
+    assert rep["trainer_spend"]["optimizer_calls"] == 1 + 2 * 2  # check + 2 x (critic, editor)
+    assert sum("rejected edit of solve" in n for n in rep["notes"]) == 2
+    assert rep["held_on_test"] and "briefly" in rep["resources"]["solve@solve"]["template"]
+    assert [r["round"] for r in rep["best_per_round"]] == [0, 1, 2, 3]
+
+
+def test_ctrl_c_on_the_command_stops_cleanly(arith_llm, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    wf = write_workflow(tmp_path, arith_llm.base_url)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "lightspan",
+            "train",
+            "run",
+            "--workflow",
+            str(wf),
+            "--tasks",
+            str(write_tasks(tmp_path, 400)),
+            "--algorithm",
+            "cost",
+            "--store",
+            "in_memory",
+            "--runners",
+            "1",
+            "--out",
+            str(out),
+            "--publish",
+            "--config",
+            str(_config(tmp_path)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while len(arith_llm.requests) < 20 and time.time() < deadline:  # rollouts are running
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["status"] == "interrupted" and rep["published"] is None
+    assert "nothing was published" in err
