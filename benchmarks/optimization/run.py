@@ -117,7 +117,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     p.add_argument("--remeasure-prices", action="store_true", help="measure CPU prices again")
     p.add_argument("--no-trainer", action="store_true", help="skip `lightspan train run`")
     p.add_argument("--algorithm", default="cost", help="trainer algorithm (default cost)")
-    p.add_argument("--train-tasks", type=int, default=12, help="train+val tasks per family")
+    p.add_argument(
+        "--train-tasks", type=int, help="train+val tasks per family (default 6 quick, 24)"
+    )
+    p.add_argument(
+        "--trainer-max-rollouts", type=int, help="trainer's rollout budget (default 30 quick, none)"
+    )
     args = p.parse_args(argv)
 
     def csv(value: str | None, default: list[str]) -> list[str]:
@@ -168,10 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     trainset: dict[str, list[Task]] = {}
     for family in sorted({f for f, _ in s.pairs}):
         test[family] = generate(family, "test", s.tasks, seed=s.seed)
-        n_val = max(1, args.train_tasks // 3)
-        trainset[family] = generate(
-            family, "train", args.train_tasks - n_val, seed=s.seed
-        ) + generate(family, "val", n_val, seed=s.seed)
+        n_train = args.train_tasks or (6 if s.quick else 24)
+        n_val = max(1, n_train // 3)
+        trainset[family] = generate(family, "train", n_train - n_val, seed=s.seed) + generate(
+            family, "val", n_val, seed=s.seed
+        )
 
     console.print(f"[bold]prices[/]: measuring CPU-seconds per token (cached in {args.cache_dir})")
     measured = measured_prices(
@@ -252,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         out / "trainer" / name,
                         algorithm=args.algorithm,
                         seed=s.seed,
+                        max_rollouts=args.trainer_max_rollouts or (30 if s.quick else None),
                     )
                 except Exception as e:  # reported, the other arms still stand
                     trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}

@@ -88,6 +88,7 @@ def run_trainer(
         algorithm,
         "--seed",
         str(seed),
+        "--in-process",
     ]
     if max_rollouts:
         cmd += ["--max-rollouts", str(max_rollouts)]
@@ -105,10 +106,16 @@ def run_trainer(
 
 
 def resources_to_spec_section(resources: Mapping[str, Any], resources_id: str) -> dict[str, Any]:
-    """A resources map (Agent Lightning shape) -> a workflow file's ``resources:`` section."""
+    """A resources map (Agent Lightning shape) -> a workflow file's ``resources:`` section.
+
+    The trainer may add per-step entries ``<name>@<step>``; in these workflows every resource
+    serves one step, so such an entry replaces ``<name>`` (applied after the plain ones).
+    """
     prompts: dict[str, Any] = {}
     llms: dict[str, Any] = {}
-    for name, r in resources.items():
+    ordered = sorted(resources.items(), key=lambda kv: "@" in kv[0])
+    for full_name, r in ordered:
+        name = full_name.split("@", 1)[0]
         kind = r.get("resource_type")
         if kind == "prompt_template":
             prompts[name] = {"template": r["template"], "engine": r.get("engine", "f-string")}
@@ -119,7 +126,7 @@ def resources_to_spec_section(resources: Mapping[str, Any], resources_id: str) -
                 "sampling_parameters": dict(r.get("sampling_parameters") or {}),
             }
         else:
-            raise ValueError(f"trainer resource {name!r}: unsupported resource_type {kind!r}")
+            raise ValueError(f"trainer resource {full_name!r}: unsupported resource_type {kind!r}")
     return {"id": resources_id, "prompts": prompts, "llms": llms}
 
 
