@@ -299,6 +299,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
+    """Per workflow: the trainer's decision, its own spend, and the runs it takes to pay off."""
+    lines = []
+    by_name = {f"{c.family}-{c.shape}": c for c in cells}
+    for name, rep in reports.items():
+        if "error" in rep:
+            lines.append(f"- {name}: FAILED: {rep['error']}")
+            continue
+        spend = rep.get("trainer_spend") or {}
+        total = float(spend.get("total_cost") or 0.0)
+        line = (
+            f"- {name}: status {rep.get('status')}; decision: {rep.get('decision')}; "
+            f"trainer spend {total * 1e6:.0f} µUSD over {spend.get('rollouts')} rollouts "
+            "(priced with the CPU table, given to it as its catalog)"
+        )
+        cell = by_name.get(name)
+        if cell and "optimized" in cell.arms:
+            saved = cell.arms["baseline"].cost_per_run - cell.arms["optimized"].cost_per_run
+            line += (
+                f"; pays for itself after {total / saved:.0f} runs"
+                if saved > 0
+                else "; saves nothing per run on the test split, so it never pays for itself"
+            )
+        lines.append(line)
+    if reports:
+        lines.append(
+            "- note: the optimized arm's runs happen after the grid, with fewer runs in flight, "
+            "so its latency is measured under a lighter load than baseline/oracle."
+        )
+    return lines
+
+
 def write_report(
     out: Path,
     s: Settings,
@@ -387,13 +419,7 @@ def write_report(
         "",
         "## Trainer",
         "",
-        *(
-            [
-                f"- {k}: {json.dumps(v.get('decision') or v.get('error'))}"
-                for k, v in trainer_reports.items()
-            ]
-            or [f"- not run: {why_no_trainer}"]
-        ),
+        *(trainer_lines(cells, trainer_reports) or [f"- not run: {why_no_trainer}"]),
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))
