@@ -87,3 +87,21 @@ def test_statistics() -> None:
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert percentile([5.0], 95) == 5.0
     assert abs(cut(10.0, 7.0) - 30.0) < 1e-9
+
+
+def test_per_step_entries_of_a_trainer_winner_replace_the_plain_ones() -> None:
+    llm = {"resource_type": "llm", "endpoint": "http://h/v1", "model": "b"}
+    winner = {
+        "worker_llm@worker": {**llm, "model": "s", "sampling_parameters": {"max_tokens": 8}},
+        "worker_llm": {**llm, "sampling_parameters": {"max_tokens": 512}},
+        "item": {"resource_type": "prompt_template", "template": "{sentence}"},
+    }
+    section = resources_to_spec_section(winner, "rs")
+    assert section["llms"] == {
+        "worker_llm": {
+            "endpoint": "http://h/v1",
+            "model": "s",
+            "sampling_parameters": {"max_tokens": 8},
+        }
+    }
+    assert section["prompts"]["item"]["template"] == "{sentence}"
