@@ -30,13 +30,14 @@ CPU_HOUR_USD = 0.04
 vCPU-hour); only ratios between models matter for the cuts, not this constant."""
 
 PUBLIC_SOURCE = (
-    "Fireworks AI serverless list price per size tier, 'less than 4B parameters': "
-    "USD 0.10 per 1M tokens, input and output alike (fireworks.ai/pricing, as read in 2025)"
+    "Fireworks AI serverless list price by base model size, 'up to 16B' parameters: "
+    "USD 0.20 per 1M tokens, input and output alike (https://fireworks.ai/pricing, stored copy "
+    "read on 2026-11-28; smaller tiers are not listed there)"
 )
 PUBLIC_PRICES: dict[str, Price] = {
-    "smollm2-135m": Price(0.10, 0.10),
-    "qwen2.5-coder-0.5b": Price(0.10, 0.10),
-    "qwen2.5-coder-1.5b": Price(0.10, 0.10),
+    "smollm2-135m": Price(0.20, 0.20),
+    "qwen2.5-coder-0.5b": Price(0.20, 0.20),
+    "qwen2.5-coder-1.5b": Price(0.20, 0.20),
 }
 
 _LONG_PROMPT = " ".join(

@@ -121,7 +121,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         "--train-tasks", type=int, help="train+val tasks per family (default 6 quick, 24)"
     )
     p.add_argument(
-        "--trainer-max-rollouts", type=int, help="trainer's rollout budget (default 30 quick, none)"
+        "--trainer-max-rollouts", type=int, help="trainer's rollout budget (default 16 quick, none)"
     )
     args = p.parse_args(argv)
 
@@ -258,7 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         out / "trainer" / name,
                         algorithm=args.algorithm,
                         seed=s.seed,
-                        max_rollouts=args.trainer_max_rollouts or (30 if s.quick else None),
+                        max_rollouts=args.trainer_max_rollouts or (16 if s.quick else None),
                     )
                 except Exception as e:  # reported, the other arms still stand
                     trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}
