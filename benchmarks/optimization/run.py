@@ -84,6 +84,8 @@ QUICK_PAIRS = [
     ("extraction", "vote"),
     ("classification", "sequence"),
 ]
+# --quick trains on one workflow only (the trainer's own rollouts dominate a quick run's time).
+QUICK_TRAINER_PAIRS = [("classification", "sequence")]
 DEFAULT_CACHE = Path.home() / ".cache" / "lightspan" / "optbench"
 
 
@@ -121,7 +123,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         "--train-tasks", type=int, help="train+val tasks per family (default 6 quick, 24)"
     )
     p.add_argument(
-        "--trainer-max-rollouts", type=int, help="trainer's rollout budget (default 16 quick, none)"
+        "--trainer-max-rollouts", type=int, help="trainer's rollout budget (default 30 quick, none)"
     )
     args = p.parse_args(argv)
 
@@ -244,7 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         if not why_no_trainer:
             endpoints = pool.ensure(s.models)
-            for family, shape in s.pairs:
+            train_pairs = s.pairs
+            if s.quick and not (args.families or args.shapes):
+                train_pairs = [p for p in s.pairs if p in QUICK_TRAINER_PAIRS]
+            for family, shape in train_pairs:
                 name = f"{family}-{shape}"
                 progress.update(bar, description=f"lightspan train run: {name}")
                 try:
@@ -258,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         out / "trainer" / name,
                         algorithm=args.algorithm,
                         seed=s.seed,
-                        max_rollouts=args.trainer_max_rollouts or (16 if s.quick else None),
+                        max_rollouts=args.trainer_max_rollouts or (30 if s.quick else None),
                     )
                 except Exception as e:  # reported, the other arms still stand
                     trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}
