@@ -319,6 +319,12 @@ def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
             f"trainer spend {total * 1e6:.0f} µUSD over {spend.get('rollouts')} rollouts "
             "(priced with the CPU table, given to it as its catalog)"
         )
+        if rep.get("held_on_test") is False:
+            line += (
+                "; its winner did not hold on the trainer's test split, so the resources it "
+                "returned (and the optimized arm) are the baseline's, re-run: the gap between "
+                "those two rows is run-to-run noise"
+            )
         cell = by_name.get(name)
         if cell and "optimized" in cell.arms:
             saved = cell.arms["baseline"].cost_per_run - cell.arms["optimized"].cost_per_run
