@@ -164,7 +164,7 @@ async def _serve(args: argparse.Namespace) -> None:
         token = read_token_file(args.token_file)
     dashboard = None
     if args.dashboard:
-        from .dashboard import prepare_dashboard
+        from .dashboard_fetch import prepare_dashboard
 
         dashboard = prepare_dashboard()  # None (logged why) when it cannot be fetched
     store = create_store(args.backend, **options)

@@ -2,10 +2,10 @@
 
 Why Agent Lightning's and not our own: its 0.3.0 wheel (MIT) ships a built single-page app
 (Rollouts, Traces, Resources, Runners, Settings) that speaks only the store's REST API, which
-this store implements route for route. We do not vendor it: the wheel is fetched once with the
-ordinary registry client (``pip download --no-deps``), checked against a pinned sha256, and its
-``agentlightning/dashboard/`` folder is extracted into the user cache (``$LIGHTSPAN_DASHBOARD_DIR``
-or ``~/.cache/lightspan/dashboard``), like the local models. Nothing is installed.
+this store implements route for route. :mod:`.dashboard_fetch` fetches it (never vendored);
+this module serves it. The app loads its JSON viewer (Monaco) from a public CDN: when Monaco
+was fetched too, the app's script is served with that one URL pointing at the store's copy
+(``/_lightspan/monaco/vs``), so the viewers work without internet access.
 
 Serving follows Agent Lightning's server: ``/assets/*`` are the hashed (immutable) files, ``/``
 and every other non-API path answer ``index.html`` so the app's client-side routes work on
@@ -21,20 +21,10 @@ OTLP intake, ``/metrics`` and every request from another origin still need the b
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import hmac
 import html
-import logging
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
-from collections.abc import Iterator, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
@@ -45,205 +35,21 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .auth import BearerAuthMiddleware
+from .dashboard_fetch import MONACO_CDN, DashboardFiles
 
 __all__ = [
-    "AGL_REQUIREMENT",
-    "AGL_WHEEL_SHA256",
-    "DASHBOARD_DIR_ENV",
     "LOGIN_PATH",
+    "MONACO_PATH",
     "SESSION_COOKIE",
     "DashboardAuthMiddleware",
-    "DashboardFetchError",
-    "cached_dashboard",
-    "dashboard_cache_dir",
     "dashboard_routes",
-    "fetch_dashboard",
-    "prepare_dashboard",
+    "session_value",
 ]
 
-logger = logging.getLogger("lightspan.store.dashboard")
-
-AGL_VERSION = "0.3.0"
-AGL_REQUIREMENT = f"agentlightning=={AGL_VERSION}"
-# sha256 of agentlightning-0.3.0-py3-none-any.whl as published on PyPI (612,187 bytes).
-AGL_WHEEL_SHA256 = "ede4cf7de78368326aa97cdd1cbb5e976fd826ed94ad2de04810b8013db8bf87"
-DASHBOARD_DIR_ENV = "LIGHTSPAN_DASHBOARD_DIR"
-_MEMBER_PREFIX = "agentlightning/dashboard/"
-_MARKER = ".wheel-sha256"
-
+MONACO_PATH = "/_lightspan/monaco/vs"
 SESSION_COOKIE = "lightspan_dashboard"
 LOGIN_PATH = "/_lightspan/login"
 _READ_METHODS = frozenset({"GET", "HEAD"})
-
-
-class DashboardFetchError(RuntimeError):
-    """The dashboard could not be fetched or extracted; the message says why and what to do."""
-
-
-# --------------------------------------------------------------------------- fetch and cache
-
-
-def dashboard_cache_dir() -> Path:
-    """Where extracted dashboards live: ``$LIGHTSPAN_DASHBOARD_DIR`` or the user cache."""
-    env = os.environ.get(DASHBOARD_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "lightspan" / "dashboard"
-
-
-def cached_dashboard(cache_dir: Path | None = None, sha256: str = AGL_WHEEL_SHA256) -> Path | None:
-    """The extracted dashboard folder when the cache holds the pinned one, else ``None``."""
-    folder = (cache_dir or dashboard_cache_dir()) / f"agentlightning-{AGL_VERSION}"
-    try:
-        marker = (folder / _MARKER).read_text().strip()
-    except OSError:
-        return None
-    if marker != sha256 or not (folder / "index.html").is_file():
-        return None
-    return folder
-
-
-def fetch_dashboard(
-    *,
-    cache_dir: Path | None = None,
-    pip_options: Sequence[str] = (),
-    sha256: str = AGL_WHEEL_SHA256,
-) -> Path:
-    """Make sure the pinned dashboard is extracted in the cache and return its folder.
-
-    Downloads the wheel only when the cache does not hold it. ``pip_options`` are added to the
-    ``pip download`` call (tests pass an unreachable index). Raises
-    :class:`DashboardFetchError` naming the problem; a partial extraction is never left behind.
-    """
-    cache = cache_dir or dashboard_cache_dir()
-    found = cached_dashboard(cache, sha256)
-    if found is not None:
-        return found
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DashboardFetchError(f"cannot create the dashboard cache {cache}: {exc}") from exc
-    with _lock(cache / ".fetch.lock"):
-        found = cached_dashboard(cache, sha256)  # another process may have fetched it
-        if found is not None:
-            return found
-        with tempfile.TemporaryDirectory(prefix="lightspan-dashboard-", dir=cache) as tmp:
-            wheel = _download(Path(tmp), pip_options)
-            actual = _sha256_file(wheel)
-            if actual != sha256:
-                raise DashboardFetchError(
-                    f"checksum mismatch for {wheel.name}: expected sha256 {sha256}, got {actual}; "
-                    "the file was discarded"
-                )
-            staged = Path(tmp) / "dashboard"
-            _extract(wheel, staged)
-            (staged / _MARKER).write_text(sha256 + "\n")
-            target = cache / f"agentlightning-{AGL_VERSION}"
-            if target.exists():  # a stale or foreign copy: replace it
-                shutil.rmtree(target)
-            os.replace(staged, target)
-    logger.info(
-        "dashboard: agentlightning %s (sha256 verified) extracted to %s", AGL_VERSION, target
-    )
-    return target
-
-
-def prepare_dashboard(**options: Any) -> Path | None:
-    """:func:`fetch_dashboard` for the server: on failure, log why and return ``None`` (the store
-    starts without the dashboard)."""
-    try:
-        return fetch_dashboard(**options)
-    except DashboardFetchError as exc:
-        logger.error(
-            "dashboard unavailable, serving the store without it: %s\n"
-            "(the dashboard is Agent Lightning's, fetched once with `pip download --no-deps %s`; "
-            "with no registry access, extract that wheel's agentlightning/dashboard/ folder into "
-            "$%s/agentlightning-%s with a %s file holding the wheel's sha256)",
-            exc,
-            AGL_REQUIREMENT,
-            DASHBOARD_DIR_ENV,
-            AGL_VERSION,
-            _MARKER,
-        )
-        return None
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """Exclusive lock so concurrent servers, tests and CI set-up do not fetch at once."""
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def _download(dest: Path, pip_options: Sequence[str]) -> Path:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary",
-        ":all:",
-        "--ignore-requires-python",  # only the static files are used, never the code
-        "--disable-pip-version-check",
-        "--no-input",
-        "-q",
-        *pip_options,
-        "-d",
-        str(dest),
-        AGL_REQUIREMENT,
-    ]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=300)
-    except subprocess.TimeoutExpired:
-        raise DashboardFetchError(f"pip download {AGL_REQUIREMENT} took over 300 s") from None
-    if proc.returncode != 0:
-        out = (proc.stderr or proc.stdout).strip()
-        if "No module named pip" in out:
-            raise DashboardFetchError(f"pip is not installed in {sys.executable}")
-        tail = "\n".join(out.splitlines()[-6:])
-        raise DashboardFetchError(
-            f"pip download {AGL_REQUIREMENT} failed (exit {proc.returncode}):\n{tail}"
-        )
-    wheels = sorted(dest.glob("agentlightning-*.whl"))
-    if len(wheels) != 1:
-        raise DashboardFetchError(f"pip download {AGL_REQUIREMENT} left {len(wheels)} wheels")
-    return wheels[0]
-
-
-def _extract(wheel: Path, dest: Path) -> None:
-    """Copy ``agentlightning/dashboard/**`` out of the wheel (paths checked: no escapes)."""
-    try:
-        zf = zipfile.ZipFile(wheel)
-    except zipfile.BadZipFile as exc:
-        raise DashboardFetchError(f"{wheel.name} is not a valid wheel") from exc
-    count = 0
-    with zf:
-        for info in zf.infolist():
-            if info.is_dir() or not info.filename.startswith(_MEMBER_PREFIX):
-                continue
-            rel = PurePosixPath(info.filename[len(_MEMBER_PREFIX) :])
-            if rel.is_absolute() or ".." in rel.parts:
-                raise DashboardFetchError(f"{wheel.name}: unsafe member {info.filename!r}")
-            out = dest.joinpath(*rel.parts)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(out, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            count += 1
-    if count == 0 or not (dest / "index.html").is_file():
-        raise DashboardFetchError(f"{wheel.name} has no {_MEMBER_PREFIX}index.html")
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- serving
@@ -369,13 +175,14 @@ def _signed_in(request: Request, target: str, token: str) -> Response:
     return resp
 
 
-def dashboard_routes(directory: Path, token: str | None = None) -> list[BaseRoute]:
-    """Routes serving the dashboard in ``directory``; they go *after* the API routes.
+def dashboard_routes(files: DashboardFiles, token: str | None = None) -> list[BaseRoute]:
+    """Routes serving the dashboard's ``files``; they go *after* the API routes.
 
     With ``token``, a page opened without a session answers the sign-in form instead of the
     app; ``?token=...`` on a page URL signs in too (for scripts; a form keeps it out of the
     browser history).
     """
+    directory = files.app
     index = directory / "index.html"
 
     async def page(request: Request) -> Response:
@@ -405,6 +212,8 @@ def dashboard_routes(directory: Path, token: str | None = None) -> list[BaseRout
         return _login_page(target, "That token is not the store's token.", 401)
 
     routes: list[BaseRoute] = [Route(LOGIN_PATH, login, methods=["POST"])]
+    if files.monaco_vs is not None:
+        routes += _monaco_routes(directory / "assets", files.monaco_vs)
     if (directory / "assets").is_dir():
         routes.append(Mount("/assets", app=_ImmutableStaticFiles(directory=directory / "assets")))
     routes.append(_PageRoute("/{path:path}", page))
@@ -421,19 +230,23 @@ class _PageRoute(Route):
         return super().matches(scope)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m lightspan.store.dashboard fetch``: fetch into the cache (CI set-up)."""
-    args = sys.argv[1:] if argv is None else argv
-    if args != ["fetch"]:
-        print("usage: python -m lightspan.store.dashboard fetch", file=sys.stderr)
-        return 2
-    try:
-        print(fetch_dashboard())
-    except DashboardFetchError as exc:
-        print(f"dashboard: {exc}", file=sys.stderr)
-        return 1
-    return 0
+def _monaco_routes(assets: Path, monaco_vs: Path) -> list[BaseRoute]:
+    """Monaco's files under :data:`MONACO_PATH`, and the app's scripts that name the CDN served
+    with that URL replaced (the cached files stay as fetched)."""
+    routes: list[BaseRoute] = []
+    old, new = MONACO_CDN.encode(), MONACO_PATH.encode()
+    for script in sorted(assets.glob("*.js")):
+        body = script.read_bytes()
+        if old not in body:
+            continue
+        patched = body.replace(old, new)
 
+        async def serve(_request: Request, patched: bytes = patched) -> Response:
+            # not "immutable": the same name holds the unpatched script when Monaco is absent
+            return Response(
+                patched, media_type="text/javascript", headers={"Cache-Control": "no-cache"}
+            )
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+        routes.append(Route(f"/assets/{script.name}", serve))
+    routes.append(Mount(MONACO_PATH, app=_ImmutableStaticFiles(directory=monaco_vs)))
+    return routes

@@ -20,7 +20,7 @@ import logging
 import signal
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -33,6 +33,9 @@ from .grpc_intake import create_grpc_server
 from .metrics import StoreMetrics
 from .otlp_http import DEFAULT_MAX_REQUEST_BYTES, otlp_http_routes
 from .rest import API_PREFIX, rest_routes
+
+if TYPE_CHECKING:
+    from .dashboard_fetch import DashboardFiles
 
 __all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_PORT", "StoreServer", "create_app"]
 
@@ -48,11 +51,11 @@ def create_app(
     token: str | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     metrics: StoreMetrics | None = None,
-    dashboard: Path | None = None,
+    dashboard: DashboardFiles | None = None,
     cors_origins: Sequence[str] = (),
 ) -> Starlette:
     """The ASGI app: REST API, OTLP/HTTP intake, ``/metrics``, optional bearer-token check,
-    optional web dashboard (the folder of :mod:`.dashboard`) and CORS.
+    optional web dashboard (:mod:`.dashboard`) and CORS.
 
     CORS wraps the token check so that preflights (which never carry a token) are answered and
     a 401 still tells the browser which origins may read it. The store's lifecycle
@@ -166,7 +169,7 @@ class StoreServer:
         access_log: bool = False,
         tls_cert: str | None = None,
         tls_key: str | None = None,
-        dashboard: Path | None = None,
+        dashboard: DashboardFiles | None = None,
         cors_origins: Sequence[str] = (),
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
