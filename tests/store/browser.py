@@ -163,8 +163,15 @@ class Page:
         return result.get("result", {}).get("value")
 
     def text(self) -> str:
-        """The rendered text of the page (``document.body.innerText``)."""
-        return self.eval("document.body ? document.body.innerText : ''") or ""
+        """What the page shows as text: ``document.body.innerText`` plus the values of its
+        input fields (a selected option of a searchable select is an input's value)."""
+        return (
+            self.eval(
+                "document.body ? document.body.innerText + '\\n' + Array.from("
+                "document.querySelectorAll('input')).map(e => e.value).join('\\n') : ''"
+            )
+            or ""
+        )
 
     def url(self) -> str:
         return self.eval("location.href")

@@ -1,7 +1,8 @@
 """A store worth looking at: runner rollouts, production rollouts and resources.
 
-Used by the dashboard's browser tests and by ``benchmarks/../docs`` screenshots
-(``python -m tests.store.dashboard_data``). Everything goes through the real paths: a
+Used by the dashboard's browser tests (tests/store/test_dashboard.py) and for the screenshots
+in docs/ (``python -m tests.store.dashboard_data --screenshots docs/images``; without
+``--screenshots`` it keeps serving, for a look by hand). Everything goes through the real paths: a
 :class:`WorkflowRunner` serving rollouts enqueued on the store server (fake LLM), the engine's
 tracing pipeline exporting production runs over OTLP/HTTP (the store auto-registers their
 rollouts), and resources published by the runner's :func:`publish`.
@@ -12,10 +13,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
-import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
@@ -28,8 +28,10 @@ from lightspan.store.client import LightningStoreClient
 from tests.exporter.helpers import config, fork_join_workflow, start_pipeline
 from tests.fixtures.fake_llm import FakeLLM, _handler
 from tests.runner.workflows import qa_workflow
+from tests.store.browser import Browser, Page
 
 WORKER_PREFIX = "dash-runner"
+REWARD_SPAN = "agentlightning.annotation"
 
 
 @dataclass
@@ -100,56 +102,37 @@ def fake_llm_server() -> Iterator[FakeLLM]:
         server.server_close()
 
 
-def chromium() -> str:
-    """The Chromium binary (Debian's ``chromium``; .ci/setup.d/50-chromium.sh installs it)."""
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    raise RuntimeError("chromium not found: install Debian's `chromium` package")
+def open_reward(page: Page, rollout_id: str) -> str:
+    """From the Rollouts page: the rollout's traces drawer, then its reward span's details
+    (where the dashboard shows a reward); returns the page text, spaces normalised."""
+    page.wait_text(rollout_id)
+    page.click_button("View traces", rollout_id)
+    page.wait_text(REWARD_SPAN)
+    page.click_button("Show span detail", REWARD_SPAN)
+    page.wait_text("agentlightning.reward.0.value")
+    return page.text().replace("\xa0", " ")
 
 
-def _browser_args(profile: str) -> list[str]:
-    return [
-        chromium(),
-        "--headless",
-        "--no-sandbox",  # CI runs as root
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-extensions",
-        "--hide-scrollbars",
-        f"--user-data-dir={profile}",
-        "--virtual-time-budget=8000",
-    ]
-
-
-def dump_dom(url: str, timeout: float = 90.0) -> str:
-    """The page's DOM after its scripts ran (headless Chromium, fresh profile)."""
-    with tempfile.TemporaryDirectory(prefix="lightspan-chromium-") as profile:
-        proc = subprocess.run(
-            [*_browser_args(profile), "--dump-dom", url],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    if proc.returncode != 0:
-        raise RuntimeError(f"chromium failed on {url} ({proc.returncode}): {proc.stderr[-2000:]}")
-    return proc.stdout
-
-
-def screenshot(url: str, out: Path, size: str = "1280,720", timeout: float = 90.0) -> None:
-    """A PNG of the page as a browser window of ``size`` shows it."""
-    with tempfile.TemporaryDirectory(prefix="lightspan-chromium-") as profile:
-        proc = subprocess.run(
-            [*_browser_args(profile), f"--window-size={size}", f"--screenshot={out}", url],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    if proc.returncode != 0 or not out.is_file():
-        raise RuntimeError(f"chromium screenshot of {url} failed: {proc.stderr[-2000:]}")
+def take_screenshots(base: str, seeded: Seeded, folder: Path) -> None:
+    """The PNGs in docs/ (``python -m tests.store.dashboard_data --screenshots docs/images``)."""
+    rid = seeded.runner_rollouts[0]
+    with Browser(width=1200, height=560) as browser:
+        shots = {
+            "dashboard-rollouts.png": (f"{base}/rollouts", rid),
+            "dashboard-traces.png": (f"{base}/traces?rolloutId={rid}", REWARD_SPAN),
+            "dashboard-runners.png": (f"{base}/runners", seeded.workers[0]),
+        }
+        for name, (url, needle) in shots.items():
+            page = browser.open(url)
+            page.wait_text(needle)
+            time.sleep(0.5)  # let the last paint settle
+            page.screenshot(folder / name)
+            print(folder / name)
+        page = browser.open(f"{base}/rollouts")
+        open_reward(page, rid)
+        time.sleep(0.5)
+        page.screenshot(folder / "dashboard-span.png")
+        print(folder / "dashboard-span.png")
 
 
 def main() -> int:
@@ -169,17 +152,8 @@ def main() -> int:
             print(f"dashboard at {base}/ (Ctrl-C stops)")
             server.proc.wait()  # type: ignore[union-attr]
             return 0
-        rid = seeded.runner_rollouts[0]
-        pages = {
-            "dashboard-rollouts.png": f"{base}/rollouts",
-            "dashboard-traces.png": f"{base}/traces?rolloutId={rid}",
-            "dashboard-resources.png": f"{base}/resources",
-            "dashboard-runners.png": f"{base}/runners",
-        }
         args.screenshots.mkdir(parents=True, exist_ok=True)
-        for name, url in pages.items():
-            screenshot(url, args.screenshots / name)
-            print(args.screenshots / name)
+        take_screenshots(base, seeded, args.screenshots)
     finally:
         server.stop()
     return 0
