@@ -138,6 +138,10 @@ class Browser:
             "sessionId"
         ]
         page = Page(self, session)
+        page.call(  # the viewport is the whole window size (no browser chrome to subtract)
+            "Emulation.setDeviceMetricsOverride",
+            {"width": self.width, "height": self.height, "deviceScaleFactor": 1, "mobile": False},
+        )
         page.call("Page.enable")
         page.call("Page.navigate", {"url": url})
         return page
