@@ -9,6 +9,10 @@ text the app rendered from this store's REST API.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -290,5 +294,38 @@ def test_cors_origins_are_allowed_one_by_one_or_all() -> None:
         # "*" with credentials allowed: Starlette answers "*" or echoes the origin (by version)
         assert r.headers["access-control-allow-origin"] in ("*", other)
         assert _preflight(server.address, other).headers["access-control-allow-origin"] == other
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- the demo
+
+
+@pytest.mark.llm
+def test_the_demo_saves_its_traces_and_says_how_to_browse_them(
+    cached: None, llm_server, tmp_path: Path
+) -> None:
+    db = tmp_path / "demo-traces.db"
+    p = subprocess.run(
+        [
+            *(sys.executable, "-m", "lightspan", "demo", "--endpoint", llm_server.base_url),
+            *("--model", llm_server.model, "--questions", "1", "--save-traces", str(db)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"lightspan store serve --dashboard --db {db}" in p.stdout, p.stdout
+    rid = re.search(r"traces\?rolloutId=(ro-[0-9a-f]+)", p.stdout)
+    assert rid is not None, p.stdout
+    server = StoreProcess("sqlite", str(db), extra_args=("--dashboard",)).start(timeout=120)
+    try:
+        with Browser() as browser:
+            page = browser.open(f"{server.address}/traces?rolloutId={rid.group(1)}")
+            page.wait_text(
+                rid.group(1), "invoke_workflow arithmetic-batch", "openai.chat.completion"
+            )
     finally:
         server.stop()
