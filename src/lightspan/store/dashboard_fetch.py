@@ -217,7 +217,9 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None) -> None:
         out = (proc.stderr or proc.stdout).strip()
         if "No module named pip" in out:
             raise DashboardFetchError(f"pip is not installed in {sys.executable}")
-        tail = "\n".join(out.splitlines()[-6:])
+        lines = out.splitlines()
+        errors = [line for line in lines if line.startswith("ERROR")]  # pip: skip retry noise
+        tail = "\n".join((errors or lines)[-6:])
         raise DashboardFetchError(f"{what} failed (exit {proc.returncode}):\n{tail}")
 
 
@@ -241,6 +243,10 @@ def _pip_download(dest: Path, pip_options: Sequence[str]) -> Path:
         "--ignore-requires-python",  # only the static files are used, never the code
         "--disable-pip-version-check",
         "--no-input",
+        "--retries",  # bounded: the store waits for this before it starts
+        "2",
+        "--timeout",
+        "15",
         "-q",
         *pip_options,
         "-d",
