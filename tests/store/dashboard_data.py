@@ -113,6 +113,19 @@ def open_reward(page: Page, rollout_id: str) -> str:
     return page.text().replace("\xa0", " ")
 
 
+def _shrink(png: Path) -> None:
+    """A 128-colour palette (a quarter of the size; the pages are flat UI colours)."""
+    try:
+        from PIL import Image
+    except ImportError:  # Pillow is optional here: keep the full-colour file
+        return
+    with Image.open(png) as im:
+        small = im.convert("RGB").quantize(
+            colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
+    small.save(png, optimize=True)
+
+
 def take_screenshots(base: str, seeded: Seeded, folder: Path) -> None:
     """The PNGs in docs/ (``python -m tests.store.dashboard_data --screenshots docs/images``)."""
     rid = seeded.runner_rollouts[0]
@@ -127,11 +140,13 @@ def take_screenshots(base: str, seeded: Seeded, folder: Path) -> None:
             page.wait_text(needle)
             time.sleep(0.5)  # let the last paint settle
             page.screenshot(folder / name)
+            _shrink(folder / name)
             print(folder / name)
         page = browser.open(f"{base}/rollouts")
         open_reward(page, rid)
         time.sleep(0.5)
         page.screenshot(folder / "dashboard-span.png")
+        _shrink(folder / "dashboard-span.png")
         print(folder / "dashboard-span.png")
 
 
