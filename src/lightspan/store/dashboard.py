@@ -52,9 +52,6 @@ LOGIN_PATH = "/_lightspan/login"
 _READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-# --------------------------------------------------------------------------- serving
-
-
 def session_value(token: str) -> str:
     """The cookie value for a signed-in browser: an HMAC of the token (not the token)."""
     return hmac.new(token.encode(), b"lightspan-dashboard-session", hashlib.sha256).hexdigest()
