@@ -130,14 +130,31 @@ class _Progress(BaseListener):
             self.progress.advance(self.task_id)
 
 
-def _start_tracing(console: Console) -> Any:
+def _start_tracing(console: Console, save_to: str | None = None) -> Any:
     """Tracing into an in-process store; ``None`` (with a note) if that stage is missing."""
     try:
         from lightspan.demo_tracing import start_in_process_tracing
     except ImportError as e:
         console.print(f"[yellow]tracing not available in this build ({e}); running untraced[/]")
         return None
-    return start_in_process_tracing()
+    return start_in_process_tracing(save_to)
+
+
+def _browse_hint(console: Console, result: RunResult, save_to: str | None) -> None:
+    """How to look at the run's traces in a browser (the store's dashboard)."""
+    if save_to is None:
+        console.print(
+            "To browse a run's traces in a browser: [bold]lightspan demo --save-traces "
+            "demo-traces.db[/], then [bold]lightspan store serve --dashboard --db "
+            "demo-traces.db[/] and open http://127.0.0.1:4747/"
+        )
+        return
+    rollout = getattr(result, "rollout_id", None)
+    page = f"traces?rolloutId={rollout}" if rollout else "rollouts"
+    console.print(
+        f"Traces saved to {save_to}. Browse them: [bold]lightspan store serve --dashboard "
+        f"--db {save_to}[/] and open http://127.0.0.1:4747/{page}"
+    )
 
 
 def _report(console: Console, result: RunResult, expected: list[float], wall: float) -> None:
@@ -200,6 +217,7 @@ def run_demo(
     questions: int = 4,
     trace: bool = True,
     local_model: str = "smollm2-135m",
+    save_traces: str | None = None,
 ) -> int:
     console = Console()
     n = max(1, min(questions, len(QUESTIONS)))
@@ -217,7 +235,7 @@ def run_demo(
         if model is None:
             console.print("[red]error: --model is required with --endpoint[/]")
             return 2
-        tracing = _start_tracing(console) if trace else None
+        tracing = _start_tracing(console, save_traces) if trace else None
         wf = build_workflow(endpoint, model)
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -239,6 +257,7 @@ def run_demo(
         if tracing is not None:
             tracing.report(console, result)
             tracing.shutdown()
+            _browse_hint(console, result, save_traces)
     return 0 if result.ok else 1
 
 
