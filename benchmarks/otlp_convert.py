@@ -4,7 +4,12 @@ Both produce the same rows (``tests/store/test_native_intake.py`` checks byte eq
 measures what each costs per span on the store's hot path, in one process, alternating the two
 so machine noise hits both alike.
 
-Usage: ``.venv/bin/python benchmarks/otlp_convert.py [--batches 40] [--rounds 5]``
+Workload: ``bench_common``'s realistic spans (Agent Lightning- and lightspan-shaped, many
+rollouts) by default, ``--workload synthetic`` for the earlier one. The speed-up is computed
+per round and reported as median (min-max).
+
+Usage: ``.venv/bin/python benchmarks/otlp_convert.py [--batches 40] [--rounds 5]
+[--workload realistic|synthetic]``
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from rich.progress import Progress
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import Attempt, workload
 from lightspan.store import span_row
 from lightspan.store.otlp import spans_from_protobuf
 from lightspan.store.span_row import SpanRow, rows_from_protobuf
-from store_ingest import BATCH, make_batch
+
+BATCH = 512
 
 
 def python_rows(body: bytes) -> list[SpanRow]:
@@ -40,12 +47,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=40, help="batches of 512 spans per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workload", choices=("realistic", "synthetic"), default="realistic")
     args = parser.parse_args()
     console = Console()
     if span_row._native_convert is None:
         console.print("the Rust module is not built (no cargo at install time): nothing to compare")
         sys.exit(1)
-    bodies = [make_batch(f"ro-{i % 4}", f"at-{i % 4}", i) for i in range(args.batches)]
+    attempts = [Attempt(f"ro-{i:012x}", f"at-{i:08x}") for i in range(64)]
+    bodies = workload(args.workload, attempts, args.batches, BATCH, seed=1)
     n = len(bodies) * BATCH
     times: dict[str, list[float]] = {"python": [], "rust": []}
     with Progress(console=console) as prog:
@@ -57,7 +66,8 @@ def main() -> None:
                     fn(body)
                 times[name].append((time.perf_counter() - t0) / n * 1e6)
                 prog.advance(task)
-    table = Table(title=f"OTLP body -> span rows ({n:,} spans of 10 attributes per round)")
+    size = sum(len(b) for b in bodies) // n
+    table = Table(title=f"OTLP body -> span rows ({n:,} {args.workload} spans, {size} bytes each)")
     for col in ("converter", "median us/span", "best us/span", "spans/s (median)"):
         table.add_column(col, justify="left" if col == "converter" else "right")
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -66,7 +76,11 @@ def main() -> None:
             name, f"{med[name]:.2f}", f"{min(times[name]):.2f}", f"{1e6 / med[name]:,.0f}"
         )
     console.print(table)
-    console.print(f"Rust / Python speed-up (median): {med['python'] / med['rust']:.1f}x")
+    ratios = [p / r for p, r in zip(times["python"], times["rust"], strict=True)]
+    console.print(
+        f"Rust / Python speed-up per round: {statistics.median(ratios):.1f}x "
+        f"({min(ratios):.1f}-{max(ratios):.1f}x), {len(ratios)} rounds"
+    )
 
 
 if __name__ == "__main__":

@@ -1,26 +1,39 @@
-"""What tracing costs a workflow, and whether the span processor keeps up.
+"""What tracing costs a workflow step, against the stock OpenTelemetry SDK; and span loss.
 
-Why these measurements (issue 3): the target is < 1 % wall-time overhead for workflows whose
-tasks do 10 ms of work, and a per-step cost at most a few microseconds above a bare
-OpenTelemetry SDK span. The machines drift by up to 2x over minutes, so every comparison is
-made within one run, with the modes interleaved, and reported as ratios.
+Baselines (issue 15): the stock SDK as ``opentelemetry-instrument`` sets it up (what
+``_OTelSDKConfigurator`` builds with the default ``OTEL_*`` settings: ``TracerProvider`` with
+the default ``Resource`` and sampler, ``BatchSpanProcessor`` with its defaults, the OTLP/gRPC
+``OTLPSpanExporter``), with each task opening one span itself, in its own asyncio task:
 
-1. Wall time (and process CPU time) of a 1,000-task workflow (125 forks of width 8 in a
-   sequence: 1,127 spans per traced run) whose tasks do 1 ms / 10 ms of CPU work (a fixed
-   amount of interpreter work, calibrated at start), with tracing off, at ratio 1.0 and at
-   ratio 0.1 (each run of the last is kept or dropped whole, so its cost is the mix of a kept
-   and a sampled-out run: both are shown).
-2. Per-step cost in microseconds of process CPU: the listener's start+end of a step called
-   directly, against a bare SDK span (and one with the same 4 attributes) in the same process
-   and provider; and through the engine (zero-work tasks: traced minus untraced), against a
-   bare SDK span that each task opens itself, in the same place.
-3. Span loss under asyncio load (100 concurrent workflows, 3-deep nesting) for the SDK's
-   ``BatchSpanProcessor`` (defaults) and lightspan's ``NonBlockingBatchProcessor``, with an
-   exporter that encodes OTLP (as a real one does), and that also waits on a fast or a slow
-   "network" (a slow collector: the queue must absorb the burst).
+* ``stock SDK, bare span``: ``start_as_current_span("task tN")`` without attributes;
+* ``stock SDK, step attributes``: the same span with the attributes our step span carries
+  (``lightspan.step.kind``/``.name``, ``lightspan.branch.name``, the rollout and attempt ids).
 
-Run: ``.venv/bin/python benchmarks/tracing_overhead.py [--quick]`` (about 7 minutes; --quick
-about 2 minutes). Exporters here discard the spans after the work a real one does.
+Ours: exactly what ``lightspan.configure()`` builds (``configure_tracing``: our sampler, the
+``NonBlockingBatchProcessor`` sized by the configuration's defaults, ``RolloutAttributesProcessor``
+added by the instrumentor, the engine listener, and the exporter stage's store exporter sending
+OTLP/gRPC to ``agentLightning.exporter.endpoint``).
+
+All exporters send to the same OTLP/gRPC receiver in another process (``otlp_sink.py``), so the
+process CPU measured here holds recording, queueing, encoding and sending, and none of the
+receiving. A "recording only" block repeats the comparison with a discarding exporter on both
+sides (no encoding, no network): the part the instrumentation itself controls.
+
+Measure: per-step cost = process CPU time (all threads: the loop and the export thread) of a
+1,000-task workflow (125 forks of width 8, zero work per task) run and flushed, minus the same
+workflow untraced, divided by the spans the mode created (1,127 ours: root, sequence, forks,
+tasks; 1,000 stock: one per task). Rounds: every mode runs ``reps`` times in shuffled order per
+round (median per round); per-round differences "ours - stock" are reported as median
+(min-max) over the rounds. The overhead at 1 ms / 10 ms of work per task is computed from the
+per-step CPU cost (a wall-clock ratio cannot resolve 1 % on a shared machine).
+
+Span loss: 100 concurrent workflows (3-deep nesting, 6 spans per run) through the SDK's
+``BatchSpanProcessor`` and our ``NonBlockingBatchProcessor``, each at its own defaults and both
+at equal queue sizes (2,048 and 65,536), with a real OTLP/gRPC exporter to a fast receiver and
+to a slow one (250 ms per request); spans delivered are counted at the exporter (successful
+exports only).
+
+Run: ``.venv/bin/python benchmarks/tracing_overhead.py [--quick]``.
 """
 
 from __future__ import annotations
@@ -29,243 +42,232 @@ import argparse
 import asyncio
 import random
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from rich.console import Console
 from rich.table import Table
 
+import lightspan
+from lightspan.config import parse_config
 from lightspan.engine import Workflow, fork, sequence, task
-from lightspan.engine.events import RunInfo, StepInfo, add_listener, remove_listener
+from lightspan.engine.events import add_listener, remove_listener
 from lightspan.instrumentation.listener import SpanListener
 from lightspan.instrumentation.processor import NonBlockingBatchProcessor
-from lightspan.instrumentation.sampling import make_sampler
 
 FORKS, WIDTH = 125, 8  # 1,000 tasks
-SPANS_PER_RUN = 1 + 1 + FORKS + FORKS * WIDTH
+TASKS = FORKS * WIDTH
+OUR_SPANS = 1 + 1 + FORKS + TASKS
+HERE = Path(__file__).resolve().parent
 
 
-class DiscardExporter(SpanExporter):
-    """Counts spans; optionally encodes them to OTLP protobuf and waits like a network call."""
+class CountingExporter(SpanExporter):
+    """Wraps an exporter; counts the spans of successful exports (or discards, if ``None``)."""
 
-    def __init__(self, encode: bool = False, latency_s: float = 0.0) -> None:
-        self.encode = encode
-        self.latency_s = latency_s
+    def __init__(self, inner: SpanExporter | None = None) -> None:
+        self.inner = inner
         self.spans = 0
 
-    def export(self, batch: Any) -> SpanExportResult:
-        if self.encode:
-            encode_spans(batch).SerializeToString()
-        if self.latency_s:
-            time.sleep(self.latency_s)
-        self.spans += len(batch)
-        return SpanExportResult.SUCCESS
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.inner.export(spans) if self.inner is not None else SpanExportResult.SUCCESS
+        if result is SpanExportResult.SUCCESS:
+            self.spans += len(spans)
+        return result
 
     def shutdown(self) -> None:
-        pass
+        if self.inner is not None:
+            self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
 
 
-def pipeline(ratio: float, exporter: SpanExporter | None = None) -> tuple[TracerProvider, Any]:
-    provider = TracerProvider(sampler=make_sampler(ratio))
-    proc = NonBlockingBatchProcessor(exporter or DiscardExporter())
-    provider.add_span_processor(proc)
-    return provider, proc
+@contextmanager
+def sink(delay_ms: float = 0.0):
+    """An OTLP/gRPC receiver in its own process; yields its ``host:port``."""
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "otlp_sink.py"), "--delay-ms", str(delay_ms)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        yield f"127.0.0.1:{int(proc.stdout.readline())}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
-_LOOPS_PER_MS = 0
+def stock_exporter(endpoint: str | None) -> CountingExporter:
+    """The SDK's OTLP/gRPC exporter (``OTEL_TRACES_EXPORTER=otlp``), or a discarding one."""
+    if endpoint is None:
+        return CountingExporter()
+    return CountingExporter(OTLPSpanExporter(endpoint=endpoint, insecure=True))
 
 
-def burn(loops: int) -> int:
-    """CPU work: a plain interpreter loop (the kind of code tracing competes with)."""
-    x = 0
-    for i in range(loops):
-        x += i
-    return x
+def stock_sdk(endpoint: str | None, **bsp: Any) -> tuple[TracerProvider, CountingExporter]:
+    """What ``opentelemetry-instrument`` builds: default resource and sampler, a
+    ``BatchSpanProcessor`` (its defaults unless ``bsp`` says otherwise), the OTLP exporter."""
+    exporter = stock_exporter(endpoint)
+    provider = TracerProvider(resource=Resource.create())
+    provider.add_span_processor(BatchSpanProcessor(exporter, **bsp))
+    return provider, exporter
 
 
-def loops_per_ms() -> int:
-    """Calibrate :func:`burn` once (best of 7): a task's "1 ms of work" is a fixed amount of
-    work, so a busy machine stretches the work and the tracing alike instead of their ratio."""
-    global _LOOPS_PER_MS
-    if not _LOOPS_PER_MS:
-        n, best = 200_000, float("inf")
-        for _ in range(7):
-            t0 = time.process_time()
-            burn(n)
-            best = min(best, time.process_time() - t0)
-        _LOOPS_PER_MS = int(n / (best * 1000))
-    return _LOOPS_PER_MS
+def ours(endpoint: str | None, ratio: float = 1.0) -> tuple[Any, SpanListener, Any]:
+    """``lightspan.configure()`` with the exporter endpoint set to the sink (or, for the
+    recording-only block, a discarding exporter in place of the store exporter). The listener
+    is taken off the engine again: the benchmark adds it for its own runs only."""
+    exporter: dict[str, Any] = {"protocol": "grpc"}
+    if endpoint is not None:
+        exporter["endpoint"] = endpoint
+    cfg = parse_config(
+        {
+            "agentLightning": {
+                "enabled": True,
+                "exporter": exporter,
+                "tracing": {"sampling_ratio": ratio},
+            }
+        },
+        environ={},
+    )
+    counting = CountingExporter() if endpoint is None else None
+    handle = lightspan.configure(
+        cfg, set_global=False, environ={}, exporters=[counting] if counting else None
+    )
+    listener = handle.instrumentor.listener
+    remove_listener(listener)
+    return handle, listener, counting
 
 
-def big_workflow(work_ms: float, span_tracer: Any = None) -> Workflow:
-    """125 forks of 8 tasks in a sequence; ``span_tracer``: each task opens one bare SDK span
-    (to measure a bare span in the same place as the listener's)."""
-    loops = int(work_ms * loops_per_ms())
+def big_workflow(tracer: Any = None, ids: dict[str, str] | None = None) -> Workflow:
+    """125 forks of 8 zero-work tasks in a sequence; with ``tracer``, each task opens one span
+    itself (with ``ids`` and the step attributes, when given)."""
 
-    async def work(x: Any) -> Any:
-        if span_tracer is not None:
-            with span_tracer.start_as_current_span("bare"):
-                pass
-        if loops:
-            burn(loops)
-        return x
+    def make(name: str, branch: str):
+        attrs = None
+        if ids is not None:
+            attrs = {
+                "lightspan.step.kind": "task",
+                "lightspan.step.name": name,
+                "lightspan.branch.name": branch,
+                **ids,
+            }
+
+        async def work(x: Any) -> Any:
+            if tracer is not None:
+                with tracer.start_as_current_span(f"task {name}", attributes=attrs):
+                    pass
+            return x
+
+        return work
 
     forks = [
-        fork(f"f{i}", [task(f"t{j}", work) for j in range(WIDTH)], reducer=lambda d: 0)
+        fork(
+            f"f{i}",
+            [task(f"t{j}", make(f"t{j}", f"t{j}")) for j in range(WIDTH)],
+            reducer=lambda d: 0,
+        )
         for i in range(FORKS)
     ]
     return Workflow("bench", sequence("s", *forks))
 
 
-async def timed_run(wf: Workflow, listener: SpanListener | None) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds: the loop plus the export thread) of one run."""
+async def timed(wf: Workflow, listener: SpanListener | None, flush: Any) -> float:
+    """Process CPU seconds (every thread) of one run and the flush of what it produced."""
     if listener is not None:
         add_listener(listener)
     try:
-        c0, t0 = time.process_time(), time.perf_counter()
+        c0 = time.process_time()
         r = await wf.run(0)
-        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        flush()
+        dc = time.process_time() - c0
         assert r.ok, r.error
-        return dt, dc
+        return dc
     finally:
         if listener is not None:
             remove_listener(listener)
 
 
-async def wall_times(work_ms: float, repeats: int) -> dict[str, Any]:
-    """Rounds, in shuffled order, of: off, ratio 1.0, a sampled-out run (ratio 0), a run at
-    ratio 0.1 (kept or dropped whole, so its expected cost is the mix of the two before)."""
-    pipes = {name: pipeline(r) for name, r in (("1.0", 1.0), ("0.0", 0.0), ("0.1", 0.1))}
-    listeners = {k: SpanListener(p.get_tracer("bench")) for k, (p, _) in pipes.items()}
-    wf = big_workflow(work_ms)
-    await timed_run(wf, listeners["1.0"])  # warm-up
-    out: dict[str, list[tuple[float, float]]] = {"off": [], "1.0": [], "0.0": [], "0.1": []}
-    kept_before = pipes["0.1"][1].stats().received
-    order = ["off", "1.0", "0.0", "0.1"]
-    rng = random.Random(42)
-    for _ in range(repeats):
-        rng.shuffle(order)  # a run's position in the round matters by a few percent: spread it
-        for mode in order:
-            out[mode].append(await timed_run(wf, listeners.get(mode)))
-        for _, proc in pipes.values():
-            proc.force_flush()
-    kept = (pipes["0.1"][1].stats().received - kept_before) // SPANS_PER_RUN
-    stats = pipes["1.0"][1].stats()
-    assert stats.dropped == 0 and stats.exported == stats.received, stats
-    for provider, _ in pipes.values():
-        provider.shutdown()
-    return {"times": out, "kept_01": kept, "runs_01": len(out["0.1"])}
-
-
-def per_call_us(fns: dict[str, Callable[[], None]], n: int, rounds: int = 15) -> dict[str, float]:
-    """Microseconds per call of each function: best round, rounds interleaved across the
-    functions so that a slow spell of the machine hits them all alike."""
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.process_time()
-            for _ in range(n):
-                fn()
-            best[name] = min(best[name], (time.process_time() - t0) / n)
-    return {k: v * 1e6 for k, v in best.items()}
-
-
-def micro_costs(n: int) -> dict[str, float]:
-    """Per-step costs measured directly, all in the same process and on the same providers."""
-    p1, proc1 = pipeline(1.0)
-    p0, _ = pipeline(0.0)
-    tracer = p1.get_tracer("bench")
-
-    def bare() -> None:
-        with tracer.start_as_current_span("bare"):
-            pass
-
-    attrs = {
-        "lightspan.step.kind": "task",
-        "lightspan.step.name": "t",
+async def step_costs(endpoint: str, rounds: int, reps: int) -> dict[str, list[float]]:
+    """Per-round per-span CPU microseconds of every mode (see the module doc)."""
+    ids = {
         "agentlightning.rollout_id": "ro-0123456789ab",
         "agentlightning.attempt_id": "at-01234567",
     }
+    stock_bare, exp_b = stock_sdk(endpoint)
+    stock_attrs, exp_a = stock_sdk(endpoint)
+    stock_rec, exp_r = stock_sdk(None)
+    ours_otlp, l_otlp, _ = ours(endpoint)
+    ours_rec, l_rec, _ = ours(None)
+    ours_out, l_out, _ = ours(endpoint, ratio=0.0)
+    plain = big_workflow()
 
-    def bare_attrs() -> None:
-        with tracer.start_as_current_span("bare", attributes=attrs):
-            pass
+    def fl(p: Any):
+        return lambda: p.force_flush(60_000)
 
-    def listener_step(listener: SpanListener) -> Callable[[], None]:
-        outer = otel_context.get_current()
-        run = RunInfo(run_id="r", workflow="bench", input=None)
-        listener.on_run_start(run)
-        parent = StepInfo("sequence", "s", run, None)
-        listener.on_step_start(parent)
-        # The run's context stays attached in a real run; here, restore the caller's so the
-        # bare spans measured next to it are roots, not children of this run.
-        otel_context.attach(outer)
-
-        def one() -> None:
-            info = StepInfo("task", "t", run, parent)
-            listener.on_step_start(info)
-            info.status = "ok"
-            listener.on_step_end(info)
-
-        return one
-
-    def bare_stepinfo() -> None:  # what the engine itself pays to build the event object
-        StepInfo("task", "t", None, None)  # type: ignore[arg-type]
-
-    out = per_call_us(
-        {
-            "bare SDK span": bare,
-            "bare SDK span + 4 attributes": bare_attrs,
-            "listener step, recorded": listener_step(SpanListener(tracer)),
-            "listener step, sampled out": listener_step(SpanListener(p0.get_tracer("bench"))),
-            "StepInfo object (engine, any listener)": bare_stepinfo,
-        },
-        n,
-    )
-    proc1.force_flush()
-    p1.shutdown()
-    p0.shutdown()
-    return out
-
-
-async def engine_step_cost(repeats: int) -> dict[str, float]:
-    """Through the engine, zero-work 1,000-task workflow, process CPU per span: traced minus
-    untraced; and, in the same place, a bare SDK span that each task opens itself."""
-    p1, proc1 = pipeline(1.0)
-    p0, _ = pipeline(0.0)
-    pb, procb = pipeline(1.0)
-    l1, l0 = SpanListener(p1.get_tracer("bench")), SpanListener(p0.get_tracer("bench"))
-    wf, wf_bare = big_workflow(0.0), big_workflow(0.0, span_tracer=pb.get_tracer("bench"))
-    await timed_run(wf, l1)
-    await timed_run(wf_bare, None)
-    modes = {"off": (wf, None), "on": (wf, l1), "out": (wf, l0), "bare": (wf_bare, None)}
-    times: dict[str, list[float]] = {k: [] for k in modes}
-    order, rng = list(modes), random.Random(7)
-    for _ in range(repeats):
-        rng.shuffle(order)
-        for mode in order:
-            workflow, listener = modes[mode]
-            times[mode].append((await timed_run(workflow, listener))[1])
-        proc1.force_flush()
-        procb.force_flush()
-    for p in (p1, p0, pb):
-        p.shutdown()
-    off = min(times["off"])
-    steps = SPANS_PER_RUN - 1
-    return {
-        "engine: bare SDK span opened by each task (added, per task)": (
-            (min(times["bare"]) - off) / (FORKS * WIDTH) * 1e6
+    modes: dict[str, tuple[Workflow, SpanListener | None, Any, int]] = {
+        "off": (plain, None, lambda: None, 1),
+        "OTLP: stock SDK, bare span": (
+            big_workflow(stock_bare.get_tracer("bench")),
+            None,
+            fl(stock_bare),
+            TASKS,
         ),
-        "engine: step, untraced": off / steps * 1e6,
-        "engine: step, recorded (added)": (min(times["on"]) - off) / steps * 1e6,
-        "engine: step, sampled out (added)": (min(times["out"]) - off) / steps * 1e6,
+        "OTLP: stock SDK, step attributes": (
+            big_workflow(stock_attrs.get_tracer("bench"), ids),
+            None,
+            fl(stock_attrs),
+            TASKS,
+        ),
+        "OTLP: lightspan.configure()": (plain, l_otlp, fl(ours_otlp), OUR_SPANS),
+        "lightspan.configure(), sampled-out run": (plain, l_out, fl(ours_out), OUR_SPANS),
+        "recording only: stock SDK, step attributes": (
+            big_workflow(stock_rec.get_tracer("bench"), ids),
+            None,
+            fl(stock_rec),
+            TASKS,
+        ),
+        "recording only: lightspan.configure()": (plain, l_rec, fl(ours_rec), OUR_SPANS),
     }
+    for wf, listener, flush, _ in modes.values():  # warm-up
+        await timed(wf, listener, flush)
+    out: dict[str, list[float]] = defaultdict(list)
+    order, rng = list(modes), random.Random(7)
+    for _ in range(rounds):
+        rng.shuffle(order)
+        cpu: dict[str, list[float]] = defaultdict(list)
+        for _ in range(reps):
+            for mode in order:
+                wf, listener, flush, _ = modes[mode]
+                cpu[mode].append(await timed(wf, listener, flush))
+        off = statistics.median(cpu["off"])
+        out["engine step, untraced"].append(off / (OUR_SPANS - 1) * 1e6)
+        for mode, (_, _, _, spans) in modes.items():
+            if mode != "off":
+                out[mode].append((statistics.median(cpu[mode]) - off) / spans * 1e6)
+    # Every recorded span reached its exporter (none dropped, which would flatter a mode).
+    runs = 1 + rounds * reps
+    assert exp_b.spans == exp_a.spans == exp_r.spans == runs * TASKS, (exp_b.spans, exp_a.spans)
+    for handle in (ours_otlp, ours_rec):
+        stats = handle.stats()
+        assert stats.dropped == 0 and stats.exported == runs * OUR_SPANS, stats
+    for p in (stock_bare, stock_attrs, stock_rec):
+        p.shutdown()
+    for handle in (ours_otlp, ours_rec, ours_out):
+        handle.shutdown()
+    return out
 
 
 async def _load(provider: TracerProvider, clients: int, runs: int) -> float:
@@ -292,113 +294,98 @@ async def _load(provider: TracerProvider, clients: int, runs: int) -> float:
         remove_listener(listener)
 
 
-async def span_loss(runs: int) -> list[tuple[str, str, int, int, float, float]]:
-    """Spans produced vs delivered, SDK BatchSpanProcessor vs ours, 100 concurrent workflows;
-    wall time of the workload, and until every surviving span was exported."""
+def _processor(kind: str, exporter: SpanExporter, queue: int | None) -> SpanProcessor:
+    if kind == "SDK BatchSpanProcessor":
+        return BatchSpanProcessor(exporter, **({"max_queue_size": queue} if queue else {}))
+    return NonBlockingBatchProcessor(exporter, **({"max_queue_size": queue} if queue else {}))
+
+
+async def span_loss(endpoints: dict[str, str], runs: int) -> list[tuple[Any, ...]]:
+    """Spans produced vs delivered (successful exports), 100 concurrent workflows."""
     rows = []
-    for exp_name, make_exp in (
-        ("OTLP encoding", lambda: DiscardExporter(encode=True)),
-        ("OTLP encoding + 20 ms/batch network", lambda: DiscardExporter(True, 0.02)),
-        ("OTLP encoding + 250 ms/batch (slow collector)", lambda: DiscardExporter(True, 0.25)),
-    ):
-        for proc_name in ("SDK BatchSpanProcessor", "lightspan NonBlockingBatchProcessor"):
-            exporter = make_exp()
-            provider = TracerProvider(sampler=make_sampler(1.0))
-            proc = (
-                BatchSpanProcessor(exporter)
-                if proc_name.startswith("SDK")
-                else NonBlockingBatchProcessor(exporter)
-            )
-            provider.add_span_processor(proc)
-            t0 = time.perf_counter()
-            dt = await _load(provider, 100, runs)
-            provider.force_flush(120_000)
-            total = time.perf_counter() - t0
-            produced = 100 * runs * 6
-            rows.append((exp_name, proc_name, produced, exporter.spans, dt, total))
-            provider.shutdown()
+    for exp_name, endpoint in endpoints.items():
+        for queue in (None, 2048, 65536):
+            for kind in ("SDK BatchSpanProcessor", "lightspan NonBlockingBatchProcessor"):
+                exporter = CountingExporter(OTLPSpanExporter(endpoint=endpoint, insecure=True))
+                provider = TracerProvider(resource=Resource.create())
+                provider.add_span_processor(_processor(kind, exporter, queue))
+                t0 = time.perf_counter()
+                dt = await _load(provider, 100, runs)
+                provider.force_flush(300_000)
+                total = time.perf_counter() - t0
+                produced = 100 * runs * 6
+                default = 2048 if kind.startswith("SDK") else 65536
+                label = f"{queue or default:,}" + (" (default)" if queue is None else "")
+                rows.append((exp_name, kind, label, produced, exporter.spans, dt, total))
+                provider.shutdown()
     return rows
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats (noisier)")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds (noisier)")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--no-loss", action="store_true", help="skip the span-loss measurement")
     args = ap.parse_args()
-    quick = args.quick
-    console = Console(width=130)
+    rounds = args.rounds or (3 if args.quick else 7)
+    reps = 2 if args.quick else 3
+    console = Console(width=140)
     console.print(
-        f"[bold]lightspan tracing overhead[/] (python {sys.version.split()[0]}, "
-        f"1 ms of work = {loops_per_ms()} loop iterations)"
+        f"[bold]lightspan tracing overhead[/] (python {sys.version.split()[0]}); load average "
+        f"before: {' / '.join(f'{x:.1f}' for x in __import__('os').getloadavg())}"
     )
-
-    micro = micro_costs(1_000 if quick else 2_000)
-    engine = asyncio.run(engine_step_cost(4 if quick else 9))
-    t = Table(title="Per-step cost (microseconds of process CPU; best of interleaved rounds)")
-    t.add_column("what")
-    t.add_column("us", justify="right")
-    t.add_column("vs bare SDK span", justify="right")
-    bare = micro["bare SDK span"]
-    for k, v in {**micro, **engine}.items():
-        t.add_row(k, f"{v:.1f}", f"{v - bare:+.1f}")
-    console.print(t)
-
+    with sink() as endpoint:
+        costs = asyncio.run(step_costs(endpoint, rounds, reps))
     t = Table(
-        title=f"1,000-task workflow ({FORKS} forks x width {WIDTH}, {SPANS_PER_RUN} spans when "
-        "traced), relative to tracing off; best of interleaved runs"
+        title=f"Per-span CPU cost (us of process CPU, all threads, run + flush), median (min-max) "
+        f"of {rounds} rounds"
     )
-    for col in ("task work", "tracing", "wall (s), best", "wall ratio", "CPU ratio"):
-        t.add_column(col, justify="right")
-    for work_ms, repeats in ((1, 3 if quick else 10), (10, 1 if quick else 3)):
-        res = asyncio.run(wall_times(work_ms, repeats))
-        times = res["times"]
-        # Best (minimum) of the interleaved runs: noise from other processes only adds time.
-        wall = {k: min(x[0] for x in v) for k, v in times.items()}
-        wall["0.1"] = statistics.mean(x[0] for x in times["0.1"])
-        cpu = {k: min(x[1] for x in v) for k, v in times.items()}
-        cpu["0.1"] = statistics.mean(x[1] for x in times["0.1"])
-        labels = {
-            "off": "off",
-            "1.0": "ratio 1.0",
-            "0.0": "sampled-out run",
-            "0.1": f"ratio 0.1 ({res['kept_01']}/{res['runs_01']} runs kept)",
-        }
-        for k, label in labels.items():
-            t.add_row(
-                f"{work_ms} ms",
-                label,
-                f"{wall[k]:.3f}",
-                f"{wall[k] / wall['off']:.4f}",
-                f"{cpu[k] / cpu['off']:.4f}",
-            )
-        exp_wall = 0.1 * wall["1.0"] + 0.9 * wall["0.0"]
-        exp_cpu = 0.1 * cpu["1.0"] + 0.9 * cpu["0.0"]
-        t.add_row(
-            f"{work_ms} ms",
-            "ratio 0.1 expected (0.1 x 1.0 + 0.9 x out)",
-            f"{exp_wall:.3f}",
-            f"{exp_wall / wall['off']:.4f}",
-            f"{exp_cpu / cpu['off']:.4f}",
-        )
-    console.print(t)
-    added = engine["engine: step, recorded (added)"]
-    expected = ", ".join(
-        f"{added * (SPANS_PER_RUN - 1) / (FORKS * WIDTH * ms * 1000) * 100:.2f} % at {ms} ms"
-        for ms in (1, 10)
-    )
-    console.print(
-        f"Overhead implied by the engine per-step figure ({added:.1f} us x "
-        f"{SPANS_PER_RUN - 1} spans per run): {expected}"
-    )
+    for col in ("what", "us per span", "minus stock SDK span with step attributes, per round"):
+        t.add_column(col, justify="left" if col == "what" else "right")
 
-    rows = asyncio.run(span_loss(15 if quick else 40))
-    t = Table(title="Span loss, 100 concurrent workflows, 3-deep nesting (6 spans per run)")
-    for col in ("exporter", "processor", "produced", "delivered", "lost", "workload s", "+flush s"):
+    def fmt(values: list[float]) -> str:
+        return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+    base = {
+        "OTLP": costs["OTLP: stock SDK, step attributes"],
+        "recording only": costs["recording only: stock SDK, step attributes"],
+    }
+    for mode, values in costs.items():
+        ref = base.get(mode.split(":")[0])
+        diff = "-"
+        if ref is not None and "lightspan" in mode:
+            diff = fmt([a - b for a, b in zip(values, ref, strict=True)])
+        t.add_row(mode, fmt(values), diff)
+    console.print(t)
+    spans_per_task = OUR_SPANS / TASKS
+    for mode in ("OTLP: stock SDK, step attributes", "OTLP: lightspan.configure()"):
+        per_task = statistics.median(costs[mode]) * (spans_per_task if "lightspan" in mode else 1)
+        console.print(
+            f"{mode}: {per_task:.1f} us of CPU per task = "
+            + ", ".join(f"{per_task / (ms * 1000) * 100:.2f} % of a {ms} ms task" for ms in (1, 10))
+        )
+    if args.no_loss:
+        return
+    with sink() as fast, sink(250.0) as slow:
+        rows = asyncio.run(
+            span_loss(
+                {"OTLP/gRPC, fast receiver": fast, "OTLP/gRPC, 250 ms per request": slow},
+                15 if args.quick else 40,
+            )
+        )
+    t = Table(
+        title="Span loss, 100 concurrent workflows, 3-deep nesting (6 spans per run), "
+        "real OTLP/gRPC exporter"
+    )
+    for col in ("receiver", "processor", "queue", "produced", "delivered", "lost", "workload s"):
         t.add_column(col, justify="right")
-    for exp_name, proc_name, produced, delivered, dt, total in rows:
+    t.add_column("+flush s", justify="right")
+    for exp_name, kind, queue, produced, delivered, dt, total in rows:
         lost = 100 * (produced - delivered) / produced
         t.add_row(
             exp_name,
-            proc_name,
+            kind,
+            queue,
             str(produced),
             str(delivered),
             f"{lost:.1f} %",

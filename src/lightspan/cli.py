@@ -34,6 +34,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         questions=args.questions,
         trace=not args.no_trace,
         local_model=args.local_model,
+        save_traces=args.save_traces,
     )
 
 
@@ -156,6 +157,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--questions", type=int, default=4, help="how many questions (1-8)")
     p.add_argument("--no-trace", action="store_true", help="run without tracing")
+    p.add_argument(
+        "--save-traces",
+        metavar="DB",
+        help="keep the traces in this SQLite store file, to browse with "
+        "`lightspan store serve --dashboard --db DB`",
+    )
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("run", help="run a workflow YAML file once")

@@ -130,14 +130,14 @@ class _Progress(BaseListener):
             self.progress.advance(self.task_id)
 
 
-def _start_tracing(console: Console) -> Any:
+def _start_tracing(console: Console, save_to: str | None = None) -> Any:
     """Tracing into an in-process store; ``None`` (with a note) if that stage is missing."""
     try:
         from lightspan.demo_tracing import start_in_process_tracing
     except ImportError as e:
         console.print(f"[yellow]tracing not available in this build ({e}); running untraced[/]")
         return None
-    return start_in_process_tracing()
+    return start_in_process_tracing(save_to)
 
 
 def _num(value: Any) -> str:
@@ -215,12 +215,23 @@ def _report(console: Console, result: RunResult, expected: list[float], wall: fl
         console.print(f"[red]error: {result.error!r}[/]")
 
 
-def _where_traces_went(console: Console, rollout_id: str | None) -> None:
+def _where_traces_went(console: Console, rollout_id: str | None, save_to: str | None) -> None:
+    """Where the run's traces are and how to look at them (the store's dashboard, Jaeger)."""
+    rollout = rollout_id or "-"
+    if save_to is not None:
+        page = f"traces?rolloutId={rollout_id}" if rollout_id else "rollouts"
+        console.print(
+            f"traces: rollout {rollout} saved to {save_to} (a SQLite LightningStore). Browse "
+            f"them: [bold]lightspan store serve --dashboard --db {save_to}[/] and open "
+            f"http://127.0.0.1:4747/{page}"
+        )
+        return
     console.print(
-        f"traces: rollout {rollout_id or '-'} in a LightningStore inside this process (gone when "
-        "the demo exits). To keep and look at traces: run a store server and Jaeger "
-        "(docs/setup-guide.md; the store's dashboard: docs/store.md#dashboard), or stay "
-        "in-process (docs/dev-mode.md)."
+        f"traces: rollout {rollout} in a LightningStore inside this process (gone when the "
+        "demo exits). To browse a run's traces: [bold]lightspan demo --save-traces "
+        "demo-traces.db[/], then [bold]lightspan store serve --dashboard --db "
+        "demo-traces.db[/] and open http://127.0.0.1:4747/. A store server, the Collector "
+        "and Jaeger: docs/setup-guide.md."
     )
 
 
@@ -231,6 +242,7 @@ def run_demo(
     questions: int = 4,
     trace: bool = True,
     local_model: str = "smollm2-135m",
+    save_traces: str | None = None,
 ) -> int:
     console = Console()
     n = max(1, min(questions, len(QUESTIONS)))
@@ -247,7 +259,7 @@ def run_demo(
         if model is None:
             console.print("[red]error: --model is required with --endpoint[/]")
             return 2
-        tracing = _start_tracing(console) if trace else None
+        tracing = _start_tracing(console, save_traces) if trace else None
         wf = build_workflow(endpoint, model)
         _header(console, wf, endpoint, model, n)
         with Progress(
@@ -270,7 +282,7 @@ def run_demo(
         if tracing is not None:
             tracing.report(console, result)
             tracing.shutdown()
-            _where_traces_went(console, result.rollout_id)
+            _where_traces_went(console, result.rollout_id, save_traces)
         else:
             console.print("traces: none (--no-trace)")
     return 0 if result.ok else 1

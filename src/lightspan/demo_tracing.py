@@ -136,9 +136,10 @@ class InProcessTracing:
         self.handle.shutdown()
 
 
-def start_in_process_tracing(**tracing: Any) -> InProcessTracing:
+def start_in_process_tracing(save_to: str | None = None, **tracing: Any) -> InProcessTracing:
     """Tracing on, into an in-memory LightningStore in this process (content captured, every
-    trace kept); ``tracing`` overrides ``agentLightning.tracing`` keys."""
+    trace kept); ``tracing`` overrides ``agentLightning.tracing`` keys. ``save_to``: a SQLite
+    store file instead, which outlives the demo (``lightspan store serve --db`` serves it)."""
     cfg = parse_config(
         {
             "agentLightning": {
@@ -155,6 +156,13 @@ def start_in_process_tracing(**tracing: Any) -> InProcessTracing:
         },
         environ={},
     )
-    exporter = exporter_from_config(cfg, environ={})
+    if save_to is None:
+        exporter = exporter_from_config(cfg, environ={})
+    else:
+        from lightspan.store.factory import create_store
+
+        exporter = LightningStoreSpanExporter.in_process(
+            create_store("sqlite", db=save_to), owns_store=True
+        )
     handle = configure_tracing(cfg, exporters=[exporter], set_global=False, environ={})
     return InProcessTracing(handle, exporter)

@@ -5,7 +5,8 @@ meaning; a test (``test_troubleshooting.py``) compares that list with what this 
 so a new or reworded message fails the build until the guide says what it means.
 
 What counts: ``raise C(<literal or f-string>, ...)`` in ``src/lightspan/`` where ``C`` is one
-of ``USER_FACING`` (errors that reach a person: command-line messages, run results, HTTP
+of ``USER_FACING``, and the message a ``USER_FACING`` class formats itself in its
+``super().__init__(...)`` (errors that reach a person: command-line messages, run results, HTTP
 answers, exceptions of the public API). ``ValueError``/``TypeError``/``RuntimeError`` raised
 for programming mistakes are not listed. An f-string's values become ``{…}``; a message built
 elsewhere (a variable) cannot be read and is reported by ``unreadable()`` instead.
@@ -47,11 +48,32 @@ USER_FACING = {
     "StoreUnavailableError",
     "RemoteNotFoundError",
     "RemoteInvalidRequestError",
+    "SpanRowError",
+    "DashboardFetchError",
+    # local model, engine (raised by the loader / run results)
+    "UnknownModelError",
+    "ModelNotFetchedError",
+    "ChecksumMismatchError",
+    "StepFailed",
+    "StepTimeout",
+    "JoinFailed",
+    "IntegerOutOfRange",
     # trainer
     "TaskFileError",
     "PublishError",
     "OptimizerUnavailable",
     "BudgetExhausted",
+}
+
+
+INTERNAL = {
+    # control flow or programming errors, never shown as such to a person
+    "_Stop": "the runner's internal stop signal",
+    "_Unscannable": "the OTLP fast path falls back to the full decoder",
+    "NestingTooDeep": "re-raised as OtlpDecodeError / BodyTooDeep with a message",
+    # base classes: their subclasses carry the messages
+    "EngineError": "base class",
+    "StoreError": "base class",
 }
 
 
@@ -101,12 +123,33 @@ def _message_arg(call: ast.Call) -> ast.expr | None:
     return call.args[0] if call.args else None
 
 
+def _own_messages(tree: ast.AST) -> list[tuple[str, ast.Call]]:
+    """``super().__init__(<message>)`` in user-facing classes that format their own message
+    (``StepFailed(step, attempts, error)`` -> ``step {…} failed after {…} attempt(s): {…}``)."""
+    found = []
+    for cls in ast.walk(tree):
+        if not isinstance(cls, ast.ClassDef) or cls.name not in USER_FACING:
+            continue
+        for node in ast.walk(cls):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "__init__"
+                and isinstance(node.func.value, ast.Call)
+                and _name(node.func.value.func) == "super"
+                and node.args
+            ):
+                found.append((cls.name, node))
+    return found
+
+
 def _scan() -> tuple[list[Message], list[str]]:
     found: list[Message] = []
     unreadable: list[str] = []
     for path in sorted(SRC.rglob("*.py")):
         rel = path.relative_to(SRC.parents[1]).as_posix()
-        for name, call in _raises(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for name, call in _raises(tree) + _own_messages(tree):
             if name not in USER_FACING:
                 continue
             arg = _message_arg(call)
@@ -133,6 +176,20 @@ def informative(text: str) -> bool:
 def messages() -> list[Message]:
     """Every readable, informative user-facing message, in file order (duplicates kept)."""
     return [m for m in _scan()[0] if informative(m.text)]
+
+
+def exception_classes() -> dict[str, str]:
+    """Every exception class defined in ``src/lightspan/`` (name -> ``file:line``): each must be
+    in ``USER_FACING`` or ``INTERNAL``, so a new one is classified when it is added."""
+    found: dict[str, str] = {}
+    for path in sorted(SRC.rglob("*.py")):
+        rel = path.relative_to(SRC.parents[1]).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(
+                re.search(r"(Error|Exception|Exit|Interrupt)$", ast.unparse(b)) for b in node.bases
+            ):
+                found[node.name] = f"{rel}:{node.lineno}"
+    return found
 
 
 def unreadable() -> list[str]:

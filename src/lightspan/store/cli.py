@@ -96,6 +96,20 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         default=10.0,
         help="seconds to let in-flight requests finish on shutdown (default 10)",
     )
+    p.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="serve Agent Lightning's web dashboard at / (its 0.3.0 wheel is fetched once with "
+        "pip, sha256-checked, and cached; with --token the browser signs in for read-only use)",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browser pages on ORIGIN (e.g. http://localhost:3000; '*' for any) to call "
+        "the API; repeatable (default: no CORS headers)",
+    )
     p.add_argument("--access-log", action="store_true", help="log every HTTP request")
     p.add_argument("--log-level", default="INFO", help="log level (default INFO)")
 
@@ -148,6 +162,11 @@ async def _serve(args: argparse.Namespace) -> None:
     token = args.token
     if args.token_file:
         token = read_token_file(args.token_file)
+    dashboard = None
+    if args.dashboard:
+        from .dashboard_fetch import prepare_dashboard
+
+        dashboard = prepare_dashboard()  # None (logged why) when it cannot be fetched
     store = create_store(args.backend, **options)
     server = StoreServer(
         store,
@@ -160,6 +179,8 @@ async def _serve(args: argparse.Namespace) -> None:
         access_log=args.access_log,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        dashboard=dashboard,
+        cors_origins=args.cors_origin,
     )
     await server.serve_forever()
 

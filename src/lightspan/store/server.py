@@ -18,9 +18,9 @@ import ctypes
 import gc
 import logging
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -33,6 +33,9 @@ from .grpc_intake import create_grpc_server
 from .metrics import StoreMetrics
 from .otlp_http import DEFAULT_MAX_REQUEST_BYTES, otlp_http_routes
 from .rest import API_PREFIX, rest_routes
+
+if TYPE_CHECKING:
+    from .dashboard_fetch import DashboardFiles
 
 __all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_PORT", "StoreServer", "create_app"]
 
@@ -48,23 +51,53 @@ def create_app(
     token: str | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     metrics: StoreMetrics | None = None,
+    dashboard: DashboardFiles | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> Starlette:
-    """The ASGI app: REST API, OTLP/HTTP intake, ``/metrics``, optional bearer-token check.
+    """The ASGI app: REST API, OTLP/HTTP intake, ``/metrics``, optional bearer-token check,
+    optional web dashboard (:mod:`.dashboard`) and CORS.
 
-    The store's lifecycle (start/close) belongs to the caller (see :class:`StoreServer`).
+    CORS wraps the token check so that preflights (which never carry a token) are answered and
+    a 401 still tells the browser which origins may read it. The store's lifecycle
+    (start/close) belongs to the caller (see :class:`StoreServer`).
     """
     metrics = metrics or StoreMetrics(store)
     middleware = [Middleware(metrics.middleware)]
-    if token:
+    origins = _cors_origins(cors_origins)
+    if origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        # Agent Lightning's store server uses the same settings.
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["*"],
+                allow_headers=["*"],
+                allow_credentials=True,
+                expose_headers=["*"],
+            )
+        )
+    routes = [
+        *rest_routes(store, max_request_bytes),
+        *otlp_http_routes(store, max_request_bytes, metrics),
+        Route("/metrics", metrics.endpoint, methods=["GET"]),
+    ]
+    if dashboard is not None:
+        from .dashboard import DashboardAuthMiddleware, dashboard_routes
+
+        routes += dashboard_routes(dashboard, token)
+        if token:
+            middleware.append(Middleware(DashboardAuthMiddleware, token=token))
+    elif token:
         middleware.append(Middleware(BearerAuthMiddleware, token=token))
-    return Starlette(
-        routes=[
-            *rest_routes(store, max_request_bytes),
-            *otlp_http_routes(store, max_request_bytes, metrics),
-            Route("/metrics", metrics.endpoint, methods=["GET"]),
-        ],
-        middleware=middleware,
-    )
+    return Starlette(routes=routes, middleware=middleware)
+
+
+def _cors_origins(origins: Sequence[str]) -> list[str]:
+    """Origins as Agent Lightning normalises them: blanks dropped, ``*`` wins over the rest."""
+    cleaned = [o.strip() for o in origins if o and o.strip()]
+    return ["*"] if "*" in cleaned else cleaned
 
 
 _GC_GEN0_THRESHOLD = 50_000
@@ -136,6 +169,8 @@ class StoreServer:
         access_log: bool = False,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        dashboard: DashboardFiles | None = None,
+        cors_origins: Sequence[str] = (),
     ) -> None:
         if (tls_cert is None) != (tls_key is None):
             raise ValueError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
@@ -154,8 +189,14 @@ class StoreServer:
         self.max_request_bytes = max_request_bytes
         self.graceful_timeout = graceful_timeout
         self.metrics = StoreMetrics(store)
+        self.dashboard = dashboard
         self.app = create_app(
-            store, token=self.token, max_request_bytes=max_request_bytes, metrics=self.metrics
+            store,
+            token=self.token,
+            max_request_bytes=max_request_bytes,
+            metrics=self.metrics,
+            dashboard=dashboard,
+            cors_origins=cors_origins,
         )
         config = uvicorn.Config(
             self.app,
@@ -201,6 +242,11 @@ class StoreServer:
             grpc_note,
             auth_note,
         )
+        if self.dashboard is not None:
+            how = (
+                " (sign in with the store's token; the session is read-only)" if self.token else ""
+            )
+            logger.warning("dashboard: open %s/ in a browser%s", self.endpoint, how)
 
     async def _serve_http(self) -> None:
         try:

@@ -1,0 +1,453 @@
+"""Optimization benchmark on the real local models: baseline vs optimized vs oracle.
+
+    .venv/bin/python benchmarks/optimization/run.py [--quick] [--seed N] [--out DIR]
+
+Runs each family x workflow shape on the held-out test split of generated tasks:
+
+- baseline: every LLM step on the strongest model, the largest ``max_tokens``, first-draft
+  prompts (benchmarks/optimization/workflows.py);
+- optimized: the winner of ``lightspan train run`` (trained on train+val only), when the
+  trainer is installed; otherwise the run says so and reports baseline and oracle only;
+- oracle: per task, the cheapest configuration of the search grid (per-step model x
+  ``max_tokens``) that reaches the best reward any grid configuration reached.
+
+Prints the table (reward with 95% CI, cost per run under two price tables, latency p50/p95,
+% cuts) and writes report.md, results.json and PNG plots to ``--out``. Every (configuration,
+task) run is cached on disk (``--cache-dir``), so a rerun only runs what is missing.
+``--quick`` (SmolLM2 and Qwen 0.5B, one workflow per family, two tasks) is the CI smoke test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from benchmarks.optimization.oracle import (
+    ResultCache,
+    RunRecord,
+    evaluate,
+    evaluate_specs,
+    models_of,
+    oracle_choice,
+    search_grid,
+)
+from benchmarks.optimization.prices import (
+    CPU_HOUR_USD,
+    PUBLIC_SOURCE,
+    cpu_price_table,
+    measured_prices,
+    public_price_table,
+)
+from benchmarks.optimization.report import (
+    HEADERS,
+    ArmFigures,
+    Cell,
+    markdown_table,
+    paired_diff_ci,
+    print_table,
+    table_rows,
+    write_plots,
+)
+from benchmarks.optimization.tasks import FAMILIES, Task, generate
+from benchmarks.optimization.trainer_seam import (
+    price_pairs,
+    resources_to_spec_section,
+    run_trainer,
+    trainer_status,
+)
+from benchmarks.optimization.workflows import (
+    SHAPES,
+    Config,
+    StepChoice,
+    config_key,
+    uniform_config,
+    workflow_spec,
+)
+
+ALL_MODELS = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+QUICK_MODELS = ["smollm2-135m", "qwen2.5-coder-0.5b"]
+# --quick: one workflow shape per family, so each shape and each family is covered once.
+QUICK_PAIRS = [
+    ("arithmetic", "organizer_worker"),
+    ("extraction", "vote"),
+    ("classification", "sequence"),
+]
+# --quick trains on one workflow only (the trainer's own rollouts dominate a quick run's time).
+QUICK_TRAINER_PAIRS = [("classification", "sequence")]
+DEFAULT_CACHE = Path.home() / ".cache" / "lightspan" / "optbench"
+
+
+@dataclass(slots=True)
+class Settings:
+    seed: int
+    models: list[str]
+    """Weakest first; the last one is the baseline's model."""
+    max_tokens: list[int]
+    """Grid levels; the largest is the baseline's."""
+    tasks: int
+    pairs: list[tuple[str, str]]
+    concurrency: int
+    quick: bool
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="SmolLM2 + 0.5B, few tasks (<5 min)")
+    p.add_argument("--seed", type=int, default=0, help="task generation seed (default 0)")
+    p.add_argument("--tasks", type=int, help="test tasks per family (default 2 quick, 6 full)")
+    p.add_argument("--models", help=f"comma list, weakest first (default {','.join(ALL_MODELS)})")
+    p.add_argument("--max-tokens", help="comma list of grid levels (default 128,512; quick 48)")
+    p.add_argument("--families", help=f"comma list (default {','.join(FAMILIES)})")
+    p.add_argument("--shapes", help=f"comma list (default {','.join(SHAPES)})")
+    p.add_argument("--concurrency", type=int, help="runs in flight (default 2; quick 4)")
+    p.add_argument(
+        "--out", type=Path, help="report directory (default benchmarks/optimization/out/<UTC time>)"
+    )
+    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"default {DEFAULT_CACHE}")
+    p.add_argument("--remeasure-prices", action="store_true", help="measure CPU prices again")
+    p.add_argument("--no-trainer", action="store_true", help="skip `lightspan train run`")
+    p.add_argument("--algorithm", default="cost", help="trainer algorithm (default cost)")
+    p.add_argument(
+        "--train-tasks", type=int, help="train+val tasks per family (default 6 quick, 24)"
+    )
+    p.add_argument(
+        "--trainer-max-rollouts", type=int, help="trainer's rollout budget (default 30 quick, none)"
+    )
+    args = p.parse_args(argv)
+
+    def csv(value: str | None, default: list[str]) -> list[str]:
+        return [x.strip() for x in value.split(",") if x.strip()] if value else default
+
+    models = csv(args.models, QUICK_MODELS if args.quick else ALL_MODELS)
+    levels = sorted(int(x) for x in csv(args.max_tokens, ["48"] if args.quick else ["128", "512"]))
+    families = csv(args.families, list(FAMILIES))
+    shapes = csv(args.shapes, list(SHAPES))
+    for f in families:
+        if f not in FAMILIES:
+            p.error(f"unknown family {f!r}; known: {', '.join(FAMILIES)}")
+    for s in shapes:
+        if s not in SHAPES:
+            p.error(f"unknown workflow shape {s!r}; known: {', '.join(SHAPES)}")
+    if args.quick and not (args.families or args.shapes):
+        pairs = list(QUICK_PAIRS)
+    else:
+        pairs = [(f, s) for f in families for s in shapes]
+    return args, Settings(
+        seed=args.seed,
+        models=models,
+        max_tokens=levels,
+        tasks=args.tasks or (2 if args.quick else 6),
+        pairs=pairs,
+        concurrency=args.concurrency or (4 if args.quick else 2),
+        quick=args.quick,
+    )
+
+
+def baseline_config(shape: str, s: Settings) -> dict[str, StepChoice]:
+    return uniform_config(shape, StepChoice(s.models[-1], s.max_tokens[-1]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from benchmarks.optimization.models import ModelPool
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    args, s = parse_args(argv)
+    console = Console(width=max(Console().width, 180))
+    started = dt.datetime.now(dt.UTC)
+    out = args.out or Path(__file__).parent / "out" / started.strftime("%Y%m%dT%H%M%SZ")
+    out.mkdir(parents=True, exist_ok=True)
+    cache = ResultCache(args.cache_dir / "runs.jsonl")
+
+    test: dict[str, list[Task]] = {}
+    trainset: dict[str, list[Task]] = {}
+    for family in sorted({f for f, _ in s.pairs}):
+        test[family] = generate(family, "test", s.tasks, seed=s.seed)
+        n_train = args.train_tasks or (6 if s.quick else 24)
+        n_val = max(1, n_train // 3)
+        trainset[family] = generate(family, "train", n_train - n_val, seed=s.seed) + generate(
+            family, "val", n_val, seed=s.seed
+        )
+
+    console.print(f"[bold]prices[/]: measuring CPU-seconds per token (cached in {args.cache_dir})")
+    measured = measured_prices(
+        s.models, args.cache_dir / "prices.json", remeasure=args.remeasure_prices
+    )
+    cpu, public = cpu_price_table(measured), public_price_table()
+
+    why_no_trainer = "--no-trainer given" if args.no_trainer else trainer_status()
+    if why_no_trainer:
+        console.print(
+            f"[bold yellow]trainer not available[/]: {why_no_trainer}. "
+            "Reporting baseline and oracle only."
+        )
+
+    grids: dict[tuple[str, str], list[Config]] = {}
+    for family, shape in s.pairs:
+        grid = search_grid(shape, s.models, s.max_tokens)
+        base = baseline_config(shape, s)
+        if config_key(base) not in {config_key(c) for c in grid}:
+            grid.append(base)
+        grids[(family, shape)] = grid
+    # Group the runs by the models they need: single-model groups run with one server up.
+    groups: dict[frozenset[str], list[tuple[str, str, Config]]] = {}
+    for (family, shape), grid in grids.items():
+        for c in grid:
+            groups.setdefault(models_of(c), []).append((family, shape, c))
+    order = sorted(groups, key=lambda g: (len(g), [s.models.index(m) for m in sorted(g)]))
+    total = sum(len(v) * s.tasks for v in groups.values())
+
+    results: dict[tuple[str, str], dict[tuple[str, str], RunRecord]] = {p: {} for p in s.pairs}
+    optimized: dict[tuple[str, str], list[RunRecord]] = {}
+    trainer_reports: dict[str, Any] = {}
+    with (
+        ModelPool(threads=1, parallel=4) as pool,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress,
+    ):
+        bar = progress.add_task("grid runs", total=total)
+        for group in order:
+            progress.update(bar, description=f"grid runs on {'+'.join(sorted(group))}")
+            endpoints = pool.ensure(group)
+            by_pair: dict[tuple[str, str], list[Config]] = {}
+            for family, shape, c in groups[group]:
+                by_pair.setdefault((family, shape), []).append(c)
+            for (family, shape), configs in by_pair.items():
+                results[(family, shape)].update(
+                    asyncio.run(
+                        evaluate(
+                            family,
+                            shape,
+                            configs,
+                            test[family],
+                            endpoints,
+                            cache,
+                            concurrency=s.concurrency,
+                            on_done=lambda: progress.advance(bar),
+                        )
+                    )
+                )
+        if not why_no_trainer:
+            endpoints = pool.ensure(s.models)
+            train_pairs = s.pairs
+            if s.quick and not (args.families or args.shapes):
+                train_pairs = [p for p in s.pairs if p in QUICK_TRAINER_PAIRS]
+            for family, shape in train_pairs:
+                name = f"{family}-{shape}"
+                progress.update(bar, description=f"lightspan train run: {name}")
+                try:
+                    rep = run_trainer(
+                        family,
+                        shape,
+                        baseline_config(shape, s),
+                        endpoints,
+                        trainset[family],
+                        price_pairs(cpu, s.models),
+                        out / "trainer" / name,
+                        algorithm=args.algorithm,
+                        seed=s.seed,
+                        max_rollouts=args.trainer_max_rollouts or (30 if s.quick else None),
+                    )
+                except Exception as e:  # reported, the other arms still stand
+                    trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}
+                    continue
+                trainer_reports[name] = rep
+                if rep.get("resources"):
+                    spec = workflow_spec(family, shape, baseline_config(shape, s), endpoints)
+                    spec["resources"] = resources_to_spec_section(
+                        rep["resources"], f"{name}:optimized"
+                    )
+                    runs = asyncio.run(
+                        evaluate_specs(
+                            {"optimized": spec}, test[family], cache, concurrency=s.concurrency
+                        )
+                    )
+                    optimized[(family, shape)] = list(runs.values())
+
+    cells: list[Cell] = []
+    for family, shape in s.pairs:
+        res = results[(family, shape)]
+        tasks = test[family]
+        base_key = config_key(baseline_config(shape, s))
+        base_runs = [res[(base_key, t.id)] for t in tasks]
+        arms = {"baseline": ArmFigures.of("baseline", base_runs, cpu, public, s.seed)}
+        if (family, shape) in optimized:
+            arms["optimized"] = ArmFigures.of(
+                "optimized", optimized[(family, shape)], cpu, public, s.seed
+            )
+        chosen = oracle_choice(res, grids[(family, shape)], tasks, cpu)
+        oracle_runs = [chosen[t.id] for t in tasks if t.id in chosen]
+        arms["oracle"] = ArmFigures.of("oracle", oracle_runs, cpu, public, s.seed)
+        cells.append(
+            Cell(family, shape, arms, reward_diff_ci=paired_diff_ci(base_runs, oracle_runs, s.seed))
+        )
+    print_table(cells, console)
+    write_report(out, s, args, cells, measured, why_no_trainer, trainer_reports, grids, started)
+    console.print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
+    """Per workflow: the trainer's decision, its own spend, and the runs it takes to pay off."""
+    lines = []
+    by_name = {f"{c.family}-{c.shape}": c for c in cells}
+    for name, rep in reports.items():
+        if "error" in rep:
+            lines.append(f"- {name}: FAILED: {rep['error']}")
+            continue
+        spend = rep.get("trainer_spend") or {}
+        total = float(spend.get("total_cost") or 0.0)
+        line = (
+            f"- {name}: status {rep.get('status')}; decision: {rep.get('decision')}; "
+            f"trainer spend {total * 1e6:.0f} µUSD over {spend.get('rollouts')} rollouts "
+            "(priced with the CPU table, given to it as its catalog)"
+        )
+        if rep.get("held_on_test") is False:
+            line += (
+                "; its winner did not hold on the trainer's test split, so the resources it "
+                "returned (and the optimized arm) are the baseline's, re-run: the gap between "
+                "those two rows is run-to-run noise"
+            )
+        cell = by_name.get(name)
+        if cell and "optimized" in cell.arms:
+            saved = cell.arms["baseline"].cost_per_run - cell.arms["optimized"].cost_per_run
+            line += (
+                f"; pays for itself after {total / saved:.0f} runs"
+                if saved > 0
+                else "; saves nothing per run on the test split, so it never pays for itself"
+            )
+        lines.append(line)
+    if reports:
+        lines.append(
+            "- note: the optimized arm's runs happen after the grid, with fewer runs in flight, "
+            "so its latency is measured under a lighter load than baseline/oracle."
+        )
+    return lines
+
+
+def write_report(
+    out: Path,
+    s: Settings,
+    args: argparse.Namespace,
+    cells: list[Cell],
+    measured: dict[str, Any],
+    why_no_trainer: str | None,
+    trainer_reports: dict[str, Any],
+    grids: dict[tuple[str, str], list[Config]],
+    started: dt.datetime,
+) -> None:
+    plots = write_plots(cells, out)
+    cmd = "python benchmarks/optimization/run.py " + " ".join(sys.argv[1:])
+    price_rows = [
+        [
+            m,
+            f"{x.cpu_s_per_input_token * 1e3:.2f}",
+            f"{x.cpu_s_per_output_token * 1e3:.2f}",
+            f"{x.price().input:.3f}",
+            f"{x.price().output:.3f}",
+            f"{x.date} (load {x.loadavg_1m:.1f}, {x.threads} thread)",
+        ]
+        for m, x in measured.items()
+    ]
+    agg = []
+    for c in cells:
+        o, b = c.arms["oracle"], c.arms["baseline"]
+        agg.append(
+            f"- {c.family} x {c.shape}: oracle reward - baseline reward, paired 95% CI "
+            f"[{c.reward_diff_ci[0]:+.2f}, {c.reward_diff_ci[1]:+.2f}]; oracle configurations "
+            f"chosen: {', '.join(f'{k} ({v})' for k, v in sorted(o.configs.items()))}; "
+            f"baseline: {next(iter(b.configs))}"
+            if c.reward_diff_ci
+            else ""
+        )
+    lines = [
+        "# Optimization benchmark (issue 11)",
+        "",
+        f"- date: {started.strftime('%Y-%m-%d %H:%M UTC')}; machine: {platform.machine()}, "
+        f"{os.cpu_count()} cores, shared (load average at the end "
+        f"{os.getloadavg()[0]:.1f}); command: `{cmd}`",
+        f"- seed: {s.seed}; test tasks per family: {s.tasks}; models (weakest first): "
+        f"{', '.join(s.models)}; max_tokens grid: {s.max_tokens}; runs in flight: {s.concurrency}",
+        f"- baseline: every LLM step on {s.models[-1]} with max_tokens {s.max_tokens[-1]}, "
+        "first-draft prompts (benchmarks/optimization/workflows.py)",
+        "- oracle: per task, the cheapest grid configuration (CPU price table) reaching the "
+        "best reward of the grid; grid sizes: "
+        + ", ".join(f"{f}x{sh} {len(g)}" for (f, sh), g in grids.items()),
+        "- optimized: "
+        + (
+            f"NOT RUN: {why_no_trainer}"
+            if why_no_trainer
+            else f"`lightspan train run --algorithm {args.algorithm}` on train+val tasks, "
+            "its winner measured here on the test split"
+        ),
+        "",
+        "## Results (test split)",
+        "",
+        "Cost per run in micro-USD (µUSD). Cuts are relative to the baseline (positive = "
+        "cheaper / faster). Latency is wall time per run with the runs in flight shown above.",
+        "",
+        markdown_table(HEADERS, table_rows(cells)),
+        "",
+        *[a for a in agg if a],
+        "",
+        *[f"![{p.stem}]({p.name})" for p in plots],
+        "",
+        "## Price tables",
+        "",
+        f"1. CPU (measured here, `benchmarks/optimization/prices.py`): CPU-seconds of the model "
+        f"server per token x USD {CPU_HOUR_USD} per CPU-hour.",
+        "",
+        markdown_table(
+            [
+                "model",
+                "CPU ms / input token",
+                "CPU ms / output token",
+                "USD / 1M input",
+                "USD / 1M output",
+                "measured",
+            ],
+            price_rows,
+        ),
+        "",
+        f"2. Public: {PUBLIC_SOURCE}.",
+        "",
+        "## Trainer",
+        "",
+        *(trainer_lines(cells, trainer_reports) or [f"- not run: {why_no_trainer}"]),
+        "",
+    ]
+    (out / "report.md").write_text("\n".join(lines))
+    (out / "results.json").write_text(
+        json.dumps(
+            {
+                "settings": asdict(s),
+                "cells": [asdict(c) for c in cells],
+                "prices": {m: asdict(x) for m, x in measured.items()},
+                "trainer": trainer_reports or why_no_trainer,
+                "date": started.isoformat(),
+            },
+            indent=1,
+            default=str,
+        )
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

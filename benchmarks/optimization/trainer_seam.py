@@ -1,0 +1,140 @@
+"""Where ``lightspan train run`` plugs into the benchmark.
+
+Why a subprocess of the real CLI: the benchmark measures what a user gets from the command,
+not an internal API. The trainer sees only train+val tasks (it splits them itself); its
+winner (``resources`` in ``report.json``) is then run by the benchmark on the held-out test
+split, next to the baseline and the oracle, measured the same way.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from benchmarks.optimization.tasks import Task
+from benchmarks.optimization.workflows import Config, write_workflow_file
+
+from lightspan.engine import PriceTable
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def trainer_status() -> str | None:
+    """None when ``lightspan train run`` is usable here, else why not."""
+    if importlib.util.find_spec("lightspan.trainer") is None:
+        return "the trainer stage (lightspan.trainer) is not installed on this branch"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lightspan", "train", "run", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    if proc.returncode != 0:
+        return f"`lightspan train run --help` failed: {(proc.stderr or proc.stdout)[-300:]}"
+    return None
+
+
+def run_trainer(
+    family: str,
+    shape: str,
+    baseline: Config,
+    endpoints: Mapping[str, str],
+    tasks: Sequence[Task],
+    prices: Mapping[str, tuple[float, float]],
+    out: Path,
+    *,
+    algorithm: str,
+    seed: int,
+    max_rollouts: int | None = None,
+    timeout_s: float = 3600,
+) -> dict[str, Any]:
+    """Run ``lightspan train run`` on ``tasks``; returns its ``report.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    wf = write_workflow_file(out / "workflow.yaml", family, shape, baseline, endpoints)
+    task_file = out / "tasks.jsonl"
+    task_file.write_text("".join(json.dumps(t.to_row()) + "\n" for t in tasks))
+    catalog = out / "catalog.yaml"
+    catalog.write_text(
+        yaml.safe_dump(
+            [
+                {"endpoint": url, "model": m, "price": {"input": p[0], "output": p[1]}}
+                for m, url in endpoints.items()
+                for p in [prices[m]]
+            ]
+        )
+    )
+    report_dir = out / "report"
+    cmd = [
+        sys.executable,
+        "-m",
+        "lightspan",
+        "train",
+        "run",
+        "--workflow",
+        str(wf),
+        "--tasks",
+        str(task_file),
+        "--out",
+        str(report_dir),
+        "--catalog",
+        str(catalog),
+        "--algorithm",
+        algorithm,
+        "--seed",
+        str(seed),
+        "--in-process",
+    ]
+    if max_rollouts:
+        cmd += ["--max-rollouts", str(max_rollouts)]
+    with (out / "trainer.log").open("w") as log:
+        proc = subprocess.run(
+            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s
+        )
+    report_file = report_dir / "report.json"
+    if not report_file.exists():
+        raise RuntimeError(
+            f"`{' '.join(cmd[2:])}` exited with {proc.returncode} and wrote no report.json "
+            f"(log: {out / 'trainer.log'})"
+        )
+    return json.loads(report_file.read_text())
+
+
+def resources_to_spec_section(resources: Mapping[str, Any], resources_id: str) -> dict[str, Any]:
+    """A resources map (Agent Lightning shape) -> a workflow file's ``resources:`` section.
+
+    The trainer may add per-step entries ``<name>@<step>``; in these workflows every resource
+    serves one step, so such an entry replaces ``<name>`` (applied after the plain ones).
+    """
+    prompts: dict[str, Any] = {}
+    llms: dict[str, Any] = {}
+    ordered = sorted(resources.items(), key=lambda kv: "@" in kv[0])
+    for full_name, r in ordered:
+        name = full_name.split("@", 1)[0]
+        kind = r.get("resource_type")
+        if kind == "prompt_template":
+            prompts[name] = {"template": r["template"], "engine": r.get("engine", "f-string")}
+        elif kind in ("llm", "proxy_llm"):
+            llms[name] = {
+                "endpoint": r["endpoint"],
+                "model": r["model"],
+                "sampling_parameters": dict(r.get("sampling_parameters") or {}),
+            }
+        else:
+            raise ValueError(f"trainer resource {full_name!r}: unsupported resource_type {kind!r}")
+    return {"id": resources_id, "prompts": prompts, "llms": llms}
+
+
+def price_pairs(table: PriceTable, models: Sequence[str]) -> dict[str, tuple[float, float]]:
+    """Per model (input, output) USD per 1M tokens, as the trainer's catalog wants them."""
+    out = {}
+    for m in models:
+        per_in, _ = table.cost(m, 1_000_000, 0)
+        per_out, _ = table.cost(m, 0, 1_000_000)
+        out[m] = (per_in, per_out)
+    return out

@@ -1,0 +1,107 @@
+"""The search grid, the run cache, the oracle's choice and the report's statistics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.optimization.oracle import (
+    ResultCache,
+    RunRecord,
+    oracle_choice,
+    search_grid,
+    spec_digest,
+)
+from benchmarks.optimization.report import bootstrap_ci, cut, percentile
+from benchmarks.optimization.tasks import generate
+from benchmarks.optimization.trainer_seam import resources_to_spec_section
+from benchmarks.optimization.workflows import StepChoice, config_key, workflow_spec
+
+from lightspan.engine import PriceTable, ResourceSet, workflow_from_dict
+
+PRICES = PriceTable({"s": {"input": 1.0, "output": 1.0}, "b": {"input": 10.0, "output": 10.0}})
+
+
+def test_grid_sizes() -> None:
+    assert len(search_grid("sequence", ["s", "b"], [64, 256])) == 2**3 * 2
+    assert len(search_grid("organizer_worker", ["s", "m", "b"], [64])) == 3
+    vote = search_grid("vote", ["s", "b"], [64])
+    assert len(vote) == 4  # multisets of 3 branches over 2 models
+    assert len({config_key(c) for c in vote}) == 4
+
+
+def _run(task: str, config: str, reward: float, model: str, tokens: int) -> RunRecord:
+    call = {"step": "w", "model": model, "input_tokens": tokens, "output_tokens": 0, "latency_s": 1}
+    return RunRecord(task, config, reward, "succeeded", 1.0, [call])
+
+
+def test_oracle_takes_the_cheapest_run_at_the_best_reward() -> None:
+    tasks = generate("arithmetic", "test", 2, seed=0)
+    t1, t2 = tasks[0].id, tasks[1].id
+    configs = [{"worker": StepChoice("s", 64)}, {"worker": StepChoice("b", 64)}]
+    ks, kb = (config_key(c) for c in configs)
+    results = {
+        (ks, t1): _run(t1, ks, 1.0, "s", 100),  # cheap and right
+        (kb, t1): _run(t1, kb, 1.0, "b", 100),
+        (ks, t2): _run(t2, ks, 0.0, "s", 100),  # cheap but wrong: the oracle pays for b
+        (kb, t2): _run(t2, kb, 1.0, "b", 100),
+    }
+    chosen = oracle_choice(results, configs, tasks, PRICES)
+    assert chosen[t1].config == ks
+    assert chosen[t2].config == kb
+    assert chosen[t2].cost(PRICES) == 100 * 10 / 1e6
+
+
+def test_cache_survives_a_reload_and_the_last_write_wins(tmp_path: Path) -> None:
+    cache = ResultCache(tmp_path / "runs.jsonl")
+    cache.put("k", _run("t", "c", 0.0, "s", 1))
+    cache.put("k", _run("t", "c", 1.0, "s", 1))
+    again = ResultCache(tmp_path / "runs.jsonl")
+    got = again.get("k")
+    assert got is not None and got.reward == 1.0 and got.calls[0]["model"] == "s"
+    assert again.get("other") is None
+
+
+def test_spec_digest_ignores_endpoints_but_not_prompts() -> None:
+    cfg = {"worker": StepChoice("s", 64)}
+    a = workflow_spec("arithmetic", "organizer_worker", cfg, {"s": "http://127.0.0.1:1/v1"})
+    b = workflow_spec("arithmetic", "organizer_worker", cfg, {"s": "http://127.0.0.1:2/v1"})
+    assert spec_digest(a) == spec_digest(b)
+    b["resources"]["prompts"]["item"] += " Be brief."
+    assert spec_digest(a) != spec_digest(b)
+
+
+def test_trainer_resources_map_becomes_a_workflow_section() -> None:
+    cfg = {"worker": StepChoice("s", 64)}
+    spec = workflow_spec("classification", "organizer_worker", cfg, {"s": "http://h/v1"})
+    wf = workflow_from_dict(spec)
+    rs = ResourceSet("x", dict(wf.resources._latest.resources))  # type: ignore[attr-defined]
+    spec["resources"] = resources_to_spec_section(rs.to_dict(), "rs-opt")
+    again = workflow_from_dict(spec)
+    assert again.name == wf.name
+
+
+def test_statistics() -> None:
+    lo, hi = bootstrap_ci([0.0, 1.0] * 10, seed=1)
+    assert 0.2 < lo < 0.5 < hi < 0.8
+    assert bootstrap_ci([1.0, 1.0], seed=1) == (1.0, 1.0)
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([5.0], 95) == 5.0
+    assert abs(cut(10.0, 7.0) - 30.0) < 1e-9
+
+
+def test_per_step_entries_of_a_trainer_winner_replace_the_plain_ones() -> None:
+    llm = {"resource_type": "llm", "endpoint": "http://h/v1", "model": "b"}
+    winner = {
+        "worker_llm@worker": {**llm, "model": "s", "sampling_parameters": {"max_tokens": 8}},
+        "worker_llm": {**llm, "sampling_parameters": {"max_tokens": 512}},
+        "item": {"resource_type": "prompt_template", "template": "{sentence}"},
+    }
+    section = resources_to_spec_section(winner, "rs")
+    assert section["llms"] == {
+        "worker_llm": {
+            "endpoint": "http://h/v1",
+            "model": "s",
+            "sampling_parameters": {"max_tokens": 8},
+        }
+    }
+    assert section["prompts"]["item"]["template"] == "{sentence}"
