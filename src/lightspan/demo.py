@@ -216,22 +216,32 @@ def _report(console: Console, result: RunResult, expected: list[float], wall: fl
 
 
 def _where_traces_went(console: Console, rollout_id: str | None, save_to: str | None) -> None:
-    """Where the run's traces are and how to look at them (the store's dashboard, Jaeger)."""
+    """Where the run's traces are and how to look at them (the store's dashboard, Jaeger).
+
+    Commands and URLs go on lines of their own, never wrapped, so they can be copied."""
     rollout = rollout_id or "-"
     if save_to is not None:
         page = f"traces?rolloutId={rollout_id}" if rollout_id else "rollouts"
         console.print(
-            f"traces: rollout {rollout} saved to {save_to} (a SQLite LightningStore). Browse "
-            f"them: [bold]lightspan store serve --dashboard --db {save_to}[/] and open "
-            f"http://127.0.0.1:4747/{page}"
+            f"traces: rollout {rollout} saved to {save_to} (a SQLite LightningStore); "
+            "browse them with"
         )
+        console.print(
+            f"  [bold]lightspan store serve --dashboard --db {save_to}[/]", soft_wrap=True
+        )
+        console.print(f"and open http://127.0.0.1:4747/{page}", soft_wrap=True)
         return
     console.print(
         f"traces: rollout {rollout} in a LightningStore inside this process (gone when the "
-        "demo exits). To browse a run's traces: [bold]lightspan demo --save-traces "
-        "demo-traces.db[/], then [bold]lightspan store serve --dashboard --db "
-        "demo-traces.db[/] and open http://127.0.0.1:4747/. A store server, the Collector "
-        "and Jaeger: docs/setup-guide.md."
+        "demo exits). To browse a run's traces in the store's dashboard:"
+    )
+    console.print("  [bold]lightspan demo --save-traces demo-traces.db[/]", soft_wrap=True)
+    console.print(
+        "  [bold]lightspan store serve --dashboard --db demo-traces.db[/]", soft_wrap=True
+    )
+    console.print(
+        "and open http://127.0.0.1:4747/. A store server, the Collector and Jaeger: "
+        "docs/setup-guide.md."
     )
 
 
