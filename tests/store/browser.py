@@ -21,6 +21,9 @@ from typing import Any
 
 __all__ = ["Browser", "Page", "chromium"]
 
+_NAVIGATING = ("Inspected target navigated or closed", "Execution context was destroyed")
+"""DevTools errors that mean "the page is being replaced", not "the page is broken"."""
+
 
 def chromium() -> str:
     """The Chromium binary (Debian's ``chromium``)."""
@@ -185,7 +188,15 @@ class Page:
         deadline = time.monotonic() + timeout
         text = ""
         while time.monotonic() < deadline:
-            text = self.text()
+            try:
+                text = self.text()
+            except RuntimeError as e:
+                # A page that is navigating (a submitted form, a redirect) has no document to
+                # read for a moment: read again once the new one is there.
+                if not any(m in str(e) for m in _NAVIGATING):
+                    raise
+                time.sleep(0.2)
+                continue
             if all(n in text for n in needles):
                 return text
             time.sleep(0.2)
