@@ -274,6 +274,9 @@ def main() -> None:
     ap.add_argument("--reference-rollouts", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument(
+        "--only", default="", help="run only the lightspan rows whose name contains this text"
+    )
     args = ap.parse_args()
     server, llm_url = start_fake_llm()
     rows: list[dict[str, Any]] = []
@@ -281,6 +284,8 @@ def main() -> None:
     for shape in ("noop", "3step"):
         for backend in ("memory", "sqlite", "sqlite-normal", "sqlite-server"):
             for workers in (1, 8):
+                if args.only not in f"lightspan {shape} {backend} w={workers}":
+                    continue
                 times = [
                     asyncio.run(lightspan_round(backend, shape, workers, n, llm_url))
                     for _ in range(args.rounds)
