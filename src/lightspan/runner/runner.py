@@ -41,7 +41,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -158,6 +158,12 @@ class WorkflowRunner:
         self._delivery_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._queue_empty = False
         self._poll_lock: asyncio.Lock | None = None
+        self._dq_waiting: list[tuple[str, asyncio.Future[AttemptedRollout | None]]] = []
+        self._dq_task: asyncio.Task[None] | None = None
+        self.dequeue_requests = 0
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._status_tasks: dict[str, asyncio.Task[None]] = {}
+        """Dequeue calls made to the store (for benchmarks and tests)."""
 
     # ------------------------------------------------------------------ control
 
@@ -229,6 +235,8 @@ class WorkflowRunner:
         ]
         try:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            while self._side_tasks:
+                await asyncio.gather(*self._side_tasks, return_exceptions=True)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -280,7 +288,7 @@ class WorkflowRunner:
                 continue
             self._last_activity = time.monotonic()
             try:
-                await self.run_attempt(rollout, worker_id)
+                await self._run_attempt(rollout, worker_id, pipelined=True)
             except asyncio.CancelledError:
                 if not self._hard.is_set():
                     raise
@@ -296,7 +304,7 @@ class WorkflowRunner:
         others wait for it, so an idle runner costs the store one request per interval, not one
         per worker."""
         if not self._queue_empty:
-            rollout = await self.store.dequeue_rollout(worker_id=worker_id)
+            rollout = await self._shared_dequeue(worker_id)
             if rollout is not None:
                 return rollout
             self._queue_empty = True
@@ -304,6 +312,7 @@ class WorkflowRunner:
         async with self._poll_lock:
             if self.stopping or not self._queue_empty:
                 return None  # someone found work meanwhile: the caller dequeues again at once
+            self.dequeue_requests += 1
             rollout = await self.store.dequeue_rollout(worker_id=worker_id)
             if rollout is not None:
                 self._queue_empty = False
@@ -311,10 +320,75 @@ class WorkflowRunner:
             await self._sleep(self.poll_interval)
         return None
 
+    async def _shared_dequeue(self, worker_id: str) -> AttemptedRollout | None:
+        """Workers that want a rollout at the same time share one ``dequeue_many_rollouts``
+        call (``limit`` = how many wait): a worker that asks while a call is in flight waits
+        for the next one, which serves every worker queued meanwhile. The store names the
+        calling worker on the attempts it hands out; the worker that runs an attempt is named
+        with its final ``update_attempt`` (same request, no extra call)."""
+        if self.workers == 1:
+            self.dequeue_requests += 1
+            return await self.store.dequeue_rollout(worker_id=worker_id)
+        fut: asyncio.Future[AttemptedRollout | None] = asyncio.get_running_loop().create_future()
+        self._dq_waiting.append((worker_id, fut))
+        if self._dq_task is None or self._dq_task.done():
+            self._dq_task = asyncio.create_task(
+                self._dequeue_batches(), name="lightspan-runner-dequeue"
+            )
+        return await asyncio.shield(fut)
+
+    async def _dequeue_batches(self) -> None:
+        while self._dq_waiting:
+            waiting, self._dq_waiting = self._dq_waiting, []
+            try:
+                self.dequeue_requests += 1
+                got = list(
+                    await self.store.dequeue_many_rollouts(
+                        limit=len(waiting), worker_id=waiting[0][0]
+                    )
+                )
+            except BaseException as e:
+                for _, fut in waiting:
+                    if not fut.done():
+                        fut.set_exception(e if isinstance(e, Exception) else RuntimeError(repr(e)))
+                if not isinstance(e, Exception):
+                    raise
+                continue
+            for i, (_, fut) in enumerate(waiting):
+                rollout = got[i] if i < len(got) else None
+                if not fut.done():
+                    fut.set_result(rollout)
+                elif rollout is not None:
+                    # Its worker was cancelled (hard stop) while the call was in flight.
+                    self._abandon(rollout)
+            for rollout in got[len(waiting) :]:  # a store that returned more than asked
+                self._abandon(rollout)
+
+    def _abandon(self, rollout: AttemptedRollout) -> None:
+        """A claimed rollout no worker will run: report its attempt failed (the store's retry
+        rules decide what happens next) rather than leave it to the unresponsive timeout."""
+        error = RuntimeError("runner stopped before the rollout started")
+        task = asyncio.create_task(
+            self._finish(
+                rollout.rollout_id, rollout.attempt.attempt_id, "failed", error, None, hard=True
+            )
+        )
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
     # ------------------------------------------------------------------ one attempt
 
     async def run_attempt(self, rollout: AttemptedRollout, worker_id: str | None = None) -> str:
         """Run one dequeued rollout and report it; returns the attempt status reported."""
+        return await self._run_attempt(rollout, worker_id, pipelined=False)
+
+    async def _run_attempt(
+        self, rollout: AttemptedRollout, worker_id: str | None, *, pipelined: bool
+    ) -> str:
+        """``pipelined`` (the serve loop): return once the attempt's spans are in the store and
+        let its status update run beside the worker's next dequeue (the store commits both
+        together); the worker waits for that update before it reports its next attempt, and
+        ``serve`` for all of them before it returns."""
         rid, aid = rollout.rollout_id, rollout.attempt.attempt_id
         t0 = time.perf_counter()
         timeout = rollout.config.timeout_seconds
@@ -358,12 +432,24 @@ class WorkflowRunner:
                 raise
             except Exception as e:
                 status, error = "failed", e
-            await self._finish(rid, aid, status, error, result)
-            if self.on_result is not None:
-                try:
-                    self.on_result(rollout, status, result)
-                except Exception:
-                    log.exception("runner: on_result callback failed; ignored")
+            runner_id = worker_id if worker_id and worker_id != rollout.attempt.worker_id else None
+            report = await self._finish(
+                rid, aid, status, error, result, worker_id=runner_id, defer_status=pipelined
+            )
+            if pipelined and report is not None:
+                previous = self._status_tasks.get(worker_id or "")
+                task = asyncio.create_task(
+                    self._report_then_notify(report, rollout, result, after=previous)
+                )
+                self._status_tasks[worker_id or ""] = task
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_tasks.discard)
+                if previous is not None:
+                    await asyncio.shield(previous)  # at most two statuses in flight per worker
+                return status
+            if report is not None:
+                await report
+            self._notify(rollout, status, result)
             return status
         finally:
             self._active.pop((rid, aid), None)
@@ -381,8 +467,47 @@ class WorkflowRunner:
         result: RunResult | None,
         *,
         hard: bool = False,
+        worker_id: str | None = None,
+        defer_status: bool = False,
+    ) -> Coroutine[Any, Any, str | None] | None:
+        """Spans first, then the status (the module's guarantee). ``worker_id``: name the
+        worker that ran the attempt (when another worker's dequeue claimed it).
+        ``defer_status``: return the status update, not yet awaited, once the spans are in
+        the store (None if the status must not be reported)."""
+        report = await self._deliver_final(rid, aid, status, error, hard=hard)
+        if not report:
+            return None
+        update = self._report_status(rid, aid, status, error, hard=hard, worker_id=worker_id)
+        if defer_status:
+            return update
+        await update
+        return None
+
+    async def _report_then_notify(
+        self,
+        update: Coroutine[Any, Any, str | None],
+        rollout: AttemptedRollout,
+        result: RunResult | None,
+        *,
+        after: asyncio.Task[None] | None = None,
     ) -> None:
-        """Spans first, then the status (the module's guarantee)."""
+        if after is not None:
+            await asyncio.wait([after])  # a worker's statuses go out in order
+        status = await update
+        if status is not None:
+            self._notify(rollout, status, result)
+
+    def _notify(self, rollout: AttemptedRollout, status: str, result: RunResult | None) -> None:
+        if self.on_result is not None:
+            try:
+                self.on_result(rollout, status, result)
+            except Exception:
+                log.exception("runner: on_result callback failed; ignored")
+
+    async def _deliver_final(
+        self, rid: str, aid: str, status: str, error: BaseException | None, *, hard: bool
+    ) -> bool:
+        """Deliver the attempt's last spans; False if its status must not be reported."""
         if error is not None:
             log.info("rollout %s attempt %s %s: %s", rid, aid, status, _describe(error))
         try:
@@ -392,21 +517,36 @@ class WorkflowRunner:
         except _Stop:
             self.stats.status_lost += 1
             log.error("rollout %s attempt %s: spans not delivered, status not reported", rid, aid)
-            return
-        metadata: dict[str, Any] | None = None
+            return False
+        return True
+
+    async def _report_status(
+        self,
+        rid: str,
+        aid: str,
+        status: str,
+        error: BaseException | None,
+        *,
+        hard: bool,
+        worker_id: str | None,
+    ) -> str | None:
+        """``update_attempt`` with the final status (retried); the status, or None if lost."""
+        extra: dict[str, Any] = {}
         if error is not None:
-            metadata = {"error": _describe(error), "error_type": type(error).__name__}
+            extra["metadata"] = {"error": _describe(error), "error_type": type(error).__name__}
+        if worker_id is not None:
+            extra["worker_id"] = worker_id
         try:
             await self._retry_store(
                 f"update_attempt({rid}, {aid})",
-                lambda: self.store.update_attempt(
-                    rid, aid, status=status, **({"metadata": metadata} if metadata else {})
-                ),
+                lambda: self.store.update_attempt(rid, aid, status=status, **extra),
                 hard=hard,
             )
         except (_Stop, NotFoundError, InvalidRequestError) as e:
             self.stats.status_lost += 1
             log.error("rollout %s attempt %s: status %s not reported: %s", rid, aid, status, e)
+            return None
+        return status
 
     async def _deliver(self, rid: str, aid: str, *, final: bool, hard: bool = False) -> None:
         # One delivery per attempt at a time: the final one waits for a heartbeat's partial

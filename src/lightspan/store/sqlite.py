@@ -243,7 +243,8 @@ class SqliteLightningStore(CoreStore):
                 await self._commit_group_locked()  # fails the broken group's callers
             group = self._group
             if group is None:
-                await conn.execute("BEGIN IMMEDIATE")
+                if not self._begin_now():
+                    await conn.execute("BEGIN IMMEDIATE")  # wait for the lock off the loop
                 group = self._group = _Group(asyncio.get_running_loop().create_future())
                 # Queued on the lock behind every caller already waiting: they join this group.
                 group.committer = asyncio.create_task(self._commit_group(group))
@@ -261,6 +262,22 @@ class SqliteLightningStore(CoreStore):
                 conn.inline = False
             group.members.append(tx)
         await asyncio.shield(group.done)
+
+    def _begin_now(self) -> bool:
+        """``BEGIN IMMEDIATE`` on the loop if the write lock is free (the common case: a thread
+        hop costs more than the statement); False if another connection holds it."""
+        raw = self._raw
+        assert raw is not None
+        raw.execute("PRAGMA busy_timeout=0")
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            return True
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                return False
+            raise
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
 
     def _rollback_member(self, group: _Group) -> None:
         raw = self._raw
