@@ -41,7 +41,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -103,6 +103,8 @@ class WorkflowRunner:
     ``on_result(rollout, status, run_result_or_None)``: called in the loop after an attempt was
     reported (its spans and status are in the store), e.g. for an in-process trainer that wants
     ``RunResult`` cost/tokens/latency without reading spans back.
+    ``report_depth``: how many finished attempts a worker may still be reporting (spans, then
+    status, in the background) while it runs the next one (see :meth:`_run_attempt`).
     """
 
     def __init__(
@@ -120,10 +122,14 @@ class WorkflowRunner:
         capture_content: bool = True,
         store_retry_interval: float = 1.0,
         status_retry_seconds: float = 300.0,
+        report_depth: int = 2,
         on_result: Callable[[AttemptedRollout, str, RunResult | None], Any] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if report_depth < 1:
+            raise ValueError(f"report_depth must be >= 1, got {report_depth}")
+        self.report_depth = report_depth
         self.workflow = workflow
         self.store = store
         self.workers = workers
@@ -162,7 +168,7 @@ class WorkflowRunner:
         self._dq_task: asyncio.Task[None] | None = None
         self.dequeue_requests = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
-        self._status_tasks: dict[str, asyncio.Task[None]] = {}
+        self._reports: dict[str, list[asyncio.Task[None]]] = {}
         """Dequeue calls made to the store (for benchmarks and tests)."""
 
     # ------------------------------------------------------------------ control
@@ -385,16 +391,19 @@ class WorkflowRunner:
     async def _run_attempt(
         self, rollout: AttemptedRollout, worker_id: str | None, *, pipelined: bool
     ) -> str:
-        """``pipelined`` (the serve loop): return once the attempt's spans are in the store and
-        let its status update run beside the worker's next dequeue (the store commits both
-        together); the worker waits for that update before it reports its next attempt, and
-        ``serve`` for all of them before it returns."""
+        """``pipelined`` (the serve loop): return once the run ended and report the attempt
+        (spans, then status: :meth:`_finish`, unchanged) in a task beside the worker's next
+        dequeue and run, so that their store calls share commits. A worker has at most
+        ``report_depth`` reports in flight (it waits for its oldest one beyond that), the
+        attempt counts as active (heartbeats) until its report is done, and ``serve`` waits
+        for every report before it returns."""
         rid, aid = rollout.rollout_id, rollout.attempt.attempt_id
         t0 = time.perf_counter()
         timeout = rollout.config.timeout_seconds
         self._active[(rid, aid)] = (worker_id or "", rollout.config.unresponsive_seconds)
         status, error, result = "failed", None, None
         run_s = 0.0
+        reporting = False
         try:
             try:
                 inp, expected = self.input_mapping(rollout.input)
@@ -433,26 +442,25 @@ class WorkflowRunner:
             except Exception as e:
                 status, error = "failed", e
             runner_id = worker_id if worker_id and worker_id != rollout.attempt.worker_id else None
-            report = await self._finish(
-                rid, aid, status, error, result, worker_id=runner_id, defer_status=pipelined
-            )
-            if pipelined and report is not None:
-                previous = self._status_tasks.get(worker_id or "")
+            if pipelined:
                 task = asyncio.create_task(
-                    self._report_then_notify(report, rollout, result, after=previous)
+                    self._report(rollout, status, error, result, runner_id),
+                    name=f"lightspan-runner-report/{aid}",
                 )
-                self._status_tasks[worker_id or ""] = task
+                reporting = True
                 self._side_tasks.add(task)
                 task.add_done_callback(self._side_tasks.discard)
-                if previous is not None:
-                    await asyncio.shield(previous)  # at most two statuses in flight per worker
+                mine = self._reports.setdefault(worker_id or "", [])
+                mine.append(task)
+                while len(mine) > self.report_depth:
+                    await asyncio.shield(mine.pop(0))
                 return status
-            if report is not None:
-                await report
+            await self._finish(rid, aid, status, error, result, worker_id=runner_id)
             self._notify(rollout, status, result)
             return status
         finally:
-            self._active.pop((rid, aid), None)
+            if not reporting:
+                self._active.pop((rid, aid), None)
             self.stats.workflow_s += run_s
             self.stats.overhead_s += time.perf_counter() - t0 - run_s
             setattr(self.stats, status, getattr(self.stats, status) + 1)
@@ -468,34 +476,30 @@ class WorkflowRunner:
         *,
         hard: bool = False,
         worker_id: str | None = None,
-        defer_status: bool = False,
-    ) -> Coroutine[Any, Any, str | None] | None:
-        """Spans first, then the status (the module's guarantee). ``worker_id``: name the
-        worker that ran the attempt (when another worker's dequeue claimed it).
-        ``defer_status``: return the status update, not yet awaited, once the spans are in
-        the store (None if the status must not be reported)."""
-        report = await self._deliver_final(rid, aid, status, error, hard=hard)
-        if not report:
+    ) -> str | None:
+        """Spans first, then the status (the module's guarantee); the status reported, or
+        None. ``worker_id``: name the worker that ran the attempt (when another worker's
+        dequeue claimed it)."""
+        if not await self._deliver_final(rid, aid, status, error, hard=hard):
             return None
-        update = self._report_status(rid, aid, status, error, hard=hard, worker_id=worker_id)
-        if defer_status:
-            return update
-        await update
-        return None
+        return await self._report_status(rid, aid, status, error, hard=hard, worker_id=worker_id)
 
-    async def _report_then_notify(
+    async def _report(
         self,
-        update: Coroutine[Any, Any, str | None],
         rollout: AttemptedRollout,
+        status: str,
+        error: BaseException | None,
         result: RunResult | None,
-        *,
-        after: asyncio.Task[None] | None = None,
+        worker_id: str | None,
     ) -> None:
-        if after is not None:
-            await asyncio.wait([after])  # a worker's statuses go out in order
-        status = await update
-        if status is not None:
-            self._notify(rollout, status, result)
+        rid, aid = rollout.rollout_id, rollout.attempt.attempt_id
+        try:
+            if await self._finish(rid, aid, status, error, result, worker_id=worker_id):
+                self._notify(rollout, status, result)
+        except Exception:  # a bug of ours must not go unnoticed
+            log.exception("runner: report of rollout %s attempt %s failed", rid, aid)
+        finally:
+            self._active.pop((rid, aid), None)
 
     def _notify(self, rollout: AttemptedRollout, status: str, result: RunResult | None) -> None:
         if self.on_result is not None:

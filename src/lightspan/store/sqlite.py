@@ -116,6 +116,8 @@ class SqliteLightningStore(CoreStore):
         self._raw: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._group: _Group | None = None
+        self.write_commits = 0
+        """Write transactions committed (each one fsync with synchronous=FULL)."""
         self._open_lock = asyncio.Lock()
         self._span_keys = SpanKeyCache()
         self._scan_conn: tuple[_SqliteConn, sqlite3.Connection, ThreadPoolExecutor] | None = None
@@ -257,7 +259,11 @@ class SqliteLightningStore(CoreStore):
                 except BaseException:
                     self._rollback_member(group)
                     raise
-                await conn.execute("RELEASE ls_member")
+                try:
+                    await conn.execute("RELEASE ls_member")
+                except BaseException as e:
+                    group.broken = e
+                    raise
             finally:
                 conn.inline = False
             group.members.append(tx)
@@ -291,6 +297,10 @@ class SqliteLightningStore(CoreStore):
             group.broken = e  # the group's other changes cannot be trusted: fail them all
 
     async def _commit_group(self, group: _Group) -> None:
+        # A few loop turns first: calls already on their way (a task just created, a request
+        # just read) join this group rather than wait a whole fsync for the next one.
+        for _ in range(_JOIN_TURNS):
+            await asyncio.sleep(0)
         async with self._lock:
             if self._group is group:
                 await self._commit_group_locked()
@@ -321,10 +331,14 @@ class SqliteLightningStore(CoreStore):
             if not isinstance(e, Exception):
                 raise
             return
+        self.write_commits += 1
         for tx in group.members:
             tx.committed()
         if not group.done.done():
             group.done.set_result(None)
+
+
+_JOIN_TURNS = 3
 
 
 @dataclass
