@@ -12,6 +12,16 @@ runner's span pipeline keeps them per attempt (:mod:`lightspan.runner.spans`) an
 update is sent only after the store acknowledged them; if the store is unreachable the runner
 keeps the spans and retries, and never reports the status first.
 
+Shared requests (``share_requests=True``, the default), so that a runner's store calls cost
+fewer round trips and fewer commits (fsyncs) per rollout: workers that want a rollout at the
+same time share one ``dequeue_many_rollouts(limit=k)`` call (the attempts are claimed under the
+caller's worker id; the worker that ran each one is named in its final ``update_attempt``);
+span deliveries of several attempts that are due together share one OTLP request
+(:class:`~lightspan.runner.spans.SpanSink`); and a worker reports a finished attempt (spans,
+then status, exactly as above) in a task beside its next dequeue and run, with at most
+``report_depth`` reports in flight per worker, so the store can commit the next claim with the
+previous report (SQLite group commit). ``serve`` returns only after every report is done.
+
 Failures: an input that does not fit, an unknown ``resources_id``, a workflow that raises or
 returns a failed result: the attempt is ``failed`` with the error in its metadata
 (``{"error": ..., "error_type": ...}``) and the worker takes the next rollout. A rollout's
@@ -105,6 +115,8 @@ class WorkflowRunner:
     ``RunResult`` cost/tokens/latency without reading spans back.
     ``report_depth``: how many finished attempts a worker may still be reporting (spans, then
     status, in the background) while it runs the next one (see :meth:`_run_attempt`).
+    ``share_requests=False``: every worker makes its own calls, one at a time (dequeue, spans,
+    status, then the next dequeue), as before these were shared; for comparison only.
     """
 
     def __init__(
@@ -123,6 +135,7 @@ class WorkflowRunner:
         store_retry_interval: float = 1.0,
         status_retry_seconds: float = 300.0,
         report_depth: int = 2,
+        share_requests: bool = True,
         on_result: Callable[[AttemptedRollout, str, RunResult | None], Any] | None = None,
     ) -> None:
         if workers < 1:
@@ -130,6 +143,7 @@ class WorkflowRunner:
         if report_depth < 1:
             raise ValueError(f"report_depth must be >= 1, got {report_depth}")
         self.report_depth = report_depth
+        self.share_requests = share_requests
         self.workflow = workflow
         self.store = store
         self.workers = workers
@@ -150,7 +164,7 @@ class WorkflowRunner:
         self._provider, self._buffer, self._listener = runner_tracing(
             capture_content=capture_content
         )
-        self._sink = SpanSink(store)
+        self._sink = SpanSink(store, coalesce=share_requests)
         self.stats = RunnerStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
@@ -294,7 +308,7 @@ class WorkflowRunner:
                 continue
             self._last_activity = time.monotonic()
             try:
-                await self._run_attempt(rollout, worker_id, pipelined=True)
+                await self._run_attempt(rollout, worker_id, pipelined=self.share_requests)
             except asyncio.CancelledError:
                 if not self._hard.is_set():
                     raise
@@ -332,7 +346,7 @@ class WorkflowRunner:
         for the next one, which serves every worker queued meanwhile. The store names the
         calling worker on the attempts it hands out; the worker that runs an attempt is named
         with its final ``update_attempt`` (same request, no extra call)."""
-        if self.workers == 1:
+        if self.workers == 1 or not self.share_requests:
             self.dequeue_requests += 1
             return await self.store.dequeue_rollout(worker_id=worker_id)
         fut: asyncio.Future[AttemptedRollout | None] = asyncio.get_running_loop().create_future()
