@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from lightspan.runner import WorkflowRunner
 from lightspan.store.client import LightningStoreClient
 from lightspan.store.factory import open_store
+from lightspan.store.memory import InMemoryLightningStore
 from lightspan.store.models import AttemptedRollout
 from tests.runner.workflows import wide_workflow
 from tests.store.servers import StoreProcess
@@ -83,5 +85,32 @@ async def test_one_worker_on_sqlite_needs_about_one_commit_per_rollout(tmp_path:
             rollout = await store.get_rollout_by_id(rid)
             assert rollout is not None and rollout.status == "succeeded"
             assert (await store.query_spans(rid)).total == 7
+    finally:
+        await store.close()
+
+
+class _SlowDequeueStore(InMemoryLightningStore):
+    async def dequeue_many_rollouts(
+        self, *, limit: int = 1, worker_id: str | None = None
+    ) -> Sequence[AttemptedRollout]:
+        claimed = await super().dequeue_many_rollouts(limit=limit, worker_id=worker_id)
+        await asyncio.sleep(0.3)  # the answer is on its way when the runner is stopped hard
+        return claimed
+
+
+async def test_a_hard_stop_during_a_shared_dequeue_leaves_no_rollout_claimed() -> None:
+    store = _SlowDequeueStore()
+    await store.start()
+    try:
+        ids = [(await store.enqueue_rollout({"input": {"i": i}})).rollout_id for i in range(3)]
+        runner = WorkflowRunner(wide_workflow(width=2), store, workers=3, poll_interval=0.02)
+        task = asyncio.create_task(runner.serve())
+        await asyncio.sleep(0.1)
+        runner.request_stop(hard=True)
+        await asyncio.wait_for(task, 10)
+        for rid in ids:
+            attempt = await store.get_latest_attempt(rid)
+            assert attempt is not None and attempt.status == "failed", attempt
+            assert "stopped before the rollout started" in (attempt.metadata or {})["error"]
     finally:
         await store.close()

@@ -255,6 +255,8 @@ class WorkflowRunner:
         ]
         try:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._dq_task is not None:  # a shared dequeue whose workers were cancelled
+                await asyncio.wait([self._dq_task])
             while self._side_tasks:
                 await asyncio.gather(*self._side_tasks, return_exceptions=True)
         finally:
@@ -355,7 +357,16 @@ class WorkflowRunner:
             self._dq_task = asyncio.create_task(
                 self._dequeue_batches(), name="lightspan-runner-dequeue"
             )
-        return await asyncio.shield(fut)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            # This worker is gone (hard stop): whatever the shared call claims for it is
+            # reported failed, not left claimed.
+            if not fut.cancel() and not fut.cancelled() and fut.exception() is None:
+                rollout = fut.result()
+                if rollout is not None:
+                    self._abandon(rollout)
+            raise
 
     async def _dequeue_batches(self) -> None:
         while self._dq_waiting:
