@@ -8,7 +8,14 @@ Rows (each measured ``--rounds`` times; median and range printed):
     steps in sequence against a fake instant OpenAI-compatible server on 127.0.0.1);
   * the reference: Agent Lightning 0.3's ``LitAgentRunner`` (``OtelTracer``) against its own
     ``agl store`` server (in-memory), one runner, the same two shapes (its 3-step agent makes the
-    same three HTTP calls, each in an ``openai.chat.completion`` span).
+    same three HTTP calls, each in an ``openai.chat.completion`` span);
+  * the same lightspan runner with ``share_requests=False`` ("unshared": each worker makes its
+    own calls one at a time), no-op, SQLite in-process and over HTTP, for comparison.
+
+Worker counts: 1 (the overhead per rollout) and 8 (throughput: enough concurrent calls to fill
+the store's group commit and the runner's shared dequeue/span requests). "calls/rollout" is
+SQLite commits per rollout in-process (each an fsync with the default synchronous=FULL) and
+HTTP requests per rollout over HTTP (counted by the client's transport).
 
 rollouts/s = N rollouts / wall time from the runner's start until the N-th attempt is
 reported (spans delivered, status set). "overhead/rollout" is the 1-worker no-op figure:
@@ -16,7 +23,8 @@ wall time per rollout when the workflow itself does nothing, i.e. dequeue + reso
 bookkeeping + spans + status. The reference goes over HTTP to its store server while the
 "memory"/"sqlite" rows use an in-process store; "sqlite-server" is the like-for-like row.
 
-Run:  .venv/bin/python benchmarks/runner.py [--rollouts 200] [--rounds 3] [--no-reference]
+Run:  .venv/bin/python benchmarks/runner.py [--rollouts 200] [--reference-rollouts 40]
+      [--rounds 3] [--no-reference] [--only TEXT]
 """
 
 from __future__ import annotations
