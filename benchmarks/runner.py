@@ -8,7 +8,14 @@ Rows (each measured ``--rounds`` times; median and range printed):
     steps in sequence against a fake instant OpenAI-compatible server on 127.0.0.1);
   * the reference: Agent Lightning 0.3's ``LitAgentRunner`` (``OtelTracer``) against its own
     ``agl store`` server (in-memory), one runner, the same two shapes (its 3-step agent makes the
-    same three HTTP calls, each in an ``openai.chat.completion`` span).
+    same three HTTP calls, each in an ``openai.chat.completion`` span);
+  * the same lightspan runner with ``share_requests=False`` ("unshared": each worker makes its
+    own calls one at a time), no-op, SQLite in-process and over HTTP, for comparison.
+
+Worker counts: 1 (the overhead per rollout) and 8 (throughput: enough concurrent calls to fill
+the store's group commit and the runner's shared dequeue/span requests). "calls/rollout" is
+SQLite commits per rollout in-process (each an fsync with the default synchronous=FULL) and
+HTTP requests per rollout over HTTP (counted by the client's transport).
 
 rollouts/s = N rollouts / wall time from the runner's start until the N-th attempt is
 reported (spans delivered, status set). "overhead/rollout" is the 1-worker no-op figure:
@@ -16,7 +23,8 @@ wall time per rollout when the workflow itself does nothing, i.e. dequeue + reso
 bookkeeping + spans + status. The reference goes over HTTP to its store server while the
 "memory"/"sqlite" rows use an in-process store; "sqlite-server" is the like-for-like row.
 
-Run:  .venv/bin/python benchmarks/runner.py [--rollouts 200] [--rounds 3] [--no-reference]
+Run:  .venv/bin/python benchmarks/runner.py [--rollouts 200] [--reference-rollouts 40]
+      [--rounds 3] [--no-reference] [--only TEXT]
 """
 
 from __future__ import annotations
@@ -143,14 +151,36 @@ class LightspanStoreServer:
         self.proc.wait(timeout=30)
 
 
-async def lightspan_round(backend: str, shape: str, workers: int, n: int, llm_url: str) -> float:
-    """One round: enqueue ``n`` rollouts, then time the runner until all are reported."""
+class CountingTransport(httpx.AsyncBaseTransport):
+    """httpx's own transport (the client's pool limits), counting the requests it sends."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32)
+        )
+        self.requests = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests += 1
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def lightspan_round(
+    backend: str, shape: str, workers: int, n: int, llm_url: str, shared: bool = True
+) -> tuple[float, float | None]:
+    """One round: enqueue ``n`` rollouts, then time the runner until all are reported.
+    Returns the seconds and the store calls per rollout (SQLite commits in-process, HTTP
+    requests to the server)."""
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "bench.db")
         server = None
+        transport = CountingTransport()
         if backend == "sqlite-server":
             server = LightspanStoreServer(db)
-            store: Any = LightningStoreClient(server.url)
+            store: Any = LightningStoreClient(server.url, transport=transport)
         elif backend == "memory":
             store = await open_store("memory")
         else:
@@ -164,15 +194,23 @@ async def lightspan_round(backend: str, shape: str, workers: int, n: int, llm_ur
                 [EnqueueRolloutRequest(input={"input": i}, mode="train") for i in range(n)]
             )
             wf = make_workflow(shape, llm_url)
-            runner = WorkflowRunner(wf, store, workers=workers, poll_interval=0.01)
+            runner = WorkflowRunner(
+                wf, store, workers=workers, poll_interval=0.01, share_requests=shared
+            )
+            commits0, requests0 = getattr(store, "write_commits", 0), transport.requests
             t0 = time.perf_counter()
             stats = await runner.serve(max_rollouts=n)
             seconds = time.perf_counter() - t0
+            calls: float | None = None
+            if backend == "sqlite-server":
+                calls = (transport.requests - requests0) / n
+            elif backend != "memory":
+                calls = (store.write_commits - commits0) / n
             done = await store.query_rollouts(status_in=["succeeded"])
             if len(done) != n:
                 raise RuntimeError(f"{len(done)} of {n} rollouts succeeded: {stats.as_dict()}")
             await wf.aclose()
-            return seconds
+            return seconds, calls
         finally:
             await store.close()
             if server is not None:
@@ -254,11 +292,13 @@ def reference_round(store: AglStore, shape: str, n: int, llm_url: str) -> float:
 # --------------------------------------------------------------------------- table
 
 
-def _row(name: str, n: int, times: list[float]) -> dict[str, Any]:
+def _row(name: str, n: int, times: list[float], calls: list[float | None] = ()) -> dict[str, Any]:
     rates = sorted(n / t for t in times)
     per = sorted(t / n * 1000 for t in times)
+    known = [c for c in calls if c is not None]
     return {
         "config": name,
+        "calls": statistics.median(known) if known else None,
         "rate": statistics.median(rates),
         "rate_lo": rates[0],
         "rate_hi": rates[-1],
@@ -274,19 +314,32 @@ def main() -> None:
     ap.add_argument("--reference-rollouts", type=int, default=60)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument(
+        "--only", default="", help="run only the lightspan rows whose name contains this text"
+    )
     args = ap.parse_args()
     server, llm_url = start_fake_llm()
     rows: list[dict[str, Any]] = []
     n = args.rollouts
-    for shape in ("noop", "3step"):
-        for backend in ("memory", "sqlite", "sqlite-normal", "sqlite-server"):
-            for workers in (1, 8):
-                times = [
-                    asyncio.run(lightspan_round(backend, shape, workers, n, llm_url))
-                    for _ in range(args.rounds)
-                ]
-                rows.append(_row(f"lightspan {shape} {backend} w={workers}", n, times))
-                print(f"  done: {rows[-1]['config']}", file=sys.stderr)
+    configs = [
+        (shape, backend, workers, True)
+        for shape in ("noop", "3step")
+        for backend in ("memory", "sqlite", "sqlite-normal", "sqlite-server")
+        for workers in (1, 8)
+    ]
+    # The same runner with every worker making its own calls one at a time (no shared
+    # dequeue, span export or overlapped report), for comparison.
+    configs += [("noop", b, w, False) for b in ("sqlite", "sqlite-server") for w in (1, 8)]
+    for shape, backend, workers, shared in configs:
+        name = f"lightspan {shape} {backend} w={workers}" + ("" if shared else " unshared")
+        if args.only not in name:
+            continue
+        results = [
+            asyncio.run(lightspan_round(backend, shape, workers, n, llm_url, shared))
+            for _ in range(args.rounds)
+        ]
+        rows.append(_row(name, n, [t for t, _ in results], [c for _, c in results]))
+        print(f"  done: {rows[-1]['config']}", file=sys.stderr)
     if not args.no_reference:
         store = AglStore()
         try:
@@ -299,11 +352,13 @@ def main() -> None:
             store.stop()
     server.shutdown()
     print(f"\nrunner benchmark: {args.rounds} rounds, median [min-max]")
-    print(f"{'configuration':<46} {'rollouts/s':>26} {'ms/rollout':>24}")
+    print("store calls/rollout: SQLite commits (in-process) or HTTP requests (server), median")
+    print(f"{'configuration':<46} {'rollouts/s':>26} {'ms/rollout':>24} {'calls/rollout':>14}")
     for r in rows:
         rate = f"{r['rate']:.1f} [{r['rate_lo']:.1f}-{r['rate_hi']:.1f}]"
         ms = f"{r['ms']:.2f} [{r['ms_lo']:.2f}-{r['ms_hi']:.2f}]"
-        print(f"{r['config']:<46} {rate:>26} {ms:>24}")
+        calls = f"{r['calls']:.2f}" if r.get("calls") is not None else "-"
+        print(f"{r['config']:<46} {rate:>26} {ms:>24} {calls:>14}")
 
 
 if __name__ == "__main__":

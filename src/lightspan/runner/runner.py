@@ -12,6 +12,16 @@ runner's span pipeline keeps them per attempt (:mod:`lightspan.runner.spans`) an
 update is sent only after the store acknowledged them; if the store is unreachable the runner
 keeps the spans and retries, and never reports the status first.
 
+Shared requests (``share_requests=True``, the default), so that a runner's store calls cost
+fewer round trips and fewer commits (fsyncs) per rollout: workers that want a rollout at the
+same time share one ``dequeue_many_rollouts(limit=k)`` call (the attempts are claimed under the
+caller's worker id; the worker that ran each one is named in its final ``update_attempt``);
+span deliveries of several attempts that are due together share one OTLP request
+(:class:`~lightspan.runner.spans.SpanSink`); and a worker reports a finished attempt (spans,
+then status, exactly as above) in a task beside its next dequeue and run, with at most
+``report_depth`` reports in flight per worker, so the store can commit the next claim with the
+previous report (SQLite group commit). ``serve`` returns only after every report is done.
+
 Failures: an input that does not fit, an unknown ``resources_id``, a workflow that raises or
 returns a failed result: the attempt is ``failed`` with the error in its metadata
 (``{"error": ..., "error_type": ...}``) and the worker takes the next rollout. A rollout's
@@ -103,6 +113,10 @@ class WorkflowRunner:
     ``on_result(rollout, status, run_result_or_None)``: called in the loop after an attempt was
     reported (its spans and status are in the store), e.g. for an in-process trainer that wants
     ``RunResult`` cost/tokens/latency without reading spans back.
+    ``report_depth``: how many finished attempts a worker may still be reporting (spans, then
+    status, in the background) while it runs the next one (see :meth:`_run_attempt`).
+    ``share_requests=False``: every worker makes its own calls, one at a time (dequeue, spans,
+    status, then the next dequeue), as before these were shared; for comparison only.
     """
 
     def __init__(
@@ -120,10 +134,16 @@ class WorkflowRunner:
         capture_content: bool = True,
         store_retry_interval: float = 1.0,
         status_retry_seconds: float = 300.0,
+        report_depth: int = 2,
+        share_requests: bool = True,
         on_result: Callable[[AttemptedRollout, str, RunResult | None], Any] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if report_depth < 1:
+            raise ValueError(f"report_depth must be >= 1, got {report_depth}")
+        self.report_depth = report_depth
+        self.share_requests = share_requests
         self.workflow = workflow
         self.store = store
         self.workers = workers
@@ -144,7 +164,7 @@ class WorkflowRunner:
         self._provider, self._buffer, self._listener = runner_tracing(
             capture_content=capture_content
         )
-        self._sink = SpanSink(store)
+        self._sink = SpanSink(store, coalesce=share_requests)
         self.stats = RunnerStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
@@ -158,6 +178,12 @@ class WorkflowRunner:
         self._delivery_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._queue_empty = False
         self._poll_lock: asyncio.Lock | None = None
+        self._dq_waiting: list[tuple[str, asyncio.Future[AttemptedRollout | None]]] = []
+        self._dq_task: asyncio.Task[None] | None = None
+        self.dequeue_requests = 0
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self._reports: dict[str, list[asyncio.Task[None]]] = {}
+        """Dequeue calls made to the store (for benchmarks and tests)."""
 
     # ------------------------------------------------------------------ control
 
@@ -229,6 +255,10 @@ class WorkflowRunner:
         ]
         try:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._dq_task is not None:  # a shared dequeue whose workers were cancelled
+                await asyncio.wait([self._dq_task])
+            while self._side_tasks:
+                await asyncio.gather(*self._side_tasks, return_exceptions=True)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -280,7 +310,7 @@ class WorkflowRunner:
                 continue
             self._last_activity = time.monotonic()
             try:
-                await self.run_attempt(rollout, worker_id)
+                await self._run_attempt(rollout, worker_id, pipelined=self.share_requests)
             except asyncio.CancelledError:
                 if not self._hard.is_set():
                     raise
@@ -296,7 +326,7 @@ class WorkflowRunner:
         others wait for it, so an idle runner costs the store one request per interval, not one
         per worker."""
         if not self._queue_empty:
-            rollout = await self.store.dequeue_rollout(worker_id=worker_id)
+            rollout = await self._shared_dequeue(worker_id)
             if rollout is not None:
                 return rollout
             self._queue_empty = True
@@ -304,6 +334,7 @@ class WorkflowRunner:
         async with self._poll_lock:
             if self.stopping or not self._queue_empty:
                 return None  # someone found work meanwhile: the caller dequeues again at once
+            self.dequeue_requests += 1
             rollout = await self.store.dequeue_rollout(worker_id=worker_id)
             if rollout is not None:
                 self._queue_empty = False
@@ -311,16 +342,93 @@ class WorkflowRunner:
             await self._sleep(self.poll_interval)
         return None
 
+    async def _shared_dequeue(self, worker_id: str) -> AttemptedRollout | None:
+        """Workers that want a rollout at the same time share one ``dequeue_many_rollouts``
+        call (``limit`` = how many wait): a worker that asks while a call is in flight waits
+        for the next one, which serves every worker queued meanwhile. The store names the
+        calling worker on the attempts it hands out; the worker that runs an attempt is named
+        with its final ``update_attempt`` (same request, no extra call)."""
+        if self.workers == 1 or not self.share_requests:
+            self.dequeue_requests += 1
+            return await self.store.dequeue_rollout(worker_id=worker_id)
+        fut: asyncio.Future[AttemptedRollout | None] = asyncio.get_running_loop().create_future()
+        self._dq_waiting.append((worker_id, fut))
+        if self._dq_task is None or self._dq_task.done():
+            self._dq_task = asyncio.create_task(
+                self._dequeue_batches(), name="lightspan-runner-dequeue"
+            )
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            # This worker is gone (hard stop): whatever the shared call claims for it is
+            # reported failed, not left claimed.
+            if not fut.cancel() and not fut.cancelled() and fut.exception() is None:
+                rollout = fut.result()
+                if rollout is not None:
+                    self._abandon(rollout)
+            raise
+
+    async def _dequeue_batches(self) -> None:
+        while self._dq_waiting:
+            waiting, self._dq_waiting = self._dq_waiting, []
+            try:
+                self.dequeue_requests += 1
+                got = list(
+                    await self.store.dequeue_many_rollouts(
+                        limit=len(waiting), worker_id=waiting[0][0]
+                    )
+                )
+            except BaseException as e:
+                for _, fut in waiting:
+                    if not fut.done():
+                        fut.set_exception(e if isinstance(e, Exception) else RuntimeError(repr(e)))
+                if not isinstance(e, Exception):
+                    raise
+                continue
+            for i, (_, fut) in enumerate(waiting):
+                rollout = got[i] if i < len(got) else None
+                if not fut.done():
+                    fut.set_result(rollout)
+                elif rollout is not None:
+                    # Its worker was cancelled (hard stop) while the call was in flight.
+                    self._abandon(rollout)
+            for rollout in got[len(waiting) :]:  # a store that returned more than asked
+                self._abandon(rollout)
+
+    def _abandon(self, rollout: AttemptedRollout) -> None:
+        """A claimed rollout no worker will run: report its attempt failed (the store's retry
+        rules decide what happens next) rather than leave it to the unresponsive timeout."""
+        error = RuntimeError("runner stopped before the rollout started")
+        task = asyncio.create_task(
+            self._finish(
+                rollout.rollout_id, rollout.attempt.attempt_id, "failed", error, None, hard=True
+            )
+        )
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
     # ------------------------------------------------------------------ one attempt
 
     async def run_attempt(self, rollout: AttemptedRollout, worker_id: str | None = None) -> str:
         """Run one dequeued rollout and report it; returns the attempt status reported."""
+        return await self._run_attempt(rollout, worker_id, pipelined=False)
+
+    async def _run_attempt(
+        self, rollout: AttemptedRollout, worker_id: str | None, *, pipelined: bool
+    ) -> str:
+        """``pipelined`` (the serve loop): return once the run ended and report the attempt
+        (spans, then status: :meth:`_finish`, unchanged) in a task beside the worker's next
+        dequeue and run, so that their store calls share commits. A worker has at most
+        ``report_depth`` reports in flight (it waits for its oldest one beyond that), the
+        attempt counts as active (heartbeats) until its report is done, and ``serve`` waits
+        for every report before it returns."""
         rid, aid = rollout.rollout_id, rollout.attempt.attempt_id
         t0 = time.perf_counter()
         timeout = rollout.config.timeout_seconds
         self._active[(rid, aid)] = (worker_id or "", rollout.config.unresponsive_seconds)
         status, error, result = "failed", None, None
         run_s = 0.0
+        reporting = False
         try:
             try:
                 inp, expected = self.input_mapping(rollout.input)
@@ -358,15 +466,26 @@ class WorkflowRunner:
                 raise
             except Exception as e:
                 status, error = "failed", e
-            await self._finish(rid, aid, status, error, result)
-            if self.on_result is not None:
-                try:
-                    self.on_result(rollout, status, result)
-                except Exception:
-                    log.exception("runner: on_result callback failed; ignored")
+            runner_id = worker_id if worker_id and worker_id != rollout.attempt.worker_id else None
+            if pipelined:
+                task = asyncio.create_task(
+                    self._report(rollout, status, error, result, runner_id),
+                    name=f"lightspan-runner-report/{aid}",
+                )
+                reporting = True
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_tasks.discard)
+                mine = self._reports.setdefault(worker_id or "", [])
+                mine.append(task)
+                while len(mine) > self.report_depth:
+                    await asyncio.shield(mine.pop(0))
+                return status
+            await self._finish(rid, aid, status, error, result, worker_id=runner_id)
+            self._notify(rollout, status, result)
             return status
         finally:
-            self._active.pop((rid, aid), None)
+            if not reporting:
+                self._active.pop((rid, aid), None)
             self.stats.workflow_s += run_s
             self.stats.overhead_s += time.perf_counter() - t0 - run_s
             setattr(self.stats, status, getattr(self.stats, status) + 1)
@@ -381,8 +500,43 @@ class WorkflowRunner:
         result: RunResult | None,
         *,
         hard: bool = False,
+        worker_id: str | None = None,
+    ) -> str | None:
+        """Spans first, then the status (the module's guarantee); the status reported, or
+        None. ``worker_id``: name the worker that ran the attempt (when another worker's
+        dequeue claimed it)."""
+        if not await self._deliver_final(rid, aid, status, error, hard=hard):
+            return None
+        return await self._report_status(rid, aid, status, error, hard=hard, worker_id=worker_id)
+
+    async def _report(
+        self,
+        rollout: AttemptedRollout,
+        status: str,
+        error: BaseException | None,
+        result: RunResult | None,
+        worker_id: str | None,
     ) -> None:
-        """Spans first, then the status (the module's guarantee)."""
+        rid, aid = rollout.rollout_id, rollout.attempt.attempt_id
+        try:
+            if await self._finish(rid, aid, status, error, result, worker_id=worker_id):
+                self._notify(rollout, status, result)
+        except Exception:  # a bug of ours must not go unnoticed
+            log.exception("runner: report of rollout %s attempt %s failed", rid, aid)
+        finally:
+            self._active.pop((rid, aid), None)
+
+    def _notify(self, rollout: AttemptedRollout, status: str, result: RunResult | None) -> None:
+        if self.on_result is not None:
+            try:
+                self.on_result(rollout, status, result)
+            except Exception:
+                log.exception("runner: on_result callback failed; ignored")
+
+    async def _deliver_final(
+        self, rid: str, aid: str, status: str, error: BaseException | None, *, hard: bool
+    ) -> bool:
+        """Deliver the attempt's last spans; False if its status must not be reported."""
         if error is not None:
             log.info("rollout %s attempt %s %s: %s", rid, aid, status, _describe(error))
         try:
@@ -392,21 +546,36 @@ class WorkflowRunner:
         except _Stop:
             self.stats.status_lost += 1
             log.error("rollout %s attempt %s: spans not delivered, status not reported", rid, aid)
-            return
-        metadata: dict[str, Any] | None = None
+            return False
+        return True
+
+    async def _report_status(
+        self,
+        rid: str,
+        aid: str,
+        status: str,
+        error: BaseException | None,
+        *,
+        hard: bool,
+        worker_id: str | None,
+    ) -> str | None:
+        """``update_attempt`` with the final status (retried); the status, or None if lost."""
+        extra: dict[str, Any] = {}
         if error is not None:
-            metadata = {"error": _describe(error), "error_type": type(error).__name__}
+            extra["metadata"] = {"error": _describe(error), "error_type": type(error).__name__}
+        if worker_id is not None:
+            extra["worker_id"] = worker_id
         try:
             await self._retry_store(
                 f"update_attempt({rid}, {aid})",
-                lambda: self.store.update_attempt(
-                    rid, aid, status=status, **({"metadata": metadata} if metadata else {})
-                ),
+                lambda: self.store.update_attempt(rid, aid, status=status, **extra),
                 hard=hard,
             )
         except (_Stop, NotFoundError, InvalidRequestError) as e:
             self.stats.status_lost += 1
             log.error("rollout %s attempt %s: status %s not reported: %s", rid, aid, status, e)
+            return None
+        return status
 
     async def _deliver(self, rid: str, aid: str, *, final: bool, hard: bool = False) -> None:
         # One delivery per attempt at a time: the final one waits for a heartbeat's partial

@@ -16,6 +16,7 @@ per delivery (``/v1/traces``), not one REST call per span.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,14 +112,29 @@ class DeliveryResult:
 
 
 class SpanSink:
-    """Delivers SDK spans to a store and returns once the store has them (or raises)."""
+    """Delivers SDK spans to a store and returns once the store has them (or raises).
 
-    def __init__(self, store: LightningStore, *, max_batch: int = 1000) -> None:
+    To a store server, deliveries of several attempts that are due at the same time share one
+    OTLP/HTTP request (``coalesce``, the default): a delivery that arrives while a request is
+    in flight waits for the next one, which carries every delivery queued meanwhile (up to
+    ``max_batch`` spans per request). Each caller still returns only once the request holding
+    its spans was acknowledged, and gets the error if it failed, so the runner's order (spans,
+    then status) holds per attempt. A rejection count in OTLP's answer is for the whole request:
+    it is reported to the first delivery of the request (the totals stay right)."""
+
+    def __init__(
+        self, store: LightningStore, *, max_batch: int = 1000, coalesce: bool = True
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.coalesce = coalesce
         from lightspan.store.client import LightningStoreClient
 
         self._remote = isinstance(store, LightningStoreClient)
+        self._queue: list[tuple[Sequence[ReadableSpan], asyncio.Future[DeliveryResult]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.requests = 0
+        """OTLP requests sent (for benchmarks and tests)."""
 
     async def send(
         self, spans: Sequence[ReadableSpan], rollout_id: str, attempt_id: str
@@ -126,20 +142,56 @@ class SpanSink:
         if not spans:
             return DeliveryResult(0, 0)
         if self._remote:
-            from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
-            rejected, messages = 0, []
-            # In order, in requests of at most max_batch spans (servers bound request sizes).
-            for i in range(0, len(spans), self.max_batch):
-                body = encode_spans(spans[i : i + self.max_batch]).SerializeToString()
-                n, message = await self.store.export_otlp(body)  # type: ignore[attr-defined]
-                rejected += n
-                if message:
-                    messages.append(message)
-            return DeliveryResult(len(spans), rejected, "; ".join(messages))
+            if not self.coalesce:
+                rejected, message = await self._export(spans)
+                return DeliveryResult(len(spans), rejected, message)
+            fut: asyncio.Future[DeliveryResult] = asyncio.get_running_loop().create_future()
+            self._queue.append((spans, fut))
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.create_task(self._flush(), name="lightspan-span-sink")
+            return await asyncio.shield(fut)
         from lightspan.store.intake import ingest_span_dicts
         from lightspan.store.otlp import spans_from_readable
 
         converted = spans_from_readable(spans, rollout_id, attempt_id)
         result = await ingest_span_dicts(self.store, converted)
         return DeliveryResult(len(spans), result.rejected, result.message or "")
+
+    async def _export(self, spans: Sequence[ReadableSpan]) -> tuple[int, str]:
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+        rejected, messages = 0, []
+        # In order, in requests of at most max_batch spans (servers bound request sizes).
+        for i in range(0, len(spans), self.max_batch):
+            body = encode_spans(spans[i : i + self.max_batch]).SerializeToString()
+            self.requests += 1
+            n, message = await self.store.export_otlp(body)  # type: ignore[attr-defined]
+            rejected += n
+            if message:
+                messages.append(message)
+        return rejected, "; ".join(messages)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            # Whole deliveries, up to max_batch spans (a larger single delivery goes alone and
+            # is split by _export).
+            batch: list[tuple[Sequence[ReadableSpan], asyncio.Future[DeliveryResult]]] = []
+            size = 0
+            while self._queue and (not batch or size + len(self._queue[0][0]) <= self.max_batch):
+                item = self._queue.pop(0)
+                batch.append(item)
+                size += len(item[0])
+            spans = [s for part, _ in batch for s in part]
+            try:
+                rejected, message = await self._export(spans)
+            except BaseException as e:
+                for _, fut in batch + (self._queue if not isinstance(e, Exception) else []):
+                    if not fut.done():
+                        fut.set_exception(e if isinstance(e, Exception) else RuntimeError(repr(e)))
+                if not isinstance(e, Exception):
+                    self._queue.clear()
+                    raise
+                continue
+            for i, (part, fut) in enumerate(batch):
+                if not fut.done():
+                    fut.set_result(DeliveryResult(len(part), rejected if i == 0 else 0, message))

@@ -17,15 +17,24 @@ Guarantees:
 * ``synchronous=FULL`` (default): a call returns only after its commit is in the WAL on disk,
   so an acknowledged span batch survives a crash of the process *and* of the machine.
   ``synchronous="NORMAL"`` survives process crashes (SIGKILL) only, and is faster.
+* Group commit: write calls that arrive while another one holds the connection (concurrent
+  workers, concurrent HTTP requests) share its transaction's single COMMIT, and so its fsync:
+  each call's statements run in their own ``SAVEPOINT`` (a call that fails rolls back only its
+  own changes, the others commit), and each call returns only after that COMMIT is on disk, so
+  the guarantee above holds per call. A lone call commits at once (no added wait). A COMMIT
+  that fails fails every call of the group. Reads see committed data only: a read that finds a
+  group open commits it first.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -106,6 +115,9 @@ class SqliteLightningStore(CoreStore):
         self._conn: _SqliteConn | None = None
         self._raw: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
+        self._group: _Group | None = None
+        self.write_commits = 0
+        """Write transactions committed (each one fsync with synchronous=FULL)."""
         self._open_lock = asyncio.Lock()
         self._span_keys = SpanKeyCache()
         self._scan_conn: tuple[_SqliteConn, sqlite3.Connection, ThreadPoolExecutor] | None = None
@@ -188,6 +200,7 @@ class SqliteLightningStore(CoreStore):
                 await scan[0].run(scan[1].close)
                 scan[2].shutdown(wait=True)
         async with self._lock:
+            await self._commit_group_locked()
             conn, raw, executor = self._conn, self._raw, self._executor
             self._conn = self._raw = self._executor = None
             if conn is not None and raw is not None:
@@ -199,19 +212,140 @@ class SqliteLightningStore(CoreStore):
     async def _tx(self, *, write: bool) -> AsyncIterator[SqlTx]:
         if self._conn is None:
             await self._open()
+        if write:
+            async with self._group_tx() as tx:
+                yield tx
+            return
         async with self._lock:
             conn = self._conn
             if conn is None:
                 raise RuntimeError(f"SQLite store {self.path} is closed")
-            await conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            # Readers see committed data only: an open group commits before the read starts.
+            await self._commit_group_locked()
+            await conn.execute("BEGIN")
             tx = SqlTx(conn, SQLITE, self._span_keys)
-            conn.inline = write
             try:
                 yield tx
-            except BaseException:
+            finally:
+                await conn.execute("COMMIT")
+
+    @asynccontextmanager
+    async def _group_tx(self) -> AsyncIterator[SqlTx]:
+        """A write transaction that shares its COMMIT (its fsync) with the write transactions
+        that queued behind it (group commit; module doc). Each caller's statements run in their
+        own SAVEPOINT, so a caller that fails rolls back only its own changes; every caller
+        returns only after the COMMIT holding its changes is on disk, and raises if it failed."""
+        async with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise RuntimeError(f"SQLite store {self.path} is closed")
+            if self._group is not None and (
+                self._group.broken is not None or not (self._raw and self._raw.in_transaction)
+            ):
+                await self._commit_group_locked()  # fails the broken group's callers
+            group = self._group
+            if group is None:
+                if not self._begin_now():
+                    await conn.execute("BEGIN IMMEDIATE")  # wait for the lock off the loop
+                group = self._group = _Group(asyncio.get_running_loop().create_future())
+                # Queued on the lock behind every caller already waiting: they join this group.
+                group.committer = asyncio.create_task(self._commit_group(group))
+            tx = SqlTx(conn, SQLITE, self._span_keys)
+            conn.inline = True
+            try:
+                await conn.execute("SAVEPOINT ls_member")
+                try:
+                    yield tx
+                except BaseException:
+                    self._rollback_member(group)
+                    raise
+                try:
+                    await conn.execute("RELEASE ls_member")
+                except BaseException as e:
+                    group.broken = e
+                    raise
+            finally:
                 conn.inline = False
-                await conn.execute("ROLLBACK")
-                raise
-            conn.inline = False
+            group.members.append(tx)
+        await asyncio.shield(group.done)
+
+    def _begin_now(self) -> bool:
+        """``BEGIN IMMEDIATE`` on the loop if the write lock is free (the common case: a thread
+        hop costs more than the statement); False if another connection holds it."""
+        raw = self._raw
+        assert raw is not None
+        raw.execute("PRAGMA busy_timeout=0")
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            return True
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                return False
+            raise
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+
+    def _rollback_member(self, group: _Group) -> None:
+        raw = self._raw
+        try:
+            assert raw is not None
+            if not raw.in_transaction:  # SQLite rolled the whole transaction back itself
+                raise sqlite3.OperationalError("the transaction was rolled back by SQLite")
+            raw.execute("ROLLBACK TO ls_member")
+            raw.execute("RELEASE ls_member")
+        except (sqlite3.Error, AssertionError) as e:
+            group.broken = e  # the group's other changes cannot be trusted: fail them all
+
+    async def _commit_group(self, group: _Group) -> None:
+        # A few loop turns first: calls already on their way (a task just created, a request
+        # just read) join this group rather than wait a whole fsync for the next one.
+        for _ in range(_JOIN_TURNS):
+            await asyncio.sleep(0)
+        async with self._lock:
+            if self._group is group:
+                await self._commit_group_locked()
+
+    async def _commit_group_locked(self) -> None:
+        """COMMIT the open group, if any (the lock is held), and tell its callers."""
+        group, self._group = self._group, None
+        if group is None:
+            return
+        conn, raw = self._conn, self._raw
+        try:
+            if group.broken is not None:
+                raise group.broken
+            if raw is None or not raw.in_transaction:
+                raise sqlite3.OperationalError("the transaction was rolled back by SQLite")
+            assert conn is not None
             await conn.execute("COMMIT")
+        except BaseException as e:
+            if raw is not None and raw.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    raw.execute("ROLLBACK")
+            # Members may have cached span ids of chunks that are now rolled back.
+            self._span_keys = SpanKeyCache()
+            if not group.done.done():
+                group.done.set_exception(
+                    e if isinstance(e, Exception) else RuntimeError(f"commit interrupted: {e!r}")
+                )
+            if not isinstance(e, Exception):
+                raise
+            return
+        self.write_commits += 1
+        for tx in group.members:
             tx.committed()
+        if not group.done.done():
+            group.done.set_result(None)
+
+
+_JOIN_TURNS = 3
+
+
+@dataclass
+class _Group:
+    """Write transactions sharing one COMMIT."""
+
+    done: asyncio.Future[None]
+    members: list[SqlTx] = field(default_factory=list)
+    broken: BaseException | None = None
+    committer: asyncio.Task[None] | None = None

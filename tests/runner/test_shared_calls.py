@@ -1,0 +1,116 @@
+"""Workers of one runner share store requests (dequeue, span export) and keep every guarantee."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightspan.runner import WorkflowRunner
+from lightspan.store.client import LightningStoreClient
+from lightspan.store.factory import open_store
+from lightspan.store.memory import InMemoryLightningStore
+from lightspan.store.models import AttemptedRollout
+from tests.runner.workflows import wide_workflow
+from tests.store.servers import StoreProcess
+
+
+class _CountingClient(LightningStoreClient):
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.dequeue_limits: list[int] = []
+        self.exports = 0
+
+    async def dequeue_many_rollouts(
+        self, *, limit: int = 1, worker_id: str | None = None
+    ) -> Sequence[AttemptedRollout]:
+        self.dequeue_limits.append(limit)
+        return await super().dequeue_many_rollouts(limit=limit, worker_id=worker_id)
+
+    async def export_otlp(self, body: bytes) -> tuple[int, str]:
+        self.exports += 1
+        return await super().export_otlp(body)
+
+
+async def test_workers_share_dequeues_and_span_exports_over_http(
+    store_server: StoreProcess, client: LightningStoreClient
+) -> None:
+    counting = _CountingClient(store_server.address)
+    n, workers = 30, 6
+    ids = [(await client.enqueue_rollout({"input": {"i": i}})).rollout_id for i in range(n)]
+    wf = wide_workflow(width=4)
+    runner = WorkflowRunner(wf, counting, workers=workers, worker_id_prefix="share")
+    stats = await runner.serve(max_rollouts=n)
+    await counting.close()
+    assert (stats.succeeded, stats.failed, stats.status_lost) == (n, 0, 0)
+    # the six workers start together: one dequeue call serves them all
+    assert counting.dequeue_limits[0] == workers
+    assert runner.dequeue_requests == len(counting.dequeue_limits) < n
+    assert counting.exports == runner._sink.requests <= n
+    for rid in ids:
+        rollout = await client.get_rollout_by_id(rid)
+        assert rollout is not None and rollout.status == "succeeded"
+        # every span of every attempt is stored (4 branches + 5 others)
+        assert (await client.query_spans(rid)).total == 9
+    # the first six rollouts were claimed by one call (naming worker 0), one per worker: each
+    # attempt names the worker that ran it
+    first = [await client.get_latest_attempt(rid) for rid in ids[:workers]]
+    assert {a.worker_id for a in first if a is not None} == set(runner.worker_ids)
+
+
+async def test_one_worker_on_sqlite_needs_about_one_commit_per_rollout(tmp_path: Path) -> None:
+    """Its report (spans, then status) goes out beside its next dequeue: they share the store's
+    commits (fsyncs), and every guarantee of the attempt still holds."""
+    store = await open_store("sqlite", path=tmp_path / "one.db")
+    try:
+        n = 20
+        ids = [(await store.enqueue_rollout({"input": {"i": i}})).rollout_id for i in range(n)]
+        before = store.write_commits  # type: ignore[attr-defined]
+        done: list[str] = []
+        runner = WorkflowRunner(
+            wide_workflow(width=2),
+            store,
+            workers=1,
+            on_result=lambda ro, status, res: done.append(ro.rollout_id),
+        )
+        stats = await runner.serve(max_rollouts=n)
+        commits = store.write_commits - before  # type: ignore[attr-defined]
+        assert stats.succeeded == n and sorted(done) == sorted(ids)
+        # three write calls per rollout (claim, spans, status): without sharing, 3 * n commits;
+        # the next claim always shares the commit of the previous attempt's spans (and, when
+        # the run is shorter than a commit, its status too: ~1 per rollout for a no-op)
+        assert commits <= 2 * n + 5, commits
+        for rid in ids:
+            rollout = await store.get_rollout_by_id(rid)
+            assert rollout is not None and rollout.status == "succeeded"
+            assert (await store.query_spans(rid)).total == 7
+    finally:
+        await store.close()
+
+
+class _SlowDequeueStore(InMemoryLightningStore):
+    async def dequeue_many_rollouts(
+        self, *, limit: int = 1, worker_id: str | None = None
+    ) -> Sequence[AttemptedRollout]:
+        claimed = await super().dequeue_many_rollouts(limit=limit, worker_id=worker_id)
+        await asyncio.sleep(0.3)  # the answer is on its way when the runner is stopped hard
+        return claimed
+
+
+async def test_a_hard_stop_during_a_shared_dequeue_leaves_no_rollout_claimed() -> None:
+    store = _SlowDequeueStore()
+    await store.start()
+    try:
+        ids = [(await store.enqueue_rollout({"input": {"i": i}})).rollout_id for i in range(3)]
+        runner = WorkflowRunner(wide_workflow(width=2), store, workers=3, poll_interval=0.02)
+        task = asyncio.create_task(runner.serve())
+        await asyncio.sleep(0.1)
+        runner.request_stop(hard=True)
+        await asyncio.wait_for(task, 10)
+        for rid in ids:
+            attempt = await store.get_latest_attempt(rid)
+            assert attempt is not None and attempt.status == "failed", attempt
+            assert "stopped before the rollout started" in (attempt.metadata or {})["error"]
+    finally:
+        await store.close()
