@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -181,3 +182,22 @@ def emit(targets: tuple[EngineListener, ...], method: str, *args: Any) -> None:
             getattr(listener, method)(*args)
         except Exception:
             log.exception("lightspan listener %r failed in %s; ignored", listener, method)
+
+
+def bound(targets: tuple[EngineListener, ...], method: str) -> tuple[Callable[..., Any], ...]:
+    """The listeners' ``method``, bound once per run: the step events (two per step) then cost
+    a call each, not an attribute lookup by name (see :func:`notify`)."""
+    return tuple(getattr(listener, method) for listener in targets)
+
+
+def notify(methods: tuple[Callable[..., Any], ...], *args: Any) -> None:
+    """Call each bound listener method, logging (not raising) a listener's failure."""
+    for method in methods:
+        try:
+            method(*args)
+        except Exception:
+            log.exception(
+                "lightspan listener %r failed in %s; ignored",
+                getattr(method, "__self__", method),
+                getattr(method, "__name__", "?"),
+            )

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from lightspan.engine import events as _events
 from lightspan.engine.errors import EvaluationError, WorkflowDefinitionError
-from lightspan.engine.events import EngineListener, LLMCallInfo, RunInfo, StepInfo, emit
+from lightspan.engine.events import (
+    EngineListener,
+    LLMCallInfo,
+    RunInfo,
+    StepInfo,
+    bound,
+    emit,
+)
 from lightspan.engine.llm import ChatClients, PriceTable
 from lightspan.engine.resources import LLMResource, ResourceSet, ResourcesProvider, StaticResources
 from lightspan.engine.steps import Step
@@ -136,6 +143,8 @@ class RunState:
         "llm_calls",
         "prices",
         "resources",
+        "step_end",
+        "step_start",
     )
 
     def __init__(
@@ -150,6 +159,8 @@ class RunState:
         self.resources = resources
         self.listeners = listeners
         self.listeners_reversed = tuple(reversed(listeners))
+        self.step_start = bound(listeners, "on_step_start") if listeners else ()
+        self.step_end = bound(self.listeners_reversed, "on_step_end") if listeners else ()
         self.clients = clients
         self.prices = prices
         self.llm_calls: list[LLMCallRecord] = []
