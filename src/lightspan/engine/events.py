@@ -184,6 +184,24 @@ def emit(targets: tuple[EngineListener, ...], method: str, *args: Any) -> None:
             log.exception("lightspan listener %r failed in %s; ignored", listener, method)
 
 
+_STEPS_IGNORED = "lightspan.engine.steps_ignored"
+
+
+def ignore_steps(run: RunInfo, listener: EngineListener) -> None:
+    """Say, from ``on_run_start``, that ``listener`` wants no step events of ``run`` (a
+    sampled-out run, a run another listener traces). When no listener of a run wants them, the
+    engine builds no :class:`StepInfo` at all for it and runs its steps as if unobserved."""
+    run.data.setdefault(_STEPS_IGNORED, set()).add(id(listener))
+
+
+def step_listeners(run: RunInfo, targets: tuple[EngineListener, ...]) -> tuple[EngineListener, ...]:
+    """``targets`` minus those that called :func:`ignore_steps` for ``run``."""
+    ignored = run.data.get(_STEPS_IGNORED)
+    if not ignored:
+        return targets
+    return tuple(x for x in targets if id(x) not in ignored)
+
+
 def bound(targets: tuple[EngineListener, ...], method: str) -> tuple[Callable[..., Any], ...]:
     """The listeners' ``method``, bound once per run: the step events (two per step) then cost
     a call each, not an attribute lookup by name (see :func:`notify`)."""

@@ -24,6 +24,7 @@ from lightspan.engine.events import (
     StepInfo,
     bound,
     emit,
+    step_listeners,
 )
 from lightspan.engine.llm import ChatClients, PriceTable
 from lightspan.engine.resources import LLMResource, ResourceSet, ResourcesProvider, StaticResources
@@ -144,6 +145,7 @@ class RunState:
         "prices",
         "resources",
         "step_end",
+        "step_listeners",
         "step_start",
     )
 
@@ -159,11 +161,19 @@ class RunState:
         self.resources = resources
         self.listeners = listeners
         self.listeners_reversed = tuple(reversed(listeners))
-        self.step_start = bound(listeners, "on_step_start") if listeners else ()
-        self.step_end = bound(self.listeners_reversed, "on_step_end") if listeners else ()
+        self.step_listeners: tuple[EngineListener, ...] = ()
+        """The listeners that want this run's step events (set by :meth:`bind_steps`)."""
+        self.step_start: tuple[Callable[..., Any], ...] = ()
+        self.step_end: tuple[Callable[..., Any], ...] = ()
         self.clients = clients
         self.prices = prices
         self.llm_calls: list[LLMCallRecord] = []
+
+    def bind_steps(self) -> None:
+        """After ``on_run_start``: the listeners that want step events, their methods bound."""
+        self.step_listeners = step_listeners(self.info, self.listeners)
+        self.step_start = bound(self.step_listeners, "on_step_start")
+        self.step_end = bound(tuple(reversed(self.step_listeners)), "on_step_end")
 
     def task_context(self, step: Step, info: StepInfo | None) -> TaskContext:
         return TaskContext(self, step, info)
@@ -339,6 +349,7 @@ class Workflow:
         state = RunState(info, resources, listeners, self._clients, self.prices)
         if listeners:
             emit(listeners, "on_run_start", info)
+            state.bind_steps()
         output: Any = None
         error: BaseException | None = None
         reward: float | None = None

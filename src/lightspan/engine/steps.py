@@ -77,7 +77,7 @@ class Step:
 
     async def execute(self, value: Any, run: RunState, parent: StepInfo | None) -> Any:
         """Run the step with its timeout and retries, reporting to the run's listeners."""
-        if not run.listeners:
+        if not run.step_listeners:
             return await self._attempts(value, run, None)
         info = StepInfo(self.kind, self.name, run.info, parent, step=self, input=value)
         # _observed's protocol, inlined: one coroutine frame less per observed step.
@@ -123,7 +123,7 @@ class Step:
                     raise StepFailed(self.name, attempt, e) from e
                 delay = policy.delay(attempt)
                 if info is not None:
-                    emit(run.listeners, "on_step_retry", info, e, delay)
+                    emit(run.step_listeners, "on_step_retry", info, e, delay)
                 await asyncio.sleep(delay)
 
 
