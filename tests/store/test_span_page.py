@@ -49,3 +49,21 @@ def test_gc_left_disabled_when_the_caller_disabled_it() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_errors_are_validation_errors_located_in_the_page() -> None:
+    for bad in (
+        {"status": {"status_code": "BROKEN", "description": None}},
+        {"context": {"trace_id": "t", "span_id": "s", "is_remote": "maybe", "trace_state": {}}},
+        {"resource": {"attributes": [], "schema_url": ""}},
+        {"sequence_id": None},
+    ):
+        page = json.loads(_page(3))
+        page["items"][2].update(bad)
+        with pytest.raises(ValidationError, match=r"items\.2"):
+            decode_span_page(json.dumps(page).encode())
+    with pytest.raises(ValidationError):
+        decode_span_page(b'{"items": [], "limit": "x", "offset": 0, "total": 0}')
+    with pytest.raises(ValidationError):
+        decode_span_page(b"not json")
+    assert gc.isenabled()

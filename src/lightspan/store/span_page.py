@@ -4,9 +4,14 @@ Why pause the collector: a 10,000-span page becomes ~160,000 new container objec
 span's dicts, its nested models). While they are being built, CPython's generational collector
 runs again and again over the growing set of young objects (and, as they are promoted, over the
 older generations), which is most of the cost: on a 12.6 MB page of realistic spans,
-validation took 240-480 ms with the collector running and ~150 ms with it paused (same process,
+validation took 240-480 ms with the collector running and 190-210 ms with it paused, including
+the one collection of the new objects that follows when it is enabled again (same process;
 ``benchmarks/store_read.py`` measures the end-to-end effect). Nothing is cyclic garbage while the
 page is decoded, so pausing loses nothing; the collector runs as usual afterwards.
+
+Tried and dropped: building the models directly from ``orjson`` output after exact-shape type
+checks (falling back to pydantic otherwise) was no faster than ``validate_json`` once the checks
+were in (193 vs 196 ms on that page), so validation stays pydantic's alone.
 
 The pause is process-wide (``gc.disable``) and brief; it is only lifted by the call that set it,
 so a caller that disabled the collector itself keeps it disabled, and two pages decoded at once
