@@ -22,7 +22,7 @@ class RolloutAttributesProcessor(SpanProcessor):
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         # Runs for every span (the listener's own step spans already carry the ids): the
-        # context lookup is inlined and the attributes are read once (~0.8 us, from ~1.4 us).
+        # context lookup is inlined and the attributes are read once (0.8-0.9 us, from 1.1-2.1 us).
         ids = (parent_context if parent_context is not None else get_current()).get(ROLLOUT_IDS_KEY)
         if ids is None:
             return
