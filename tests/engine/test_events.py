@@ -131,3 +131,56 @@ def test_engine_imports_no_opentelemetry_and_no_openai_without_llm_calls():
         env={"PATH": "/usr/bin:/bin", "LIGHTSPAN_ENABLED": "false"},
     )
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_a_listener_that_ignores_a_runs_steps_gets_none_and_the_others_all_of_them():
+    from lightspan.engine.events import ignore_steps
+
+    class Ignorer(Recorder):
+        def on_run_start(self, run):
+            super().on_run_start(run)
+            ignore_steps(run, self)
+
+    w = Workflow("wf", sequence("s", task("a", lambda x: x + 1), fork("f", [task("b", str)])))
+    ignorer, rec = Ignorer(), Recorder()
+    for listener in (ignorer, rec):
+        add_listener(listener)
+    try:
+        assert w.run_sync(1).output == {"b": "2"}
+    finally:
+        for listener in (ignorer, rec):
+            remove_listener(listener)
+    assert [e[0] for e in ignorer.events] == ["run_start", "run_end"]
+    starts = [e[1:3] for e in rec.events if e[0] == "start"]
+    assert starts == [
+        ("sequence", "s"),
+        ("task", "a"),
+        ("fork", "f"),
+        ("branch", "b"),
+        ("task", "b"),
+    ]
+
+
+def test_when_every_listener_ignores_the_steps_no_step_info_is_built():
+    from lightspan.engine.events import ignore_steps
+
+    class Ignorer(Recorder):
+        def on_run_start(self, run):
+            super().on_run_start(run)
+            ignore_steps(run, self)
+
+    seen = []
+
+    def t(x, ctx):
+        seen.append(ctx._info)  # the StepInfo the task's context reports to
+        return x
+
+    ignorer = Ignorer()
+    add_listener(ignorer)
+    try:
+        r = Workflow("wf", sequence("s", task("t", t))).run_sync(1)
+    finally:
+        remove_listener(ignorer)
+    assert r.ok and ignorer.events[-1] == ("run_end", "ok", None)
+    assert [e[0] for e in ignorer.events] == ["run_start", "run_end"]
+    assert seen == [None]

@@ -100,6 +100,32 @@ async def test_sampled_out_run_costs_no_step_spans_and_its_user_spans_are_droppe
         t.handle.shutdown()
 
 
+async def test_sampled_out_run_asks_for_no_step_events_other_listeners_still_get_them():
+    from lightspan.engine import BaseListener, add_listener, remove_listener
+
+    class Steps(BaseListener):
+        def __init__(self) -> None:
+            self.steps: list[str] = []
+
+        def on_step_start(self, step) -> None:
+            self.steps.append(step.name)
+
+    t = start_tracing(make_config(sampling_ratio=0.0))
+    other = Steps()
+    try:
+        add_listener(other)
+        r = await workflow().run(1)  # sampled out: our listener wants no step events
+        assert r.ok and t.spans() == []
+        assert other.steps == ["s", "a", "f", "b", "b", "c", "c"]  # branches, then their tasks
+        other.steps.clear()
+        r = await workflow().run(1, mode="train")  # kept: every step traced as before
+        assert r.ok and len(t.spans()) == SPANS_PER_RUN
+        assert len(other.steps) == 7
+    finally:
+        remove_listener(other)
+        t.handle.shutdown()
+
+
 def test_sampler_children_follow_the_parent_and_marked_roots_are_kept():
     exporter = InMemorySpanExporter()
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -181,3 +182,40 @@ def emit(targets: tuple[EngineListener, ...], method: str, *args: Any) -> None:
             getattr(listener, method)(*args)
         except Exception:
             log.exception("lightspan listener %r failed in %s; ignored", listener, method)
+
+
+_STEPS_IGNORED = "lightspan.engine.steps_ignored"
+
+
+def ignore_steps(run: RunInfo, listener: EngineListener) -> None:
+    """Say, from ``on_run_start``, that ``listener`` wants no step events of ``run`` (a
+    sampled-out run, a run another listener traces). When no listener of a run wants them, the
+    engine builds no :class:`StepInfo` at all for it and runs its steps as if unobserved."""
+    run.data.setdefault(_STEPS_IGNORED, set()).add(id(listener))
+
+
+def step_listeners(run: RunInfo, targets: tuple[EngineListener, ...]) -> tuple[EngineListener, ...]:
+    """``targets`` minus those that called :func:`ignore_steps` for ``run``."""
+    ignored = run.data.get(_STEPS_IGNORED)
+    if not ignored:
+        return targets
+    return tuple(x for x in targets if id(x) not in ignored)
+
+
+def bound(targets: tuple[EngineListener, ...], method: str) -> tuple[Callable[..., Any], ...]:
+    """The listeners' ``method``, bound once per run: the step events (two per step) then cost
+    a call each, not an attribute lookup by name (see :func:`notify`)."""
+    return tuple(getattr(listener, method) for listener in targets)
+
+
+def notify(methods: tuple[Callable[..., Any], ...], *args: Any) -> None:
+    """Call each bound listener method, logging (not raising) a listener's failure."""
+    for method in methods:
+        try:
+            method(*args)
+        except Exception:
+            log.exception(
+                "lightspan listener %r failed in %s; ignored",
+                getattr(method, "__self__", method),
+                getattr(method, "__name__", "?"),
+            )

@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from lightspan.engine import events as _events
 from lightspan.engine.errors import EvaluationError, WorkflowDefinitionError
-from lightspan.engine.events import EngineListener, LLMCallInfo, RunInfo, StepInfo, emit
+from lightspan.engine.events import (
+    EngineListener,
+    LLMCallInfo,
+    RunInfo,
+    StepInfo,
+    bound,
+    emit,
+    step_listeners,
+)
 from lightspan.engine.llm import ChatClients, PriceTable
 from lightspan.engine.resources import LLMResource, ResourceSet, ResourcesProvider, StaticResources
 from lightspan.engine.steps import Step
@@ -136,6 +144,9 @@ class RunState:
         "llm_calls",
         "prices",
         "resources",
+        "step_end",
+        "step_listeners",
+        "step_start",
     )
 
     def __init__(
@@ -150,9 +161,19 @@ class RunState:
         self.resources = resources
         self.listeners = listeners
         self.listeners_reversed = tuple(reversed(listeners))
+        self.step_listeners: tuple[EngineListener, ...] = ()
+        """The listeners that want this run's step events (set by :meth:`bind_steps`)."""
+        self.step_start: tuple[Callable[..., Any], ...] = ()
+        self.step_end: tuple[Callable[..., Any], ...] = ()
         self.clients = clients
         self.prices = prices
         self.llm_calls: list[LLMCallRecord] = []
+
+    def bind_steps(self) -> None:
+        """After ``on_run_start``: the listeners that want step events, their methods bound."""
+        self.step_listeners = step_listeners(self.info, self.listeners)
+        self.step_start = bound(self.step_listeners, "on_step_start")
+        self.step_end = bound(tuple(reversed(self.step_listeners)), "on_step_end")
 
     def task_context(self, step: Step, info: StepInfo | None) -> TaskContext:
         return TaskContext(self, step, info)
@@ -328,6 +349,7 @@ class Workflow:
         state = RunState(info, resources, listeners, self._clients, self.prices)
         if listeners:
             emit(listeners, "on_run_start", info)
+            state.bind_steps()
         output: Any = None
         error: BaseException | None = None
         reward: float | None = None

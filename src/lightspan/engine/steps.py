@@ -12,12 +12,12 @@ import asyncio
 import inspect
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from lightspan.engine.errors import JoinFailed, StepFailed, StepTimeout, WorkflowDefinitionError
-from lightspan.engine.events import StepInfo, StepKind, emit
+from lightspan.engine.events import StepInfo, StepKind, emit, notify
 
 if TYPE_CHECKING:
     from lightspan.engine.runtime import RunState
@@ -77,10 +77,25 @@ class Step:
 
     async def execute(self, value: Any, run: RunState, parent: StepInfo | None) -> Any:
         """Run the step with its timeout and retries, reporting to the run's listeners."""
-        if not run.listeners:
+        if not run.step_listeners:
             return await self._attempts(value, run, None)
         info = StepInfo(self.kind, self.name, run.info, parent, step=self, input=value)
-        return await _observed(info, run, lambda: self._attempts(value, run, info))
+        # _observed's protocol, inlined: one coroutine frame less per observed step.
+        notify(run.step_start, info)
+        try:
+            info.output = await self._attempts(value, run, info)
+            info.status = "ok"
+            return info.output
+        except asyncio.CancelledError:
+            info.status = "cancelled"
+            raise
+        except BaseException as e:
+            info.status = "error"
+            info.error = e
+            raise
+        finally:
+            info.end_time = time.time()
+            notify(run.step_end, info)
 
     async def _attempts(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
         policy = self.retry
@@ -108,7 +123,7 @@ class Step:
                     raise StepFailed(self.name, attempt, e) from e
                 delay = policy.delay(attempt)
                 if info is not None:
-                    emit(run.listeners, "on_step_retry", info, e, delay)
+                    emit(run.step_listeners, "on_step_retry", info, e, delay)
                 await asyncio.sleep(delay)
 
 
@@ -265,10 +280,31 @@ class Fork(Step):
     ) -> Any:
         if info is None:
             return await step.execute(value, run, None)
-        binfo = StepInfo("branch", bname, run.info, info, step=step, input=value)
-        binfo.attrs["branch.name"] = bname
-        binfo.attrs["fork.name"] = self.name
-        return await _observed(binfo, run, lambda: step.execute(value, run, binfo))
+        binfo = StepInfo(
+            "branch",
+            bname,
+            run.info,
+            info,
+            step=step,
+            input=value,
+            attrs={"branch.name": bname, "fork.name": self.name},
+        )
+        # _observed's protocol, inlined (a fork's branches are half of its observed steps).
+        notify(run.step_start, binfo)
+        try:
+            binfo.output = await step.execute(value, run, binfo)
+            binfo.status = "ok"
+            return binfo.output
+        except asyncio.CancelledError:
+            binfo.status = "cancelled"
+            raise
+        except BaseException as e:
+            binfo.status = "error"
+            binfo.error = e
+            raise
+        finally:
+            binfo.end_time = time.time()
+            notify(run.step_end, binfo)
 
     async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
         names = list(self.branches)
@@ -366,7 +402,7 @@ class OrganizerWorker(Step):
         winfo.step = self.worker
         winfo.attrs["worker.index"] = index
         winfo.attrs["organizer.name"] = self.name
-        return await _observed(winfo, run, lambda: self.worker.execute(item, run, winfo))
+        return await _observed(winfo, run, self.worker.execute(item, run, winfo))
 
     async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
         items = await self.organizer.execute(value, run, info)
@@ -467,15 +503,16 @@ class LLMTask(Step):
         return self.parse(text) if self.parse else text
 
 
-async def _observed(info: StepInfo, run: RunState, body: Callable[[], Awaitable[Any]]) -> Any:
+async def _observed(info: StepInfo, run: RunState, body: Coroutine[Any, Any, Any]) -> Any:
     """Report ``info`` as started, run ``body``, record its outcome and report it as ended.
 
-    ``body`` is called only after ``on_step_start``, so context a listener attaches there is
-    inherited by every task the body creates.
+    ``body`` (a coroutine not yet started) first runs after ``on_step_start``, so context a
+    listener attaches there is inherited by every task the body creates. (``Step.execute``
+    inlines this, for the cost of a coroutine frame per step.)
     """
-    emit(run.listeners, "on_step_start", info)
+    notify(run.step_start, info)
     try:
-        info.output = await body()
+        info.output = await body
         info.status = "ok"
         return info.output
     except asyncio.CancelledError:
@@ -487,7 +524,7 @@ async def _observed(info: StepInfo, run: RunState, body: Callable[[], Awaitable[
         raise
     finally:
         info.end_time = time.time()
-        emit(run.listeners_reversed, "on_step_end", info)
+        notify(run.step_end, info)
 
 
 def _check_unique(parent: str, steps: Iterable[Step]) -> None:

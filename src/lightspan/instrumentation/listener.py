@@ -19,8 +19,9 @@ but a second span with the same extent would double the cost of fork-heavy workf
 tell nothing new; the step's span carries the branch name (worker index) instead.
 
 Per-event cost is kept small: a run that is sampled out creates no step spans at all (its
-root's context is current, so user spans below it are sampled out too), attribute keys are
-prepared once, and the per-step state is one tuple in ``StepInfo.data``.
+root's context is current, so user spans below it are sampled out too) and asks the engine for
+no step events (``ignore_steps``: the engine then runs its steps as if unobserved), attribute
+keys are prepared once, and the per-step state is one tuple in ``StepInfo.data``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from opentelemetry import trace
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
-from lightspan.engine.events import BaseListener, LLMCallInfo, RunInfo, StepInfo
+from lightspan.engine.events import BaseListener, LLMCallInfo, RunInfo, StepInfo, ignore_steps
 from lightspan.instrumentation.enrich import ROLLOUT_ID, ROLLOUT_IDS_KEY
 from lightspan.instrumentation.sampling import KEEP_ATTRIBUTE
 
@@ -112,6 +113,7 @@ class SpanListener(BaseListener):
 
     def on_run_start(self, run: RunInfo) -> None:
         if run.data.setdefault(CLAIM_KEY, self) is not self:
+            ignore_steps(run, self)
             return
         runner = is_runner_run(run)
         capture = self.capture_content or (runner and self.capture_runner_content)
@@ -159,6 +161,9 @@ class SpanListener(BaseListener):
             span.set_attributes(state.common)
             # The ids ride in the context too, for spans that other code opens inside the run.
             ctx = otel_context.set_value(ROLLOUT_IDS_KEY, state.common, ctx)
+        else:
+            # Sampled out: no step spans, so no step events either (the engine then builds none).
+            ignore_steps(run, self)
         state.ctx = ctx
         state.token = otel_context.attach(ctx)
         run.data[self] = state

@@ -1,0 +1,69 @@
+"""The client's span-page decoding: every span validated, the collector paused only while
+decoding and left as the caller had it."""
+
+from __future__ import annotations
+
+import gc
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from lightspan.store.models import Span
+from lightspan.store.span_page import decode_span_page, gc_paused
+
+
+def _page(n: int) -> bytes:
+    items = [
+        Span.build(rollout_id="ro-1", attempt_id="at-1", sequence_id=i, name=f"s{i}").model_dump(
+            mode="json"
+        )
+        for i in range(n)
+    ]
+    return json.dumps({"items": items, "limit": -1, "offset": 0, "total": n}).encode()
+
+
+def test_decodes_and_validates_every_span() -> None:
+    page = decode_span_page(_page(3))
+    assert [s.sequence_id for s in page] == [0, 1, 2]
+    assert isinstance(page.items[0], Span) and page.items[0].context is not None
+    bad = json.loads(_page(2))
+    del bad["items"][1]["trace_id"]
+    with pytest.raises(ValidationError, match="trace_id"):
+        decode_span_page(json.dumps(bad).encode())
+    assert gc.isenabled()  # restored after a failure too
+
+
+def test_gc_paused_inside_restored_after() -> None:
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+def test_gc_left_disabled_when_the_caller_disabled_it() -> None:
+    gc.disable()
+    try:
+        with gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_errors_are_validation_errors_located_in_the_page() -> None:
+    for bad in (
+        {"status": {"status_code": "BROKEN", "description": None}},
+        {"context": {"trace_id": "t", "span_id": "s", "is_remote": "maybe", "trace_state": {}}},
+        {"resource": {"attributes": [], "schema_url": ""}},
+        {"sequence_id": None},
+    ):
+        page = json.loads(_page(3))
+        page["items"][2].update(bad)
+        with pytest.raises(ValidationError, match=r"items\.2"):
+            decode_span_page(json.dumps(page).encode())
+    with pytest.raises(ValidationError):
+        decode_span_page(b'{"items": [], "limit": "x", "offset": 0, "total": 0}')
+    with pytest.raises(ValidationError):
+        decode_span_page(b"not json")
+    assert gc.isenabled()
