@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import random
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -80,22 +80,9 @@ class Step:
         if not run.step_listeners:
             return await self._attempts(value, run, None)
         info = StepInfo(self.kind, self.name, run.info, parent, step=self, input=value)
-        # _observed's protocol, inlined: one coroutine frame less per observed step.
-        notify(run.step_start, info)
-        try:
+        with _Reported(info, run):
             info.output = await self._attempts(value, run, info)
-            info.status = "ok"
             return info.output
-        except asyncio.CancelledError:
-            info.status = "cancelled"
-            raise
-        except BaseException as e:
-            info.status = "error"
-            info.error = e
-            raise
-        finally:
-            info.end_time = time.time()
-            notify(run.step_end, info)
 
     async def _attempts(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
         policy = self.retry
@@ -289,22 +276,9 @@ class Fork(Step):
             input=value,
             attrs={"branch.name": bname, "fork.name": self.name},
         )
-        # _observed's protocol, inlined (a fork's branches are half of its observed steps).
-        notify(run.step_start, binfo)
-        try:
+        with _Reported(binfo, run):
             binfo.output = await step.execute(value, run, binfo)
-            binfo.status = "ok"
             return binfo.output
-        except asyncio.CancelledError:
-            binfo.status = "cancelled"
-            raise
-        except BaseException as e:
-            binfo.status = "error"
-            binfo.error = e
-            raise
-        finally:
-            binfo.end_time = time.time()
-            notify(run.step_end, binfo)
 
     async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
         names = list(self.branches)
@@ -402,7 +376,9 @@ class OrganizerWorker(Step):
         winfo.step = self.worker
         winfo.attrs["worker.index"] = index
         winfo.attrs["organizer.name"] = self.name
-        return await _observed(winfo, run, self.worker.execute(item, run, winfo))
+        with _Reported(winfo, run):
+            winfo.output = await self.worker.execute(item, run, winfo)
+            return winfo.output
 
     async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
         items = await self.organizer.execute(value, run, info)
@@ -503,28 +479,37 @@ class LLMTask(Step):
         return self.parse(text) if self.parse else text
 
 
-async def _observed(info: StepInfo, run: RunState, body: Coroutine[Any, Any, Any]) -> Any:
-    """Report ``info`` as started, run ``body``, record its outcome and report it as ended.
+class _Reported:
+    """Reports a step, branch or worker to the listeners around its body: started on entry,
+    its outcome (ok / cancelled / error) and end time on exit.
 
-    ``body`` (a coroutine not yet started) first runs after ``on_step_start``, so context a
-    listener attaches there is inherited by every task the body creates. (``Step.execute``
-    inlines this, for the cost of a coroutine frame per step.)
-    """
-    notify(run.step_start, info)
-    try:
-        info.output = await body
-        info.status = "ok"
-        return info.output
-    except asyncio.CancelledError:
-        info.status = "cancelled"
-        raise
-    except BaseException as e:
-        info.status = "error"
-        info.error = e
-        raise
-    finally:
+    Why a context manager and not a wrapper coroutine: it adds no coroutine frame per observed
+    step (the cost of tracing is per step), and the body starts only after ``on_step_start``,
+    so context a listener attaches there is inherited by every task the body creates. The body
+    sets ``info.output`` itself."""
+
+    __slots__ = ("info", "run")
+
+    def __init__(self, info: StepInfo, run: RunState) -> None:
+        self.info = info
+        self.run = run
+
+    def __enter__(self) -> None:
+        notify(self.run.step_start, self.info)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _: Any
+    ) -> None:
+        info = self.info
+        if kind is None:
+            info.status = "ok"
+        elif issubclass(kind, asyncio.CancelledError):
+            info.status = "cancelled"
+        else:
+            info.status = "error"
+            info.error = error
         info.end_time = time.time()
-        notify(run.step_end, info)
+        notify(self.run.step_end, info)
 
 
 def _check_unique(parent: str, steps: Iterable[Step]) -> None:
