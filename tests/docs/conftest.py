@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
 
 import pytest
 
+from tests.fixtures.fake_llm import serving
 from tests.fixtures.ports import free_port
 from tests.trainer.conftest import ArithLLM, _handler
 
@@ -17,16 +16,8 @@ def arith_model() -> Iterator[ArithLLM]:
     """The trainer tests' fake model (sums 'a + b' right, rambles unless asked to be brief):
     fast, and it makes the cost search's choices matter. Claims about real quality or cost are
     never made against it; ``test_readme_snippet_with_the_real_model`` uses the real one."""
-    state = ArithLLM()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    t = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    t.start()
-    try:
+    with serving(ArithLLM(), _handler) as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def substitutions(model_base_url: str) -> dict[str, str]:

@@ -12,13 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from lightspan.engine import PromptTemplate
@@ -26,7 +22,7 @@ from lightspan.exporter import exporter_from_config
 from lightspan.runner import WorkflowRunner, publish
 from lightspan.store.client import LightningStoreClient
 from tests.exporter.helpers import config, fork_join_workflow, start_pipeline
-from tests.fixtures.fake_llm import FakeLLM, _handler
+from tests.fixtures.fake_llm import fake_llm_server
 from tests.runner.workflows import qa_workflow
 from tests.store.browser import Browser, Page
 
@@ -85,21 +81,6 @@ async def populate(
     finally:
         pipe.shutdown()
     return seeded
-
-
-@contextlib.contextmanager
-def fake_llm_server() -> Iterator[FakeLLM]:
-    """The tests' fake LLM (``fake_llm`` fixture) outside pytest."""
-    state = FakeLLM(base_url="")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def open_reward(page: Page, rollout_id: str) -> str:

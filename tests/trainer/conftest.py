@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.fixtures.fake_llm import send_json, serving
 
 FILLER = " ".join(["and"] * 20)
 
@@ -75,28 +76,15 @@ def _handler(state: ArithLLM) -> type[BaseHTTPRequestHandler]:
                     "total_tokens": len(prompt.split()) + len(words),
                 },
             }
-            data = json.dumps(resp).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            send_json(self, resp)
 
     return Handler
 
 
 @pytest.fixture
 def arith_llm() -> Iterator[ArithLLM]:
-    state = ArithLLM()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
-    state.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    t = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    t.start()
-    try:
+    with serving(ArithLLM(), _handler) as state:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 PRICES = {"big": {"input": 1.0, "output": 10.0}, "small": {"input": 0.1, "output": 1.0}}
