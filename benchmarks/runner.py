@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,12 @@ class LightspanStoreServer:
         )
         _wait_healthy(self.url, self.proc, 60)
 
+    def cpu_seconds(self) -> float:
+        """The server process's CPU time so far (user + system, from /proc)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
@@ -169,11 +176,18 @@ class CountingTransport(httpx.AsyncBaseTransport):
 
 
 async def lightspan_round(
-    backend: str, shape: str, workers: int, n: int, llm_url: str, shared: bool = True
-) -> tuple[float, float | None]:
+    backend: str,
+    shape: str,
+    workers: int,
+    n: int,
+    llm_url: str,
+    shared: bool = True,
+    batched_status: bool = True,
+) -> tuple[float, float | None, tuple[float, float] | None]:
     """One round: enqueue ``n`` rollouts, then time the runner until all are reported.
-    Returns the seconds and the store calls per rollout (SQLite commits in-process, HTTP
-    requests to the server)."""
+    Returns the seconds, the store calls per rollout (SQLite commits in-process, HTTP
+    requests to the server) and, over HTTP, the CPU ms per rollout of the runner's process
+    (which also hosts the fake LLM server) and of the store server's process."""
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "bench.db")
         server = None
@@ -181,6 +195,9 @@ async def lightspan_round(
         if backend == "sqlite-server":
             server = LightspanStoreServer(db)
             store: Any = LightningStoreClient(server.url, transport=transport)
+            if not batched_status:
+                # as against a v0.3 server without our extension: one request per status
+                store.update_many_supported = False
         elif backend == "memory":
             store = await open_store("memory")
         else:
@@ -198,9 +215,16 @@ async def lightspan_round(
                 wf, store, workers=workers, poll_interval=0.01, share_requests=shared
             )
             commits0, requests0 = getattr(store, "write_commits", 0), transport.requests
-            t0 = time.perf_counter()
+            srv0 = server.cpu_seconds() if server is not None else 0.0
+            t0, cpu0 = time.perf_counter(), time.process_time()
             stats = await runner.serve(max_rollouts=n)
             seconds = time.perf_counter() - t0
+            cpu: tuple[float, float] | None = None
+            if server is not None:
+                cpu = (
+                    (time.process_time() - cpu0) / n * 1000,
+                    (server.cpu_seconds() - srv0) / n * 1000,
+                )
             calls: float | None = None
             if backend == "sqlite-server":
                 calls = (transport.requests - requests0) / n
@@ -210,7 +234,7 @@ async def lightspan_round(
             if len(done) != n:
                 raise RuntimeError(f"{len(done)} of {n} rollouts succeeded: {stats.as_dict()}")
             await wf.aclose()
-            return seconds, calls
+            return seconds, calls, cpu
         finally:
             await store.close()
             if server is not None:
@@ -292,8 +316,15 @@ def reference_round(store: AglStore, shape: str, n: int, llm_url: str) -> float:
 # --------------------------------------------------------------------------- table
 
 
-def _row(name: str, n: int, times: list[float], calls: list[float | None] = ()) -> dict[str, Any]:
+def _row(
+    name: str,
+    n: int,
+    times: list[float],
+    calls: Sequence[float | None] = (),
+    cpus: Sequence[tuple[float, float] | None] = (),
+) -> dict[str, Any]:
     rates = sorted(n / t for t in times)
+    cpu = [c for c in cpus if c is not None]
     per = sorted(t / n * 1000 for t in times)
     known = [c for c in calls if c is not None]
     return {
@@ -305,6 +336,11 @@ def _row(name: str, n: int, times: list[float], calls: list[float | None] = ()) 
         "ms": statistics.median(per),
         "ms_lo": per[0],
         "ms_hi": per[-1],
+        "cpu": (
+            f"{statistics.median(c[0] for c in cpu):.2f} + {statistics.median(c[1] for c in cpu):.2f}"
+            if cpu
+            else "-"
+        ),
     }
 
 
@@ -322,23 +358,29 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     n = args.rollouts
     configs = [
-        (shape, backend, workers, True)
+        (shape, backend, workers, True, True)
         for shape in ("noop", "3step")
         for backend in ("memory", "sqlite", "sqlite-normal", "sqlite-server")
         for workers in (1, 8)
     ]
     # The same runner with every worker making its own calls one at a time (no shared
     # dequeue, span export or overlapped report), for comparison.
-    configs += [("noop", b, w, False) for b in ("sqlite", "sqlite-server") for w in (1, 8)]
-    for shape, backend, workers, shared in configs:
+    configs += [("noop", b, w, False, True) for b in ("sqlite", "sqlite-server") for w in (1, 8)]
+    # Shared requests, but one status request per attempt (the v0.3 API without our batched
+    # ``attempts/update-many`` extension, what the runner does against ``agl store``).
+    configs += [(s, "sqlite-server", 8, True, False) for s in ("noop", "3step")]
+    for shape, backend, workers, shared, batched in configs:
         name = f"lightspan {shape} {backend} w={workers}" + ("" if shared else " unshared")
+        name += "" if batched else " status-per-attempt"
         if args.only not in name:
             continue
         results = [
-            asyncio.run(lightspan_round(backend, shape, workers, n, llm_url, shared))
+            asyncio.run(lightspan_round(backend, shape, workers, n, llm_url, shared, batched))
             for _ in range(args.rounds)
         ]
-        rows.append(_row(name, n, [t for t, _ in results], [c for _, c in results]))
+        rows.append(
+            _row(name, n, [r[0] for r in results], [r[1] for r in results], [r[2] for r in results])
+        )
         print(f"  done: {rows[-1]['config']}", file=sys.stderr)
     if not args.no_reference:
         store = AglStore()
@@ -353,12 +395,16 @@ def main() -> None:
     server.shutdown()
     print(f"\nrunner benchmark: {args.rounds} rounds, median [min-max]")
     print("store calls/rollout: SQLite commits (in-process) or HTTP requests (server), median")
-    print(f"{'configuration':<46} {'rollouts/s':>26} {'ms/rollout':>24} {'calls/rollout':>14}")
+    print("CPU ms/rollout (over HTTP): runner process + store server process, median")
+    print(
+        f"{'configuration':<46} {'rollouts/s':>26} {'ms/rollout':>24} {'calls/rollout':>14}"
+        f" {'CPU ms/rollout':>16}"
+    )
     for r in rows:
         rate = f"{r['rate']:.1f} [{r['rate_lo']:.1f}-{r['rate_hi']:.1f}]"
         ms = f"{r['ms']:.2f} [{r['ms_lo']:.2f}-{r['ms_hi']:.2f}]"
         calls = f"{r['calls']:.2f}" if r.get("calls") is not None else "-"
-        print(f"{r['config']:<46} {rate:>26} {ms:>24} {calls:>14}")
+        print(f"{r['config']:<46} {rate:>26} {ms:>24} {calls:>14} {r['cpu']:>16}")
 
 
 if __name__ == "__main__":

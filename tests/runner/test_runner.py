@@ -7,8 +7,8 @@ import time
 from typing import Any
 
 from lightspan.runner import InputMapping, WorkflowRunner
+from lightspan.store import UNSET, RolloutConfig
 from lightspan.store import PromptTemplate as StorePrompt
-from lightspan.store import RolloutConfig
 from lightspan.store.client import LightningStoreClient
 from tests.fixtures.fake_llm import FakeLLM
 from tests.runner.workflows import qa_workflow, wide_workflow
@@ -91,6 +91,13 @@ class _OrderRecordingClient(LightningStoreClient):
             self.events.append(("status", attempt_id))
         return await super().update_attempt(rollout_id, attempt_id, **kw)
 
+    async def update_many_attempts(self, updates: Any) -> Any:
+        # the batched extension of our server: each status counts as sent when the request is
+        for u in updates:
+            if u.status is not UNSET:
+                self.events.append(("status", u.attempt_id))
+        return await super().update_many_attempts(updates)
+
 
 async def test_spans_are_stored_before_the_status_says_finished(
     store_server: StoreProcess, client: LightningStoreClient
@@ -131,6 +138,7 @@ async def test_spans_are_stored_before_the_status_says_finished(
             last_spans[attempt] = i
     assert len(first_status) == n
     assert all(last_spans[a] < first_status[a] for a in first_status)
+    assert recording.update_many_supported is True  # the statuses took the batched path
 
 
 async def test_bad_rollouts_fail_with_their_error_and_the_runner_keeps_serving(

@@ -21,6 +21,16 @@ class _CountingClient(LightningStoreClient):
         super().__init__(*a, **kw)
         self.dequeue_limits: list[int] = []
         self.exports = 0
+        self.single_updates = 0
+        self.batched_updates: list[int] = []
+
+    async def update_attempt(self, *a: Any, **kw: Any) -> Any:
+        self.single_updates += 1
+        return await super().update_attempt(*a, **kw)
+
+    async def update_many_attempts(self, updates: Sequence[Any]) -> Any:
+        self.batched_updates.append(len(updates))
+        return await super().update_many_attempts(updates)
 
     async def dequeue_many_rollouts(
         self, *, limit: int = 1, worker_id: str | None = None
@@ -48,6 +58,9 @@ async def test_workers_share_dequeues_and_span_exports_over_http(
     assert counting.dequeue_limits[0] == workers
     assert runner.dequeue_requests == len(counting.dequeue_limits) < n
     assert counting.exports == runner._sink.requests <= n
+    # final statuses went through our server's batched extension, several per request
+    assert counting.update_many_supported is True and counting.single_updates == 0
+    assert sum(counting.batched_updates) == n and len(counting.batched_updates) < n
     for rid in ids:
         rollout = await client.get_rollout_by_id(rid)
         assert rollout is not None and rollout.status == "succeeded"

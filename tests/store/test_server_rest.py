@@ -329,3 +329,58 @@ def test_busy_port_is_a_clear_error() -> None:
     assert proc.returncode == 1
     assert f"cannot listen for HTTP on http://127.0.0.1:{port}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_update_many_attempts_extension(http: httpx.Client) -> None:
+    """``POST /attempts/update-many`` (lightspan extension): one result per item, in order; an
+    unknown attempt fails its item only; a malformed body (a null field) fails the request."""
+    r = http.post(
+        "/queues/rollouts/enqueue",
+        json={"rollouts": [{"input": {"n": i}, "mode": "train"} for i in range(2)]},
+    )
+    ids = {x["rollout_id"] for x in r.json()}
+    got = [
+        x
+        for x in http.post(
+            "/queues/rollouts/dequeue", json={"limit": 50, "worker_id": "w-m"}
+        ).json()
+        if x["rollout_id"] in ids
+    ]
+    assert len(got) == 2
+    (a, b) = got
+    r = http.post(
+        "/attempts/update-many",
+        json={
+            "updates": [
+                {
+                    "rollout_id": a["rollout_id"],
+                    "attempt_id": a["attempt"]["attempt_id"],
+                    "status": "succeeded",
+                    "worker_id": "w-ran",
+                },
+                {"rollout_id": "ro-doesnotexist", "attempt_id": "at-x", "status": "failed"},
+                {
+                    "rollout_id": b["rollout_id"],
+                    "attempt_id": b["attempt"]["attempt_id"],
+                    "status": "failed",
+                    "metadata": {"error": "E: boom"},
+                },
+            ]
+        },
+    )
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert len(res) == 3
+    assert res[0]["attempt"]["status"] == "succeeded" and res[0]["attempt"]["worker_id"] == "w-ran"
+    assert res[1]["error"]["status"] == 404 and "ro-doesnotexist" in res[1]["error"]["detail"]
+    assert res[2]["attempt"]["status"] == "failed"
+    assert res[2]["attempt"]["metadata"] == {"error": "E: boom"}
+    assert http.get(f"/rollouts/{a['rollout_id']}").json()["status"] == "succeeded"
+    assert http.get(f"/rollouts/{b['rollout_id']}").json()["status"] in ("failed", "requeuing")
+    null = {"rollout_id": a["rollout_id"], "attempt_id": "latest", "status": None}
+    r = http.post("/attempts/update-many", json={"updates": [null]})
+    assert r.status_code == 400 and "status cannot be null" in r.json()["detail"]
+    r = http.post("/attempts/update-many", json={"updates": [{"status": "failed"}]})
+    assert r.status_code == 422
+    assert http.post("/attempts/update-many", content=b"{nope").status_code == 400
+    assert http.post("/attempts/update-many", json={"updates": []}).json() == {"results": []}

@@ -59,7 +59,8 @@ from lightspan.engine.runtime import RunResult, Workflow
 from lightspan.runner.inputs import InputMapping
 from lightspan.runner.resources import ResourcesProvider
 from lightspan.runner.spans import SpanSink, runner_tracing
-from lightspan.store.base import InvalidRequestError, LightningStore, NotFoundError
+from lightspan.runner.status import StatusSink
+from lightspan.store.base import AttemptUpdate, InvalidRequestError, LightningStore, NotFoundError
 from lightspan.store.models import AttemptedRollout
 
 __all__ = ["RunnerStats", "WorkflowRunner"]
@@ -165,6 +166,7 @@ class WorkflowRunner:
             capture_content=capture_content
         )
         self._sink = SpanSink(store, coalesce=share_requests)
+        self._status = StatusSink(store, coalesce=share_requests)
         self.stats = RunnerStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
@@ -568,7 +570,7 @@ class WorkflowRunner:
         try:
             await self._retry_store(
                 f"update_attempt({rid}, {aid})",
-                lambda: self.store.update_attempt(rid, aid, status=status, **extra),
+                lambda: self._status.send(AttemptUpdate(rid, aid, status=status, **extra)),
                 hard=hard,
             )
         except (_Stop, NotFoundError, InvalidRequestError) as e:

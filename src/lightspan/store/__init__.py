@@ -8,6 +8,7 @@ servers). ``open_store`` picks one by name. Importing this package imports no da
 from .base import (
     UNSET,
     AddSpansResult,
+    AttemptUpdate,
     InvalidRequestError,
     LightningStore,
     NotFoundError,
@@ -37,6 +38,7 @@ __all__ = [
     "UNSET",
     "AddSpansResult",
     "Attempt",
+    "AttemptUpdate",
     "AttemptedRollout",
     "EnqueueRolloutRequest",
     "InvalidRequestError",

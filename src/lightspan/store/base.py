@@ -19,6 +19,7 @@ the run's root span (see :mod:`lightspan.store.lifecycle`). The reference store 
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
@@ -49,6 +50,7 @@ __all__ = [
     "UNSET",
     "WORKER_SORT_FIELDS",
     "AddSpansResult",
+    "AttemptUpdate",
     "InvalidRequestError",
     "LightningStore",
     "NotFoundError",
@@ -244,6 +246,27 @@ class AddSpansResult(Sequence[Span]):
         return "; ".join(f"{r} ({n} span{'s' if n > 1 else ''})" for r, n in reasons.items())
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptUpdate:
+    """One item of :meth:`LightningStore.update_many_attempts`: the arguments of one
+    ``update_attempt`` call (fields left :data:`UNSET` are not changed)."""
+
+    rollout_id: str
+    attempt_id: str
+    status: AttemptStatus = UNSET
+    worker_id: str = UNSET
+    last_heartbeat_time: float = UNSET
+    metadata: dict[str, Any] | None = UNSET
+
+    def changes(self) -> dict[str, Any]:
+        return given(
+            status=self.status,
+            worker_id=self.worker_id,
+            last_heartbeat_time=self.last_heartbeat_time,
+            metadata=self.metadata,
+        )
+
+
 class LightningStore(abc.ABC):
     """The control plane between algorithms and runners: rollouts, attempts, spans, resources.
 
@@ -416,6 +439,27 @@ class LightningStore(abc.ABC):
         """Update an attempt (``attempt_id="latest"`` for the latest); the latest attempt's
         status moves the rollout (retry rules in :mod:`lightspan.store.lifecycle`) and the
         worker. ``None`` for any field: InvalidRequestError. Unknown: NotFoundError."""
+
+    async def update_many_attempts(
+        self, updates: Sequence[AttemptUpdate]
+    ) -> list[Attempt | StoreError]:
+        """Several ``update_attempt`` calls (a lightspan extension, not in Agent Lightning's
+        API): one result per update, in order, the updated attempt or the update's own
+        :class:`StoreError` (NotFound, invalid) -- one update's error loses no other. Other
+        errors (a store that went away) raise. Updates of different rollouts run concurrently
+        (a backend with group commit stores them in one transaction); updates that share a
+        rollout run in the order given."""
+        distinct = len({u.rollout_id for u in updates}) == len(updates)
+
+        async def one(u: AttemptUpdate) -> Attempt | StoreError:
+            try:
+                return await self.update_attempt(u.rollout_id, u.attempt_id, **u.changes())
+            except StoreError as e:
+                return e
+
+        if distinct:
+            return list(await asyncio.gather(*(one(u) for u in updates)))
+        return [await one(u) for u in updates]
 
     # ------------------------------------------------------------------ spans
 

@@ -30,6 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 from .base import (
     UNSET,
     AddSpansResult,
+    AttemptUpdate,
     InvalidRequestError,
     LightningStore,
     NotFoundError,
@@ -158,6 +159,8 @@ class LightningStoreClient(LightningStore):
         self._clients: dict[int, httpx.AsyncClient] = {}
         self._lock = threading.Lock()
         self._batch_spans_supported: bool | None = None
+        self.update_many_supported: bool | None = None
+        """Whether the server has ``/attempts/update-many`` (None: not tried yet)."""
 
     def __repr__(self) -> str:  # never shows the token
         return f"LightningStoreClient({self.address!r})"
@@ -520,6 +523,46 @@ class LightningStoreClient(LightningStore):
             json=body,
         )
         return Attempt.model_validate(data)
+
+    async def update_many_attempts(
+        self, updates: Sequence[AttemptUpdate]
+    ) -> list[Attempt | StoreError]:
+        """One ``POST /attempts/update-many`` (our server's extension) for all updates; against
+        a server without it (``agl store``: 404/405) the per-attempt calls of the v0.3 API,
+        concurrently, and the client remembers not to try again."""
+        if not updates:
+            return []
+        if self.update_many_supported is not False:
+            body = {
+                "updates": [
+                    {"rollout_id": u.rollout_id, "attempt_id": u.attempt_id, **u.changes()}
+                    for u in updates
+                ]
+            }
+            data = await self._request(
+                "update_many_attempts",
+                "POST",
+                "/attempts/update-many",
+                json=body,
+                allow_statuses=(404, 405),
+            )
+            if not isinstance(data, httpx.Response):
+                self.update_many_supported = True
+                return [
+                    self._update_result(u, r) for u, r in zip(updates, data["results"], strict=True)
+                ]
+            self.update_many_supported = False
+        return await super().update_many_attempts(updates)
+
+    def _update_result(self, u: AttemptUpdate, item: dict[str, Any]) -> Attempt | StoreError:
+        error = item.get("error")
+        if error is None:
+            return Attempt.model_validate(item["attempt"])
+        op = f"update_attempt({u.rollout_id}, {u.attempt_id})"
+        status, detail = int(error.get("status", 400)), str(error.get("detail", ""))
+        if status == 404:
+            return RemoteNotFoundError(op, self.address, detail, status)
+        return RemoteInvalidRequestError(op, self.address, detail, status)
 
     # ------------------------------------------------------------------ spans
 

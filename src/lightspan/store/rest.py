@@ -31,6 +31,7 @@ from .base import (
     SPAN_SORT_FIELDS,
     UNSET,
     WORKER_SORT_FIELDS,
+    AttemptUpdate,
     InvalidRequestError,
     LightningStore,
     NotFoundError,
@@ -173,6 +174,17 @@ class UpdateAttemptRequest(BaseModel):
     worker_id: str | None = None
     last_heartbeat_time: float | None = None
     metadata: JsonObject | None = Field(default=None)
+
+
+class UpdateAttemptItem(UpdateAttemptRequest):
+    rollout_id: str
+    attempt_id: str
+
+
+class UpdateManyAttemptsRequest(BaseModel):
+    """``POST /v1/agl/attempts/update-many`` (a lightspan extension): see the route."""
+
+    updates: list[UpdateAttemptItem]
 
 
 class UpdateWorkerRequest(BaseModel):
@@ -429,6 +441,41 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         )
         return _json(attempt)
 
+    async def update_many_attempts(request: Request) -> Response:
+        """A lightspan extension (not in Agent Lightning's API): several ``update_attempt``
+        calls in one request, e.g. a runner's final statuses of attempts that finished
+        together (for SQLite, one commit). ``{"updates": [{"rollout_id", "attempt_id",
+        ...update_attempt's fields}]}`` -> ``{"results": [{"attempt": {...}} | {"error":
+        {"status", "error_type", "detail"}}]}``, one per update, in order: an unknown attempt
+        or an invalid update fails that item only. A malformed body fails the whole request
+        (400/422) before any update."""
+        body = await _body_model(request, UpdateManyAttemptsRequest, max_request_bytes)
+        if len(body.updates) > MAX_PAGE_LIMIT:
+            raise HttpError(
+                400, f"at most {MAX_PAGE_LIMIT} updates per request", "InvalidRequestError"
+            )
+        updates = [
+            AttemptUpdate(
+                u.rollout_id,
+                u.attempt_id,
+                status=_required_or_unset(u, "status"),
+                worker_id=_required_or_unset(u, "worker_id"),
+                last_heartbeat_time=_required_or_unset(u, "last_heartbeat_time"),
+                metadata=_required_or_unset(u, "metadata"),
+            )
+            for u in body.updates
+        ]
+        results: list[dict[str, Any]] = []
+        for r in await store.update_many_attempts(updates):
+            if isinstance(r, StoreError):
+                code = 404 if isinstance(r, NotFoundError) else 400
+                results.append(
+                    {"error": {"status": code, "error_type": type(r).__name__, "detail": str(r)}}
+                )
+            else:
+                results.append({"attempt": r})
+        return _json({"results": results})
+
     async def _query_workers(q: QueryWorkersRequest) -> Response:
         page = _page(q, WORKER_SORT_FIELDS, "workers", filter_logic=True)
         result = await store.query_workers(
@@ -544,6 +591,7 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         ("/rollouts/{rollout_id}/attempts/search", search_attempts, "POST"),
         ("/rollouts/{rollout_id}/attempts/latest", latest_attempt, "GET"),
         ("/rollouts/{rollout_id}/attempts/{attempt_id}", update_attempt, "POST"),
+        ("/attempts/update-many", update_many_attempts, "POST"),
         ("/workers", query_workers, "GET"),
         ("/workers/search", search_workers, "POST"),
         ("/workers/{worker_id}", get_worker, "GET"),

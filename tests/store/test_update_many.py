@@ -1,0 +1,69 @@
+"""``LightningStore.update_many_attempts`` (lightspan extension) in process and through the client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lightspan.store import AttemptUpdate, NotFoundError
+from lightspan.store.client import LightningStoreClient
+from lightspan.store.factory import open_store
+from tests.store.servers import StoreProcess
+
+
+async def _two_claimed(store: Any) -> list[Any]:
+    a = await store.enqueue_rollout({"n": 1})
+    b = await store.enqueue_rollout({"n": 2})
+    got = await store.dequeue_many_rollouts(limit=2, worker_id="w")
+    assert {r.rollout_id for r in got} == {a.rollout_id, b.rollout_id}
+    return sorted(got, key=lambda r: r.rollout_id)
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_results_in_order_and_errors_per_item(backend: str, tmp_path: Path) -> None:
+    kw: dict[str, Any] = {"path": str(tmp_path / "s.db")} if backend == "sqlite" else {}
+    store = await open_store(backend, **kw)
+    try:
+        a, b = await _two_claimed(store)
+        res = await store.update_many_attempts(
+            [
+                AttemptUpdate(a.rollout_id, a.attempt.attempt_id, status="succeeded"),
+                AttemptUpdate("ro-missing", "at-x", status="failed"),
+                AttemptUpdate(b.rollout_id, "latest", worker_id="w2"),
+                # same rollout twice: applied in the order given
+                AttemptUpdate(b.rollout_id, "latest", status="succeeded"),
+            ]
+        )
+        assert [type(r).__name__ for r in res] == ["Attempt", "NotFoundError", "Attempt", "Attempt"]
+        assert isinstance(res[1], NotFoundError) and "ro-missing" in str(res[1])
+        assert res[0].status == "succeeded"
+        assert res[3].status == "succeeded" and res[3].worker_id == "w2"
+        assert (await store.get_rollout_by_id(b.rollout_id)).status == "succeeded"
+        assert await store.update_many_attempts([]) == []
+    finally:
+        await store.close()
+
+
+async def test_client_uses_the_servers_extension() -> None:
+    proc = StoreProcess("memory").start()
+    try:
+        async with LightningStoreClient(proc.address) as client:
+            a, b = await _two_claimed(client)
+            res = await client.update_many_attempts(
+                [
+                    AttemptUpdate(
+                        a.rollout_id,
+                        a.attempt.attempt_id,
+                        status="failed",
+                        metadata={"error": "E: x"},
+                    ),
+                    AttemptUpdate(b.rollout_id, "at-nope", status="failed"),
+                ]
+            )
+            assert client.update_many_supported is True
+            assert res[0].status == "failed" and res[0].metadata == {"error": "E: x"}
+            assert isinstance(res[1], NotFoundError) and "at-nope" in str(res[1])
+    finally:
+        assert proc.stop() == 0
