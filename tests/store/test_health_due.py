@@ -6,6 +6,7 @@ through the index, not every running rollout."""
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 import time
 from pathlib import Path
@@ -123,3 +124,47 @@ async def test_the_scan_reads_due_rows_through_the_index(tmp_path: Path) -> None
         assert "ls_attempts_due" in details and "SCAN ls_attempts" not in details, details
     finally:
         await store.close()
+
+
+def test_the_due_time_is_when_the_verdict_first_says_yes() -> None:
+    """``health_due_time`` against ``health_verdict`` on seeded random attempts and limits,
+    with times of today's magnitude (where float rounding shows): the verdict is ``None``
+    before the due time and set just after it, and ``None`` forever when there is no due
+    time; the scan's slack covers any rounding at the boundary."""
+    import random
+
+    from lightspan.store import lifecycle as lc
+    from lightspan.store.models import Attempt, Rollout
+
+    rng = random.Random(7)
+    for _ in range(5000):
+        start = time.time() + rng.uniform(-1e5, 1e5)
+        hb = rng.choice([None, 0.0, start + rng.uniform(0, 500)])
+        timeout = rng.choice([None, 0.0, rng.uniform(0, 300), 3600.0])
+        unresponsive = rng.choice([None, rng.uniform(0, 60)])
+        status = rng.choice(["running", "preparing", "succeeded", "queuing"])
+        rollout = Rollout(
+            rollout_id="ro-1",
+            input=None,
+            start_time=start,
+            status=status,  # type: ignore[arg-type]
+            config=RolloutConfig(timeout_seconds=timeout, unresponsive_seconds=unresponsive),
+        )
+        attempt = Attempt(
+            rollout_id="ro-1",
+            attempt_id="at-1",
+            sequence_id=1,
+            start_time=start,
+            last_heartbeat_time=hb,
+            status="running",
+        )
+        due = lc.health_due_time(status, timeout, unresponsive, attempt)
+        if due is None:
+            assert status not in ("running", "preparing") or (timeout, unresponsive) == (None,) * 2
+            continue
+        assert lc.health_verdict(rollout, attempt, due + 1e-3) is not None
+        assert lc.health_verdict(rollout, attempt, due - 1e-3) is None
+        # The boundary itself: a verdict there is always within the scan's slack.
+        for now in (due, math.nextafter(due, math.inf), math.nextafter(due, -math.inf)):
+            if lc.health_verdict(rollout, attempt, now) is not None:
+                assert due <= now + lc.HEALTH_DUE_SLACK
