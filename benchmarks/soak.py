@@ -11,9 +11,13 @@ Load, per phase (``--seconds`` each), all on 127.0.0.1 through one asyncio clien
   * runners   : enqueue, dequeue, mark succeeded
   * the server's health scan every ``--scan-interval`` seconds (1 s: 5x the default rate)
 Phases: ``clean`` (empty database) and ``stale`` (50,000 auto-registered rollouts whose root
-span never ended, registered beforehand over OTLP). RSS is sampled every 2 s.
+span never ended, registered beforehand over OTLP). The server's RSS is sampled every
+``--sample-every`` seconds (default 2) with the spans stored so far, and printed as a table
+(RSS over time, per phase) with the growth per 100,000 spans in each half of the phase: a
+leak keeps the second half's growth near the first's, a cache filling towards its bound
+does not.
 
-Run:  .venv/bin/python benchmarks/soak.py [--seconds 60] [--stale 50000]
+Run:  .venv/bin/python benchmarks/soak.py [--seconds 60] [--stale 50000] [--phases clean,stale]
 """
 
 from __future__ import annotations
@@ -129,9 +133,12 @@ async def populate(url: str, n: int) -> None:
             r.raise_for_status()
 
 
-async def load(url: str, pid: int, seconds: float) -> dict[str, object]:
+SPANS_PER_EXPORT = 50
+
+
+async def load(url: str, pid: int, seconds: float, every: float) -> dict[str, object]:
     lat: list[float] = []
-    rss: list[float] = []
+    rss: list[tuple[float, int, float]] = []  # (seconds, spans stored, MB)
     counts = {"exports": 0, "queries": 0, "runner_rounds": 0}
     stop = time.monotonic() + seconds
     async with httpx.AsyncClient(base_url=url, timeout=60) as c:
@@ -140,7 +147,7 @@ async def load(url: str, pid: int, seconds: float) -> dict[str, object]:
             k = 0
             while time.monotonic() < stop:
                 k += 1
-                body = export_body([f"ro-live-{pid}-{k}"], 50, "live")
+                body = export_body([f"ro-live-{pid}-{k}"], SPANS_PER_EXPORT, "live")
                 t = time.perf_counter()
                 r = await c.post("/v1/traces", content=body, headers=PB)
                 lat.append(time.perf_counter() - t)
@@ -171,16 +178,18 @@ async def load(url: str, pid: int, seconds: float) -> dict[str, object]:
                 await asyncio.sleep(0.05)
 
         async def sample() -> None:
+            start = time.monotonic()
             while time.monotonic() < stop:
-                rss.append(rss_mb(pid))
-                await asyncio.sleep(2)
+                spans = counts["exports"] * SPANS_PER_EXPORT
+                rss.append((time.monotonic() - start, spans, rss_mb(pid)))
+                await asyncio.sleep(every)
 
         await asyncio.gather(ingest(), query(), runner(), sample())
     q = statistics.quantiles(lat, n=100)
     return {"p50": q[49] * 1000, "p99": q[98] * 1000, "rss": rss, **counts}
 
 
-async def phase(name: str, stale: int, seconds: float, scan_interval: float) -> dict:
+async def phase(name: str, stale: int, seconds: float, scan_interval: float, every: float) -> dict:
     with tempfile.TemporaryDirectory() as d:
         server = Server(Path(d) / f"{name}.db", scan_interval)
         try:
@@ -190,22 +199,39 @@ async def phase(name: str, stale: int, seconds: float, scan_interval: float) -> 
                 print(
                     f"{name}: {stale:,} stale rollouts registered in {time.perf_counter() - t:.0f} s"
                 )
-            return {"name": name, **(await load(server.url, server.proc.pid, seconds))}
+            return {"name": name, **(await load(server.url, server.proc.pid, seconds, every))}
         finally:
             server.stop()
 
 
-async def main(seconds: float, stale: int, scan_interval: float) -> None:
-    results = [
-        await phase("clean", 0, seconds, scan_interval),
-        await phase("stale", stale, seconds, scan_interval),
-    ]
+def growth(samples: list[tuple[float, int, float]]) -> str:
+    """RSS growth per 100,000 spans stored, in the first and the second half of the samples."""
+    if len(samples) < 5:
+        return "-"
+    mid = len(samples) // 2
+
+    def per(a: tuple[float, int, float], b: tuple[float, int, float]) -> str:
+        spans = b[1] - a[1]
+        return f"{(b[2] - a[2]) / spans * 100_000:.1f}" if spans else "-"
+
+    return f"{per(samples[0], samples[mid])} / {per(samples[mid], samples[-1])}"
+
+
+async def main(
+    seconds: float, stale: int, scan_interval: float, phases: list[str], every: float
+) -> None:
+    results = []
+    for name in phases:
+        results.append(
+            await phase(name, stale if name == "stale" else 0, seconds, scan_interval, every)
+        )
     table = Table(title=f"soak: {seconds:.0f} s per phase, health scan every {scan_interval} s")
     for col in ("phase", "exports", "intake p50 ms", "intake p99 ms", "queries", "runner rounds",
-                "RSS MB first", "RSS MB max", "RSS MB last"):  # fmt: skip
+                "RSS MB first", "RSS MB max", "RSS MB last",
+                "RSS MB per 100k spans, 1st / 2nd half"):  # fmt: skip
         table.add_column(col, justify="right")
     for r in results:
-        rss = r["rss"]
+        rss = [mb for _, _, mb in r["rss"]]
         table.add_row(
             r["name"],
             str(r["exports"]),
@@ -216,11 +242,29 @@ async def main(seconds: float, stale: int, scan_interval: float) -> None:
             f"{rss[0]:.0f}",
             f"{max(rss):.0f}",
             f"{rss[-1]:.0f}",
+            growth(r["rss"]),
         )
     Console().print(table)
-    ratio = results[1]["p99"] / results[0]["p99"]
-    print(f"p99 intake latency, stale / clean: {ratio:.2f}x (goal: <= 2x)")
-    print("RSS samples (MB), stale phase:", " ".join(f"{x:.0f}" for x in results[1]["rss"]))
+    over_time = Table(title="server RSS over time (MB), spans stored so far")
+    over_time.add_column("s", justify="right")
+    for r in results:
+        over_time.add_column(f"{r['name']}: spans", justify="right")
+        over_time.add_column(f"{r['name']}: RSS MB", justify="right")
+    for k in range(max(len(r["rss"]) for r in results)):
+        row = [""]
+        for r in results:
+            if k < len(r["rss"]):
+                t, spans, mb = r["rss"][k]
+                row[0] = row[0] or f"{t:.0f}"
+                row += [f"{spans:,}", f"{mb:.0f}"]
+            else:
+                row += ["", ""]
+        over_time.add_row(*row)
+    Console().print(over_time)
+    by_name = {r["name"]: r for r in results}
+    if "clean" in by_name and "stale" in by_name:
+        ratio = by_name["stale"]["p99"] / by_name["clean"]["p99"]
+        print(f"p99 intake latency, stale / clean: {ratio:.2f}x (goal: <= 2x)")
 
 
 if __name__ == "__main__":
@@ -228,5 +272,10 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--stale", type=int, default=50_000)
     ap.add_argument("--scan-interval", type=float, default=1.0)
+    ap.add_argument("--phases", default="clean,stale", help="comma-separated: clean, stale")
+    ap.add_argument("--sample-every", type=float, default=2.0, help="seconds between RSS samples")
     args = ap.parse_args()
-    asyncio.run(main(args.seconds, args.stale, args.scan_interval))
+    phases = [p for p in args.phases.split(",") if p]
+    if not phases or set(phases) - {"clean", "stale"}:
+        ap.error(f"--phases must name clean and/or stale, got {args.phases!r}")
+    asyncio.run(main(args.seconds, args.stale, args.scan_interval, phases, args.sample_every))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -26,6 +27,7 @@ from lightspan.store import (
     RolloutConfig,
     Span,
 )
+from lightspan.store import lifecycle as lc
 from lightspan.store.core import DEFAULT_AUTO_ROLLOUT_TIMEOUT
 from lightspan.store.factory import create_store
 
@@ -683,13 +685,130 @@ async def test_health_scan_finds_only_due_rollouts(make_store: MakeStore) -> Non
     late = await store.start_rollout("late", config=RolloutConfig(timeout_seconds=0.2))
     await asyncio.sleep(0.3)
     async with store._tx(write=False) as tx:  # type: ignore[attr-defined]
-        found = await tx.health_due(["preparing", "running"], time.time())
+        found = await tx.health_due(time.time())
     assert found == sorted([due.rollout_id, late.rollout_id])
     changed = await store.scan_health()
     assert sorted((a.rollout_id, a.status) for a in changed) == sorted(
         [(due.rollout_id, "unresponsive"), (late.rollout_id, "timeout")]
     )
     assert (await store.get_rollout_by_id(slow.rollout_id)).status == slow.status  # type: ignore[union-attr]
+
+
+async def _due(store: LightningStore, now: float) -> set[str]:
+    async with store._tx(write=False) as tx:  # type: ignore[attr-defined]
+        return set(await tx.health_due(now))
+
+
+async def _verdicts(store: LightningStore, ids: list[str], now: float) -> set[str]:
+    """Rollouts that ``health_verdict`` marks at ``now``: what the index must never miss."""
+    marked = set()
+    for rollout_id in ids:
+        r = await store.get_rollout_by_id(rollout_id)
+        assert r is not None
+        if r.status in ("preparing", "running") and r.attempt is not None:
+            if lc.health_verdict(r, r.attempt, now) is not None:
+                marked.add(rollout_id)
+    return marked
+
+
+async def test_due_times_never_miss_a_rollout_the_verdict_marks(store: LightningStore) -> None:
+    """Seeded random writes of every kind that moves a due time (configs, statuses, heartbeats,
+    new attempts, spans on old attempts, scans); after each, at instants from now to far
+    ahead, the index's candidates include every rollout ``health_verdict`` would mark (a due
+    time may be early, never late), and far ahead they are exactly the running rollouts with
+    a limit (no candidate left behind by a finished rollout or a removed limit)."""
+    rng = random.Random(16)
+    configs = [
+        RolloutConfig(),
+        RolloutConfig(timeout_seconds=50),
+        RolloutConfig(unresponsive_seconds=20),
+        RolloutConfig(timeout_seconds=300, unresponsive_seconds=2),
+        RolloutConfig(timeout_seconds=0.01),
+    ]
+    ids: list[str] = []
+    seq = 0
+    for step in range(120):
+        op = rng.randrange(10) if ids else 0
+        rid = rng.choice(ids) if ids else ""
+        if op == 0:
+            ids.append((await store.start_rollout(step, config=rng.choice(configs))).rollout_id)
+        elif op == 1:
+            await store.enqueue_rollout(step, config=rng.choice(configs))
+            got = await store.dequeue_rollout(worker_id="w")  # maybe a requeued one
+            if got is not None and got.rollout_id not in ids:
+                ids.append(got.rollout_id)
+        elif op == 2:
+            await store.update_rollout(rid, config=rng.choice(configs))
+        elif op == 3:
+            status = rng.choice(["running", "preparing", "succeeded", "requeuing", "failed"])
+            await store.update_rollout(rid, status=status)  # type: ignore[arg-type]
+        elif op == 4:
+            hb = time.time() - rng.choice([0, 1, 30, 400])
+            await store.update_attempt(rid, "latest", last_heartbeat_time=hb)
+        elif op == 5:
+            status = rng.choice(["running", "succeeded", "failed", "preparing"])
+            await store.update_attempt(rid, "latest", status=status)  # type: ignore[arg-type]
+        elif op in (6, 7):  # a span batch on the latest attempt, or on the first one
+            attempts = (await store.query_attempts(rid)).items
+            target = attempts[-1] if op == 6 else attempts[0]
+            seq += 1
+            await store.add_span(span(rid, target.attempt_id, seq, span_id=f"{seq:016x}"))
+        elif op == 8:
+            await store.start_attempt(rid)
+        else:
+            await store.scan_health()
+        now = time.time()
+        for ahead in (0.0, 1.5, 25.0, 60.0, 1e3):
+            due = await _due(store, now + ahead)
+            missed = await _verdicts(store, ids, now + ahead) - due
+            assert not missed, (step, op, ahead, missed)
+    # Far ahead: exactly the running rollouts with a limit.
+    far = time.time() + 1e6
+    assert await _due(store, far) == await _verdicts(store, ids, far)
+
+
+async def test_a_stale_due_time_is_an_extra_candidate_then_cleared(make_store: MakeStore) -> None:
+    """SQL backends: a span on an older attempt gives it a due time as if it were the latest,
+    so the rollout becomes a candidate although its latest attempt is not due. The scan
+    re-checks it under the lock, changes nothing, and recomputes its due times, so it stops
+    being one. (The in-memory backend recomputes from the latest attempt on every write.)"""
+    store = await make_store()
+    ar = await store.start_rollout(1, config=RolloutConfig(unresponsive_seconds=0.3))
+    second = await store.start_attempt(ar.rollout_id)
+    await store.update_attempt(
+        ar.rollout_id, second.attempt.attempt_id, last_heartbeat_time=time.time() + 100
+    )
+    await store.add_span(span(ar.rollout_id, ar.attempt.attempt_id, 1))
+    await asyncio.sleep(0.4)
+    expected = set() if make_store.backend == "memory" else {ar.rollout_id}  # type: ignore[attr-defined]
+    assert await _due(store, time.time()) == expected  # the extra candidate
+    assert await store.scan_health() == []
+    assert await _due(store, time.time()) == set()
+    got = await store.get_rollout_by_id(ar.rollout_id)
+    assert got is not None and got.status == "preparing"
+    assert got.attempt is not None and got.attempt.attempt_id == second.attempt.attempt_id
+
+
+async def test_due_times_follow_rollout_writes(store: LightningStore) -> None:
+    """Shortening a limit makes a rollout due at once; finishing it removes it from the
+    index; putting it back to running brings it back; a heartbeat pushes it out."""
+    ar = await store.start_rollout(1, config=RolloutConfig(timeout_seconds=3600))
+    now = time.time()
+    assert await _due(store, now) == set()
+    await store.update_rollout(ar.rollout_id, config=RolloutConfig(timeout_seconds=0))
+    assert await _due(store, time.time()) == {ar.rollout_id}
+    await store.update_rollout(ar.rollout_id, status="succeeded")
+    assert await _due(store, time.time() + 1e6) == set()
+    await store.update_rollout(ar.rollout_id, status="running")
+    assert await _due(store, time.time()) == {ar.rollout_id}
+    await store.update_rollout(ar.rollout_id, config=RolloutConfig(unresponsive_seconds=10))
+    assert await _due(store, time.time()) == set()
+    start = ar.attempt.start_time
+    assert await _due(store, start + 10.2) == {ar.rollout_id}  # no heartbeat yet: from start
+    await asyncio.sleep(0.3)
+    await store.add_span(span(ar.rollout_id, ar.attempt.attempt_id, 1))
+    assert await _due(store, start + 10.2) == set()  # the span's heartbeat moved it later
+    assert await _due(store, time.time() + 10.01) == {ar.rollout_id}
 
 
 async def test_auto_registration_can_be_turned_off(make_store: MakeStore) -> None:

@@ -217,3 +217,21 @@ async def test_servers_starting_together_move_old_postgres_spans_once(postgres_d
     finally:
         for s in stores:
             await s.close()
+
+
+def test_the_default_span_id_cache_stays_within_its_memory_budget() -> None:
+    """Filled far past its bound with soak-like traffic (50 random span ids per new attempt),
+    the default cache holds at most its bound and under 40 MB (the server's RSS levels off)."""
+    import os
+    import tracemalloc
+
+    cache = SpanKeyCache()
+    tracemalloc.start()
+    try:
+        for a in range(cache.max_spans // 50 * 2):
+            cache.add((f"ro-live-{a}", "at-1"), a, [os.urandom(8).hex() for _ in range(50)])
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(cache) <= cache.max_spans
+    assert held < 40 * 2**20, held

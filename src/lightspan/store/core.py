@@ -600,32 +600,39 @@ class CoreStore(LightningStore):
     async def scan_health(self) -> list[Attempt]:
         """Mark attempts past their timeout/unresponsive limits, and propagate.
 
-        Why two phases: finding candidates is one query in a *read* transaction, evaluated by
-        the database (``StoreTx.health_due``), so its cost is not Python work per idle running
-        rollout and ingestion never waits on it; the write transaction then locks only the
-        rollouts found due (in batches), re-checks each under its lock (another server or call
-        may have moved it) and updates only those that changed."""
+        Why two phases: finding candidates is one query in a *read* transaction through the
+        index of due times (``StoreTx.health_due``), so its cost follows the rollouts due, not
+        the idle running ones, and ingestion never waits on it; the write transaction then
+        locks only the rollouts found due (in batches), re-checks each under its lock with
+        ``health_verdict`` (another server or call may have moved it; a due time is a lower
+        bound, so the index may only add candidates, never miss one) and updates only those
+        that changed; the due times of candidates left unchanged are recomputed."""
         now = time.time()
         async with self._scan_tx() as tx:
-            due = await tx.health_due(sorted(RUNNING_ROLLOUT_STATUSES), now)
+            due = await tx.health_due(now)
         changed: list[Attempt] = []
         for start in range(0, len(due), _SCAN_BATCH):
             async with self._tx(write=True) as tx:
                 locked = await tx.get_rollouts(due[start : start + _SCAN_BATCH], for_update=True)
                 latest_all = await tx.latest_attempts(sorted(locked))
+                not_due: list[str] = []
                 for rollout_id in sorted(locked):
                     rollout = locked[rollout_id]
                     attempt = latest_all.get(rollout_id)
                     if attempt is None or rollout.status not in RUNNING_ROLLOUT_STATUSES:
+                        not_due.append(rollout_id)
                         continue
                     verdict = lc.health_verdict(rollout, attempt, now)
                     if verdict is None:
+                        not_due.append(rollout_id)
                         continue
                     attempt = attempt.model_copy(update={"status": verdict})
                     await tx.save_attempt(attempt)
                     await self._propagate(tx, rollout, attempt, attempt, now)
                     await self._sync_worker(tx, attempt, now)
                     changed.append(attempt)
+                if not_due:  # stale due times (e.g. of an older attempt): recompute them
+                    await tx.refresh_due(not_due)
         return changed
 
     # ------------------------------------------------------------------ spans

@@ -12,6 +12,7 @@ from typing import Any
 
 from .models import (
     FINISHED_ROLLOUT_STATUSES,
+    RUNNING_ROLLOUT_STATUSES,
     Attempt,
     AttemptStatus,
     Rollout,
@@ -64,6 +65,42 @@ def health_verdict(rollout: Rollout, attempt: Attempt, now: float) -> AttemptSta
         if now - since > config.unresponsive_seconds:
             return "unresponsive"
     return None
+
+
+HEALTH_DUE_SLACK = 1e-3
+"""Seconds the health scan looks ahead of ``now`` when it asks the index for due rollouts: a due
+time computed as ``start + limit`` can round one unit in the last place above the instant
+:func:`health_verdict` (which computes ``now - start > limit``) first says yes; the slack makes
+such a rollout an early candidate instead of a missed one."""
+
+
+def health_due_time(
+    status: str,
+    timeout_seconds: float | None,
+    unresponsive_seconds: float | None,
+    attempt: Attempt,
+) -> float | None:
+    """The earliest time at which :func:`health_verdict` can mark ``attempt`` (the latest of a
+    rollout in ``status`` with these config limits), or ``None`` when it never can (the rollout
+    is not running, or neither limit is set).
+
+    Why: the backends keep this value beside each attempt, indexed, so the health scan reads
+    the rollouts that are due instead of every running one. It is recomputed wherever the
+    attempt or its rollout is written; a stale (earlier) value only makes an extra candidate,
+    which the scan re-checks with :func:`health_verdict` under the rollout's lock."""
+    if status not in RUNNING_ROLLOUT_STATUSES:
+        return None
+    due: float | None = None
+    if timeout_seconds is not None:
+        due = attempt.start_time + timeout_seconds
+    if unresponsive_seconds is not None:
+        since = attempt.last_heartbeat_time or attempt.start_time
+        due = (
+            min(due, since + unresponsive_seconds)
+            if due is not None
+            else since + unresponsive_seconds
+        )
+    return due
 
 
 def worker_after_attempt(

@@ -9,6 +9,7 @@ cannot change the store by mutating a result.
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -43,6 +44,11 @@ class _MemoryData:
         self.spans: dict[str, dict[tuple[str, str], Span | SpanRow]] = {}
         self.span_count = 0
         self.span_seq: dict[str, int] = {}
+        # Due times of running rollouts' latest attempts (lifecycle.health_due_time) and a
+        # min-heap of (due, rollout id) over them; entries that no longer match ``due`` are
+        # dropped when met, and the heap is rebuilt when they outnumber the live ones.
+        self.due: dict[str, float] = {}
+        self.due_heap: list[tuple[float, str]] = []
 
 
 class _MemoryTx:
@@ -61,6 +67,28 @@ class _MemoryTx:
             r: self.d.rollouts[r].model_copy(deep=True) for r in rollout_ids if r in self.d.rollouts
         }
 
+    def _refresh_due(self, rollout_id: str) -> None:
+        rollout = self.d.rollouts.get(rollout_id)
+        attempts = self.d.attempts.get(rollout_id)
+        due = None
+        if rollout is not None and attempts:
+            latest = max(attempts, key=lambda a: a.sequence_id)
+            cfg = rollout.config
+            due = lc.health_due_time(
+                rollout.status, cfg.timeout_seconds, cfg.unresponsive_seconds, latest
+            )
+        if due is None:
+            self.d.due.pop(rollout_id, None)
+            return
+        if self.d.due.get(rollout_id) == due:
+            return
+        self.d.due[rollout_id] = due
+        heap = self.d.due_heap
+        heapq.heappush(heap, (due, rollout_id))
+        if len(heap) > 2 * len(self.d.due) + 64:
+            heap[:] = [(d, r) for r, d in self.d.due.items()]
+            heapq.heapify(heap)
+
     def _queue_follow(self, rollout: Rollout) -> None:
         if rollout.status in QUEUING_ROLLOUT_STATUSES:
             self.d.queue.setdefault(rollout.rollout_id, None)
@@ -75,12 +103,14 @@ class _MemoryTx:
                 raise ValueError(f"rollout {r.rollout_id!r} already exists")
             self.d.rollouts[r.rollout_id] = r.model_copy(deep=True)
             self._queue_follow(r)
+            self._refresh_due(r.rollout_id)
 
     async def save_rollout(self, rollout: Rollout) -> None:
         self.d.rollouts[rollout.rollout_id] = Rollout.model_validate(
             {k: v for k, v in rollout.model_dump().items() if k != "attempt"}
         )
         self._queue_follow(rollout)
+        self._refresh_due(rollout.rollout_id)
 
     async def claim_queued(self, limit: int) -> list[Rollout]:
         out = []
@@ -92,15 +122,20 @@ class _MemoryTx:
     async def rollouts_in_status(self, statuses: list[str]) -> list[Rollout]:
         return [r.model_copy(deep=True) for r in self.d.rollouts.values() if r.status in statuses]
 
-    async def health_due(self, statuses: list[str], now: float) -> list[str]:
-        due = []
-        for r in self.d.rollouts.values():
-            attempts = self.d.attempts.get(r.rollout_id)
-            if r.status in statuses and attempts:
-                latest = max(attempts, key=lambda a: a.sequence_id)
-                if lc.health_verdict(r, latest, now) is not None:
-                    due.append(r.rollout_id)
-        return sorted(due)
+    async def health_due(self, now: float) -> list[str]:
+        heap, due, found = self.d.due_heap, self.d.due, []
+        limit = now + lc.HEALTH_DUE_SLACK
+        while heap and heap[0][0] <= limit:
+            d, rollout_id = heapq.heappop(heap)
+            if due.get(rollout_id) == d:
+                found.append((d, rollout_id))
+        for entry in found:  # still due until the scan changes them
+            heapq.heappush(heap, entry)
+        return sorted({r for _, r in found})
+
+    async def refresh_due(self, rollout_ids: list[str]) -> None:
+        for rollout_id in rollout_ids:
+            self._refresh_due(rollout_id)
 
     async def query_rollouts(self, q: Query) -> tuple[list[Rollout], int]:
         items, total = run_query(self.d.rollouts.values(), q, _get)
@@ -130,12 +165,14 @@ class _MemoryTx:
                 return
             raise ValueError(f"attempt {attempt.attempt_id!r} already exists")
         existing.append(attempt.model_copy(deep=True))
+        self._refresh_due(attempt.rollout_id)
 
     async def save_attempt(self, attempt: Attempt) -> None:
         attempts = self.d.attempts[attempt.rollout_id]
         for i, a in enumerate(attempts):
             if a.attempt_id == attempt.attempt_id:
                 attempts[i] = attempt.model_copy(deep=True)
+                self._refresh_due(attempt.rollout_id)
                 return
         raise KeyError(attempt.attempt_id)
 

@@ -112,7 +112,9 @@ class PostgresLightningStore(CoreStore):
                 for stmt in schema(POSTGRES):
                     await conn.execute(stmt)
                 # Under the same lock: servers starting together move old spans once.
-                await SqlTx(_PgConn(conn), POSTGRES, self._span_keys).migrate_legacy_spans()
+                tx = SqlTx(_PgConn(conn), POSTGRES, self._span_keys)
+                await tx.migrate_legacy_spans()
+                await tx.migrate_health_due()
         except Exception as e:
             await pool.close()
             raise RuntimeError(f"cannot open PostgreSQL store: {e}") from e

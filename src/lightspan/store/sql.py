@@ -25,7 +25,8 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from .models import Attempt, ResourcesUpdate, Rollout, Span, Worker
+from . import lifecycle as lc
+from .models import RUNNING_ROLLOUT_STATUSES, Attempt, ResourcesUpdate, Rollout, Span, Worker
 from .query import Cond, Query, run_query
 from .span_chunks import (
     EncodedChunk,
@@ -118,6 +119,37 @@ RESOURCES = Table(
     ResourcesUpdate,
 )
 _INT_COLUMNS = {"sequence_id", "version"}
+_LIMIT_COLUMNS = ("timeout_seconds", "unresponsive_seconds")
+"""Copies of the rollout config's health limits (``ls_rollouts``), so the due time of an attempt
+(``ls_attempts.due_at``, see :func:`~lightspan.store.lifecycle.health_due_time`) can be
+recomputed in SQL without parsing the rollout's document."""
+_RUNNING = "('preparing', 'running')"  # RUNNING_ROLLOUT_STATUSES
+
+_DUE_OF_ROW = (
+    "(SELECT CASE WHEN r.status NOT IN " + _RUNNING + " THEN NULL "
+    "WHEN r.timeout_seconds IS NULL THEN {u} WHEN r.unresponsive_seconds IS NULL THEN {t} "
+    "WHEN {t} < {u} THEN {t} ELSE {u} END "
+    "FROM ls_rollouts r WHERE r.rollout_id = ls_attempts.rollout_id)"
+).format(
+    t="ls_attempts.start_time + r.timeout_seconds",
+    u="COALESCE(NULLIF(ls_attempts.last_heartbeat_time, 0), ls_attempts.start_time) "
+    "+ r.unresponsive_seconds",
+)
+"""The due time of the ``ls_attempts`` row being updated, were it its rollout's latest attempt:
+:func:`~lightspan.store.lifecycle.health_due_time` in SQL (``NULLIF(..., 0)`` is Python's
+``last_heartbeat_time or start_time``)."""
+
+HEALTH_DUE_SQL = "SELECT rollout_id FROM ls_attempts WHERE due_at <= ?"
+"""The health scan's candidates: a range of the partial index ``ls_attempts_due``. (Sorted and
+deduplicated in Python: with ``DISTINCT ... ORDER BY rollout_id`` SQLite prefers walking the
+whole ``(rollout_id, sequence_id)`` index, one step per attempt.)"""
+
+_REFRESH_DUE = (
+    "UPDATE ls_attempts SET due_at = CASE WHEN sequence_id = "
+    "(SELECT MAX(b.sequence_id) FROM ls_attempts b WHERE b.rollout_id = ls_attempts.rollout_id) "
+    f"THEN {_DUE_OF_ROW} ELSE NULL END"
+)
+"""Recompute ``due_at`` of attempts: the latest attempt's from the rows, NULL for the others."""
 
 
 def _col_type(d: Dialect, col: str) -> str:
@@ -137,6 +169,9 @@ def schema(d: Dialect) -> list[str]:
         cols += [f"{c} {_col_type(d, c)}" for c in t.columns]
         if t is ROLLOUTS:
             cols.append(f"queue_seq {d.bigint}")
+            cols += [f"{c} {d.real}" for c in _LIMIT_COLUMNS]
+        if t is ATTEMPTS:
+            cols.append(f"due_at {d.real}")
         if t is RESOURCES:
             cols.append(f"write_seq {d.bigint}")
         cols.append("doc TEXT NOT NULL")
@@ -157,6 +192,10 @@ def schema(d: Dialect) -> list[str]:
         f"value {d.bigint} NOT NULL)",
     ]
     return stmts
+
+
+def _limits_of(r: Rollout) -> tuple[str, float | None, float | None]:
+    return (r.status, r.config.timeout_seconds, r.config.unresponsive_seconds)
 
 
 def parse_spans(docs: list[str]) -> list[Span]:
@@ -191,6 +230,9 @@ class SqlTx:
         # Span ids this transaction stored, per attempt: (its first chunk id, its last chunk id,
         # ids). They join ``span_keys`` in :meth:`committed`, never before.
         self._pending: dict[tuple[str, str], tuple[int, int, set[str]]] = {}
+        # Health limits of rollouts this transaction locked or wrote: (status, timeout,
+        # unresponsive), for the due time of the attempts it writes.
+        self._limits: dict[str, tuple[str, float | None, float | None]] = {}
 
     def committed(self) -> None:
         """The backend calls this once the transaction has committed."""
@@ -287,18 +329,22 @@ class SqlTx:
             for (doc,) in rows:
                 r = Rollout.model_validate_json(doc)
                 out[r.rollout_id] = r
+                if for_update:  # locked: its limits hold until this transaction writes it
+                    self._limits[r.rollout_id] = _limits_of(r)
         return out
 
     def _rollout_write_sql(self, *, upsert: bool, if_absent: bool = False) -> str:
         q = f"CASE WHEN ? IN {_QUEUING} THEN {self.d.next_queue_seq} ELSE NULL END"
-        cols = [*ROLLOUTS.columns, "queue_seq", "doc"]
-        vals = ["?"] * len(ROLLOUTS.columns) + [q, "?"]
+        cols = [*ROLLOUTS.columns, *_LIMIT_COLUMNS, "queue_seq", "doc"]
+        vals = ["?"] * (len(ROLLOUTS.columns) + len(_LIMIT_COLUMNS)) + [q, "?"]
         sql = f"INSERT INTO ls_rollouts ({', '.join(cols)}) VALUES ({', '.join(vals)})"
         if if_absent:
             return sql + " ON CONFLICT (rollout_id) DO NOTHING"
         if not upsert:
             return sql
-        updates = ", ".join(f"{c} = excluded.{c}" for c in ROLLOUTS.columns if c != "rollout_id")
+        updates = ", ".join(
+            f"{c} = excluded.{c}" for c in (*ROLLOUTS.columns, *_LIMIT_COLUMNS) if c != "rollout_id"
+        )
         return (
             sql + f" ON CONFLICT (rollout_id) DO UPDATE SET {updates}, doc = excluded.doc, "
             f"queue_seq = CASE WHEN excluded.status IN {_QUEUING} "
@@ -311,7 +357,10 @@ class SqlTx:
             if type(r) is Rollout
             else Rollout.model_validate({k: v for k, v in r.model_dump().items() if k != "attempt"})
         )
+        self._limits[plain.rollout_id] = _limits_of(plain)
         return [getattr(plain, c) for c in ROLLOUTS.columns] + [
+            plain.config.timeout_seconds,
+            plain.config.unresponsive_seconds,
             plain.status,
             plain.model_dump_json(),
         ]
@@ -319,13 +368,24 @@ class SqlTx:
     async def insert_rollouts(self, rollouts: list[Rollout], *, if_absent: bool = False) -> None:
         sql = self._rollout_write_sql(upsert=False, if_absent=if_absent)
         rows = [self._rollout_params(r) for r in rollouts]
+        if if_absent:  # maybe not written: the stored row's limits are unknown
+            for r in rollouts:
+                self._limits.pop(r.rollout_id, None)
         if len(rows) == 1:
             await self.c.execute(sql, rows[0])
         else:
             await self.c.executemany(sql, rows)
 
     async def save_rollout(self, rollout: Rollout) -> None:
-        await self.c.execute(self._rollout_write_sql(upsert=True), self._rollout_params(rollout))
+        """Also recomputes the due times of the rollout's attempts: its status or limits may
+        have changed (a rollout leaving the running statuses clears them)."""
+        params = self._rollout_params(rollout)
+        await self.c.execute(self._rollout_write_sql(upsert=True), params)
+        running = rollout.status in RUNNING_ROLLOUT_STATUSES
+        await self.c.execute(
+            f"{_REFRESH_DUE} WHERE rollout_id = ?" + ("" if running else " AND due_at IS NOT NULL"),
+            [rollout.rollout_id],
+        )
 
     async def claim_queued(self, limit: int) -> list[Rollout]:
         rows = await self.c.fetchall(
@@ -341,22 +401,45 @@ class SqlTx:
         )
         return [Rollout.model_validate_json(doc) for (doc,) in rows]
 
-    async def health_due(self, statuses: list[str], now: float) -> list[str]:
-        """One query, evaluated by the database (no Python work per idle rollout)."""
-        cond, params = self._in("r.status", statuses)
-        timeout = self.d.config_number.format(key="timeout_seconds")
-        unresponsive = self.d.config_number.format(key="unresponsive_seconds")
-        rows = await self.c.fetchall(
-            "SELECT r.rollout_id FROM ls_rollouts r JOIN ls_attempts a "
-            "ON a.rollout_id = r.rollout_id AND a.sequence_id = "
-            "(SELECT MAX(b.sequence_id) FROM ls_attempts b WHERE b.rollout_id = r.rollout_id) "
-            f"WHERE {cond} AND (({timeout} IS NOT NULL AND ? - a.start_time > {timeout}) OR "
-            f"({unresponsive} IS NOT NULL AND "
-            f"? - COALESCE(a.last_heartbeat_time, a.start_time) > {unresponsive})) "
-            "ORDER BY r.rollout_id",
-            [*params, now, now],
+    async def health_due(self, now: float) -> list[str]:
+        """Read through the partial index on ``due_at``: the cost follows the rollouts due, not
+        the running ones (idle running rollouts have a future due time and are not read)."""
+        rows = await self.c.fetchall(HEALTH_DUE_SQL, [now + lc.HEALTH_DUE_SLACK])
+        return sorted({r for (r,) in rows})
+
+    async def refresh_due(self, rollout_ids: list[str]) -> None:
+        for chunk in _chunks(sorted(set(rollout_ids))):
+            cond, params = self._in("rollout_id", chunk)
+            await self.c.execute(f"{_REFRESH_DUE} WHERE {cond}", params)
+
+    async def migrate_health_due(self) -> bool:
+        """Give a database written before due times existed its ``due_at`` and limit columns,
+        computed from the stored rows, then the index the scan reads (idempotent). Returns
+        whether columns were added."""
+        if self.d.name == "postgres":
+            found = await self.c.fetchall(
+                "SELECT COUNT(*) FROM information_schema.columns "
+                "WHERE table_name = 'ls_attempts' AND column_name = 'due_at' "
+                "AND table_schema = current_schema()"
+            )
+            missing = not found[0][0]
+        else:
+            found = await self.c.fetchall("PRAGMA table_info(ls_attempts)")
+            missing = not any(row[1] == "due_at" for row in found)
+        if missing:
+            for col in _LIMIT_COLUMNS:
+                await self.c.execute(f"ALTER TABLE ls_rollouts ADD COLUMN {col} {self.d.real}")
+            await self.c.execute(f"ALTER TABLE ls_attempts ADD COLUMN due_at {self.d.real}")
+            limits = ", ".join(
+                f"{col} = {self.d.config_number.format(key=col)}" for col in _LIMIT_COLUMNS
+            )
+            await self.c.execute(f"UPDATE ls_rollouts AS r SET {limits}")
+            await self.c.execute(_REFRESH_DUE)
+        await self.c.execute(
+            "CREATE INDEX IF NOT EXISTS ls_attempts_due ON ls_attempts (due_at) "
+            "WHERE due_at IS NOT NULL"
         )
-        return [r for (r,) in rows]
+        return missing
 
     async def query_rollouts(self, q: Query) -> tuple[list[Rollout], int]:
         docs, total = await self._query_docs(ROLLOUTS, q)
@@ -395,15 +478,33 @@ class SqlTx:
                 out[a.rollout_id] = a
         return out
 
+    async def _attempt_row(self, attempt: Attempt) -> list[Any]:
+        """The attempt's columns, ``due_at`` (computed as if it were the latest attempt: an
+        older one only becomes an extra candidate, cleared by the scan's ``refresh_due``) and
+        its document. The rollout's limits come from this transaction's locked read of it, so
+        a span batch adds no statement."""
+        limits = self._limits.get(attempt.rollout_id)
+        if limits is None:
+            rows = await self.c.fetchall(
+                "SELECT status, timeout_seconds, unresponsive_seconds FROM ls_rollouts "
+                "WHERE rollout_id = ?",
+                [attempt.rollout_id],
+            )
+            limits = rows[0] if rows else ("", None, None)
+        due = lc.health_due_time(limits[0], limits[1], limits[2], attempt)
+        return [getattr(attempt, c) for c in ATTEMPTS.columns] + [due, attempt.model_dump_json()]
+
     async def insert_attempt(self, attempt: Attempt, *, if_absent: bool = False) -> None:
-        cols = [*ATTEMPTS.columns, "doc"]
+        cols = [*ATTEMPTS.columns, "due_at", "doc"]
         sql = f"INSERT INTO ls_attempts ({', '.join(cols)}) VALUES ({_marks(len(cols))})"
         if if_absent:
             sql += " ON CONFLICT (rollout_id, attempt_id) DO NOTHING"
-        await self.c.execute(sql, self._row(ATTEMPTS, attempt))
+        await self.c.execute(sql, await self._attempt_row(attempt))
 
     async def save_attempt(self, attempt: Attempt) -> None:
-        await self.c.execute(self._upsert_sql(ATTEMPTS), self._row(ATTEMPTS, attempt))
+        await self.c.execute(
+            self._upsert_sql(ATTEMPTS, ["due_at"], ["?"]), await self._attempt_row(attempt)
+        )
 
     async def query_attempts(self, q: Query) -> tuple[list[Attempt], int]:
         docs, total = await self._query_docs(ATTEMPTS, q)

@@ -165,6 +165,7 @@ class SqliteLightningStore(CoreStore):
             self._conn = _SqliteConn(raw, executor)
         async with self._tx(write=True) as tx:
             await tx.migrate_legacy_spans()
+            await tx.migrate_health_due()
 
     @asynccontextmanager
     async def _scan_tx(self) -> AsyncIterator[SqlTx]:

@@ -35,9 +35,19 @@ class StoreTx(Protocol):
     async def save_rollout(self, rollout: Rollout) -> None: ...
     async def claim_queued(self, limit: int) -> list[Rollout]: ...
     async def rollouts_in_status(self, statuses: list[str]) -> list[Rollout]: ...
-    async def health_due(self, statuses: list[str], now: float) -> list[str]:
-        """Ids of rollouts in ``statuses`` whose latest attempt is past its config's timeout or
-        unresponsive limit at ``now`` (the health scan's candidates), sorted."""
+    async def health_due(self, now: float) -> list[str]:
+        """The health scan's candidates, sorted: ids of rollouts whose latest attempt's due
+        time (:func:`~lightspan.store.lifecycle.health_due_time`, kept up to date by every
+        write of a rollout or an attempt) is at most ``now`` (plus
+        :data:`~lightspan.store.lifecycle.HEALTH_DUE_SLACK`). Its cost follows the rollouts
+        due, not the running ones. Every rollout that :func:`health_verdict` marks at ``now``
+        is among them; others may be (a due time is never later than the true one, and an
+        older attempt may keep one until :meth:`refresh_due`): the scan re-checks each."""
+        ...
+
+    async def refresh_due(self, rollout_ids: list[str]) -> None:
+        """Recompute the due times of these rollouts' attempts from the stored rows (the scan
+        calls it for candidates it did not change, so they stop being candidates)."""
         ...
 
     async def query_rollouts(self, q: Query) -> tuple[list[Rollout], int]: ...
