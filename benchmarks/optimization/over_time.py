@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ async def production(
                 for c in res.llm_calls
             ],
         )
-        return {"run": first + i, "phase": phase, "end": time.time(), **rec.__dict__}
+        return {"run": first + i, "phase": phase, "end": time.time(), **asdict(rec)}
 
     return list(await asyncio.gather(*(one(i, t) for i, t in enumerate(tasks))))
 
