@@ -299,15 +299,18 @@ async def scenario(
     from lightspan.runner import ResourcesProvider
     from lightspan.store.client import LightningStoreClient
 
-    handle = lightspan.configure(str(cfg_file))
+    from lightspan.config import load_config
+
+    cfg = load_config(str(cfg_file))
+    handle = lightspan.configure(cfg)
     client = LightningStoreClient(url)
-    wf = load_workflow(wf_file)
+    wf = load_workflow(wf_file, prices=cfg.llm.prices)  # priced, as `lightspan run` does
     ResourcesProvider.attach(wf, client, ttl=2.0)
     rows = await production(wf, before, "before", 0, args.concurrency)
     handle.force_flush()
     await asyncio.sleep(2)  # the store registers rollouts as the root spans arrive
 
-    env = {**os.environ, "LIGHTSPAN_CONFIG": str(cfg_file)}
+    env = {**os.environ, "LIGHTSPAN_CONFIG": str(cfg_file), "COLUMNS": "160"}
     lightspan_cmd = [sys.executable, "-m", "lightspan"]
     profile = await _run(
         [*lightspan_cmd, "train", "profile", "--store", url, "--workflow", wf.name],
