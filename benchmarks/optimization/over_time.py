@@ -295,11 +295,10 @@ async def scenario(
     after: list[Task],
 ) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
     import lightspan
+    from lightspan.config import load_config
     from lightspan.engine import load_workflow
     from lightspan.runner import ResourcesProvider
     from lightspan.store.client import LightningStoreClient
-
-    from lightspan.config import load_config
 
     cfg = load_config(str(cfg_file))
     handle = lightspan.configure(cfg)
