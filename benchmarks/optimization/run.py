@@ -111,7 +111,11 @@ class Settings:
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="SmolLM2 + 0.5B, few tasks (<5 min)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="SmolLM2 + 0.5B, few tasks, trainer on one workflow (5-6.5 min on 2 shared cores)",
+    )
     p.add_argument("--seed", type=int, default=0, help="task generation seed (default 0)")
     p.add_argument("--tasks", type=int, help="test tasks per family (default 2 quick, 6 full)")
     p.add_argument("--models", help=f"comma list, weakest first (default {','.join(ALL_MODELS)})")
