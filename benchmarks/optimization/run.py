@@ -62,9 +62,10 @@ from benchmarks.optimization.report import (
 )
 from benchmarks.optimization.tasks import FAMILIES, Task, generate
 from benchmarks.optimization.trainer_seam import (
+    TrainerJob,
     price_pairs,
     resources_to_spec_section,
-    run_trainer,
+    start_trainer,
     trainer_status,
 )
 from benchmarks.optimization.workflows import (
@@ -100,11 +101,21 @@ class Settings:
     pairs: list[tuple[str, str]]
     concurrency: int
     quick: bool
+    keep_servers: bool = False
+    """Every model server up for the whole run (and the trainer overlapping the grid); each
+    server then gets 8 request slots, for the grid's and the trainer's runs together: decoding
+    a small model on one thread is bound by memory bandwidth, so a larger batch is nearly free."""
+    trainer_runners: int = 2
+    trainer_min_tasks: int = 4
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="SmolLM2 + 0.5B, few tasks (<5 min)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="SmolLM2 + 0.5B, few tasks, trainer on one workflow (5-6.5 min on 2 shared cores)",
+    )
     p.add_argument("--seed", type=int, default=0, help="task generation seed (default 0)")
     p.add_argument("--tasks", type=int, help="test tasks per family (default 2 quick, 6 full)")
     p.add_argument("--models", help=f"comma list, weakest first (default {','.join(ALL_MODELS)})")
@@ -123,7 +134,19 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         "--train-tasks", type=int, help="train+val tasks per family (default 6 quick, 24)"
     )
     p.add_argument(
-        "--trainer-max-rollouts", type=int, help="trainer's rollout budget (default 30 quick, none)"
+        "--trainer-max-rollouts", type=int, help="trainer's rollout budget (default: none)"
+    )
+    p.add_argument(
+        "--trainer-runners", type=int, help="trainer's runs in flight (default 4 quick, 2)"
+    )
+    p.add_argument(
+        "--trainer-min-tasks", type=int, help="trainer's first halving rung (default 2 quick, 4)"
+    )
+    p.add_argument(
+        "--keep-servers",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep every model server up and overlap the trainer with the grid (default: quick)",
     )
     args = p.parse_args(argv)
 
@@ -152,6 +175,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         pairs=pairs,
         concurrency=args.concurrency or (4 if args.quick else 2),
         quick=args.quick,
+        keep_servers=args.quick if args.keep_servers is None else args.keep_servers,
+        trainer_runners=args.trainer_runners or (4 if args.quick else 2),
+        trainer_min_tasks=args.trainer_min_tasks or (2 if args.quick else 4),
     )
 
 
@@ -212,8 +238,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[tuple[str, str], dict[tuple[str, str], RunRecord]] = {p: {} for p in s.pairs}
     optimized: dict[tuple[str, str], list[RunRecord]] = {}
     trainer_reports: dict[str, Any] = {}
+    train_pairs: list[tuple[str, str]] = []
+    if not why_no_trainer:
+        train_pairs = s.pairs
+        if s.quick and not (args.families or args.shapes):
+            train_pairs = [p for p in s.pairs if p in QUICK_TRAINER_PAIRS]
+    jobs: dict[str, TrainerJob] = {}
+
+    def start_jobs(endpoints: dict[str, str]) -> None:
+        for family, shape in train_pairs:
+            name = f"{family}-{shape}"
+            try:
+                jobs[name] = start_trainer(
+                    family,
+                    shape,
+                    baseline_config(shape, s),
+                    endpoints,
+                    trainset[family],
+                    price_pairs(cpu, s.models),
+                    out / "trainer" / name,
+                    algorithm=args.algorithm,
+                    seed=s.seed,
+                    max_rollouts=args.trainer_max_rollouts,
+                    runners=s.trainer_runners,
+                    min_tasks=s.trainer_min_tasks,
+                )
+            except Exception as e:  # reported, the other arms still stand
+                trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}
+
     with (
-        ModelPool(threads=1, parallel=4) as pool,
+        ModelPool(threads=1, parallel=8 if s.keep_servers else 4) as pool,
         Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -223,9 +277,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ) as progress,
     ):
         bar = progress.add_task("grid runs", total=total)
+        if s.keep_servers:
+            # Every server up from the start: no restarts between groups, and the trainer
+            # runs alongside the grid (its requests share the servers' parallel slots).
+            endpoints = pool.ensure(s.models)
+            start_jobs(endpoints)
         for group in order:
             progress.update(bar, description=f"grid runs on {'+'.join(sorted(group))}")
-            endpoints = pool.ensure(group)
+            endpoints = pool.ensure(s.models if s.keep_servers else group)
             by_pair: dict[tuple[str, str], list[Config]] = {}
             for family, shape, c in groups[group]:
                 by_pair.setdefault((family, shape), []).append(c)
@@ -244,31 +303,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
                     )
                 )
-        if not why_no_trainer:
+        if train_pairs:
             endpoints = pool.ensure(s.models)
-            train_pairs = s.pairs
-            if s.quick and not (args.families or args.shapes):
-                train_pairs = [p for p in s.pairs if p in QUICK_TRAINER_PAIRS]
-            for family, shape in train_pairs:
-                name = f"{family}-{shape}"
-                progress.update(bar, description=f"lightspan train run: {name}")
+            if not s.keep_servers:
+                start_jobs(endpoints)
+            for name, job in jobs.items():
+                progress.update(bar, description=f"waiting for lightspan train run: {name}")
                 try:
-                    rep = run_trainer(
-                        family,
-                        shape,
-                        baseline_config(shape, s),
-                        endpoints,
-                        trainset[family],
-                        price_pairs(cpu, s.models),
-                        out / "trainer" / name,
-                        algorithm=args.algorithm,
-                        seed=s.seed,
-                        max_rollouts=args.trainer_max_rollouts or (30 if s.quick else None),
-                    )
+                    trainer_reports[name] = job.finish()
                 except Exception as e:  # reported, the other arms still stand
                     trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}
-                    continue
-                trainer_reports[name] = rep
+            for family, shape in train_pairs:
+                name = f"{family}-{shape}"
+                rep = trainer_reports.get(name) or {}
                 if rep.get("resources"):
                     spec = workflow_spec(family, shape, baseline_config(shape, s), endpoints)
                     spec["resources"] = resources_to_spec_section(
@@ -326,7 +373,9 @@ def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
                 "those two rows is run-to-run noise"
             )
         cell = by_name.get(name)
-        if cell and "optimized" in cell.arms:
+        if rep.get("held_on_test") is False:
+            pass  # nothing adopted: a "saving" between two runs of one set is noise
+        elif cell and "optimized" in cell.arms:
             saved = cell.arms["baseline"].cost_per_run - cell.arms["optimized"].cost_per_run
             line += (
                 f"; pays for itself after {total / saved:.0f} runs"

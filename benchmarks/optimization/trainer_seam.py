@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,37 @@ def trainer_status() -> str | None:
     return None
 
 
-def run_trainer(
+@dataclass(slots=True)
+class TrainerJob:
+    """A ``lightspan train run`` subprocess in flight (see :func:`start_trainer`).
+
+    Why a job and not a blocking call: ``run.py --quick`` overlaps the trainer with the grid
+    runs; the model servers batch the two streams of requests in their parallel slots, so
+    the overlap uses the 2 cores better than running one after the other.
+    """
+
+    cmd: list[str]
+    out: Path
+    proc: subprocess.Popen[bytes]
+    timeout_s: float
+
+    def finish(self) -> dict[str, Any]:
+        """Wait for the trainer; returns its ``report.json`` (raises if it wrote none)."""
+        try:
+            self.proc.wait(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        report_file = self.out / "report" / "report.json"
+        if not report_file.exists():
+            raise RuntimeError(
+                f"`{' '.join(self.cmd[2:])}` exited with {self.proc.returncode} and wrote no "
+                f"report.json (log: {self.out / 'trainer.log'})"
+            )
+        return json.loads(report_file.read_text())
+
+
+def start_trainer(
     family: str,
     shape: str,
     baseline: Config,
@@ -52,9 +83,11 @@ def run_trainer(
     algorithm: str,
     seed: int,
     max_rollouts: int | None = None,
+    runners: int = 2,
+    min_tasks: int = 4,
     timeout_s: float = 3600,
-) -> dict[str, Any]:
-    """Run ``lightspan train run`` on ``tasks``; returns its ``report.json``."""
+) -> TrainerJob:
+    """Start ``lightspan train run`` on ``tasks`` in the background."""
     out.mkdir(parents=True, exist_ok=True)
     wf = write_workflow_file(out / "workflow.yaml", family, shape, baseline, endpoints)
     task_file = out / "tasks.jsonl"
@@ -69,7 +102,6 @@ def run_trainer(
             ]
         )
     )
-    report_dir = out / "report"
     cmd = [
         sys.executable,
         "-m",
@@ -81,7 +113,7 @@ def run_trainer(
         "--tasks",
         str(task_file),
         "--out",
-        str(report_dir),
+        str(out / "report"),
         "--catalog",
         str(catalog),
         "--algorithm",
@@ -89,20 +121,21 @@ def run_trainer(
         "--seed",
         str(seed),
         "--in-process",
+        "--runners",
+        str(runners),
+        "--min-tasks",
+        str(min_tasks),
     ]
     if max_rollouts:
         cmd += ["--max-rollouts", str(max_rollouts)]
-    with (out / "trainer.log").open("w") as log:
-        proc = subprocess.run(
-            cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s
-        )
-    report_file = report_dir / "report.json"
-    if not report_file.exists():
-        raise RuntimeError(
-            f"`{' '.join(cmd[2:])}` exited with {proc.returncode} and wrote no report.json "
-            f"(log: {out / 'trainer.log'})"
-        )
-    return json.loads(report_file.read_text())
+    with (out / "trainer.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    return TrainerJob(cmd, out, proc, timeout_s)
+
+
+def run_trainer(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`start_trainer`, then wait for its ``report.json``."""
+    return start_trainer(*args, **kwargs).finish()
 
 
 def resources_to_spec_section(resources: Mapping[str, Any], resources_id: str) -> dict[str, Any]:

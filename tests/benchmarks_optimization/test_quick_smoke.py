@@ -1,32 +1,43 @@
-"""CI smoke test: `benchmarks/optimization/run.py --quick` on the real local models.
+"""CI smoke test: `benchmarks/optimization/run.py --quick` on the real local models, trainer included.
 
 Select it with `pytest -m optbench`. It needs SmolLM2 and Qwen2.5-Coder-0.5B fetched
-(`.venv/bin/python -m lightspan.localllm fetch smollm2-135m qwen2.5-coder-0.5b`) and takes a
-few minutes; it runs every (configuration, task) afresh (a temporary run cache) and reuses
-only the CPU price measurements of the shared cache when they are there.
+(`.venv/bin/python -m lightspan.localllm fetch smollm2-135m qwen2.5-coder-0.5b`) and the
+trainer stage installed; it takes about five minutes on a 2-core machine. It runs every
+(configuration, task) afresh (a temporary run cache), runs `lightspan train run` for real, and
+reuses only the CPU price measurements of the shared cache when they are there.
+
+Besides the report's structure, it checks that the figures are the runs' own: the baseline and
+oracle rows are recomputed here from the run cache the benchmark wrote, the optimized row from
+the runs of the trainer's winner, and the trainer's report from its own rollouts.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from benchmarks.optimization.run import DEFAULT_CACHE, QUICK_MODELS
+from benchmarks.optimization.run import DEFAULT_CACHE, QUICK_MODELS, QUICK_TRAINER_PAIRS
 
 from lightspan.localllm.models import is_fetched
 
 REPO = Path(__file__).resolve().parents[2]
+QUICK_PAIRS = (
+    ("arithmetic", "organizer_worker"),
+    ("extraction", "vote"),
+    ("classification", "sequence"),
+)
 
 
 @pytest.mark.optbench
 @pytest.mark.llm
-@pytest.mark.timeout(600)
-def test_quick_run_reports_baseline_and_oracle(tmp_path: Path) -> None:
+@pytest.mark.timeout(900)
+def test_quick_run_reports_baseline_optimized_and_oracle(tmp_path: Path) -> None:
     missing = [m for m in QUICK_MODELS if not is_fetched(m)]
     if missing:
         pytest.fail(
@@ -45,7 +56,6 @@ def test_quick_run_reports_baseline_and_oracle(tmp_path: Path) -> None:
             sys.executable,
             "benchmarks/optimization/run.py",
             "--quick",
-            "--no-trainer",
             "--out",
             str(out),
             "--cache-dir",
@@ -54,29 +64,63 @@ def test_quick_run_reports_baseline_and_oracle(tmp_path: Path) -> None:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=590,
+        timeout=890,
     )
     elapsed = time.monotonic() - t0
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "trainer not available" in proc.stdout
+    assert "trainer not available" not in proc.stdout, proc.stdout[-2000:]
     report = (out / "report.md").read_text()
-    for family, shape in (
-        ("arithmetic", "organizer_worker"),
-        ("extraction", "vote"),
-        ("classification", "sequence"),
-    ):
+    for family, shape in QUICK_PAIRS:
         assert f"| {family} | {shape} | baseline |" in report
         assert f"| {family} | {shape} | oracle |" in report
+    (t_family, t_shape) = QUICK_TRAINER_PAIRS[0]
+    assert f"| {t_family} | {t_shape} | optimized |" in report
     assert "seed: 0" in report and "qwen2.5-coder-0.5b" in report and "Price tables" in report
+    assert "lightspan train run --algorithm cost" in report and "## Trainer" in report
     for png in ("cost.png", "latency.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
     results = json.loads((out / "results.json").read_text())
+    runs = [json.loads(x) for x in (cache / "runs.jsonl").read_text().splitlines()]
+    assert runs and all(r["calls"] for r in runs if r["status"] == "succeeded")
+    by_config: dict[str, dict[str, dict]] = {}
+    for r in runs:
+        by_config.setdefault(r["config"], {})[r["task_id"]] = r
     for cell in results["cells"]:
-        base, oracle = cell["arms"]["baseline"], cell["arms"]["oracle"]
+        arms = cell["arms"]
+        base, oracle = arms["baseline"], arms["oracle"]
         assert base["n"] == oracle["n"] == 2
         # The baseline is in the grid, so the oracle never does worse on any task.
         assert oracle["reward_mean"] >= base["reward_mean"]
         assert base["tokens_per_run"] > 0 and base["cost_per_run"] > 0
-    runs = [json.loads(x) for x in (cache / "runs.jsonl").read_text().splitlines()]
-    assert runs and all(r["calls"] for r in runs if r["status"] == "succeeded")
+        # Figures are the runs' own: recompute the baseline's reward and tokens from the cache.
+        (base_cfg,) = base["configs"]
+        base_runs = list(by_config[base_cfg].values())
+        assert len(base_runs) == 2
+        assert base["reward_mean"] == pytest.approx(
+            statistics.fmean(r["reward"] for r in base_runs)
+        )
+        tokens = statistics.fmean(
+            sum(c["input_tokens"] + c["output_tokens"] for c in r["calls"]) for r in base_runs
+        )
+        assert base["tokens_per_run"] == pytest.approx(tokens)
+        for cfg in oracle["configs"]:
+            assert cfg in by_config, f"oracle chose {cfg}, which has no recorded run"
+        if (cell["family"], cell["shape"]) == (t_family, t_shape):
+            opt = arms["optimized"]
+            opt_runs = list(by_config["optimized"].values())
+            assert opt["n"] == len(opt_runs) == 2
+            assert opt["reward_mean"] == pytest.approx(
+                statistics.fmean(r["reward"] for r in opt_runs)
+            )
+            assert opt["tokens_per_run"] > 0
+        else:
+            assert "optimized" not in arms
+
+    # The trainer ran for real: its report counts its own rollouts and names a decision.
+    trainer = results["trainer"][f"{t_family}-{t_shape}"]
+    assert "error" not in trainer, trainer
+    assert trainer["status"] in ("completed", "budget_exhausted")
+    assert trainer["trainer_spend"]["rollouts"] > 0 and trainer["resources"]
+    assert (out / "trainer" / f"{t_family}-{t_shape}" / "report" / "report.json").exists()
     print(f"--quick took {elapsed:.0f}s")

@@ -85,3 +85,55 @@ async def test_every_candidate_failing_is_an_error_naming_it(arith_llm, tmp_path
     search = CostSearch(ev, llm_steps(wf), catalog=[], price=_prices)
     with pytest.raises(RuntimeError, match="every baseline run failed"):
         await search.run(base, tasks, [])
+
+
+async def test_a_rungs_candidates_are_scored_together_within_the_run_bound(arith_llm, tmp_path):
+    """One candidate x a few tasks at a time left the runners idle; the evaluator's bound holds."""
+    import asyncio
+
+    ev = InProcessEvaluator(
+        write_workflow(tmp_path, arith_llm.base_url), prices=PRICES, concurrency=3
+    )
+    split = split_tasks(load_tasks(write_tasks(tmp_path, 30)), seed=1)
+    wf, base = await _baseline(ev)
+    train_results = await ev.evaluate(base, split.train)
+    calls_in_flight = runs_in_flight = max_calls = max_runs = 0
+    inner_evaluate, inner_load = ev.evaluate, ev.load
+
+    async def evaluate(res, tasks, **kw):
+        nonlocal calls_in_flight, max_calls
+        calls_in_flight += 1
+        max_calls = max(max_calls, calls_in_flight)
+        try:
+            return await inner_evaluate(res, tasks, **kw)
+        finally:
+            calls_in_flight -= 1
+
+    def load():
+        w = inner_load()
+        run = w.run
+
+        async def counted(*a, **kw):
+            nonlocal runs_in_flight, max_runs
+            runs_in_flight += 1
+            max_runs = max(max_runs, runs_in_flight)
+            try:
+                await asyncio.sleep(0.01)
+                return await run(*a, **kw)
+            finally:
+                runs_in_flight -= 1
+
+        w.run = counted
+        return w
+
+    ev.evaluate, ev.load = evaluate, load
+    search = CostSearch(
+        ev,
+        llm_steps(wf),
+        catalog=[ModelOption(arith_llm.base_url, "small")],
+        price=_prices,
+        min_tasks=2,
+    )
+    await search.run(base, split.val, train_results)
+    assert max_calls > 1, "candidates of a rung were scored one after the other"
+    assert max_runs == 3, f"runs in flight: at most {max_runs}, the bound is 3"

@@ -9,6 +9,7 @@ cannot drift the reward down by ``delta`` at each step.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -272,9 +273,13 @@ class CostSearch:
             scored: list[tuple[Candidate, list[Result]]] = []
             while True:
                 tasks = val[:n]
-                scored = [
-                    await self._score(lbl, res, tasks, base, rnd, step.name) for lbl, res in alive
-                ]
+                # A rung's candidates are scored together: the evaluator bounds the runs in
+                # flight, so its runners stay busy (one candidate x 2 tasks would use only 2).
+                scored = list(
+                    await asyncio.gather(
+                        *(self._score(lbl, res, tasks, base, rnd, step.name) for lbl, res in alive)
+                    )
+                )
                 for c, _ in scored:
                     out.candidates.append(c)
                 base_mean = mean([base[t.id] for t in tasks]) or 0.0

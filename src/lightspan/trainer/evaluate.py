@@ -202,6 +202,14 @@ class InProcessEvaluator(Evaluator):
     def load(self) -> Workflow:
         return load_workflow(self.path, prices=self.prices, llm_timeout_seconds=self.timeout)
 
+    def _slots(self) -> asyncio.Semaphore:
+        """One bound for every evaluation in flight (candidates may be scored together)."""
+        loop = asyncio.get_running_loop()
+        held = getattr(self, "_sem", None)
+        if held is None or held[0] is not loop:  # a semaphore belongs to one event loop
+            held = self._sem = (loop, asyncio.Semaphore(self.concurrency))
+        return held[1]
+
     async def _run(
         self, resources: ResourcesMap, tasks: list[Task], progress: Progress | None
     ) -> list[Result]:
@@ -209,7 +217,7 @@ class InProcessEvaluator(Evaluator):
         rid = candidate_id(wf.name, resources)
         wf.resources = StaticResources(ResourceSet.from_dict(rid, resources))
         collector = _CallCollector()
-        sem = asyncio.Semaphore(self.concurrency)
+        sem = self._slots()
 
         async def one(task: Task) -> Result:
             key = f"k{next(self._keys)}"
