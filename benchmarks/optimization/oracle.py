@@ -105,6 +105,20 @@ def load_spec(spec: Mapping[str, Any]) -> Workflow:
     return workflow_from_dict(dict(spec), source=f"<{spec['workflow']}>", llm_timeout_seconds=600)
 
 
+def call_records(result: Any) -> list[dict[str, Any]]:
+    """A run result's LLM calls as :attr:`RunRecord.calls` keeps them (what prices apply to)."""
+    return [
+        {
+            "step": c.step,
+            "model": c.model,
+            "input_tokens": c.input_tokens,
+            "output_tokens": c.output_tokens,
+            "latency_s": c.latency_s,
+        }
+        for c in result.llm_calls
+    ]
+
+
 async def run_spec(wf: Workflow, spec: Mapping[str, Any], task: Task) -> RunRecord:
     """Run a workflow once on the real models; a failed run scores 0 and keeps its error."""
     t0 = time.perf_counter()
@@ -116,16 +130,7 @@ async def run_spec(wf: Workflow, spec: Mapping[str, Any], task: Task) -> RunReco
         reward=float(res.reward or 0.0),
         status=res.status,
         latency_s=latency,
-        calls=[
-            {
-                "step": c.step,
-                "model": c.model,
-                "input_tokens": c.input_tokens,
-                "output_tokens": c.output_tokens,
-                "latency_s": c.latency_s,
-            }
-            for c in res.llm_calls
-        ],
+        calls=call_records(res),
         output=str(res.output)[:500],
         error=repr(res.error) if res.error is not None else None,
     )

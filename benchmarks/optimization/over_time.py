@@ -42,7 +42,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import httpx
 import yaml
 from benchmarks.optimization.models import ModelPool
-from benchmarks.optimization.oracle import RunRecord
+from benchmarks.optimization.oracle import RunRecord, call_records
 from benchmarks.optimization.prices import cpu_price_table, measured_prices
 from benchmarks.optimization.report import markdown_table, percentile
 from benchmarks.optimization.tasks import FAMILIES, Task, generate
@@ -108,16 +108,7 @@ async def production(
             reward=float(res.reward or 0.0),
             status=res.status,
             latency_s=latency,
-            calls=[
-                {
-                    "step": c.step,
-                    "model": c.model,
-                    "input_tokens": c.input_tokens,
-                    "output_tokens": c.output_tokens,
-                    "latency_s": c.latency_s,
-                }
-                for c in res.llm_calls
-            ],
+            calls=call_records(res),
         )
         return {"run": first + i, "phase": phase, "end": time.time(), **asdict(rec)}
 
