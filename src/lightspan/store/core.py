@@ -848,14 +848,18 @@ class CoreStore(LightningStore):
             if is_latest and rollout.status in ("preparing", "queuing", "requeuing"):
                 rollout = await self._set_rollout_status(tx, rollout, "running", now)
             if (rollout.metadata or {}).get(lc.AUTO_REGISTERED_KEY):
-                for i in idxs:
-                    found = lc.production_input(spans[i])
-                    if found is not None and rollout.input is None:
-                        row, extra = found
-                        rollout = rollout.model_copy(
-                            update={"input": row, "metadata": {**rollout.metadata, **extra}}
-                        )
-                        await tx.save_rollout(rollout)
+                found = None
+                if rollout.input is None:  # the run's root span carries it (once per rollout)
+                    found = next(
+                        (f for i in idxs if (f := lc.production_input(spans[i])) is not None),
+                        None,
+                    )
+                if found is not None:
+                    row, extra = found
+                    rollout = rollout.model_copy(
+                        update={"input": row, "metadata": {**rollout.metadata, **extra}}
+                    )
+                    await tx.save_rollout(rollout)
                 verdicts = [v for i in idxs if (v := lc.root_span_verdict(spans[i])) is not None]
                 if verdicts and attempt.status not in lc.ENDED_ATTEMPT_STATUSES:
                     attempt = attempt.model_copy(update={"status": verdicts[-1], "end_time": now})
