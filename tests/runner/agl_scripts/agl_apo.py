@@ -11,6 +11,7 @@ the smallest that still make one edit (1 x 1 x 1). The last stdout line is a JSO
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 from typing import Any
@@ -29,11 +30,17 @@ VAL = [
     {"question": "How many legs does a cat have?", "expected": "4"},
 ]
 SEED = "Answer in one word. {question}"
+MAX_TOKENS = 256
 
 
 async def main() -> None:
     url, llm_url, model = sys.argv[1], sys.argv[2], sys.argv[3]
     client = AsyncOpenAI(base_url=llm_url, api_key="not-needed", max_retries=1, timeout=120)
+    # APO calls its critic and editor without max_tokens; the small local model can then ramble
+    # until its context is full (minutes on 2 cores), which timed the test out. Cap each answer:
+    # a critique or an edited one-line prompt fits in a few hundred tokens.
+    completions = client.chat.completions
+    completions.create = functools.partial(completions.create, max_tokens=MAX_TOKENS)  # type: ignore[method-assign]
     apo = agl.APO(
         client,
         gradient_model=model,
