@@ -70,6 +70,7 @@ INTERNAL = {
     # control flow or programming errors, never shown as such to a person
     "_Stop": "the runner's internal stop signal",
     "_Unscannable": "the OTLP fast path falls back to the full decoder",
+    "_Fallback": "the exporter's OTLP encoder hands a span to the SDK's encoder",
     "NestingTooDeep": "re-raised as OtlpDecodeError / BodyTooDeep with a message",
     # base classes: their subclasses carry the messages
     "EngineError": "base class",
