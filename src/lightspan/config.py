@@ -307,8 +307,6 @@ def parse_flag(raw: str | None, default: bool = False) -> bool:
     return value in TRUE_WORDS
 
 
-def env_flag(
-    name: str, environ: Mapping[str, str] | None = None, *, default: bool = False
-) -> bool:
+def env_flag(name: str, environ: Mapping[str, str] | None = None, *, default: bool = False) -> bool:
     """:func:`parse_flag` of the variable ``name`` (``environ`` defaults to ``os.environ``)."""
     return parse_flag((os.environ if environ is None else environ).get(name), default)

@@ -183,3 +183,20 @@ def test_a_traced_workflow_run_encodes_identically():
         handle.shutdown()
     assert len(spans) == 6 and any(s.events for s in spans)
     assert encode_request(spans) == sdk_bytes(spans)
+
+
+def test_long_text_is_not_kept_for_reuse_and_the_cache_is_bounded():
+    """Captured prompts and completions do not repeat: keeping them would only fill memory."""
+
+    def spans(provider: TracerProvider) -> None:
+        tracer = provider.get_tracer("t")
+        for i in range(5000):
+            tracer.start_span("s", attributes={"prompt": "p" * 10_000 + str(i), "i": i}).end()
+
+    recorded = record(spans)
+    encoder = SpanEncoder()
+    for i in range(0, len(recorded), 512):
+        batch = recorded[i : i + 512]
+        assert encoder.encode_request(batch) == sdk_bytes(batch)
+    assert 0 < len(encoder._pairs) <= 4096
+    assert all(len(key) + len(str(value)) < 300 for key, value in encoder._pairs)

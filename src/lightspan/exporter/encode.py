@@ -34,6 +34,8 @@ __all__ = ["encode_request"]
 
 _CACHE_LIMIT = 4096
 """Encoded key/value pairs kept for reuse; the cache is emptied when it grows past this."""
+_CACHE_MAX_TEXT = 200
+"""Longer text values are encoded every time (so the cache stays within a few MB)."""
 
 _I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 _Q = Struct("<Q")
@@ -164,7 +166,9 @@ class SpanEncoder:
         out = []
         for key, value in attributes.items():
             t = type(value)
-            if t is str or t is int:  # not bool/float: True == 1 == 1.0 would share an entry
+            # Not bool/float (True == 1 == 1.0 would share an entry), not long text (prompts
+            # and completions would fill memory for nothing: they do not repeat).
+            if t is int or (t is str and len(value) <= _CACHE_MAX_TEXT):
                 found = pairs.get((key, value))
                 if found is None:
                     if len(pairs) >= _CACHE_LIMIT:

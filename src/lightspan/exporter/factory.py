@@ -136,4 +136,3 @@ def exporter_from_config(
         except SpoolError as e:
             raise ConfigError(f"agentLightning.exporter.spool.path: {e}") from None
     return LightningStoreSpanExporter(target=target, spool=spool, **options)
-
