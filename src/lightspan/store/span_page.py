@@ -51,7 +51,8 @@ _SPAN_PAGE = TypeAdapter(PaginatedResult[Span])
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for the block (see the module doc)."""
+    """Pause the cyclic garbage collector for the block (see the module doc); the objects
+    made meanwhile then join the oldest generation (see :func:`_promote_young`)."""
     paused = gc.isenabled()
     if paused:
         gc.disable()
@@ -59,7 +60,23 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if paused:
+            _promote_young()
             gc.enable()
+
+
+def _promote_young() -> None:
+    """Move the young generations into the oldest one, without a collection.
+
+    Why: once the collector runs again, its first young collection walks every object of the
+    new page (~160,000 tracked objects for 10,000 spans): measured 43-72 ms of a ~160 ms read
+    in the client. The page is long-lived data its caller holds, where that walk would move it
+    anyway. ``gc.freeze()`` + ``gc.unfreeze()`` is that move (two list splices): other young
+    objects of the process move too, so cyclic garbage among them waits for the next full
+    collection instead of the next young one. Skipped when the application froze objects
+    itself (``unfreeze`` would release those as well)."""
+    if gc.get_freeze_count() == 0:
+        gc.freeze()
+        gc.unfreeze()
 
 
 def decode_span_page(content: bytes) -> PaginatedResult[Span]:
