@@ -104,7 +104,7 @@ class FramesPage:
             except Exception as e:  # zstandard.ZstdError
                 raise ValueError(f"compact span page with a damaged frame: {e}") from e
             # Compact JSON never holds a raw newline: the separators become the commas.
-            yield b"[" + docs.replace(b"\n", b",") + b"]"
+            yield b"".join((b"[", docs.replace(b"\n", b","), b"]"))
 
 
 def decode_frames(body: bytes) -> FramesPage:

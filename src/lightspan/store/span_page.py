@@ -9,9 +9,10 @@ the one collection of the new objects that follows when it is enabled again (sam
 ``benchmarks/store_read.py`` measures the end-to-end effect). Nothing is cyclic garbage while the
 page is decoded, so pausing loses nothing; the collector runs as usual afterwards.
 
-Tried and dropped: building the models directly from ``orjson`` output after exact-shape type
-checks (falling back to pydantic otherwise) was no faster than ``validate_json`` once the checks
-were in (193 vs 196 ms on that page), so validation stays pydantic's alone.
+Tried and dropped for JSON pages (which may come from a foreign server): building the models
+directly from ``orjson`` output after exact-shape type checks (falling back to pydantic
+otherwise) was no faster than ``validate_json`` once the checks were in (193 vs 196 ms on that
+page), so their validation stays pydantic's alone.
 
 The pause is process-wide (``gc.disable``) and brief; it is only lifted by the call that set it,
 so a caller that disabled the collector itself keeps it disabled, and two pages decoded at once
@@ -22,13 +23,15 @@ bytes with pydantic-core's parser): the client talks to foreign servers too (Age
 
 A compact page (``span_frames.py``) is only ever written by our server, from documents it
 serialised from validated ``Span`` models, so :func:`build_spans` skips re-validating the
-values: it checks each object's keys (a missing or unknown key sends that object through
-pydantic instead) and builds the models as pydantic's own validator leaves them (``__dict__``,
-every field in ``model_fields_set``, no extras, no private state), so they compare equal to
-validated ones. On a 10,000-span page this took ~80 ms against ~140 ms of ``validate_json``
-(same process, the previous page still held, as a caller does). Strings are parsed with
-pydantic-core's cache (``cache_strings="all"``): ids and attribute values repeated across spans
-become one object, ~15 % faster than ``orjson`` on span pages and less memory.
+values: it checks each span's keys and counts those of its nested objects (a span or object of
+another shape goes through pydantic instead), and builds the models as pydantic's own validator
+leaves them (``__dict__``, every field in ``model_fields_set``, no extras, no private state), so
+they compare equal to validated ones. Strings are parsed with pydantic-core's cache
+(``cache_strings="all"``): ids and values repeated across spans become one object (fewer
+allocations and page faults than ``orjson`` on span pages). Measured on a 10,000-span page of
+realistic spans, one process, load average ~5: the whole ``query_spans`` took 109 ms of client
+CPU through the compact page against 155 ms through JSON (``benchmarks/store_read.py`` has the
+end-to-end figures).
 """
 
 from __future__ import annotations
@@ -94,13 +97,17 @@ _set_private = BaseModel.__pydantic_private__.__set__  # type: ignore[attr-defin
 
 
 def _builder(cls: type[BaseModel]) -> Any:
-    """A function dict -> ``cls`` instance for dicts with exactly ``cls``'s fields."""
-    keys = frozenset(cls.model_fields)
-    fields_copy = set(keys).copy
+    """A function dict -> ``cls`` instance for the nested objects of a span document.
+
+    Their keys are counted, not compared (~20 % of the build time): our server writes every
+    field of these models, and an extra key, the only other shape it writes, changes the
+    count; any other count goes through pydantic."""
+    n = len(cls.model_fields)
+    fields_copy = set(cls.model_fields).copy
     validate = cls.model_validate
 
     def build(d: Any) -> Any:
-        if type(d) is not dict or d.keys() != keys:
+        if type(d) is not dict or len(d) != n:
             return validate(d)
         m = _new(cls)
         _set_dict(m, "__dict__", d)
@@ -119,7 +126,7 @@ _SPAN_KEYS = frozenset(Span.model_fields)
 
 
 def _link_of(d: Any) -> Any:
-    if type(d) is dict and d.keys() == Link.model_fields.keys() and type(d["context"]) is dict:
+    if type(d) is dict and len(d) == len(Link.model_fields) and type(d.get("context")) is dict:
         d["context"] = _context(d["context"])
     return _link(d)
 
