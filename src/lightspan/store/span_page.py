@@ -26,11 +26,11 @@ serialised from validated ``Span`` models, so :func:`build_spans` skips re-valid
 values: it checks each span's keys and counts those of its nested objects (a span or object of
 another shape goes through pydantic instead), and builds the models as pydantic's own validator
 leaves them (``__dict__``, every field in ``model_fields_set``, no extras, no private state), so
-they compare equal to validated ones. Strings are parsed with pydantic-core's cache
-(``cache_strings="all"``): ids and values repeated across spans become one object (fewer
-allocations and page faults than ``orjson`` on span pages). Measured on a 10,000-span page of
-realistic spans, one process, load average ~5: the whole ``query_spans`` took 109 ms of client
-CPU through the compact page against 155 ms through JSON (``benchmarks/store_read.py`` has the
+they compare equal to validated ones. The documents are parsed by ``orjson`` when installed
+(the ``client`` extra), else by pydantic-core's parser: ~10 % slower here, as was pydantic-core's
+with every string cached (``cache_strings="all"``). Measured on a 10,000-span page of realistic
+spans, one process, load average ~5: the whole ``query_spans`` took 109 ms of client CPU
+through the compact page against 155 ms through JSON (``benchmarks/store_read.py`` has the
 end-to-end figures).
 """
 
@@ -43,6 +43,14 @@ from typing import Any
 
 import pydantic_core
 from pydantic import BaseModel, TypeAdapter
+
+try:
+    from orjson import loads as _parse
+except ImportError:  # the ``client`` and ``store`` extras install it
+
+    def _parse(data: bytes) -> Any:
+        return pydantic_core.from_json(data, cache_strings="keys")
+
 
 from .models import Event, Link, OtelResource, PaginatedResult, Span, SpanContext, TraceStatus
 from .span_frames import decode_frames
@@ -161,7 +169,7 @@ def decode_frames_page(content: bytes) -> PaginatedResult[Span]:
     spans: list[Span] = []
     with gc_paused():
         for array in page.arrays():
-            items = pydantic_core.from_json(array, cache_strings="all")
+            items = _parse(array)
             if type(items) is not list:
                 raise ValueError("compact span page frame is not a list of span documents")
             spans += build_spans(items)
