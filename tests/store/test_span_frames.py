@@ -59,7 +59,9 @@ def _same(a: PaginatedResult[Span], b: PaginatedResult[Span]) -> None:
 
 async def test_both_formats_read_the_same_spans(server: StoreProcess) -> None:
     rid = "ro-frames"
+    assert span_frames.available()  # else both clients below would read JSON
     async with LightningStoreClient(server.address) as ours:
+        assert ours.compact_span_pages
         await ours.start_rollout(input={"q": 1})  # another rollout, so reads must filter
         # chunks of 300, 520 and 45 spans in two attempts (SQL: one chunk per batch)
         for attempt, n, ids_on in (("at-1", 300, "resource"), ("at-1", 520, "span")):
