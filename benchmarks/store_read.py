@@ -12,8 +12,10 @@ Rounds: in each round every (client, server, size) is timed ``repeats`` times (m
 ratios to "Agent Lightning's client against ``agl store``" (what its users have today) are
 computed per round; the table shows median (min-max) over the rounds.
 
-Bytes on the wire: the response body of ``POST /v1/agl/spans/search`` (the request both
-clients send), as received with ``Accept-Encoding: gzip, deflate`` (neither server compresses).
+Bytes on the wire: the response body of ``POST /v1/agl/spans/search`` as each client asks for
+it, received with ``Accept-Encoding: gzip, deflate`` (neither server compresses JSON): Agent
+Lightning's client gets JSON from both servers; ours asks for the compact page
+(``span_frames.py``), which our server sends and ``agl store`` does not (JSON then).
 
 Usage: ``.venv/bin/python benchmarks/store_read.py [--quick] [--rounds 3] [--sizes
 1000,10000,100000]``; ``--quick``: 1k and 10k spans, fewer repeats.
@@ -49,6 +51,7 @@ from bench_common import (
     summary,
     workload,
 )
+from lightspan.store import span_frames
 from store_ingest import send_http
 
 HERE = Path(__file__).resolve().parent
@@ -65,15 +68,15 @@ def load_rollout(target: Target, n: int, seed: int) -> str:
     return att.rollout_id
 
 
-def wire_bytes(target: Target, rollout_id: str) -> int:
+def wire_bytes(target: Target, rollout_id: str, kind: str) -> int:
+    """The response body as the ``kind`` client asks for it: Agent Lightning's with its
+    default headers, ours with the ``Accept`` of the compact page (``span_frames.py``)."""
     body = {"rollout_id": rollout_id, "limit": -1, "offset": 0, "filter_logic": "and"}
     body |= {"sort_by": "sequence_id", "sort_order": "asc"}
-    r = httpx.post(
-        target.http + "/v1/agl/spans/search",
-        json=body,
-        headers={"accept-encoding": "gzip, deflate"},
-        timeout=600,
-    )
+    headers = {"accept-encoding": "gzip, deflate"}
+    if kind == "lightspan":
+        headers["accept"] = f"{span_frames.MEDIA_TYPE}, application/json;q=0.9"
+    r = httpx.post(target.http + "/v1/agl/spans/search", json=body, headers=headers, timeout=600)
     r.raise_for_status()
     return r.num_bytes_downloaded
 
@@ -110,7 +113,7 @@ def main() -> None:
     wall: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     cpu: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     ratio: dict[tuple[str, str, int], list[float]] = defaultdict(list)
-    wire: dict[tuple[str, int], int] = {}
+    wire: dict[tuple[str, str, int], int] = {}
     with ExitStack() as stack:
         servers = {
             "agl store": stack.enter_context(reference(workdir)),
@@ -122,8 +125,12 @@ def main() -> None:
         for name, target in servers.items():
             for n in sizes:
                 rollouts[(name, n)] = load_rollout(target, n, seed=n)
-                wire[(name, n)] = wire_bytes(target, rollouts[(name, n)])
-                console.print(f"{name}: {n:,} spans loaded, {wire[(name, n)]:,} bytes on the wire")
+                for kind in ("agl", "lightspan"):
+                    wire[(kind, name, n)] = wire_bytes(target, rollouts[(name, n)], kind)
+                console.print(
+                    f"{name}: {n:,} spans loaded, {wire[('agl', name, n)]:,} bytes on the wire "
+                    f"(JSON), {wire[('lightspan', name, n)]:,} to our client"
+                )
         for rnd in range(args.rounds):
             clients = ["agl", "lightspan"] if rnd % 2 == 0 else ["lightspan", "agl"]
             this_round: dict[tuple[str, str, int], float] = {}
@@ -170,7 +177,7 @@ def main() -> None:
             summary(wall[key], "{:,.1f}"),
             summary(cpu[key], "{:,.1f}"),
             summary(ratio[key], "{:.2f}x"),
-            f"{wire[(name, n)]:,}",
+            f"{wire[key]:,}",
         )
     console.print(table)
     console.print(

@@ -24,7 +24,14 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from lightspan.store import LLM, EnqueueRolloutRequest, PromptTemplate, RolloutConfig, Span
+from lightspan.store import (
+    LLM,
+    EnqueueRolloutRequest,
+    PromptTemplate,
+    RolloutConfig,
+    Span,
+    span_frames,
+)
 from lightspan.store.client import LightningStoreClient, StoreClientError
 from lightspan.store.otlp import span_from_readable, spans_from_request
 from tests.fixtures.ports import free_port
@@ -195,6 +202,14 @@ async def test_our_client_against_agl_store(agl_store: str) -> None:
                 llm.set_attribute("gen_ai.prompt.0.content", "2+2?")
         provider.shutdown()
 
+        # Our client asks for the compact page; agl store answers JSON and the client reads it.
+        assert store.compact_span_pages and span_frames.available()
+        accept = {"accept": f"{span_frames.MEDIA_TYPE}, application/json;q=0.9"}
+        async with httpx.AsyncClient(timeout=30) as http:
+            answer = await http.post(
+                agl_store + "/v1/agl/spans/search", json={"rollout_id": rid}, headers=accept
+            )
+        assert answer.headers["content-type"].startswith("application/json")
         spans = await store.query_spans(rid, "latest")
         assert [s.name for s in spans] == ["rest.span", "openai.chat.completion", "agent.run"]
         assert spans[1].attributes["gen_ai.prompt.0.content"] == "2+2?"

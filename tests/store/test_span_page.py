@@ -67,3 +67,22 @@ def test_errors_are_validation_errors_located_in_the_page() -> None:
     with pytest.raises(ValidationError):
         decode_span_page(b"not json")
     assert gc.isenabled()
+
+
+def test_decoded_objects_join_the_old_generation_and_nothing_stays_frozen() -> None:
+    gc.collect()
+    page = decode_span_page(_page(50))
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    oldest = gc.get_objects(generation=2)
+    assert any(o is page.items[-1] for o in oldest)  # not left for a young collection to walk
+
+
+def test_objects_the_application_froze_stay_frozen() -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        decode_span_page(_page(5))
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

@@ -513,6 +513,18 @@ class LightningStore(abc.ABC):
         page = await self.query_spans(rollout_id, attempt_id, **filters)
         return [s.model_dump_json() for s in page.items], page.total
 
+    async def query_spans_frames(
+        self, rollout_id: str, attempt_id: str | None = None, **filters: Any
+    ) -> tuple[list[bytes], int, int]:
+        """Like :meth:`query_spans_json` but as the frames of a compact page
+        (``span_frames.py``), plus the page's span count and the total; the SQL backends hand
+        over their stored compressed chunks. The default compresses :meth:`query_spans_json`'s
+        texts (needs ``zstandard``)."""
+        from .span_frames import compress_docs
+
+        docs, total = await self.query_spans_json(rollout_id, attempt_id, **filters)
+        return ([compress_docs(docs)] if docs else []), len(docs), total
+
     @abc.abstractmethod
     async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int:
         """Issue the next span sequence id of the rollout (1, 2, ...; per rollout, not attempt)."""

@@ -25,8 +25,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
 import httpx
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
+from . import span_frames
 from .base import (
     UNSET,
     AddSpansResult,
@@ -54,7 +55,7 @@ from .models import (
     Worker,
     WorkerStatus,
 )
-from .span_page import decode_span_page
+from .span_page import decode_frames_page, decode_span_page
 
 __all__ = [
     "LightningStoreClient",
@@ -161,6 +162,10 @@ class LightningStoreClient(LightningStore):
         self._batch_spans_supported: bool | None = None
         self.update_many_supported: bool | None = None
         """Whether the server has ``/attempts/update-many`` (None: not tried yet)."""
+        self.compact_span_pages = True
+        """Ask span queries for lightspan's compact page (``span_frames.py``) when
+        ``zstandard`` is installed; ``False``: always JSON (what Agent Lightning's client
+        gets)."""
 
     def __repr__(self) -> str:  # never shows the token
         return f"LightningStoreClient({self.address!r})"
@@ -211,13 +216,17 @@ class LightningStoreClient(LightningStore):
         params: Any = None,
         http_timeout: float | None = None,
         allow_statuses: tuple[int, ...] = (),
-        raw: bool = False,
+        raw: bool | Literal["response"] = False,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         """One API call with the retry policy of the module docstring; returns decoded JSON
-        (``raw``: the response body as bytes, for the caller to decode)."""
+        (``raw``: the response body as bytes, for the caller to decode; ``"response"``: the
+        successful ``httpx.Response`` itself)."""
         url = self.api + path
         client = self._client()
         kwargs: dict[str, Any] = {"params": params}
+        if headers:
+            kwargs["headers"] = headers
         if json is not None:
             kwargs["json"] = json
         if http_timeout is not None:
@@ -243,6 +252,8 @@ class LightningStoreClient(LightningStore):
             status = response.status_code
             if status < 400 or status in allow_statuses:
                 if status in allow_statuses:
+                    return response
+                if raw == "response":
                     return response
                 if raw:
                     return response.content
@@ -630,10 +641,22 @@ class LightningStoreClient(LightningStore):
             body["sort_by"] = sort_by
             body["sort_order"] = sort_order
         operation = f"query_spans({rollout_id})"
-        content = await self._request(operation, "POST", "/spans/search", json=body, raw=True)
+        # Ask for the compact page (span_frames.py); servers without it answer JSON.
+        headers = {"Accept": f"{span_frames.MEDIA_TYPE}, application/json;q=0.9"}
+        response = await self._request(
+            operation,
+            "POST",
+            "/spans/search",
+            json=body,
+            headers=headers if self.compact_span_pages and span_frames.available() else None,
+            raw="response",
+        )
+        compact = response.headers.get("content-type", "").startswith(span_frames.MEDIA_TYPE)
         try:
-            return decode_span_page(content)
-        except ValidationError as e:
+            if compact:
+                return decode_frames_page(response.content)
+            return decode_span_page(response.content)
+        except ValueError as e:  # pydantic's ValidationError included
             raise StoreClientError(
                 operation, self.address, f"malformed span page in the response: {e}"
             ) from None

@@ -965,6 +965,18 @@ class CoreStore(LightningStore):
     async def query_spans_json(
         self, rollout_id: str, attempt_id: str | None = None, **kw: Any
     ) -> tuple[list[str], int]:
+        return await self._query_spans_stored(rollout_id, attempt_id, kw, frames=False)
+
+    async def query_spans_frames(
+        self, rollout_id: str, attempt_id: str | None = None, **kw: Any
+    ) -> tuple[list[bytes], int, int]:
+        return await self._query_spans_stored(rollout_id, attempt_id, kw, frames=True)
+
+    async def _query_spans_stored(
+        self, rollout_id: str, attempt_id: str | None, kw: dict[str, Any], *, frames: bool
+    ) -> Any:
+        """A span query answered from the stored documents: as JSON texts and the total, or
+        (``frames``) as compact-page frames, the span count and the total."""
         filter_logic = kw.pop("filter_logic", "and")
         limit = kw.pop("limit", -1)
         offset = kw.pop("offset", 0)
@@ -982,9 +994,11 @@ class CoreStore(LightningStore):
         async with self._tx(write=False) as tx:
             resolved = await self._resolve_attempt(tx, rollout_id, attempt_id)
             if resolved is False:
-                return [], 0
+                return ([], 0, 0) if frames else ([], 0)
             if resolved is not None:
                 q.must.append(Cond("attempt_id", "exact", resolved))
+            if frames:
+                return await tx.query_spans_frames(q)
             return await tx.query_spans_json(q)
 
     async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int:

@@ -25,6 +25,7 @@ from .models import (
     Worker,
 )
 from .query import Query, run_query
+from .span_frames import compress_docs
 from .span_row import SpanRow
 
 
@@ -242,6 +243,10 @@ class _MemoryTx:
         rollout_id = next(c.value for c in q.must if c.field == "rollout_id")
         items, total = run_query(self.d.spans.get(rollout_id, {}).values(), q, _get)
         return [s.doc() if type(s) is SpanRow else s.model_dump_json() for s in items], total
+
+    async def query_spans_frames(self, q: Query) -> tuple[list[bytes], int, int]:
+        docs, total = await self.query_spans_json(q)
+        return ([compress_docs(docs)] if docs else []), len(docs), total
 
     async def bump_span_seq(self, rollout_id: str, n: int) -> int:
         self.d.span_seq[rollout_id] = self.d.span_seq.get(rollout_id, 0) + n

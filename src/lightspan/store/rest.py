@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from . import span_frames
 from .base import (
     ATTEMPT_SORT_FIELDS,
     RESOURCES_SORT_FIELDS,
@@ -540,29 +541,36 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         span = _validate(Span, await _body(request, max_request_bytes))
         return _json(await store.add_span(span), 201)
 
-    async def _query_spans(q: QuerySpansRequest) -> Response:
+    async def _query_spans(q: QuerySpansRequest, accept: str) -> Response:
         page = _page(q, SPAN_SORT_FIELDS, "spans", filter_logic=True)
-        texts, total = await store.query_spans_json(
-            q.rollout_id,
-            q.attempt_id,
-            trace_id=q.trace_id,
-            trace_id_contains=q.trace_id_contains,
-            span_id=q.span_id,
-            span_id_contains=q.span_id_contains,
-            parent_id=q.parent_id,
-            parent_id_contains=q.parent_id_contains,
-            name=q.name,
-            name_contains=q.name_contains,
-            filter_logic=q.filter_logic,
-            **page,
-        )
+        filters = {
+            "trace_id": q.trace_id,
+            "trace_id_contains": q.trace_id_contains,
+            "span_id": q.span_id,
+            "span_id_contains": q.span_id_contains,
+            "parent_id": q.parent_id,
+            "parent_id_contains": q.parent_id_contains,
+            "name": q.name,
+            "name_contains": q.name_contains,
+            "filter_logic": q.filter_logic,
+        }
+        if span_frames.wants_frames(accept):
+            # Our client asked for the compact page (span_frames.py); others get JSON.
+            frames, count, total = await store.query_spans_frames(
+                q.rollout_id, q.attempt_id, **filters, **page
+            )
+            body = span_frames.encode_frames(frames, count, q.limit, q.offset, total)
+            return Response(body, media_type=span_frames.MEDIA_TYPE)
+        texts, total = await store.query_spans_json(q.rollout_id, q.attempt_id, **filters, **page)
         return _raw_json(_paginated_json(texts, q.limit, q.offset, total))
 
     async def query_spans(request: Request) -> Response:
-        return await _query_spans(_query_model(request, QuerySpansRequest))
+        q = _query_model(request, QuerySpansRequest)
+        return await _query_spans(q, request.headers.get("accept", ""))
 
     async def search_spans(request: Request) -> Response:
-        return await _query_spans(await _body_model(request, QuerySpansRequest, max_request_bytes))
+        q = await _body_model(request, QuerySpansRequest, max_request_bytes)
+        return await _query_spans(q, request.headers.get("accept", ""))
 
     async def next_sequence_id(request: Request) -> Response:
         body = await _body_model(request, NextSequenceIdRequest, max_request_bytes)

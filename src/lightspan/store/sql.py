@@ -37,6 +37,7 @@ from .span_chunks import (
     span_field,
     span_ids_of,
 )
+from .span_frames import compress_docs
 from .span_row import SpanRow
 
 _QUEUING = "('queuing', 'requeuing')"
@@ -619,38 +620,53 @@ class SqlTx:
             params.append(where["attempt_id"])
         return await self.c.fetchall(sql + " ORDER BY chunk_id", params)
 
+    async def _page_chunks(self, q: Query) -> tuple[list[tuple[int, bytes]], int, int, int] | None:
+        """The common read (everything, or a page, in sequence order) when each chunk is in
+        sequence order and the chunks follow each other: ``(chunks, skip, count, total)``, the
+        ``(n, compressed documents)`` of the chunks the page touches, how many documents of
+        the first to skip and how many the page holds. ``None``: not that case."""
+        if q.conds or q.sort_by not in (None, "sequence_id") or q.sort_order != "asc":
+            return None
+        heads = await self._span_chunks(q, "chunk_id, n, seq_lo, seq_hi, ordered")
+        in_order = q.sort_by is None or (
+            all(h[4] for h in heads) and all(b[2] >= a[3] for a, b in pairwise(heads))
+        )
+        if not in_order:
+            return None
+        total = sum(int(h[1]) for h in heads)
+        end = total if q.limit == -1 else min(total, q.offset + q.limit)
+        wanted: dict[int, int] = {}
+        first, pos = 0, 0
+        for h in heads:
+            n = int(h[1])
+            if pos + n > q.offset and pos < end:
+                if not wanted:
+                    first = pos
+                wanted[h[0]] = n
+            pos += n
+        chunks: list[tuple[int, bytes]] = []
+        for part in _chunks(list(wanted)):
+            cond, params = self._in("chunk_id", part)
+            rows = await self.c.fetchall(
+                f"SELECT chunk_id, docs FROM ls_span_chunks WHERE {cond} ORDER BY chunk_id", params
+            )
+            chunks.extend((wanted[chunk_id], bytes(blob)) for chunk_id, blob in rows)
+        return chunks, q.offset - first, max(0, end - q.offset), total
+
     async def query_spans_json(self, q: Query) -> tuple[list[str], int]:
         """Span query over the rollout's chunks, evaluated in memory as the in-memory backend
         does (``must``, the rollout and maybe the attempt, is what the SELECT applies).
 
-        Fast path, the common read (everything, or a page, in sequence order): when each chunk
-        is in sequence order and the chunks follow each other, only the documents of the
-        chunks the page touches are decompressed, and ``cols`` is not parsed."""
-        if not q.conds and q.sort_by in (None, "sequence_id") and q.sort_order == "asc":
-            heads = await self._span_chunks(q, "chunk_id, n, seq_lo, seq_hi, ordered")
-            in_order = q.sort_by is None or (
-                all(h[4] for h in heads) and all(b[2] >= a[3] for a, b in pairwise(heads))
-            )
-            if in_order:
-                total = sum(int(h[1]) for h in heads)
-                end = total if q.limit == -1 else min(total, q.offset + q.limit)
-                wanted, first, pos = [], 0, 0
-                for h in heads:
-                    n = int(h[1])
-                    if pos + n > q.offset and pos < end:
-                        if not wanted:
-                            first = pos
-                        wanted.append(h[0])
-                    pos += n
-                docs: list[str] = []
-                for part in _chunks(wanted):
-                    cond, params = self._in("chunk_id", part)
-                    rows = await self.c.fetchall(
-                        f"SELECT docs FROM ls_span_chunks WHERE {cond} ORDER BY chunk_id", params
-                    )
-                    for (blob,) in rows:
-                        docs.extend(decode_docs(bytes(blob)))
-                return docs[q.offset - first : end - first], total
+        Fast path, the common read (everything, or a page, in sequence order): only the
+        documents of the chunks the page touches are decompressed, and ``cols`` is not
+        parsed."""
+        fast = await self._page_chunks(q)
+        if fast is not None:
+            chunks, skip, count, total = fast
+            docs: list[str] = []
+            for _, blob in chunks:
+                docs.extend(decode_docs(blob))
+            return docs[skip : skip + count], total
         items: list[Any] = []
         for rollout_id, attempt_id, cols, blob in await self._span_chunks(
             q, "rollout_id, attempt_id, cols, docs"
@@ -659,6 +675,25 @@ class SqlTx:
         # ``must`` is what the SELECT applied; the rest of the query is evaluated here.
         page, total = run_query(items, replace(q, must=[]), span_field)
         return [item[3] for item in page], total
+
+    async def query_spans_frames(self, q: Query) -> tuple[list[bytes], int, int]:
+        """The page as compact-page frames (``span_frames.py``), its span count and total: on
+        the fast path the stored compressed chunks as they are (the chunks the page cuts are
+        re-compressed with just its documents), else one frame of the page's documents."""
+        fast = await self._page_chunks(q)
+        if fast is None:
+            docs, total = await self.query_spans_json(q)
+            return ([compress_docs(docs)] if docs else []), len(docs), total
+        chunks, skip, count, total = fast
+        frames: list[bytes] = []
+        pos = -skip  # the page position of the chunk's first document
+        for n, blob in chunks:
+            lo, hi = max(0, -pos), min(n, count - pos)
+            if hi > lo:
+                whole = (lo, hi) == (0, n)
+                frames.append(blob if whole else compress_docs(decode_docs(blob)[lo:hi]))
+            pos += n
+        return frames, count, total
 
     async def query_spans(self, q: Query) -> tuple[list[Span], int]:
         docs, total = await self.query_spans_json(q)
