@@ -22,15 +22,16 @@ class _CountingClient(LightningStoreClient):
         self.dequeue_limits: list[int] = []
         self.exports = 0
         self.single_updates = 0
-        self.batched_updates: list[int] = []
+        self.exchanges: list[tuple[int, int]] = []
+        """(updates, dequeue limit) of each exchange request."""
 
     async def update_attempt(self, *a: Any, **kw: Any) -> Any:
         self.single_updates += 1
         return await super().update_attempt(*a, **kw)
 
-    async def update_many_attempts(self, updates: Sequence[Any]) -> Any:
-        self.batched_updates.append(len(updates))
-        return await super().update_many_attempts(updates)
+    async def runner_exchange(self, **kw: Any) -> Any:
+        self.exchanges.append((len(kw.get("updates", ())), kw.get("dequeue", 0)))
+        return await super().runner_exchange(**kw)
 
     async def dequeue_many_rollouts(
         self, *, limit: int = 1, worker_id: str | None = None
@@ -43,9 +44,11 @@ class _CountingClient(LightningStoreClient):
         return await super().export_otlp(body)
 
 
-async def test_workers_share_dequeues_and_span_exports_over_http(
+async def test_workers_share_reports_and_dequeues_in_exchange_requests_over_http(
     store_server: StoreProcess, client: LightningStoreClient
 ) -> None:
+    """Against our server, spans, statuses and dequeues of several workers share requests of
+    the ``runner/exchange`` extension; no v0.3 call is needed while the queue has work."""
     counting = _CountingClient(store_server.address)
     n, workers = 30, 6
     ids = [(await client.enqueue_rollout({"input": {"i": i}})).rollout_id for i in range(n)]
@@ -54,13 +57,15 @@ async def test_workers_share_dequeues_and_span_exports_over_http(
     stats = await runner.serve(max_rollouts=n)
     await counting.close()
     assert (stats.succeeded, stats.failed, stats.status_lost) == (n, 0, 0)
-    # the six workers start together: one dequeue call serves them all
-    assert counting.dequeue_limits[0] == workers
-    assert runner.dequeue_requests == len(counting.dequeue_limits) < n
-    assert counting.exports == runner._sink.requests <= n
-    # final statuses went through our server's batched extension, several per request
-    assert counting.update_many_supported is True and counting.single_updates == 0
-    assert sum(counting.batched_updates) == n and len(counting.batched_updates) < n
+    assert counting.exchange_supported is True
+    # the six workers start together: one request claims a rollout for each
+    assert counting.exchanges[0] == (0, workers)
+    # every status went in an exchange, several per request; no single update, no span export
+    assert sum(u for u, _ in counting.exchanges) == n
+    assert runner._exchange is not None and runner._exchange.requests == len(counting.exchanges)
+    assert len(counting.exchanges) < 2 * n / 3
+    assert counting.single_updates == 0 and counting.exports == 0
+    assert any(u and d for u, d in counting.exchanges)  # reports beside dequeues
     for rid in ids:
         rollout = await client.get_rollout_by_id(rid)
         assert rollout is not None and rollout.status == "succeeded"
@@ -70,6 +75,28 @@ async def test_workers_share_dequeues_and_span_exports_over_http(
     # attempt names the worker that ran it
     first = [await client.get_latest_attempt(rid) for rid in ids[:workers]]
     assert {a.worker_id for a in first if a is not None} == set(runner.worker_ids)
+
+
+async def test_workers_share_v03_calls_without_the_extension(
+    store_server: StoreProcess, client: LightningStoreClient
+) -> None:
+    """Against a server without the extension (as ``agl store``), shared dequeues and span
+    exports, one ``update_attempt`` per status after its spans."""
+    counting = _CountingClient(store_server.address)
+    counting.exchange_supported = False
+    n, workers = 30, 6
+    ids = [(await client.enqueue_rollout({"input": {"i": i}})).rollout_id for i in range(n)]
+    runner = WorkflowRunner(wide_workflow(width=4), counting, workers=workers)
+    stats = await runner.serve(max_rollouts=n)
+    await counting.close()
+    assert (stats.succeeded, stats.failed, stats.status_lost) == (n, 0, 0)
+    assert counting.exchanges == []
+    assert counting.dequeue_limits[0] == workers
+    assert runner.dequeue_requests == len(counting.dequeue_limits) < n
+    assert counting.exports == runner._sink.requests <= n
+    assert counting.single_updates == n
+    for rid in ids:
+        assert (await client.query_spans(rid)).total == 9
 
 
 async def test_one_worker_on_sqlite_needs_about_one_commit_per_rollout(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ async def test_client_uses_the_servers_extension() -> None:
                     AttemptUpdate(b.rollout_id, "at-nope", status="failed"),
                 ]
             )
-            assert client.update_many_supported is True
+            assert client.exchange_supported is True
             assert res[0].status == "failed" and res[0].metadata == {"error": "E: x"}
             assert isinstance(res[1], NotFoundError) and "at-nope" in str(res[1])
     finally:

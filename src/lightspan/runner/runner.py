@@ -56,11 +56,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lightspan.engine.runtime import RunResult, Workflow
+from lightspan.runner.exchange import Exchange, ExchangeUnsupported, Report, UpdateRefused
 from lightspan.runner.inputs import InputMapping
 from lightspan.runner.resources import ResourcesProvider
-from lightspan.runner.spans import SpanSink, runner_tracing
-from lightspan.runner.status import StatusSink
+from lightspan.runner.spans import DeliveryResult, SpanSink, runner_tracing
 from lightspan.store.base import AttemptUpdate, InvalidRequestError, LightningStore, NotFoundError
+from lightspan.store.client import LightningStoreClient
 from lightspan.store.models import AttemptedRollout
 
 __all__ = ["RunnerStats", "WorkflowRunner"]
@@ -101,6 +102,10 @@ class RunnerStats:
 
 class _Stop(Exception):
     """Internal: a hard stop interrupted a store retry loop."""
+
+
+_FALLBACK = object()
+"""Internal: the exchange cannot take this report; use the v0.3 calls."""
 
 
 class WorkflowRunner:
@@ -166,7 +171,11 @@ class WorkflowRunner:
             capture_content=capture_content
         )
         self._sink = SpanSink(store, coalesce=share_requests)
-        self._status = StatusSink(store, coalesce=share_requests)
+        self._exchange = (
+            Exchange(store, on_orphan=self._abandon, max_spans=self._sink.max_batch)
+            if share_requests and isinstance(store, LightningStoreClient)
+            else None
+        )
         self.stats = RunnerStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
@@ -350,15 +359,31 @@ class WorkflowRunner:
         for the next one, which serves every worker queued meanwhile. The store names the
         calling worker on the attempts it hands out; the worker that runs an attempt is named
         with its final ``update_attempt`` (same request, no extra call)."""
+        exchange = self._exchange
+        if exchange is not None and exchange.supported is not False:
+            fut: asyncio.Future[AttemptedRollout | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            exchange.want(worker_id, fut)
+            try:
+                return await self._claimed_by(fut)
+            except ExchangeUnsupported:
+                pass  # agl store: the v0.3 calls below
         if self.workers == 1 or not self.share_requests:
             self.dequeue_requests += 1
             return await self.store.dequeue_rollout(worker_id=worker_id)
-        fut: asyncio.Future[AttemptedRollout | None] = asyncio.get_running_loop().create_future()
+        fut = asyncio.get_running_loop().create_future()
         self._dq_waiting.append((worker_id, fut))
         if self._dq_task is None or self._dq_task.done():
             self._dq_task = asyncio.create_task(
                 self._dequeue_batches(), name="lightspan-runner-dequeue"
             )
+        return await self._claimed_by(fut)
+
+    async def _claimed_by(
+        self, fut: asyncio.Future[AttemptedRollout | None]
+    ) -> AttemptedRollout | None:
+        """Wait for a shared dequeue's answer for this worker."""
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -506,10 +531,72 @@ class WorkflowRunner:
     ) -> str | None:
         """Spans first, then the status (the module's guarantee); the status reported, or
         None. ``worker_id``: name the worker that ran the attempt (when another worker's
-        dequeue claimed it)."""
+        dequeue claimed it). Over HTTP both go in one shared exchange request when the server
+        has the extension; else (agl store, in-process stores) as two calls, in that order."""
+        update = self._final_update(rid, aid, status, error, worker_id)
+        if self._exchange is not None and self._exchange.supported is not False:
+            reported = await self._finish_exchanged(update, error, hard=hard)
+            if reported is not _FALLBACK:
+                return reported
         if not await self._deliver_final(rid, aid, status, error, hard=hard):
             return None
-        return await self._report_status(rid, aid, status, error, hard=hard, worker_id=worker_id)
+        return await self._report_status(update, hard=hard)
+
+    async def _finish_exchanged(
+        self, update: AttemptUpdate, error: BaseException | None, *, hard: bool
+    ) -> str | object | None:
+        """The attempt's last spans and its status in one :class:`Exchange` report (retried as
+        a whole: duplicate spans are ignored); ``_FALLBACK`` if the server lacks the extension
+        or the spans are too many for one request."""
+        exchange = self._exchange
+        assert exchange is not None
+        rid, aid, status = update.rollout_id, update.attempt_id, update.status
+        if error is not None:
+            log.info("rollout %s attempt %s %s: %s", rid, aid, status, _describe(error))
+        lock = self._delivery_locks.setdefault((rid, aid), asyncio.Lock())
+        async with lock:  # a heartbeat's partial delivery in flight goes first
+            spans = self._buffer.take(rid, aid)
+            if len(spans) > exchange.max_spans:
+                self._buffer.put_back(rid, aid, spans)
+                return _FALLBACK
+            report = Report(spans, update)
+            try:
+                delivered, _ = await self._retry_store(
+                    f"report({rid}, {aid})", lambda: exchange.report(report), hard=hard
+                )
+            except ExchangeUnsupported:
+                self._buffer.put_back(rid, aid, spans)
+                return _FALLBACK
+            except UpdateRefused as e:
+                self._count_delivery(rid, aid, e.delivered)
+                self.stats.status_lost += 1
+                log.error("rollout %s attempt %s: status %s refused: %s", rid, aid, status, e.error)
+                return None
+            except (_Stop, NotFoundError, InvalidRequestError) as e:
+                self.stats.status_lost += 1
+                log.error(
+                    "rollout %s attempt %s: spans and status %s not reported: %s",
+                    rid,
+                    aid,
+                    status,
+                    e,
+                )
+                return None
+            finally:
+                self._delivery_locks.pop((rid, aid), None)
+        self._count_delivery(rid, aid, delivered)
+        return status
+
+    @staticmethod
+    def _final_update(
+        rid: str, aid: str, status: str, error: BaseException | None, worker_id: str | None
+    ) -> AttemptUpdate:
+        extra: dict[str, Any] = {}
+        if error is not None:
+            extra["metadata"] = {"error": _describe(error), "error_type": type(error).__name__}
+        if worker_id is not None:
+            extra["worker_id"] = worker_id
+        return AttemptUpdate(rid, aid, status=status, **extra)  # type: ignore[arg-type]
 
     async def _report(
         self,
@@ -551,26 +638,13 @@ class WorkflowRunner:
             return False
         return True
 
-    async def _report_status(
-        self,
-        rid: str,
-        aid: str,
-        status: str,
-        error: BaseException | None,
-        *,
-        hard: bool,
-        worker_id: str | None,
-    ) -> str | None:
+    async def _report_status(self, update: AttemptUpdate, *, hard: bool) -> str | None:
         """``update_attempt`` with the final status (retried); the status, or None if lost."""
-        extra: dict[str, Any] = {}
-        if error is not None:
-            extra["metadata"] = {"error": _describe(error), "error_type": type(error).__name__}
-        if worker_id is not None:
-            extra["worker_id"] = worker_id
+        rid, aid, status = update.rollout_id, update.attempt_id, update.status
         try:
             await self._retry_store(
                 f"update_attempt({rid}, {aid})",
-                lambda: self._status.send(AttemptUpdate(rid, aid, status=status, **extra)),
+                lambda: self.store.update_attempt(rid, aid, **update.changes()),
                 hard=hard,
             )
         except (_Stop, NotFoundError, InvalidRequestError) as e:
@@ -605,6 +679,9 @@ class WorkflowRunner:
         except BaseException:
             self._buffer.put_back(rid, aid, spans)
             raise
+        self._count_delivery(rid, aid, res)
+
+    def _count_delivery(self, rid: str, aid: str, res: DeliveryResult) -> None:
         self.stats.spans += res.sent - res.rejected
         if res.rejected:
             self.stats.spans_rejected += res.rejected
@@ -625,7 +702,7 @@ class WorkflowRunner:
         while True:
             try:
                 return await call()
-            except (NotFoundError, InvalidRequestError):
+            except (NotFoundError, InvalidRequestError, ExchangeUnsupported, UpdateRefused):
                 raise
             except Exception as e:
                 self.stats.store_errors += 1

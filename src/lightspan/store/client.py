@@ -17,15 +17,18 @@ remote and local stores alike.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
 import threading
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import to_json
 
 from .base import (
     UNSET,
@@ -57,6 +60,7 @@ from .models import (
 from .span_page import decode_span_page
 
 __all__ = [
+    "ExchangeResult",
     "LightningStoreClient",
     "RemoteInvalidRequestError",
     "RemoteNotFoundError",
@@ -68,6 +72,35 @@ __all__ = [
 
 logger = logging.getLogger("lightspan.store.client")
 _RESOURCES = TypeAdapter(NamedResources)
+
+
+class _ExchangeSpans(BaseModel):
+    rejected: int = 0
+    message: str = ""
+
+
+class _ExchangeAnswer(BaseModel):
+    spans: _ExchangeSpans = _ExchangeSpans()
+    results: list[dict[str, Any]] = []
+    rollouts: list[AttemptedRollout] = []
+    dequeue_error: dict[str, Any] | None = None
+
+
+_EXCHANGE = TypeAdapter(_ExchangeAnswer)
+
+
+@dataclass(slots=True)
+class ExchangeResult:
+    """The answer of :meth:`LightningStoreClient.runner_exchange`."""
+
+    rejected: int = 0
+    """Spans of the request the store rejected (OTLP ``partial_success``)."""
+    message: str = ""
+    results: list[Attempt | StoreError] = field(default_factory=list)
+    """One per update, in order: the updated attempt or that update's error."""
+    rollouts: list[AttemptedRollout] = field(default_factory=list)
+    dequeue_error: StoreError | None = None
+    """Why the dequeue failed (the updates were still applied)."""
 
 
 class StoreClientError(StoreError):
@@ -159,8 +192,8 @@ class LightningStoreClient(LightningStore):
         self._clients: dict[int, httpx.AsyncClient] = {}
         self._lock = threading.Lock()
         self._batch_spans_supported: bool | None = None
-        self.update_many_supported: bool | None = None
-        """Whether the server has ``/attempts/update-many`` (None: not tried yet)."""
+        self.exchange_supported: bool | None = None
+        """Whether the server has our ``/runner/exchange`` extension (None: not tried yet)."""
 
     def __repr__(self) -> str:  # never shows the token
         return f"LightningStoreClient({self.address!r})"
@@ -208,6 +241,7 @@ class LightningStoreClient(LightningStore):
         path: str,
         *,
         json: Any = None,
+        content: bytes | None = None,
         params: Any = None,
         http_timeout: float | None = None,
         allow_statuses: tuple[int, ...] = (),
@@ -220,6 +254,9 @@ class LightningStoreClient(LightningStore):
         kwargs: dict[str, Any] = {"params": params}
         if json is not None:
             kwargs["json"] = json
+        if content is not None:
+            kwargs["content"] = content
+            kwargs["headers"] = {"Content-Type": "application/json"}
         if http_timeout is not None:
             kwargs["timeout"] = httpx.Timeout(http_timeout, connect=self.connect_timeout)
         last: str = ""
@@ -527,42 +564,91 @@ class LightningStoreClient(LightningStore):
     async def update_many_attempts(
         self, updates: Sequence[AttemptUpdate]
     ) -> list[Attempt | StoreError]:
-        """One ``POST /attempts/update-many`` (our server's extension) for all updates; against
-        a server without it (``agl store``: 404/405) the per-attempt calls of the v0.3 API,
-        concurrently, and the client remembers not to try again."""
+        """One ``POST /runner/exchange`` (our server's extension) for all updates; against a
+        server without it (``agl store``) the per-attempt calls of the v0.3 API, concurrently."""
         if not updates:
             return []
-        if self.update_many_supported is not False:
-            body = {
-                "updates": [
-                    {"rollout_id": u.rollout_id, "attempt_id": u.attempt_id, **u.changes()}
-                    for u in updates
-                ]
-            }
-            data = await self._request(
-                "update_many_attempts",
-                "POST",
-                "/attempts/update-many",
-                json=body,
-                allow_statuses=(404, 405),
-            )
-            if not isinstance(data, httpx.Response):
-                self.update_many_supported = True
-                return [
-                    self._update_result(u, r) for u, r in zip(updates, data["results"], strict=True)
-                ]
-            self.update_many_supported = False
+        result = await self.runner_exchange(updates=updates)
+        if result is not None:
+            return result.results
         return await super().update_many_attempts(updates)
+
+    async def runner_exchange(
+        self,
+        *,
+        otlp: bytes | None = None,
+        updates: Sequence[AttemptUpdate] = (),
+        dequeue: int = 0,
+        worker_id: str | None = None,
+    ) -> ExchangeResult | None:
+        """Our server's ``POST /runner/exchange`` extension: store ``otlp`` (an OTLP
+        ``ExportTraceServiceRequest``, protobuf), then apply ``updates`` and claim up to
+        ``dequeue`` rollouts for ``worker_id``, in one request (the route's docstring has the
+        order and failure rules). ``None`` if the server lacks the extension (``agl store``:
+        404/405; remembered in :attr:`exchange_supported`): use the v0.3 calls instead.
+
+        Raises for the request as a whole (unreachable store, 5xx after retries: no update or
+        dequeue was applied; 400/422: malformed). A connection lost mid-request is not retried
+        here, as for any POST (rollouts it claimed would be claimed twice); the runner retries
+        its reports (duplicate spans are ignored, a status set again changes nothing)."""
+        if self.exchange_supported is False:
+            return None
+        body: dict[str, Any] = {}
+        if otlp:
+            body["otlp"] = base64.b64encode(otlp).decode("ascii")
+        if updates:
+            body["updates"] = [
+                {"rollout_id": u.rollout_id, "attempt_id": u.attempt_id, **u.changes()}
+                for u in updates
+            ]
+        if dequeue > 0:
+            body["dequeue"] = {"limit": dequeue, "worker_id": worker_id}
+        response = await self._request(
+            "runner_exchange",
+            "POST",
+            "/runner/exchange",
+            content=to_json(body),
+            allow_statuses=(404, 405),
+            raw=True,
+        )
+        if isinstance(response, httpx.Response):
+            self.exchange_supported = False
+            return None
+        self.exchange_supported = True
+        try:
+            data = _EXCHANGE.validate_json(response)
+        except ValidationError as e:
+            raise StoreClientError(
+                "runner_exchange", self.address, f"malformed answer: {e}"
+            ) from None
+        results = [self._update_result(u, r) for u, r in zip(updates, data.results, strict=True)]
+        dequeue_error = None
+        if data.dequeue_error is not None:
+            dequeue_error = self._item_error(
+                "dequeue_rollouts", data.dequeue_error.get("status"), data.dequeue_error
+            )
+        return ExchangeResult(
+            rejected=data.spans.rejected,
+            message=data.spans.message,
+            results=results,
+            rollouts=data.rollouts,
+            dequeue_error=dequeue_error,
+        )
 
     def _update_result(self, u: AttemptUpdate, item: dict[str, Any]) -> Attempt | StoreError:
         error = item.get("error")
         if error is None:
             return Attempt.model_validate(item["attempt"])
         op = f"update_attempt({u.rollout_id}, {u.attempt_id})"
-        status, detail = int(error.get("status", 400)), str(error.get("detail", ""))
-        if status == 404:
-            return RemoteNotFoundError(op, self.address, detail, status)
-        return RemoteInvalidRequestError(op, self.address, detail, status)
+        return self._item_error(op, error.get("status"), error)
+
+    def _item_error(self, op: str, status: Any, error: dict[str, Any]) -> StoreError:
+        code, detail = int(status or 400), str(error.get("detail", ""))
+        if code == 404:
+            return RemoteNotFoundError(op, self.address, detail, code)
+        if code in (400, 422):
+            return RemoteInvalidRequestError(op, self.address, detail, code)
+        return StoreUnavailableError(op, self.address, detail, code)
 
     # ------------------------------------------------------------------ spans
 

@@ -13,6 +13,9 @@ reference client retries.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -38,6 +41,7 @@ from .base import (
     StoreError,
     validate_page,
 )
+from .intake import convert_protobuf_async, ingest_span_dicts
 from .limits import (
     MAX_JSON_BODY_DEPTH,
     MAX_PAGE_LIMIT,
@@ -56,6 +60,7 @@ from .models import (
     Span,
     WorkerStatus,
 )
+from .otlp import OtlpDecodeError
 from .otlp_http import PayloadTooLarge, read_limited
 
 __all__ = ["API_PREFIX", "rest_routes"]
@@ -181,10 +186,17 @@ class UpdateAttemptItem(UpdateAttemptRequest):
     attempt_id: str
 
 
-class UpdateManyAttemptsRequest(BaseModel):
-    """``POST /v1/agl/attempts/update-many`` (a lightspan extension): see the route."""
+class ExchangeDequeue(BaseModel):
+    limit: int = 1
+    worker_id: str | None = None
 
-    updates: list[UpdateAttemptItem]
+
+class ExchangeRequest(BaseModel):
+    """``POST /v1/agl/runner/exchange`` (a lightspan extension): see the route."""
+
+    otlp: str | None = None
+    updates: list[UpdateAttemptItem] = Field(default_factory=list)
+    dequeue: ExchangeDequeue | None = None
 
 
 class UpdateWorkerRequest(BaseModel):
@@ -441,19 +453,32 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         )
         return _json(attempt)
 
-    async def update_many_attempts(request: Request) -> Response:
-        """A lightspan extension (not in Agent Lightning's API): several ``update_attempt``
-        calls in one request, e.g. a runner's final statuses of attempts that finished
-        together (for SQLite, one commit). ``{"updates": [{"rollout_id", "attempt_id",
-        ...update_attempt's fields}]}`` -> ``{"results": [{"attempt": {...}} | {"error":
-        {"status", "error_type", "detail"}}]}``, one per update, in order: an unknown attempt
-        or an invalid update fails that item only. A malformed body fails the whole request
-        (400/422) before any update."""
-        body = await _body_model(request, UpdateManyAttemptsRequest, max_request_bytes)
+    async def runner_exchange(request: Request) -> Response:
+        """A lightspan extension (not in Agent Lightning's API): what a runner's workers need
+        from the store at one moment, in one request: spans of finished attempts, then their
+        statuses, and a dequeue for the idle workers. ``{"otlp": base64 of an OTLP
+        ExportTraceServiceRequest (protobuf), "updates": [{"rollout_id", "attempt_id",
+        ...update_attempt's fields}], "dequeue": {"limit", "worker_id"}}``, every part optional
+        -> ``{"spans": {"rejected", "message"}, "results": [{"attempt": {...}} | {"error":
+        {"status", "error_type", "detail"}}], "rollouts": [AttemptedRollout], "dequeue_error":
+        null | {...}}``.
+
+        Order: the spans are stored (durable) before any update runs, so a status never says
+        finished before its attempt's spans are readable; if storing them fails, nothing else
+        is done (500, the client retries the whole request; duplicate spans are ignored).
+        Then the updates and the dequeue run together (one commit with group commit); an
+        update's own error (unknown attempt: 404, invalid: 400, store failure: 503) fails that
+        item only; a failed dequeue is reported in ``dequeue_error`` without losing the
+        updates, and a failed update batch does not lose the rollouts claimed beside it. A
+        malformed body fails the whole request (400/422) before anything is stored."""
+        body = await _body_model(request, ExchangeRequest, max_request_bytes)
         if len(body.updates) > MAX_PAGE_LIMIT:
             raise HttpError(
                 400, f"at most {MAX_PAGE_LIMIT} updates per request", "InvalidRequestError"
             )
+        limit = body.dequeue.limit if body.dequeue is not None else 0
+        if limit > MAX_PAGE_LIMIT:
+            raise HttpError(400, f"limit must be at most {MAX_PAGE_LIMIT}", "InvalidRequestError")
         updates = [
             AttemptUpdate(
                 u.rollout_id,
@@ -465,16 +490,50 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
             )
             for u in body.updates
         ]
-        results: list[dict[str, Any]] = []
-        for r in await store.update_many_attempts(updates):
-            if isinstance(r, StoreError):
-                code = 404 if isinstance(r, NotFoundError) else 400
-                results.append(
-                    {"error": {"status": code, "error_type": type(r).__name__, "detail": str(r)}}
+        spans: dict[str, Any] = {"rejected": 0, "message": ""}
+        if body.otlp:
+            try:
+                converted = await convert_protobuf_async(
+                    store, base64.b64decode(body.otlp, validate=True)
                 )
-            else:
-                results.append({"attempt": r})
-        return _json({"results": results})
+            except (binascii.Error, ValueError, OtlpDecodeError) as exc:
+                raise HttpError(
+                    400, f"otlp: not a base64 OTLP request: {exc}", "MalformedBody"
+                ) from None
+            ingested = await ingest_span_dicts(store, converted)
+            spans = {"rejected": ingested.rejected, "message": ingested.message or ""}
+
+        def error(exc: BaseException) -> dict[str, Any]:
+            code = 404 if isinstance(exc, NotFoundError) else 400
+            if not isinstance(exc, StoreError | ValueError):
+                code = 503
+                logger.error("runner exchange: %s: %s", type(exc).__name__, exc)
+            return {"status": code, "error_type": type(exc).__name__, "detail": str(exc)}
+
+        async def claim() -> Any:
+            if limit <= 0:
+                return []
+            return await store.dequeue_many_rollouts(limit=limit, worker_id=body.dequeue.worker_id)  # type: ignore[union-attr]
+
+        async def update() -> Any:
+            return await store.update_many_attempts(updates) if updates else []
+
+        done, claimed = await asyncio.gather(update(), claim(), return_exceptions=True)
+        for outcome in (done, claimed):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+                raise outcome
+        if isinstance(done, Exception):
+            results = [{"error": error(done)} for _ in updates]
+        else:
+            results = [
+                {"error": error(r)} if isinstance(r, StoreError) else {"attempt": r} for r in done
+            ]
+        answer: dict[str, Any] = {"spans": spans, "results": results, "dequeue_error": None}
+        if isinstance(claimed, Exception):
+            answer["rollouts"], answer["dequeue_error"] = [], error(claimed)
+        else:
+            answer["rollouts"] = list(claimed)
+        return _json(answer)
 
     async def _query_workers(q: QueryWorkersRequest) -> Response:
         page = _page(q, WORKER_SORT_FIELDS, "workers", filter_logic=True)
@@ -591,7 +650,7 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         ("/rollouts/{rollout_id}/attempts/search", search_attempts, "POST"),
         ("/rollouts/{rollout_id}/attempts/latest", latest_attempt, "GET"),
         ("/rollouts/{rollout_id}/attempts/{attempt_id}", update_attempt, "POST"),
-        ("/attempts/update-many", update_many_attempts, "POST"),
+        ("/runner/exchange", runner_exchange, "POST"),
         ("/workers", query_workers, "GET"),
         ("/workers/search", search_workers, "POST"),
         ("/workers/{worker_id}", get_worker, "GET"),
