@@ -3,17 +3,21 @@
 Rows (each measured ``--rounds`` times; median and range printed):
 
   * lightspan WorkflowRunner on an in-process store (memory, SQLite) and over HTTP on
-    ``lightspan store serve`` (SQLite; the deployment comparable to the reference), 1 and 8 workers,
-    with a no-op workflow (one task that returns its input) and a 3-step workflow (three LLM
-    steps in sequence against a fake instant OpenAI-compatible server on 127.0.0.1);
+    ``lightspan store serve`` (SQLite; the deployment comparable to the reference), 1 and 8
+    workers (and 32 over HTTP), with a no-op workflow (one task that returns its input) and a
+    3-step workflow (three LLM steps in sequence against a fake instant OpenAI-compatible
+    server on 127.0.0.1);
   * the reference: Agent Lightning 0.3's ``LitAgentRunner`` (``OtelTracer``) against its own
     ``agl store`` server (in-memory), one runner, the same two shapes (its 3-step agent makes the
     same three HTTP calls, each in an ``openai.chat.completion`` span);
   * the same lightspan runner with ``share_requests=False`` ("unshared": each worker makes its
-    own calls one at a time), no-op, SQLite in-process and over HTTP, for comparison.
+    own calls one at a time), no-op, SQLite in-process and over HTTP, and over HTTP with the
+    v0.3 calls only ("v0.3-calls": as against ``agl store``, without our ``runner/exchange``
+    extension), for comparison.
 
-Worker counts: 1 (the overhead per rollout) and 8 (throughput: enough concurrent calls to fill
-the store's group commit and the runner's shared dequeue/span requests). "calls/rollout" is
+Worker counts: 1 (the overhead per rollout), 8 and 32 (throughput: enough concurrent calls to
+fill the store's group commit and the runner's shared requests; over HTTP, more workers put
+more reports and dequeues in each shared request). "calls/rollout" is
 SQLite commits per rollout in-process (each an fsync with the default synchronous=FULL) and
 HTTP requests per rollout over HTTP (counted by the client's transport).
 
@@ -182,7 +186,7 @@ async def lightspan_round(
     n: int,
     llm_url: str,
     shared: bool = True,
-    batched_status: bool = True,
+    extension: bool = True,
 ) -> tuple[float, float | None, tuple[float, float] | None]:
     """One round: enqueue ``n`` rollouts, then time the runner until all are reported.
     Returns the seconds, the store calls per rollout (SQLite commits in-process, HTTP
@@ -195,9 +199,10 @@ async def lightspan_round(
         if backend == "sqlite-server":
             server = LightspanStoreServer(db)
             store: Any = LightningStoreClient(server.url, transport=transport)
-            if not batched_status:
-                # as against a v0.3 server without our extension: one request per status
-                store.update_many_supported = False
+            if not extension:
+                # as against a v0.3 server without our runner/exchange extension (agl store):
+                # shared dequeues and span exports, one update_attempt per status
+                store.exchange_supported = False
         elif backend == "memory":
             store = await open_store("memory")
         else:
@@ -361,21 +366,21 @@ def main() -> None:
         (shape, backend, workers, True, True)
         for shape in ("noop", "3step")
         for backend in ("memory", "sqlite", "sqlite-normal", "sqlite-server")
-        for workers in (1, 8)
+        for workers in ((1, 8, 32) if backend == "sqlite-server" else (1, 8))
     ]
     # The same runner with every worker making its own calls one at a time (no shared
     # dequeue, span export or overlapped report), for comparison.
     configs += [("noop", b, w, False, True) for b in ("sqlite", "sqlite-server") for w in (1, 8)]
-    # Shared requests, but one status request per attempt (the v0.3 API without our batched
-    # ``attempts/update-many`` extension, what the runner does against ``agl store``).
+    # Shared requests, but the v0.3 API only: what the runner does against ``agl store``,
+    # which lacks our ``runner/exchange`` extension (dequeue, spans, status: three requests).
     configs += [(s, "sqlite-server", 8, True, False) for s in ("noop", "3step")]
-    for shape, backend, workers, shared, batched in configs:
+    for shape, backend, workers, shared, extension in configs:
         name = f"lightspan {shape} {backend} w={workers}" + ("" if shared else " unshared")
-        name += "" if batched else " status-per-attempt"
+        name += "" if extension else " v0.3-calls"
         if args.only not in name:
             continue
         results = [
-            asyncio.run(lightspan_round(backend, shape, workers, n, llm_url, shared, batched))
+            asyncio.run(lightspan_round(backend, shape, workers, n, llm_url, shared, extension))
             for _ in range(args.rounds)
         ]
         rows.append(
