@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import socket
 import statistics
@@ -104,6 +105,22 @@ def start_fake_llm() -> tuple[ThreadingHTTPServer, str]:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+def _serve_fake_llm(url_q: Any) -> None:
+    _server, url = start_fake_llm()
+    url_q.put(url)
+    threading.Event().wait()
+
+
+def start_fake_llm_process() -> tuple[multiprocessing.Process, str]:
+    """The fake LLM server in a child process: the runner's process (lightspan's rows) and
+    the reference's (its own process) both call it over HTTP without hosting it, as users'
+    runners call an LLM server."""
+    q: Any = multiprocessing.Queue()
+    proc = multiprocessing.Process(target=_serve_fake_llm, args=(q,), daemon=True)
+    proc.start()
+    return proc, q.get(timeout=30)
 
 
 # --------------------------------------------------------------------------- lightspan rows
@@ -191,7 +208,7 @@ async def lightspan_round(
     """One round: enqueue ``n`` rollouts, then time the runner until all are reported.
     Returns the seconds, the store calls per rollout (SQLite commits in-process, HTTP
     requests to the server) and, over HTTP, the CPU ms per rollout of the runner's process
-    (which also hosts the fake LLM server) and of the store server's process."""
+    (the fake LLM server runs in its own process) and of the store server's process."""
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "bench.db")
         server = None
@@ -359,7 +376,7 @@ def main() -> None:
         "--only", default="", help="run only the lightspan rows whose name contains this text"
     )
     args = ap.parse_args()
-    server, llm_url = start_fake_llm()
+    llm_proc, llm_url = start_fake_llm_process()
     rows: list[dict[str, Any]] = []
     n = args.rollouts
     configs = [
@@ -397,7 +414,7 @@ def main() -> None:
                 print(f"  done: {rows[-1]['config']}", file=sys.stderr)
         finally:
             store.stop()
-    server.shutdown()
+    llm_proc.terminate()
     print(f"\nrunner benchmark: {args.rounds} rounds, median [min-max]")
     print("store calls/rollout: SQLite commits (in-process) or HTTP requests (server), median")
     print("CPU ms/rollout (over HTTP): runner process + store server process, median")
