@@ -13,12 +13,17 @@ update is sent only after the store acknowledged them; if the store is unreachab
 keeps the spans and retries, and never reports the status first.
 
 Shared requests (``share_requests=True``, the default), so that a runner's store calls cost
-fewer round trips and fewer commits (fsyncs) per rollout: workers that want a rollout at the
-same time share one ``dequeue_many_rollouts(limit=k)`` call (the attempts are claimed under the
-caller's worker id; the worker that ran each one is named in its final ``update_attempt``);
-span deliveries of several attempts that are due together share one OTLP request
-(:class:`~lightspan.runner.spans.SpanSink`); and a worker reports a finished attempt (spans,
-then status, exactly as above) in a task beside its next dequeue and run, with at most
+fewer round trips and fewer commits (fsyncs) per rollout. Against our store server, one
+request (:class:`~lightspan.runner.exchange.Exchange`, the ``runner/exchange`` extension)
+carries everything the workers want while the previous one is in flight: each finished
+attempt's last spans and final status (the server stores the spans before it applies the
+status) and a dequeue for every idle worker. Elsewhere (``agl store``, in-process stores) the
+v0.3 calls are shared call by call: workers that want a rollout at the same time share one
+``dequeue_many_rollouts(limit=k)`` call, span deliveries of several attempts that are due
+together share one OTLP request (:class:`~lightspan.runner.spans.SpanSink`), then each status
+is its own ``update_attempt``. Either way the attempts are claimed under the caller's worker
+id (the worker that ran each one is named in its final update), and a worker reports a
+finished attempt (spans, then status) in a task beside its next dequeue and run, with at most
 ``report_depth`` reports in flight per worker, so the store can commit the next claim with the
 previous report (SQLite group commit). ``serve`` returns only after every report is done.
 
@@ -354,11 +359,11 @@ class WorkflowRunner:
         return None
 
     async def _shared_dequeue(self, worker_id: str) -> AttemptedRollout | None:
-        """Workers that want a rollout at the same time share one ``dequeue_many_rollouts``
-        call (``limit`` = how many wait): a worker that asks while a call is in flight waits
-        for the next one, which serves every worker queued meanwhile. The store names the
-        calling worker on the attempts it hands out; the worker that runs an attempt is named
-        with its final ``update_attempt`` (same request, no extra call)."""
+        """Workers that want a rollout at the same time share one dequeue (in the exchange
+        request, else one ``dequeue_many_rollouts`` call; ``limit`` = how many wait): a worker
+        that asks while a request is in flight waits for the next one, which serves every
+        worker queued meanwhile. The store names the calling worker on the attempts it hands
+        out; the worker that runs an attempt is named with its final update (no extra call)."""
         exchange = self._exchange
         if exchange is not None and exchange.supported is not False:
             fut: asyncio.Future[AttemptedRollout | None] = (
