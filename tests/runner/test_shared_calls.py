@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,67 @@ async def test_a_hard_stop_during_a_shared_dequeue_leaves_no_rollout_claimed() -
             assert "stopped before the rollout started" in (attempt.metadata or {})["error"]
     finally:
         await store.close()
+
+
+class _MisaddressingClient(LightningStoreClient):
+    """Sends the status of one attempt to an attempt id the store does not know."""
+
+    def __init__(self, *a: Any, victim: str, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.victim = victim
+
+    async def runner_exchange(self, **kw: Any) -> Any:
+        kw["updates"] = [
+            replace(u, attempt_id="at-unknown") if u.rollout_id == self.victim else u
+            for u in kw.get("updates", ())
+        ]
+        return await super().runner_exchange(**kw)
+
+
+async def test_a_refused_status_in_an_exchange_loses_only_that_status(
+    store_server: StoreProcess, client: LightningStoreClient
+) -> None:
+    """The store refuses one update of a shared request (unknown attempt): its spans are
+    stored, its status is counted lost, the other attempts of the request are unaffected."""
+    ids = [(await client.enqueue_rollout({"input": {"i": i}})).rollout_id for i in range(6)]
+    victim = ids[2]
+    mis = _MisaddressingClient(store_server.address, victim=victim)
+    runner = WorkflowRunner(wide_workflow(width=2), mis, workers=3, status_retry_seconds=5)
+    stats = await runner.serve(max_rollouts=6)
+    await mis.close()
+    assert mis.exchange_supported is True
+    assert stats.status_lost == 1 and stats.store_errors == 0
+    for rid in ids:
+        rollout = await client.get_rollout_by_id(rid)
+        assert rollout is not None
+        assert rollout.status == ("running" if rid == victim else "succeeded")
+        assert (await client.query_spans(rid)).total == 7
+
+
+class _SlowExchangeClient(LightningStoreClient):
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.answered = asyncio.Event()
+
+    async def runner_exchange(self, **kw: Any) -> Any:
+        result = await super().runner_exchange(**kw)
+        self.answered.set()
+        await asyncio.sleep(0.3)  # the answer is on its way when the runner is stopped hard
+        return result
+
+
+async def test_a_hard_stop_during_an_exchange_dequeue_leaves_no_rollout_claimed(
+    store_server: StoreProcess, client: LightningStoreClient
+) -> None:
+    ids = [(await client.enqueue_rollout({"input": {"i": i}})).rollout_id for i in range(3)]
+    slow = _SlowExchangeClient(store_server.address)
+    runner = WorkflowRunner(wide_workflow(width=2), slow, workers=3, poll_interval=0.02)
+    task = asyncio.create_task(runner.serve())
+    await asyncio.wait_for(slow.answered.wait(), 10)  # the store claimed them for the workers
+    runner.request_stop(hard=True)
+    await asyncio.wait_for(task, 10)
+    await slow.close()
+    for rid in ids:
+        attempt = await client.get_latest_attempt(rid)
+        assert attempt is not None and attempt.status == "failed", attempt
+        assert "stopped before the rollout started" in (attempt.metadata or {})["error"]

@@ -99,6 +99,11 @@ class Exchange:
         self._wants.append((worker_id, fut))
         self._kick()
 
+    async def drain(self) -> None:
+        """Wait until no request is in flight (its answers, orphans included, are handled)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.wait([self._flusher])
+
     def _kick(self) -> None:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="lightspan-runner-exchange")

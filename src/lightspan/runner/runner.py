@@ -273,6 +273,8 @@ class WorkflowRunner:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if self._dq_task is not None:  # a shared dequeue whose workers were cancelled
                 await asyncio.wait([self._dq_task])
+            if self._exchange is not None:  # the same, in an exchange request
+                await self._exchange.drain()
             while self._side_tasks:
                 await asyncio.gather(*self._side_tasks, return_exceptions=True)
         finally:
