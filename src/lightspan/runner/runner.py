@@ -263,7 +263,9 @@ class WorkflowRunner:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     self._loop.add_signal_handler(sig, self._signal, sig)
                     installed.append(sig)
-        await self._register_workers()
+        # Registered beside the first dequeues, not before them (a store also creates a worker
+        # on its first dequeue); serve returns only after every worker was registered.
+        register = asyncio.create_task(self._register_workers(), name="lightspan-runner-register")
         heartbeat = asyncio.create_task(self._heartbeats(), name="lightspan-runner-heartbeat")
         self._tasks = [
             asyncio.create_task(self._worker(wid, idle_exit), name=f"lightspan-runner/{wid}")
@@ -277,7 +279,12 @@ class WorkflowRunner:
                 await self._exchange.drain()
             while self._side_tasks:
                 await asyncio.gather(*self._side_tasks, return_exceptions=True)
+            await register
         finally:
+            if not register.done():  # stopped hard or failed: leave no task behind
+                register.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await register
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -736,12 +743,14 @@ class WorkflowRunner:
         }
 
     async def _register_workers(self) -> None:
-        for wid in self.worker_ids:
+        async def one(wid: str) -> None:
             try:
                 await self.store.update_worker(wid, heartbeat_stats=self._heartbeat_stats(wid))
             except Exception as e:
                 self.stats.store_errors += 1
                 log.warning("runner: update_worker(%s) failed: %s", wid, e)
+
+        await asyncio.gather(*(one(wid) for wid in self.worker_ids))
 
     async def _heartbeats(self) -> None:
         last_worker_beat = time.monotonic()
