@@ -19,7 +19,7 @@ Worker counts: 1 (the overhead per rollout), 8 and 32 (throughput: enough concur
 fill the store's group commit and the runner's shared requests; over HTTP, more workers put
 more reports and dequeues in each shared request). "calls/rollout" is
 SQLite commits per rollout in-process (each an fsync with the default synchronous=FULL) and
-HTTP requests per rollout over HTTP (counted by the client's transport).
+HTTP requests per rollout over HTTP (counted by the client: httpx's transport plus its lean path).
 
 rollouts/s = N rollouts / wall time from the runner's start until the N-th attempt is
 reported (spans delivered, status set). "overhead/rollout" is the 1-worker no-op figure:
@@ -236,7 +236,8 @@ async def lightspan_round(
             runner = WorkflowRunner(
                 wf, store, workers=workers, poll_interval=0.01, share_requests=shared
             )
-            commits0, requests0 = getattr(store, "write_commits", 0), transport.requests
+            commits0 = getattr(store, "write_commits", 0)
+            requests0 = transport.requests + getattr(store, "lean_requests", 0)
             srv0 = server.cpu_seconds() if server is not None else 0.0
             t0, cpu0 = time.perf_counter(), time.process_time()
             stats = await runner.serve(max_rollouts=n)
@@ -249,7 +250,8 @@ async def lightspan_round(
                 )
             calls: float | None = None
             if backend == "sqlite-server":
-                calls = (transport.requests - requests0) / n
+                # httpx's requests plus the store client's lean ones (its exchange requests)
+                calls = (transport.requests + store.lean_requests - requests0) / n
             elif backend != "memory":
                 calls = (store.write_commits - commits0) / n
             done = await store.query_rollouts(status_in=["succeeded"])

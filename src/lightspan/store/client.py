@@ -41,6 +41,8 @@ from .base import (
     StoreError,
     given,
 )
+from .lean_http import LeanPool
+from .lean_http import usable as lean_http_usable
 from .models import (
     Attempt,
     AttemptedRollout,
@@ -191,6 +193,9 @@ class LightningStoreClient(LightningStore):
         self._transport = transport
         self._clients: dict[int, httpx.AsyncClient] = {}
         self._lock = threading.Lock()
+        self._lean: dict[int, LeanPool] | None = {} if lean_http_usable(self.address) else None
+        self.lean_requests = 0
+        """Requests sent by the lean path (:mod:`.lean_http`), not through httpx."""
         self._batch_spans_supported: bool | None = None
         self.exchange_supported: bool | None = None
         """Whether the server has our ``/runner/exchange`` extension (None: not tried yet)."""
@@ -221,11 +226,27 @@ class LightningStoreClient(LightningStore):
     async def start(self) -> None:
         """Nothing to open eagerly: connections are made on first use."""
 
+    def _lean_pool(self) -> LeanPool | None:
+        if self._lean is None:
+            return None
+        key = id(asyncio.get_running_loop())
+        with self._lock:
+            pool = self._lean.get(key)
+            if pool is None:
+                pool = self._lean[key] = LeanPool(self.address, self._headers)
+        return pool
+
     async def close(self) -> None:
         """Close the connection pools (of every loop that used this client)."""
         with self._lock:
             clients = list(self._clients.values())
             self._clients.clear()
+            lean = list(self._lean.values()) if self._lean is not None else []
+            if self._lean is not None:
+                self._lean.clear()
+        for pool in lean:
+            with contextlib.suppress(RuntimeError):
+                await pool.aclose()
         for client in clients:
             with contextlib.suppress(RuntimeError):
                 await client.aclose()
@@ -246,11 +267,14 @@ class LightningStoreClient(LightningStore):
         http_timeout: float | None = None,
         allow_statuses: tuple[int, ...] = (),
         raw: bool = False,
+        lean: bool = False,
     ) -> Any:
         """One API call with the retry policy of the module docstring; returns decoded JSON
-        (``raw``: the response body as bytes, for the caller to decode)."""
+        (``raw``: the response body as bytes, for the caller to decode). ``lean``: a POST of
+        ``content`` through :mod:`.lean_http` where it applies (plain HTTP, no proxy)."""
         url = self.api + path
-        client = self._client()
+        pool = self._lean_pool() if lean and content is not None else None
+        client = self._client() if pool is None else None
         kwargs: dict[str, Any] = {"params": params}
         if json is not None:
             kwargs["json"] = json
@@ -264,7 +288,17 @@ class LightningStoreClient(LightningStore):
             if attempt:
                 await asyncio.sleep(self._delay(attempt - 1))
             try:
-                response = await client.request(method, url, **kwargs)
+                if pool is not None:
+                    self.lean_requests += 1
+                    response = await pool.post(
+                        url[len(self.address) :],
+                        content,  # type: ignore[arg-type]
+                        read_timeout=http_timeout or self.timeout,
+                        connect_timeout=self.connect_timeout,
+                    )
+                else:
+                    assert client is not None
+                    response = await client.request(method, url, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 last = f"cannot connect ({type(exc).__name__}: {exc})"
                 continue
@@ -610,8 +644,9 @@ class LightningStoreClient(LightningStore):
             content=to_json(body),
             allow_statuses=(404, 405),
             raw=True,
+            lean=True,
         )
-        if isinstance(response, httpx.Response):
+        if not isinstance(response, bytes):  # the 404/405 answer itself
             self.exchange_supported = False
             return None
         self.exchange_supported = True
