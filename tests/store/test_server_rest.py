@@ -374,7 +374,7 @@ def test_runner_exchange_updates(http: httpx.Client) -> None:
     )
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["rollouts"] == [] and body["dequeue_error"] is None
+    assert body["rollouts"] == []
     assert body["spans"] == {"rejected": 0, "message": ""}
     res = body["results"]
     assert len(res) == 3
@@ -391,12 +391,7 @@ def test_runner_exchange_updates(http: httpx.Client) -> None:
     assert r.status_code == 422
     assert http.post("/runner/exchange", content=b"{nope").status_code == 400
     r = http.post("/runner/exchange", json={})
-    assert r.json() == {
-        "spans": {"rejected": 0, "message": ""},
-        "results": [],
-        "dequeue_error": None,
-        "rollouts": [],
-    }
+    assert r.json() == {"spans": {"rejected": 0, "message": ""}, "results": [], "rollouts": []}
 
 
 def test_runner_exchange_stores_spans_then_statuses_and_dequeues(http: httpx.Client) -> None:

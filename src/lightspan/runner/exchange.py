@@ -6,9 +6,9 @@ requests per rollout (dequeue, spans, status), which workers can share only call
 store server has an extension, ``POST /v1/agl/runner/exchange``, that takes all three at once:
 spans, then the statuses they precede, and a dequeue. :class:`Exchange` sends everything the
 runner's workers want while a request is in flight in the next one: finished attempts' reports
-(their spans and final status: the server stores the spans before it applies the status, so the
-runner's guarantee holds per request) and the dequeues of idle workers. Each caller gets its own
-answer or error.
+(their spans and final status: the server stores them in one transaction, spans first, so a
+status is never readable without its spans) and the dequeues of idle workers. Each caller gets
+its own answer or error.
 
 Against a server without the extension (``agl store``) the first request finds out (404/405,
 remembered by the client) and every caller gets :class:`ExchangeUnsupported`: the runner then
@@ -169,8 +169,6 @@ class Exchange:
                 if fut.done():
                     if rollout is not None:  # its worker stopped waiting (hard stop)
                         self.on_orphan(rollout)
-                elif result.dequeue_error is not None:
-                    fut.set_exception(result.dequeue_error)
                 else:
                     fut.set_result(rollout)
             for rollout in got[len(wants) :]:  # a store that returned more than asked

@@ -85,7 +85,6 @@ class _ExchangeAnswer(BaseModel):
     spans: _ExchangeSpans = _ExchangeSpans()
     results: list[dict[str, Any]] = []
     rollouts: list[AttemptedRollout] = []
-    dequeue_error: dict[str, Any] | None = None
 
 
 _EXCHANGE = TypeAdapter(_ExchangeAnswer)
@@ -101,8 +100,6 @@ class ExchangeResult:
     results: list[Attempt | StoreError] = field(default_factory=list)
     """One per update, in order: the updated attempt or that update's error."""
     rollouts: list[AttemptedRollout] = field(default_factory=list)
-    dequeue_error: StoreError | None = None
-    """Why the dequeue failed (the updates were still applied)."""
 
 
 class StoreClientError(StoreError):
@@ -621,10 +618,11 @@ class LightningStoreClient(LightningStore):
         order and failure rules). ``None`` if the server lacks the extension (``agl store``:
         404/405; remembered in :attr:`exchange_supported`): use the v0.3 calls instead.
 
-        Raises for the request as a whole (unreachable store, 5xx after retries: no update or
-        dequeue was applied; 400/422: malformed). A connection lost mid-request is not retried
-        here, as for any POST (rollouts it claimed would be claimed twice); the runner retries
-        its reports (duplicate spans are ignored, a status set again changes nothing)."""
+        Raises for the request as a whole (unreachable store, 5xx after retries: nothing was
+        applied, the server stores it all in one transaction; 400/422: malformed). A
+        connection lost mid-request is not retried here, as for any POST (rollouts it claimed
+        would be claimed twice); the runner retries its reports (duplicate spans are ignored,
+        a status set again changes nothing)."""
         if self.exchange_supported is False:
             return None
         body: dict[str, Any] = {}
@@ -657,17 +655,11 @@ class LightningStoreClient(LightningStore):
                 "runner_exchange", self.address, f"malformed answer: {e}"
             ) from None
         results = [self._update_result(u, r) for u, r in zip(updates, data.results, strict=True)]
-        dequeue_error = None
-        if data.dequeue_error is not None:
-            dequeue_error = self._item_error(
-                "dequeue_rollouts", data.dequeue_error.get("status"), data.dequeue_error
-            )
         return ExchangeResult(
             rejected=data.spans.rejected,
             message=data.spans.message,
             results=results,
             rollouts=data.rollouts,
-            dequeue_error=dequeue_error,
         )
 
     def _update_result(self, u: AttemptUpdate, item: dict[str, Any]) -> Attempt | StoreError:
@@ -675,10 +667,7 @@ class LightningStoreClient(LightningStore):
         if error is None:
             return Attempt.model_validate(item["attempt"])
         op = f"update_attempt({u.rollout_id}, {u.attempt_id})"
-        return self._item_error(op, error.get("status"), error)
-
-    def _item_error(self, op: str, status: Any, error: dict[str, Any]) -> StoreError:
-        code, detail = int(status or 400), str(error.get("detail", ""))
+        code, detail = int(error.get("status") or 400), str(error.get("detail", ""))
         if code == 404:
             return RemoteNotFoundError(op, self.address, detail, code)
         if code in (400, 422):

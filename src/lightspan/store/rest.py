@@ -13,7 +13,6 @@ reference client retries.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -41,6 +40,7 @@ from .base import (
     StoreError,
     validate_page,
 )
+from .core import CoreStore
 from .intake import convert_protobuf_async, ingest_span_dicts
 from .limits import (
     MAX_JSON_BODY_DEPTH,
@@ -460,17 +460,15 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         ExportTraceServiceRequest (protobuf), "updates": [{"rollout_id", "attempt_id",
         ...update_attempt's fields}], "dequeue": {"limit", "worker_id"}}``, every part optional
         -> ``{"spans": {"rejected", "message"}, "results": [{"attempt": {...}} | {"error":
-        {"status", "error_type", "detail"}}], "rollouts": [AttemptedRollout], "dequeue_error":
-        null | {...}}``.
+        {"status", "error_type", "detail"}}], "rollouts": [AttemptedRollout]}``.
 
-        Order: the spans are stored (durable) before any update runs, so a status never says
-        finished before its attempt's spans are readable; if storing them fails, nothing else
-        is done (500, the client retries the whole request; duplicate spans are ignored).
-        Then the updates and the dequeue run together (one commit with group commit); an
-        update's own error (unknown attempt: 404, invalid: 400, store failure: 503) fails that
-        item only; a failed dequeue is reported in ``dequeue_error`` without losing the
-        updates, and a failed update batch does not lose the rollouts claimed beside it. A
-        malformed body fails the whole request (400/422) before anything is stored."""
+        One transaction: the spans, then the updates in order, then the dequeue, committed
+        together or not at all, so a status never says finished without its attempt's spans
+        (they become readable in the same commit). An update's own error (unknown attempt:
+        404, invalid: 400) fails that item only (it is raised before the update writes
+        anything); any other failure fails the whole request (500: nothing was applied, the
+        client retries it; duplicate spans are ignored). A malformed body fails the whole
+        request (400/422) before anything is stored. Served for lightspan's own stores."""
         body = await _body_model(request, ExchangeRequest, max_request_bytes)
         if len(body.updates) > MAX_PAGE_LIMIT:
             raise HttpError(
@@ -490,6 +488,9 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
             )
             for u in body.updates
         ]
+        writes = store.exchange_writes(  # type: ignore[attr-defined]
+            updates, limit, body.dequeue.worker_id if body.dequeue is not None else None
+        )
         spans: dict[str, Any] = {"rejected": 0, "message": ""}
         if body.otlp:
             try:
@@ -500,40 +501,20 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
                 raise HttpError(
                     400, f"otlp: not a base64 OTLP request: {exc}", "MalformedBody"
                 ) from None
-            ingested = await ingest_span_dicts(store, converted)
+            ingested = await ingest_span_dicts(store, converted, then=writes)
             spans = {"rejected": ingested.rejected, "message": ingested.message or ""}
-
-        def error(exc: BaseException) -> dict[str, Any]:
-            code = 404 if isinstance(exc, NotFoundError) else 400
-            if not isinstance(exc, StoreError | ValueError):
-                code = 503
-                logger.error("runner exchange: %s: %s", type(exc).__name__, exc)
-            return {"status": code, "error_type": type(exc).__name__, "detail": str(exc)}
-
-        async def claim() -> Any:
-            if limit <= 0:
-                return []
-            return await store.dequeue_many_rollouts(limit=limit, worker_id=body.dequeue.worker_id)  # type: ignore[union-attr]
-
-        async def update() -> Any:
-            return await store.update_many_attempts(updates) if updates else []
-
-        done, claimed = await asyncio.gather(update(), claim(), return_exceptions=True)
-        for outcome in (done, claimed):
-            if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
-                raise outcome
-        if isinstance(done, Exception):
-            results = [{"error": error(done)} for _ in updates]
+            done, claimed = ingested.then_result
         else:
-            results = [
-                {"error": error(r)} if isinstance(r, StoreError) else {"attempt": r} for r in done
-            ]
-        answer: dict[str, Any] = {"spans": spans, "results": results, "dequeue_error": None}
-        if isinstance(claimed, Exception):
-            answer["rollouts"], answer["dequeue_error"] = [], error(claimed)
-        else:
-            answer["rollouts"] = list(claimed)
-        return _json(answer)
+            done, claimed = (await store.add_many_spans([], then=writes)).then_result  # type: ignore[call-arg]
+        results = []
+        for r in done:
+            if isinstance(r, StoreError):
+                code = 404 if isinstance(r, NotFoundError) else 400
+                error = {"status": code, "error_type": type(r).__name__, "detail": str(r)}
+                results.append({"error": error})
+            else:
+                results.append({"attempt": r})
+        return _json({"spans": spans, "results": results, "rollouts": list(claimed)})
 
     async def _query_workers(q: QueryWorkersRequest) -> Response:
         page = _page(q, WORKER_SORT_FIELDS, "workers", filter_logic=True)
@@ -667,6 +648,8 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         ("/spans/next", next_sequence_id, "POST"),
         ("/waits/rollouts", wait_rollouts, "POST"),
     ]
+    if not isinstance(store, CoreStore):  # the exchange needs its transactions
+        table.remove(("/runner/exchange", runner_exchange, "POST"))
     return [
         Route(API_PREFIX + path, _guard(handler), methods=[method])
         for path, handler, method in table
