@@ -23,6 +23,7 @@ The file is ``$LIGHTSPAN_CONFIG`` if set, else ``./core-config.yaml`` if it exis
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -288,3 +289,24 @@ def load_config(
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"configuration file {p}: the top level must be a mapping")
     return parse_config(data, source=str(p), environ=dict(env))
+
+
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+def parse_flag(raw: str | None, default: bool = False) -> bool:
+    """An on/off environment value: ``1``/``true``/``yes``/``on`` (any case, spaces ignored) is
+    on, unset or empty means ``default``, anything else (``0``, ``false``, ``off``...) is off.
+
+    The one parser of boolean variables (``LIGHTSPAN_*`` switches read outside the
+    configuration, ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``,
+    ``OTEL_EXPORTER_OTLP_INSECURE``), so every switch accepts the same words."""
+    value = (raw or "").strip().lower()
+    if not value:
+        return default
+    return value in TRUE_WORDS
+
+
+def env_flag(name: str, environ: Mapping[str, str] | None = None, *, default: bool = False) -> bool:
+    """:func:`parse_flag` of the variable ``name`` (``environ`` defaults to ``os.environ``)."""
+    return parse_flag((os.environ if environ is None else environ).get(name), default)

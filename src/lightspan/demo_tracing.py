@@ -19,11 +19,12 @@ from rich.table import Table
 from lightspan.config import parse_config
 from lightspan.exporter import LightningStoreSpanExporter, exporter_from_config
 from lightspan.instrumentation.setup import TracingHandle, configure_tracing
+from lightspan.semconv import ANNOTATION_SPAN, REWARD_NAME, REWARD_VALUE
 
 __all__ = ["InProcessTracing", "start_in_process_tracing"]
 
 LLM_SPAN = "openai.chat.completion"
-REWARD_SPAN = "agentlightning.annotation"
+REWARD_SPAN = ANNOTATION_SPAN
 
 
 def _reward_text(value: Any) -> str:
@@ -124,8 +125,8 @@ class InProcessTracing:
             reward_table.add_row(
                 s.span_id,
                 names.get(s.parent_id or "", "-"),
-                str(s.attributes.get("agentlightning.reward.0.name", "-")),
-                _reward_text(s.attributes.get("agentlightning.reward.0.value")),
+                str(s.attributes.get(REWARD_NAME, "-")),
+                _reward_text(s.attributes.get(REWARD_VALUE)),
             )
         if not rewards:
             reward_table.add_row("-", "-", "-", "no reward recorded")

@@ -72,6 +72,7 @@ INTERNAL = {
     "ExchangeUnsupported": "the runner falls back to the v0.3 calls (agl store)",
     "UpdateRefused": "carries the store's own error, which the runner logs",
     "_Unscannable": "the OTLP fast path falls back to the full decoder",
+    "_Fallback": "the exporter's OTLP encoder hands a span to the SDK's encoder",
     "NestingTooDeep": "re-raised as OtlpDecodeError / BodyTooDeep with a message",
     # base classes: their subclasses carry the messages
     "EngineError": "base class",

@@ -120,3 +120,17 @@ def test_spool_directory_names_the_protocol_and_host_once(tmp_path, protocol, en
 
     name = spool_dir_for(tmp_path, OtlpTarget(protocol=protocol, endpoint=endpoint)).name
     assert name.startswith(prefix) and len(name) == len(prefix) + 8, name
+
+
+def test_the_store_endpoint_is_derived_in_one_place():
+    from lightspan.config import StoreConfig
+    from lightspan.exporter import store_otlp_endpoint
+
+    plain = StoreConfig(address="http://st:4747/")
+    tls = StoreConfig(address="https://st.example")
+    own = StoreConfig(address="http://st:4747", grpc_address="st:9999")
+    assert store_otlp_endpoint(plain, "grpc") == "st:4317"
+    assert store_otlp_endpoint(plain, "http/protobuf") == "http://st:4747/v1/traces"
+    assert store_otlp_endpoint(tls, "grpc") == "https://st.example:4317"  # TLS kept
+    assert store_otlp_endpoint(own, " GRPC ") == "st:9999"
+    assert store_otlp_endpoint(own, "http") == "http://st:4747/v1/traces"

@@ -204,3 +204,135 @@ def test_force_flush_exports_everything_queued_and_shutdown_rejects_new_spans():
 def test_invalid_sizes_are_rejected_with_a_clear_error():
     with pytest.raises(ValueError, match="max_queue_size"):
         NonBlockingBatchProcessor(InMemorySpanExporter(), max_queue_size=0)
+    with pytest.raises(ValueError, match="must not exceed max_queue_size"):
+        NonBlockingBatchProcessor(
+            InMemorySpanExporter(), max_queue_size=10, max_export_batch_size=11, environ={}
+        )
+
+
+BSP_ENV = {
+    "OTEL_BSP_MAX_QUEUE_SIZE": "300",
+    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "40",
+    "OTEL_BSP_SCHEDULE_DELAY": "1500",
+    "OTEL_BSP_EXPORT_TIMEOUT": "2500",
+}
+
+
+def sizing(proc: NonBlockingBatchProcessor) -> tuple[int, int, float, float]:
+    return proc._max_queue, proc._batch, proc._delay_s * 1000, proc._export_timeout_ms
+
+
+def test_otel_bsp_variables_size_the_processor_and_arguments_win():
+    procs = [
+        NonBlockingBatchProcessor(InMemorySpanExporter(), environ={}),
+        NonBlockingBatchProcessor(InMemorySpanExporter(), environ=BSP_ENV),
+        NonBlockingBatchProcessor(
+            InMemorySpanExporter(),
+            max_queue_size=1000,
+            max_export_batch_size=100,
+            schedule_delay_ms=50,
+            export_timeout_ms=700,
+            environ=BSP_ENV,
+        ),
+    ]
+    try:
+        assert sizing(procs[0]) == (65536, 512, 500.0, 30000.0)
+        assert sizing(procs[1]) == (300, 40, 1500.0, 2500.0)
+        assert sizing(procs[2]) == (1000, 100, 50.0, 700.0)
+    finally:
+        for p in procs:
+            p.shutdown()
+
+
+def test_os_environ_is_read_when_no_environment_is_given(monkeypatch):
+    for k, v in BSP_ENV.items():
+        monkeypatch.setenv(k, v)
+    proc = NonBlockingBatchProcessor(InMemorySpanExporter(), max_export_batch_size=7)
+    try:
+        assert sizing(proc) == (300, 7, 1500.0, 2500.0)
+    finally:
+        proc.shutdown()
+
+
+def test_a_bad_otel_bsp_value_is_reported_and_its_default_used(caplog):
+    env = {"OTEL_BSP_MAX_QUEUE_SIZE": "lots", "OTEL_BSP_SCHEDULE_DELAY": "-5"}
+    with caplog.at_level(logging.WARNING, logger="lightspan.instrumentation.processor"):
+        proc = NonBlockingBatchProcessor(InMemorySpanExporter(), environ=env)
+    try:
+        assert sizing(proc)[:3] == (65536, 512, 500.0)
+        assert (
+            "OTEL_BSP_MAX_QUEUE_SIZE='lots' is not a positive integer; using 65536" in caplog.text
+        )
+        assert "OTEL_BSP_SCHEDULE_DELAY='-5' is not a positive number" in caplog.text
+    finally:
+        proc.shutdown()
+
+
+def test_a_queue_smaller_than_the_default_batch_bounds_the_batch():
+    """OTEL_BSP_MAX_QUEUE_SIZE=100 with the default batch of 512: batches of 100 (the SDK
+    refuses to start); spans still go out as soon as a batch is full."""
+    exporter = InMemorySpanExporter()
+    proc = NonBlockingBatchProcessor(
+        exporter, schedule_delay_ms=60_000, environ={"OTEL_BSP_MAX_QUEUE_SIZE": "100"}
+    )
+    from opentelemetry.sdk.trace import TracerProvider
+
+    provider = TracerProvider()
+    provider.add_span_processor(proc)
+    try:
+        assert sizing(proc)[:2] == (100, 100)
+        tracer = provider.get_tracer("t")
+        for i in range(100):
+            tracer.start_span(f"s{i}").end()
+        deadline = time.monotonic() + 10
+        while len(exporter.get_finished_spans()) < 100 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(exporter.get_finished_spans()) == 100  # a full batch woke the export thread
+    finally:
+        provider.shutdown()
+
+
+def test_the_export_timeout_bounds_flush_and_shutdown_of_a_hung_exporter():
+    release = threading.Event()
+
+    class Hung(SpanExporter):
+        def export(self, spans):
+            release.wait(30)
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self):
+            pass
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    proc = NonBlockingBatchProcessor(
+        Hung(), schedule_delay_ms=10, environ={"OTEL_BSP_EXPORT_TIMEOUT": "300"}
+    )
+    provider = TracerProvider()
+    provider.add_span_processor(proc)
+    try:
+        provider.get_tracer("t").start_span("s").end()
+        time.sleep(0.1)  # the export thread is now stuck in export()
+        t0 = time.monotonic()
+        assert proc.force_flush() is False
+        assert 0.25 <= time.monotonic() - t0 < 5
+        t0 = time.monotonic()
+        proc.shutdown()
+        assert time.monotonic() - t0 < 5
+    finally:
+        release.set()
+
+
+def test_configuration_wins_over_otel_bsp_and_defaults_leave_them_their_say():
+    c = parse_config(
+        {"agentLightning": {"enabled": True, "exporter": {"max_export_batch_size": 64}}},
+        environ={},
+    )
+    h = configure_tracing(
+        c, exporters=[InMemorySpanExporter()], set_global=False, instrument=False, environ=BSP_ENV
+    )
+    try:
+        (proc,) = h.processors
+        assert sizing(proc) == (300, 64, 1500.0, 2500.0)
+    finally:
+        h.shutdown()

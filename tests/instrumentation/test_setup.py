@@ -4,12 +4,10 @@ the handle."""
 from __future__ import annotations
 
 import pytest
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from lightspan.config import ConfigError, parse_config
-from lightspan.exporter import LightningStoreSpanExporter
+from lightspan.exporter import LightningStoreSpanExporter, exporter_from_config
 from lightspan.instrumentation.processor import NonBlockingBatchProcessor
 from lightspan.instrumentation.setup import (
     build_exporters,
@@ -20,14 +18,6 @@ from lightspan.instrumentation.setup import (
 
 def cfg(**al):
     return parse_config({"agentLightning": {"enabled": True, **al}}, environ={})
-
-
-@pytest.fixture
-def no_exporter_stage(monkeypatch):
-    """As if ``lightspan.exporter`` were not installed: the SDK's own OTLP exporters."""
-    from lightspan.instrumentation import setup
-
-    monkeypatch.setattr(setup, "STORE_EXPORTER_MODULE", "lightspan_no_such_module")
 
 
 def test_collector_endpoint_in_configuration_goes_through_the_store_exporter(tmp_path):
@@ -81,60 +71,57 @@ def test_in_memory_store_is_explicit_configuration_and_wins_over_otel_variables(
         e.shutdown()
 
 
-def test_the_exporter_stage_plug_point_gets_the_configuration_and_environment(monkeypatch):
-    import sys
-    import types
+def test_configure_tracing_sends_to_the_store_exporter_the_configuration_asks_for():
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "http"}
+    c = cfg(exporter={"spool": {"enabled": False}})
+    h = configure_tracing(c, set_global=False, instrument=False, environ=env)
+    try:
+        (e,) = h.exporters
+        assert isinstance(e, LightningStoreSpanExporter)
+        assert e.target.endpoint == "http://otel:4318/v1/traces"
+        (p,) = h.processors
+        assert isinstance(p, NonBlockingBatchProcessor) and p.exporter is e
+    finally:
+        h.shutdown()
+
+
+def test_the_default_target_is_the_store_server_with_its_token():
+    (h,) = build_exporters(
+        cfg(
+            store={"address": "http://store:4747"},
+            exporter={"protocol": "http/protobuf", "spool": {"enabled": False}},
+        ),
+        environ={},
+    )
+    (g,) = build_exporters(
+        cfg(
+            store={"address": "http://store:4747", "token": "s3"},
+            exporter={"spool": {"enabled": False}},
+        ),
+        environ={},
+    )
+    try:
+        assert (h.target.protocol, h.target.endpoint) == (
+            "http/protobuf",
+            "http://store:4747/v1/traces",
+        )
+        assert "authorization" not in h.target.headers
+        assert (g.target.protocol, g.target.endpoint) == ("grpc", "store:4317")
+        assert g.target.headers == {"authorization": "Bearer s3"}
+    finally:
+        h.shutdown()
+        g.shutdown()
+
+
+def test_the_setup_reaches_the_exporter_stage_by_a_plain_import():
+    """No string import, no second exporter choice: one way from configuration to exporter."""
+    import inspect
 
     from lightspan.instrumentation import setup
 
-    made = []
-    mod = types.ModuleType("fake_store_exporter")
-    mod.build_store_exporter = lambda c, environ: (
-        made.append((c, environ)) or InMemorySpanExporter()
-    )
-    monkeypatch.setitem(sys.modules, "fake_store_exporter", mod)
-    monkeypatch.setattr(setup, "STORE_EXPORTER_MODULE", "fake_store_exporter")
-    c = cfg()
-    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x:4318"}
-    (e,) = build_exporters(c, environ=env)
-    assert isinstance(e, InMemorySpanExporter) and made == [(c, env)]
-
-
-def test_without_the_exporter_stage_an_endpoint_selects_sdk_otlp(no_exporter_stage):
-    (g,) = build_exporters(cfg(exporter={"endpoint": "localhost:4317"}), environ={})
-    assert isinstance(g, GrpcExporter)
-    (h,) = build_exporters(
-        cfg(exporter={"endpoint": "http://collector:4318", "protocol": "http/protobuf"}), environ={}
-    )
-    assert isinstance(h, HttpExporter) and h._endpoint == "http://collector:4318/v1/traces"
-    for e in (g, h):
-        e.shutdown()
-
-
-def test_without_the_exporter_stage_otel_variables_select_sdk_otlp(no_exporter_stage, monkeypatch):
-    env = {
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://otel:4318/v1/traces",
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-    }
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    (e,) = build_exporters(cfg(), environ=env)
-    assert isinstance(e, HttpExporter) and e._endpoint == "http://otel:4318/v1/traces"
-    e.shutdown()
-
-
-def test_without_the_exporter_stage_the_default_is_otlp_to_the_store(no_exporter_stage):
-    with pytest.raises(ConfigError, match="in_memory needs the in-process store exporter"):
-        build_exporters(cfg(store={"type": "in_memory"}), environ={})
-    (e,) = build_exporters(
-        cfg(store={"address": "http://store:4747"}, exporter={"protocol": "http/protobuf"}),
-        environ={},
-    )
-    assert isinstance(e, HttpExporter) and e._endpoint == "http://store:4747/v1/traces"
-    e.shutdown()
-    (g,) = build_exporters(cfg(store={"address": "http://store:4747", "token": "s3"}), environ={})
-    assert isinstance(g, GrpcExporter)
-    g.shutdown()
+    source = inspect.getsource(setup)
+    assert "importlib" not in source and "OTLPSpanExporter" not in source
+    assert setup.exporter_from_config is exporter_from_config
 
 
 def test_unknown_protocol_is_a_clear_error():

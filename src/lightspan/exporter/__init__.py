@@ -5,17 +5,18 @@
   (OTLP/gRPC or OTLP/HTTP to the store server or a Collector), with retries, backoff and an
   on-disk spool that is replayed when the target is back.
 * :func:`exporter_from_config`: the right one for ``agentLightning.store.type`` /
-  ``exporter.*`` / ``OTEL_EXPORTER_OTLP_*``. ``build_store_exporter`` is the same function
-  under the name ``lightspan.instrumentation.setup`` looks for.
+  ``exporter.*`` / ``OTEL_EXPORTER_OTLP_*`` (what ``lightspan.configure()`` uses).
+* :class:`SpanEncoder`: OTLP bytes of SDK spans, as the SDK's encoder writes them, faster.
 
 See docs/exporter.md.
 """
 
+from lightspan.exporter.encode import SpanEncoder
 from lightspan.exporter.exporter import LightningStoreSpanExporter
 from lightspan.exporter.factory import (
-    build_store_exporter,
     exporter_from_config,
     spool_dir_for,
+    store_otlp_endpoint,
     target_from_config,
 )
 from lightspan.exporter.spool import Spool, SpoolError
@@ -27,11 +28,12 @@ __all__ = [
     "LightningStoreSpanExporter",
     "OtlpTarget",
     "SendError",
+    "SpanEncoder",
     "Spool",
     "SpoolError",
-    "build_store_exporter",
     "exporter_from_config",
     "resolve_target",
     "spool_dir_for",
+    "store_otlp_endpoint",
     "target_from_config",
 ]

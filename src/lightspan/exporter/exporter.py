@@ -35,10 +35,10 @@ import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from lightspan.exporter.encode import SpanEncoder
 from lightspan.exporter.inprocess import InProcessSink
 from lightspan.exporter.spool import Spool
 from lightspan.exporter.stats import ExportStats, StatsCounter
@@ -83,6 +83,7 @@ class LightningStoreSpanExporter(SpanExporter):
         self.in_process_timeout_s = in_process_timeout_s
         self.log_interval_s = log_interval_s
         self._counts = StatsCounter()
+        self._encoder = SpanEncoder()
         self._down = False
         self._probe_at = 0.0
         self._probe_backoff = replay_backoff_s
@@ -189,7 +190,7 @@ class LightningStoreSpanExporter(SpanExporter):
 
     def _export_remote(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         n = len(spans)
-        payload = encode_spans(spans).SerializeToString()
+        payload = self._encoder.encode_request(spans)
         now = time.monotonic()
         if self._down:
             if self.spool is not None:

@@ -2,9 +2,10 @@
 
 Why here and not in the instrumentation: which store, which protocol, which token, and where the
 spool lives are the exporter's business; ``configure_tracing`` only asks for "the exporter to the
-LightningStore" through its plug point (``lightspan.exporter.build_store_exporter``).
+LightningStore" (it imports :func:`exporter_from_config`). This module is the one place that
+derives an OTLP endpoint from the configuration (:func:`store_otlp_endpoint` for the store).
 
-Target, first match wins (the same order as ``lightspan.instrumentation.setup``):
+Target, first match wins:
 
 1. ``agentLightning.exporter.endpoint`` (e.g. a Collector): OTLP with ``exporter.protocol``;
 2. ``store.type: in_memory``: an in-process :class:`InMemoryLightningStore` (no server);
@@ -26,13 +27,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from lightspan.config import ConfigError, LightspanConfig
+from lightspan.config import ConfigError, LightspanConfig, StoreConfig
 from lightspan.exporter.exporter import LightningStoreSpanExporter
 from lightspan.exporter.spool import Spool, SpoolError
 from lightspan.exporter.transport import OtlpTarget, resolve_target
 from lightspan.store.base import LightningStore
 
-__all__ = ["exporter_from_config", "spool_dir_for", "target_from_config"]
+__all__ = ["exporter_from_config", "spool_dir_for", "store_otlp_endpoint", "target_from_config"]
 
 
 def _env_protocol(env: Mapping[str, str]) -> str | None:
@@ -56,6 +57,19 @@ def _has_env_timeout(env: Mapping[str, str]) -> bool:
     )
 
 
+def store_otlp_endpoint(store: StoreConfig, protocol: str) -> str:
+    """The store server's OTLP intake: gRPC ``store.grpc_address``, else the host of
+    ``store.address`` on port 4317 (``https://`` kept, so the connection uses TLS); HTTP
+    ``store.address`` + ``/v1/traces``."""
+    if protocol.strip().lower() == "grpc":
+        host = urlsplit(store.address).hostname or "localhost"
+        endpoint = store.grpc_address or f"{host}:4317"
+        if "://" not in endpoint and store.address.startswith("https://"):
+            endpoint = f"https://{endpoint}"
+        return endpoint
+    return store.address.rstrip("/") + "/v1/traces"
+
+
 def target_from_config(
     cfg: LightspanConfig, environ: Mapping[str, str] | None = None
 ) -> OtlpTarget | None:
@@ -73,13 +87,7 @@ def target_from_config(
         if _has_env_endpoint(env):
             return resolve_target(protocol, None, timeout=timeout, environ=env)
         headers = {"authorization": f"Bearer {store.token}"} if store.token else None
-        if protocol.strip().lower() == "grpc":
-            host = urlsplit(store.address).hostname or "localhost"
-            endpoint = store.grpc_address or f"{host}:4317"
-            if "://" not in endpoint and store.address.startswith("https://"):
-                endpoint = f"https://{endpoint}"
-        else:
-            endpoint = store.address.rstrip("/") + "/v1/traces"
+        endpoint = store_otlp_endpoint(store, protocol)
         return resolve_target(protocol, endpoint, headers=headers, timeout=timeout, environ=env)
     except ValueError as e:
         raise ConfigError(str(e)) from None
@@ -128,12 +136,3 @@ def exporter_from_config(
         except SpoolError as e:
             raise ConfigError(f"agentLightning.exporter.spool.path: {e}") from None
     return LightningStoreSpanExporter(target=target, spool=spool, **options)
-
-
-def build_store_exporter(
-    cfg: LightspanConfig, *, environ: Mapping[str, str] | None = None
-) -> LightningStoreSpanExporter:
-    """The plug point ``lightspan.instrumentation.setup.build_exporters`` calls: every target
-    (Collector, ``OTEL_*`` endpoint, in-process store, store server) goes through the
-    LightningStore exporter, so all of them get retries, the spool and the counters."""
-    return exporter_from_config(cfg, environ=environ)

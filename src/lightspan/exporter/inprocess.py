@@ -4,62 +4,29 @@ Why a private event loop in its own thread: the store is asyncio code, and the s
 over in the span processor's export thread, not in the workflow's loop. Running the store's
 coroutines on a loop that the exporter owns keeps them off the workflow's loop (which must never
 wait for the store) and gives every call to the store one home, so its asyncio locks never see
-two loops. Code that wants to read the store (the demo's report, tests) goes through
-:meth:`StoreLoop.call` too. No protobuf on this path: SDK spans are converted straight to Span
-dicts by :func:`lightspan.store.otlp.spans_from_readable`, the module the store's OTLP intake uses.
+two loops (the loop is a :class:`lightspan.loop_thread.LoopThread`). Code that wants to read
+the store (the demo's report, tests) goes through :meth:`InProcessSink.call` too. No protobuf on
+this path: SDK spans are converted straight to Span dicts by
+:func:`lightspan.store.otlp.spans_from_readable`, the module the store's OTLP intake uses.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from lightspan.loop_thread import LoopThread
 from lightspan.store.base import LightningStore
 from lightspan.store.intake import ingest_span_dicts
 from lightspan.store.otlp import spans_from_readable
 
-__all__ = ["InProcessSink", "StoreLoop"]
-
-T = TypeVar("T")
-
-
-class StoreLoop:
-    """An event loop running in a daemon thread; :meth:`call` runs a coroutine there."""
-
-    def __init__(self, name: str = "lightspan-store-loop") -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
-
-    def call(self, fn: Callable[[], Awaitable[T]], timeout: float | None = None) -> T:
-        """Run ``fn()`` (a coroutine function) on the loop and wait for its result."""
-        if threading.current_thread() is self._thread:
-            raise RuntimeError("StoreLoop.call from the store loop itself would deadlock")
-
-        async def run() -> T:
-            return await fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
-
-    def close(self) -> None:
-        if self.loop.is_closed():
-            return
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=5)
-        if not self._thread.is_alive():
-            self.loop.close()
+__all__ = ["InProcessSink"]
 
 
 class InProcessSink:
-    """Converts SDK spans and adds them to ``store`` on a :class:`StoreLoop`.
+    """Converts SDK spans and adds them to ``store`` on a :class:`LoopThread` of its own.
 
     ``owns_store``: start the store on the loop now and close it at :meth:`close` (the exporter
     created it); otherwise the caller manages the store's lifecycle (it must not be bound to
@@ -67,10 +34,10 @@ class InProcessSink:
     """
 
     def __init__(
-        self, store: LightningStore, *, loop: StoreLoop | None = None, owns_store: bool = False
+        self, store: LightningStore, *, loop: LoopThread | None = None, owns_store: bool = False
     ) -> None:
         self.store = store
-        self.loop = loop or StoreLoop()
+        self.loop = loop or LoopThread("lightspan-store-loop")
         self._owns_loop = loop is None
         self._owns_store = owns_store
         if owns_store:

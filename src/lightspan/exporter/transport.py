@@ -23,6 +23,8 @@ import httpx
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.util.re import parse_env_headers
 
+from lightspan.config import parse_flag
+
 __all__ = [
     "GrpcSender",
     "HttpSender",
@@ -143,7 +145,7 @@ def resolve_target(
         elif scheme == "http":
             insecure = True
         elif insecure_env is not None:
-            insecure = insecure_env.lower() == "true"
+            insecure = parse_flag(insecure_env)
         else:
             insecure = True  # "host:port": a local Collector or store, plaintext
         url = address

@@ -12,9 +12,10 @@ from __future__ import annotations
 from opentelemetry.context import Context, create_key, get_current
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from lightspan.semconv import ROLLOUT_ID
+
 ROLLOUT_IDS_KEY = create_key("lightspan-rollout-ids")
 """Context key whose value is the run's ``{rollout_id attribute: id, attempt_id attribute: id}``."""
-ROLLOUT_ID = "agentlightning.rollout_id"
 
 
 class RolloutAttributesProcessor(SpanProcessor):

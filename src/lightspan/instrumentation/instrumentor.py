@@ -9,7 +9,6 @@ removes it, and runs started afterwards cost exactly what untraced runs cost.
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Collection
 from typing import Any
@@ -18,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from lightspan import __version__
+from lightspan.config import env_flag
 from lightspan.engine.events import add_listener, remove_listener
 from lightspan.instrumentation.enrich import RolloutAttributesProcessor
 from lightspan.instrumentation.listener import SpanListener
@@ -26,10 +26,6 @@ CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 """The GenAI instrumentations' standard switch for prompt/completion capture."""
 
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.37.0"
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class WorkflowInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -51,7 +47,7 @@ class WorkflowInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     def _instrument(self, **kwargs: Any) -> None:
         capture = kwargs.get("capture_content")
         if capture is None:
-            capture = _env_flag(CAPTURE_CONTENT_ENV)
+            capture = env_flag(CAPTURE_CONTENT_ENV)
         provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
         if hasattr(provider, "add_span_processor") and provider not in self._enriched:
             provider.add_span_processor(RolloutAttributesProcessor())

@@ -38,11 +38,10 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 
 from lightspan.engine.events import BaseListener, LLMCallInfo, RunInfo, StepInfo, ignore_steps
-from lightspan.instrumentation.enrich import ROLLOUT_ID, ROLLOUT_IDS_KEY
+from lightspan.instrumentation.enrich import ROLLOUT_IDS_KEY
 from lightspan.instrumentation.sampling import KEEP_ATTRIBUTE
+from lightspan.semconv import ANNOTATION_SPAN, ATTEMPT_ID, REWARD_NAME, REWARD_VALUE, ROLLOUT_ID
 
-ATTEMPT_ID = "agentlightning.attempt_id"
-ANNOTATION_SPAN = "agentlightning.annotation"
 LLM_SPAN = "openai.chat.completion"
 """Agent Lightning's adapters find LLM calls by this name (regex ``openai\\.chat\\.completion``)."""
 RUNNER_MODES = frozenset({"train", "val"})
@@ -183,8 +182,8 @@ class SpanListener(BaseListener):
                 context=state.ctx,
                 attributes={
                     **state.common,
-                    "agentlightning.reward.0.name": "primary",
-                    "agentlightning.reward.0.value": float(run.reward),
+                    REWARD_NAME: "primary",
+                    REWARD_VALUE: float(run.reward),
                 },
             )
             reward.end()

@@ -16,6 +16,13 @@ event loop holds the interpreter and the export thread drains the small queue to
 
 A slow or dead exporter therefore costs a workflow nothing but the lost spans, which are
 counted (``dropped`` for a full queue, ``export_failed`` for batches the exporter refused).
+
+Sizing, as the SDK's ``BatchSpanProcessor`` reads it: an argument wins, else the standard
+variable, else lightspan's default: ``OTEL_BSP_MAX_QUEUE_SIZE`` (65,536),
+``OTEL_BSP_MAX_EXPORT_BATCH_SIZE`` (512), ``OTEL_BSP_SCHEDULE_DELAY`` (500 ms) and
+``OTEL_BSP_EXPORT_TIMEOUT`` (30,000 ms: how long ``force_flush`` and ``shutdown`` wait for the
+export thread when not told otherwise). A variable that is not a positive number is reported in
+the log and its default used, as the SDK does.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from opentelemetry.context import (
@@ -43,6 +51,32 @@ log = logging.getLogger(__name__)
 
 DROP_LOG_INTERVAL_S = 10.0
 """At most one "spans dropped" warning per processor in this many seconds."""
+
+DEFAULT_MAX_QUEUE_SIZE = 65536
+DEFAULT_MAX_EXPORT_BATCH_SIZE = 512
+DEFAULT_SCHEDULE_DELAY_MS = 500.0
+DEFAULT_EXPORT_TIMEOUT_MS = 30000.0
+
+
+def _from_env(env: Mapping[str, str], name: str, default: float, kind: type = int) -> float:
+    """``kind(env[name])`` when set and positive; else ``default`` (a bad value is logged)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = 0
+    if value > 0:
+        return value
+    log.warning(
+        "lightspan tracing: %s=%r is not a positive %s; using %s",
+        name,
+        raw,
+        "integer" if kind is int else "number of milliseconds",
+        default,
+    )
+    return default
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,20 +119,45 @@ class NonBlockingBatchProcessor(SpanProcessor):
         self,
         exporter: SpanExporter,
         *,
-        max_queue_size: int = 65536,
-        max_export_batch_size: int = 512,
-        schedule_delay_ms: float = 500.0,
+        max_queue_size: int | None = None,
+        max_export_batch_size: int | None = None,
+        schedule_delay_ms: float | None = None,
+        export_timeout_ms: float | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        if max_queue_size < 1 or max_export_batch_size < 1 or schedule_delay_ms <= 0:
-            raise ValueError(
-                "NonBlockingBatchProcessor: max_queue_size and max_export_batch_size must be >= 1 "
-                f"and schedule_delay_ms > 0 (got {max_queue_size}, {max_export_batch_size}, "
-                f"{schedule_delay_ms})"
-            )
+        for arg, value in (
+            ("max_queue_size", max_queue_size),
+            ("max_export_batch_size", max_export_batch_size),
+            ("schedule_delay_ms", schedule_delay_ms),
+            ("export_timeout_ms", export_timeout_ms),
+        ):
+            if value is not None and value <= 0:
+                raise ValueError(f"NonBlockingBatchProcessor: {arg} must be > 0, got {value}")
+        env = os.environ if environ is None else environ
+        queue_size = max_queue_size or int(
+            _from_env(env, "OTEL_BSP_MAX_QUEUE_SIZE", DEFAULT_MAX_QUEUE_SIZE)
+        )
+        batch_size = max_export_batch_size or int(
+            _from_env(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", DEFAULT_MAX_EXPORT_BATCH_SIZE)
+        )
+        if batch_size > queue_size:
+            if max_export_batch_size is not None and max_queue_size is not None:
+                raise ValueError(
+                    f"NonBlockingBatchProcessor: max_export_batch_size ({batch_size}) must not "
+                    f"exceed max_queue_size ({queue_size})"
+                )
+            # One of them came from OTEL_BSP_* or a default: a batch is at most the queue.
+            batch_size = queue_size
         self.exporter = exporter
-        self._max_queue = max_queue_size
-        self._batch = max_export_batch_size
-        self._delay_s = schedule_delay_ms / 1000.0
+        self._max_queue = queue_size
+        self._batch = batch_size
+        self._delay_s = (
+            schedule_delay_ms
+            or _from_env(env, "OTEL_BSP_SCHEDULE_DELAY", DEFAULT_SCHEDULE_DELAY_MS, float)
+        ) / 1000.0
+        self._export_timeout_ms = export_timeout_ms or _from_env(
+            env, "OTEL_BSP_EXPORT_TIMEOUT", DEFAULT_EXPORT_TIMEOUT_MS, float
+        )
         self._queue: deque[ReadableSpan] = deque()
         # itertools.count's next() is atomic in CPython: spans may end in worker threads too.
         self._received = itertools.count()
@@ -239,8 +298,11 @@ class NonBlockingBatchProcessor(SpanProcessor):
     def dropped(self) -> int:
         return _value(self._dropped)
 
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Export every span queued before this call; False if that took longer than the timeout."""
+    def force_flush(self, timeout_millis: float | None = None) -> bool:
+        """Export every span queued before this call; False if that took longer than the timeout
+        (default: the export timeout, ``OTEL_BSP_EXPORT_TIMEOUT``)."""
+        if timeout_millis is None:
+            timeout_millis = self._export_timeout_ms
         if self._shutdown or not self._thread.is_alive():
             return not self._queue
         done = threading.Event()
@@ -249,10 +311,13 @@ class NonBlockingBatchProcessor(SpanProcessor):
         self._wake.set()
         return done.wait(timeout_millis / 1000.0)
 
-    def shutdown(self, timeout_millis: int = 30000) -> None:
-        """Export what is queued (within the timeout), then shut the exporter down."""
+    def shutdown(self, timeout_millis: float | None = None) -> None:
+        """Export what is queued (within the timeout, default the export timeout), then shut the
+        exporter down."""
         if self._shutdown:
             return
+        if timeout_millis is None:
+            timeout_millis = self._export_timeout_ms
         deadline = time.monotonic() + timeout_millis / 1000.0
         with self._lock:
             self._shutdown = True
@@ -263,7 +328,7 @@ class NonBlockingBatchProcessor(SpanProcessor):
                 "lightspan tracing: exporter %s did not finish within %d ms at shutdown; "
                 "%d span(s) still queued are lost",
                 type(self.exporter).__name__,
-                timeout_millis,
+                int(timeout_millis),
                 len(self._queue),
             )
         stats = self.stats()

@@ -5,35 +5,31 @@ standard ``OTEL_*`` variables into a working pipeline in one call, and tests and
 applications must be able to swap the exporters (an ``InMemorySpanExporter``) or processors
 without re-implementing the rest.
 
-Where spans go (:func:`build_exporters`): the exporter stage decides, through its plug point
-``lightspan.exporter.build_store_exporter(cfg, environ=...)``, so every target (a Collector set
-by ``agentLightning.exporter.endpoint`` or ``OTEL_EXPORTER_OTLP_*``, the in-process store, the
-store server) gets the same retries, spool and counters. Without the exporter stage installed,
-first match wins:
+Where spans go (:func:`build_exporters`): the exporter stage decides
+(:func:`lightspan.exporter.exporter_from_config`, imported as any module is), so every target (a
+Collector set by ``agentLightning.exporter.endpoint`` or ``OTEL_EXPORTER_OTLP_*``, the in-process
+store, the store server) gets the same retries, spool and counters, and the endpoints are derived
+from the configuration in one place (``lightspan.exporter.factory``).
 
-1. ``agentLightning.exporter.endpoint`` is set: the SDK's OTLP exporter (``exporter.protocol``);
-2. ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: OTLP as those
-   variables (and ``OTEL_EXPORTER_OTLP_*_PROTOCOL``/``HEADERS``/...) say;
-3. otherwise plain OTLP to the external store's intake (``/v1/traces`` over HTTP, or gRPC on
-   ``store.grpc_address``); ``store.type: in_memory`` is an error (it needs the exporter stage).
+The processor: :class:`NonBlockingBatchProcessor`, sized by what ``agentLightning.exporter`` sets
+explicitly, else by the ``OTEL_BSP_*`` variables, else by lightspan's defaults.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 
-from lightspan.config import ConfigError, LightspanConfig
+from lightspan.config import LightspanConfig, env_flag
+from lightspan.exporter import exporter_from_config
 from lightspan.instrumentation.instrumentor import CAPTURE_CONTENT_ENV, WorkflowInstrumentor
 from lightspan.instrumentation.processor import (
     EMPTY_STATS,
@@ -44,9 +40,8 @@ from lightspan.instrumentation.sampling import make_sampler, ratio_from_env
 
 log = logging.getLogger(__name__)
 
-STORE_EXPORTER_MODULE = "lightspan.exporter"
-STORE_EXPORTER_FACTORY = "build_store_exporter"
-"""The exporter stage plugs in here: ``build_store_exporter(cfg, *, environ) -> SpanExporter``."""
+PROCESSOR_SETTINGS = ("max_queue_size", "max_export_batch_size", "schedule_delay_ms")
+"""``agentLightning.exporter`` keys that size the processor when the configuration sets them."""
 
 
 @dataclass
@@ -82,80 +77,11 @@ class TracingHandle:
         self.provider.shutdown()
 
 
-def _otlp_exporter(
-    protocol: str, endpoint: str | None, headers: dict[str, str] | None = None
-) -> SpanExporter:
-    """An OTLP exporter; ``endpoint=None`` lets it read the ``OTEL_EXPORTER_OTLP_*`` variables."""
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        if endpoint is None:
-            return OTLPSpanExporter(headers=headers)
-        # "host:port" without a scheme means a plain-text local endpoint (a Collector, the store).
-        insecure = not endpoint.startswith("https://")
-        return OTLPSpanExporter(endpoint=endpoint, insecure=insecure, headers=headers)
-    if protocol in ("http/protobuf", "http"):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HTTPSpanExporter,
-        )
-
-        if endpoint is None:
-            return HTTPSpanExporter(headers=headers)
-        if "://" not in endpoint:
-            endpoint = f"http://{endpoint}"
-        if urlsplit(endpoint).path in ("", "/"):
-            endpoint = endpoint.rstrip("/") + "/v1/traces"
-        return HTTPSpanExporter(endpoint=endpoint, headers=headers)
-    raise ConfigError(
-        f"OTLP protocol {protocol!r} is not supported (agentLightning.exporter.protocol or "
-        "OTEL_EXPORTER_OTLP_PROTOCOL): use grpc or http/protobuf"
-    )
-
-
-def _store_exporter_factory() -> Callable[..., SpanExporter] | None:
-    """The exporter stage's ``build_store_exporter``, or ``None`` when it is not installed."""
-    try:
-        module = importlib.import_module(STORE_EXPORTER_MODULE)
-    except ImportError:
-        return None
-    return getattr(module, STORE_EXPORTER_FACTORY, None)
-
-
-def otlp_store_exporter(cfg: LightspanConfig) -> SpanExporter:
-    """Plain OTLP to the external store's intake (used without the exporter stage)."""
-    store = cfg.agentLightning.store
-    if store.type.value == "in_memory":
-        raise ConfigError(
-            "agentLightning.store.type=in_memory needs the in-process store exporter "
-            f"({STORE_EXPORTER_MODULE}.{STORE_EXPORTER_FACTORY}), which this installation "
-            "lacks; use an external store or set agentLightning.exporter.endpoint"
-        )
-    headers = {"authorization": f"Bearer {store.token}"} if store.token else None
-    if cfg.agentLightning.exporter.protocol == "grpc":
-        address = store.grpc_address or f"{urlsplit(store.address).hostname}:4317"
-        return _otlp_exporter("grpc", address, headers)
-    return _otlp_exporter("http/protobuf", store.address.rstrip("/") + "/v1/traces", headers)
-
-
 def build_exporters(
     cfg: LightspanConfig, environ: Mapping[str, str] | None = None
 ) -> list[SpanExporter]:
-    """The exporters the configuration and environment ask for (see the module doc)."""
-    env = os.environ if environ is None else environ
-    factory = _store_exporter_factory()
-    if factory is not None:
-        return [factory(cfg, environ=env)]
-    exp = cfg.agentLightning.exporter
-    if exp.endpoint:
-        return [_otlp_exporter(exp.protocol, exp.endpoint)]
-    if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        protocol = (
-            env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-            or env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-            or exp.protocol
-        )
-        return [_otlp_exporter(protocol.strip().lower(), None)]
-    return [otlp_store_exporter(cfg)]
+    """The exporters the configuration and environment ask for: the store exporter."""
+    return [exporter_from_config(cfg, environ=os.environ if environ is None else environ)]
 
 
 def build_resource(cfg: LightspanConfig, environ: Mapping[str, str] | None = None) -> Resource:
@@ -180,10 +106,10 @@ def configure_tracing(
     """Build the tracing pipeline and instrument the engine.
 
     ``exporters`` replace :func:`build_exporters` (each gets a :class:`NonBlockingBatchProcessor`
-    sized by ``agentLightning.exporter``); ``processors`` are added as they are (then no
-    exporter is built unless ``exporters`` is given too). ``set_global`` makes the provider the
-    global one, so user code's spans share the workflow's traces. Calling it again replaces
-    the previous instrumentation (the previous handle should be shut down).
+    sized by ``agentLightning.exporter``, then ``OTEL_BSP_*``); ``processors`` are added as they
+    are (then no exporter is built unless ``exporters`` is given too). ``set_global`` makes the
+    provider the global one, so user code's spans share the workflow's traces. Calling it again
+    replaces the previous instrumentation (the previous handle should be shut down).
     """
     env = os.environ if environ is None else environ
     tracing = cfg.agentLightning.tracing
@@ -193,15 +119,11 @@ def configure_tracing(
     if exporters is None and processors is None:
         exporters = build_exporters(cfg, env)
     exp_cfg = cfg.agentLightning.exporter
+    # Set in the configuration (file or LIGHTSPAN_* variable): wins over OTEL_BSP_*, as an
+    # argument wins over the variables in the SDK; defaults leave the variables their say.
+    sizing = {k: getattr(exp_cfg, k) for k in PROCESSOR_SETTINGS if k in exp_cfg.model_fields_set}
     for exporter in exporters or ():
-        procs.append(
-            NonBlockingBatchProcessor(
-                exporter,
-                max_queue_size=exp_cfg.max_queue_size,
-                max_export_batch_size=exp_cfg.max_export_batch_size,
-                schedule_delay_ms=exp_cfg.schedule_delay_ms,
-            )
-        )
+        procs.append(NonBlockingBatchProcessor(exporter, environ=env, **sizing))
     for p in procs:
         provider.add_span_processor(p)
     if set_global:
@@ -221,13 +143,9 @@ def configure_tracing(
             instrumentor.uninstrument()
         instrumentor.instrument(
             tracer_provider=provider,
-            capture_content=tracing.capture_content or _env_flag_in(env, CAPTURE_CONTENT_ENV),
+            capture_content=tracing.capture_content or env_flag(CAPTURE_CONTENT_ENV, env),
         )
     log.info(
         "lightspan tracing on: sampling ratio %s (%s), %d processor(s)", ratio, source, len(procs)
     )
     return TracingHandle(provider, procs, instrumentor, ratio, source, list(exporters or ()))
-
-
-def _env_flag_in(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")

@@ -43,6 +43,10 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
+from lightspan.semconv import ATTEMPT_ID as ATTEMPT_ID_KEY
+from lightspan.semconv import ROLLOUT_ID as ROLLOUT_ID_KEY
+from lightspan.semconv import SPAN_SEQUENCE_ID as SEQUENCE_ID_KEY
+
 from .limits import MAX_NESTING_DEPTH, BodyTooDeep, loads_bounded
 from .otlp_wire import NestingTooDeep, ShadowRequest, attributes_from_raw, raw_too_deep
 
@@ -66,9 +70,6 @@ __all__ = [
     "spans_from_request",
 ]
 
-ROLLOUT_ID_KEY = "agentlightning.rollout_id"
-ATTEMPT_ID_KEY = "agentlightning.attempt_id"
-SEQUENCE_ID_KEY = "agentlightning.span_sequence_id"
 
 _STATUS_CODES = ("UNSET", "OK", "ERROR")
 _HAS_IS_REMOTE = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
