@@ -1,6 +1,7 @@
 """Runner throughput and overhead: lightspan's WorkflowRunner vs Agent Lightning's own runner.
 
-Rows (each measured ``--rounds`` times; median and range printed):
+Rows (each measured ``--rounds`` times, in interleaved passes over all rows so that the shared
+machine's changing load reaches every row alike; median and range printed):
 
   * lightspan WorkflowRunner on an in-process store (memory, SQLite) and over HTTP on
     ``lightspan store serve`` (SQLite; the deployment comparable to the reference), 1 and 8
@@ -393,29 +394,48 @@ def main() -> None:
     # Shared requests, but the v0.3 API only: what the runner does against ``agl store``,
     # which lacks our ``runner/exchange`` extension (dequeue, spans, status: three requests).
     configs += [(s, "sqlite-server", 8, True, False) for s in ("noop", "3step")]
+    jobs: list[tuple[str, int, Any]] = []
     for shape, backend, workers, shared, extension in configs:
         name = f"lightspan {shape} {backend} w={workers}" + ("" if shared else " unshared")
         name += "" if extension else " v0.3-calls"
         if args.only not in name:
             continue
-        results = [
-            asyncio.run(lightspan_round(backend, shape, workers, n, llm_url, shared, extension))
-            for _ in range(args.rounds)
-        ]
-        rows.append(
-            _row(name, n, [r[0] for r in results], [r[1] for r in results], [r[2] for r in results])
+        jobs.append(
+            (
+                name,
+                n,
+                lambda a=(backend, shape, workers, n, llm_url, shared, extension): asyncio.run(
+                    lightspan_round(*a)
+                ),
+            )
         )
-        print(f"  done: {rows[-1]['config']}", file=sys.stderr)
-    if not args.no_reference:
-        store = AglStore()
-        try:
-            m = args.reference_rollouts
-            for shape in ("noop", "3step"):
-                times = [reference_round(store, shape, m, llm_url) for _ in range(args.rounds)]
-                rows.append(_row(f"agl LitAgentRunner {shape} agl-store(http) r=1", m, times))
-                print(f"  done: {rows[-1]['config']}", file=sys.stderr)
-        finally:
+    store = None if args.no_reference else AglStore()
+    m = args.reference_rollouts
+    if store is not None:
+        for shape in ("noop", "3step"):
+            jobs.append(
+                (
+                    f"agl LitAgentRunner {shape} agl-store(http) r=1",
+                    m,
+                    lambda sh=shape: (reference_round(store, sh, m, llm_url), None, None),
+                )
+            )
+    # Rounds are interleaved (every row once per pass, then the next pass), so that the load
+    # of the shared machine changing over minutes reaches every row alike.
+    results: dict[str, list[tuple[float, float | None, tuple[float, float] | None]]] = {}
+    try:
+        for k in range(args.rounds):
+            for name, _, run in jobs:
+                results.setdefault(name, []).append(run())
+            print(f"  pass {k + 1} of {args.rounds} done", file=sys.stderr)
+    finally:
+        if store is not None:
             store.stop()
+    for name, count, _ in jobs:
+        got = results[name]
+        rows.append(
+            _row(name, count, [r[0] for r in got], [r[1] for r in got], [r[2] for r in got])
+        )
     llm_proc.terminate()
     print(f"\nrunner benchmark: {args.rounds} rounds, median [min-max]")
     print("store calls/rollout: SQLite commits (in-process) or HTTP requests (server), median")
