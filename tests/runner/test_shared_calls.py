@@ -64,7 +64,8 @@ async def test_workers_share_reports_and_dequeues_in_exchange_requests_over_http
     # every status went in an exchange, several per request; no single update, no span export
     assert sum(u for u, _ in counting.exchanges) == n
     assert runner._exchange is not None and runner._exchange.requests == len(counting.exchanges)
-    assert len(counting.exchanges) < 2 * n / 3
+    # unshared, a rollout would take two requests (its claim, its report): here fewer than one
+    assert len(counting.exchanges) < n, counting.exchanges
     assert counting.single_updates == 0 and counting.exports == 0
     assert any(u and d for u, d in counting.exchanges)  # reports beside dequeues
     for rid in ids:
