@@ -51,8 +51,8 @@ _Pending = tuple[Report, "asyncio.Future[tuple[DeliveryResult, Attempt]]"]
 class Exchange:
     """Reports and dequeues of a runner's workers, in shared ``runner_exchange`` requests.
 
-    ``max_spans``/``max_updates`` bound one request (a larger report is sent alone: callers
-    send one above ``max_spans`` the v0.3 way, where span exports are split). ``on_orphan``
+    ``max_spans``/``max_updates`` bound one request (callers send a report of more than
+    ``max_spans`` spans the v0.3 way, where span exports are split). ``on_orphan``
     gets a rollout claimed for a worker that stopped waiting (hard stop), to report it."""
 
     def __init__(
