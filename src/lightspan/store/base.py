@@ -201,11 +201,13 @@ class AddSpansResult(Sequence[Span]):
     ``partial_success`` (``rejected`` and ``rejection_message``).
     """
 
-    __slots__ = ("outcomes", "stored")
+    __slots__ = ("outcomes", "stored", "then_result")
 
     def __init__(self, outcomes: list[SpanOutcome]) -> None:
         self.outcomes = outcomes
         self.stored = [o.span for o in outcomes if o.status == "stored"]
+        self.then_result: Any = None
+        """What ``add_many_spans(then=...)`` returned (our stores)."""
 
     def __len__(self) -> int:
         return len(self.stored)
