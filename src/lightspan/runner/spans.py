@@ -28,12 +28,11 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerPro
 from lightspan import __version__
 from lightspan.exporter.encode import SpanEncoder
 from lightspan.instrumentation.instrumentor import SCHEMA_URL
-from lightspan.instrumentation.listener import ATTEMPT_ID, SpanListener
+from lightspan.instrumentation.listener import SpanListener
+from lightspan.semconv import ATTEMPT_ID, ROLLOUT_ID
 from lightspan.store.base import LightningStore
 
 __all__ = ["AttemptSpanBuffer", "DeliveryResult", "SpanSink", "runner_tracing"]
-
-ROLLOUT_ID = "agentlightning.rollout_id"
 
 
 class AttemptSpanBuffer(SpanProcessor):

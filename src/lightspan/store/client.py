@@ -22,7 +22,7 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
+from ..loop_thread import LoopThread
 from . import span_frames
 from .base import (
     UNSET,
@@ -884,14 +885,7 @@ class SyncLightningStoreClient:
 
     def __init__(self, address: str = "http://localhost:4747", **options: Any) -> None:
         self.client = LightningStoreClient(address, **options)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="lightspan-store-client", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        self._loop = LoopThread("lightspan-store-client")
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.client, name)
@@ -899,7 +893,7 @@ class SyncLightningStoreClient:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return self._run(attr(*args, **kwargs))
+            return self._loop.call(lambda: attr(*args, **kwargs))
 
         call.__name__ = name
         call.__doc__ = attr.__doc__
@@ -907,11 +901,9 @@ class SyncLightningStoreClient:
 
     def close(self) -> None:
         """Close connections and stop the loop thread. Idempotent."""
-        if self._loop.is_closed():
+        if self._loop.loop.is_closed():
             return
-        self._run(self.client.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        self._loop.call(self.client.close)
         self._loop.close()
 
     def __enter__(self) -> SyncLightningStoreClient:
