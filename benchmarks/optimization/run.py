@@ -38,7 +38,7 @@ from benchmarks.optimization.oracle import (
     ResultCache,
     RunRecord,
     evaluate,
-    evaluate_specs,
+    evaluate_paired,
     models_of,
     oracle_choice,
     search_grid,
@@ -54,6 +54,7 @@ from benchmarks.optimization.report import (
     HEADERS,
     ArmFigures,
     Cell,
+    cut,
     markdown_table,
     paired_diff_ci,
     print_table,
@@ -87,6 +88,8 @@ QUICK_PAIRS = [
 ]
 # --quick trains on one workflow only (the trainer's own rollouts dominate a quick run's time).
 QUICK_TRAINER_PAIRS = [("classification", "sequence")]
+PAIRED_BASELINE = "paired-baseline"
+"""Config label of the baseline's runs interleaved with the optimized arm's on the test split."""
 DEFAULT_CACHE = Path.home() / ".cache" / "lightspan" / "optbench"
 
 
@@ -236,7 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = sum(len(v) * s.tasks for v in groups.values())
 
     results: dict[tuple[str, str], dict[tuple[str, str], RunRecord]] = {p: {} for p in s.pairs}
-    optimized: dict[tuple[str, str], list[RunRecord]] = {}
+    paired: dict[tuple[str, str], dict[str, list[RunRecord]]] = {}
+    """Per trained pair: the baseline's and the optimized arm's test runs, interleaved."""
     trainer_reports: dict[str, Any] = {}
     train_pairs: list[tuple[str, str]] = []
     if not why_no_trainer:
@@ -317,16 +321,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name = f"{family}-{shape}"
                 rep = trainer_reports.get(name) or {}
                 if rep.get("resources"):
+                    base_spec = workflow_spec(family, shape, baseline_config(shape, s), endpoints)
+                    base_spec["resources"]["id"] = f"{name}:{PAIRED_BASELINE}"
                     spec = workflow_spec(family, shape, baseline_config(shape, s), endpoints)
                     spec["resources"] = resources_to_spec_section(
                         rep["resources"], f"{name}:optimized"
                     )
+                    progress.update(
+                        bar, description=f"test split, baseline and optimized interleaved: {name}"
+                    )
                     runs = asyncio.run(
-                        evaluate_specs(
-                            {"optimized": spec}, test[family], cache, concurrency=s.concurrency
+                        evaluate_paired(
+                            {PAIRED_BASELINE: base_spec, "optimized": spec},
+                            test[family],
+                            cache,
+                            stamp=started.strftime("%Y%m%dT%H%M%SZ"),
                         )
                     )
-                    optimized[(family, shape)] = list(runs.values())
+                    paired[(family, shape)] = {
+                        label: [runs[(label, t.id)] for t in test[family]]
+                        for label in (PAIRED_BASELINE, "optimized")
+                    }
 
     cells: list[Cell] = []
     for family, shape in s.pairs:
@@ -335,10 +350,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         base_key = config_key(baseline_config(shape, s))
         base_runs = [res[(base_key, t.id)] for t in tasks]
         arms = {"baseline": ArmFigures.of("baseline", base_runs, cpu, public, s.seed)}
-        if (family, shape) in optimized:
-            arms["optimized"] = ArmFigures.of(
-                "optimized", optimized[(family, shape)], cpu, public, s.seed
-            )
+        if (family, shape) in paired:
+            # Baseline and optimized from the same interleaved test runs (same load).
+            runs = paired[(family, shape)]
+            arms = {
+                "baseline": ArmFigures.of("baseline", runs[PAIRED_BASELINE], cpu, public, s.seed),
+                "optimized": ArmFigures.of("optimized", runs["optimized"], cpu, public, s.seed),
+            }
         chosen = oracle_choice(res, grids[(family, shape)], tasks, cpu)
         oracle_runs = [chosen[t.id] for t in tasks if t.id in chosen]
         arms["oracle"] = ArmFigures.of("oracle", oracle_runs, cpu, public, s.seed)
@@ -346,9 +364,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             Cell(family, shape, arms, reward_diff_ci=paired_diff_ci(base_runs, oracle_runs, s.seed))
         )
     print_table(cells, console)
-    write_report(out, s, args, cells, measured, why_no_trainer, trainer_reports, grids, started)
+    write_report(
+        out, s, args, cells, measured, why_no_trainer, trainer_reports, grids, started, paired
+    )
     console.print(f"report: {out / 'report.md'}")
     return 0
+
+
+def goal_lines(
+    cells: list[Cell], paired: dict[tuple[str, str], dict[str, list[RunRecord]]]
+) -> list[str]:
+    """Per trained pair, issue 11's goal checked on the interleaved test runs: cost cut >= 30 %,
+    p50 cut >= 15 %, one-sided 95 % paired-bootstrap lower bound of the reward difference
+    >= -0.02 (the trainer's own rule), optimized cost within 10 % of the oracle's."""
+    from lightspan.trainer.stats import paired_bootstrap_lower
+
+    lines = []
+    for c in cells:
+        runs = paired.get((c.family, c.shape))
+        if not runs or "optimized" not in c.arms:
+            continue
+        b, o, orc = c.arms["baseline"], c.arms["optimized"], c.arms["oracle"]
+        lb = paired_bootstrap_lower(
+            [r.reward for r in runs["optimized"]], [r.reward for r in runs[PAIRED_BASELINE]]
+        )
+        checks = {
+            "cost cut >= 30%": cut(b.cost_per_run, o.cost_per_run) >= 30,
+            "p50 cut >= 15%": cut(b.latency_p50_s, o.latency_p50_s) >= 15,
+            "reward lower bound >= -0.02": lb >= -0.02,
+            "within 10% of the oracle's cost": o.cost_per_run <= 1.1 * orc.cost_per_run,
+        }
+        lines.append(
+            f"- {c.family} x {c.shape}: cost cut {cut(b.cost_per_run, o.cost_per_run):+.0f}% "
+            f"(public table {cut(b.cost_per_run_public, o.cost_per_run_public):+.0f}%), "
+            f"p50 cut {cut(b.latency_p50_s, o.latency_p50_s):+.0f}%, "
+            f"p95 cut {cut(b.latency_p95_s, o.latency_p95_s):+.0f}%, reward "
+            f"{o.reward_mean:.2f} vs {b.reward_mean:.2f} (lower bound of the difference "
+            f"{lb:+.3f}), optimized cost / oracle cost {o.cost_per_run / orc.cost_per_run:.2f}; "
+            + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items())
+        )
+    return lines
 
 
 def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
@@ -362,8 +417,9 @@ def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
         spend = rep.get("trainer_spend") or {}
         total = float(spend.get("total_cost") or 0.0)
         line = (
-            f"- {name}: status {rep.get('status')}; decision: {rep.get('decision')}; "
-            f"trainer spend {total * 1e6:.0f} µUSD over {spend.get('rollouts')} rollouts "
+            f"- {name}: status {rep.get('status')}; split {rep.get('split')}; decision: "
+            f"{rep.get('decision')}; trainer spend {total * 1e6:.0f} µUSD over "
+            f"{spend.get('rollouts')} rollouts in {float(rep.get('elapsed_s') or 0):.0f} s "
             "(priced with the CPU table, given to it as its catalog)"
         )
         if rep.get("held_on_test") is False:
@@ -385,8 +441,9 @@ def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
         lines.append(line)
     if reports:
         lines.append(
-            "- note: the optimized arm's runs happen after the grid, with fewer runs in flight, "
-            "so its latency is measured under a lighter load than baseline/oracle."
+            "- note: on the test split the baseline and the optimized arm ran interleaved, one "
+            "run at a time, paired per task with the order alternating, in the same time "
+            "window; the oracle's runs are the grid's (measured earlier, a few runs in flight)."
         )
     return lines
 
@@ -401,6 +458,7 @@ def write_report(
     trainer_reports: dict[str, Any],
     grids: dict[tuple[str, str], list[Config]],
     started: dt.datetime,
+    paired: dict[tuple[str, str], dict[str, list[RunRecord]]],
 ) -> None:
     plots = write_plots(cells, out)
     cmd = "python benchmarks/optimization/run.py " + " ".join(sys.argv[1:])
@@ -480,6 +538,10 @@ def write_report(
         "## Trainer",
         "",
         *(trainer_lines(cells, trainer_reports) or [f"- not run: {why_no_trainer}"]),
+        "",
+        "## Goal (issue 11) on the test split",
+        "",
+        *(goal_lines(cells, paired) or ["- no trained workflow: nothing to check"]),
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))
