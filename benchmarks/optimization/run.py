@@ -82,12 +82,13 @@ ALL_MODELS = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
 QUICK_MODELS = ["smollm2-135m", "qwen2.5-coder-0.5b"]
 # --quick: one workflow shape per family, so each shape and each family is covered once.
 QUICK_PAIRS = [
-    ("arithmetic", "organizer_worker"),
-    ("extraction", "vote"),
+    ("arithmetic", "vote"),
+    ("extraction", "organizer_worker"),
     ("classification", "sequence"),
 ]
-# --quick trains on one workflow only (the trainer's own rollouts dominate a quick run's time).
-QUICK_TRAINER_PAIRS = [("classification", "sequence")]
+# --quick trains on one workflow only (the trainer's own rollouts dominate a quick run's time):
+# the one-LLM-step organizer-worker, so the search has one round (a 3-step sequence has three).
+QUICK_TRAINER_PAIRS = [("extraction", "organizer_worker")]
 PAIRED_BASELINE = "paired-baseline"
 """Config label of the baseline's runs interleaved with the optimized arm's on the test split."""
 DEFAULT_CACHE = Path.home() / ".cache" / "lightspan" / "optbench"
@@ -138,6 +139,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     )
     p.add_argument(
         "--trainer-max-rollouts", type=int, help="trainer's rollout budget (default: none)"
+    )
+    p.add_argument(
+        "--trainer-repeats",
+        type=int,
+        default=1,
+        help="trainer's runs per (candidate, task), rewards averaged (default 1)",
     )
     p.add_argument(
         "--trainer-runners", type=int, help="trainer's runs in flight (default 4 quick, 2)"
@@ -266,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     max_rollouts=args.trainer_max_rollouts,
                     runners=s.trainer_runners,
                     min_tasks=s.trainer_min_tasks,
+                    repeats=args.trainer_repeats,
                 )
             except Exception as e:  # reported, the other arms still stand
                 trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}

@@ -118,6 +118,7 @@ async def train(
         "split": split.sizes(),
         "seed": options.seed,
         "delta": options.delta,
+        "repeats": evaluator.repeats,
         "status": "running",
         "published": None,
         "decision": None,
