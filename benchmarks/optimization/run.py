@@ -111,6 +111,8 @@ class Settings:
     a small model on one thread is bound by memory bandwidth, so a larger batch is nearly free."""
     trainer_runners: int = 2
     trainer_min_tasks: int = 4
+    slots: int = 1
+    """Request slots per model server (see ``--slots``)."""
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
@@ -153,6 +155,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         "--trainer-min-tasks", type=int, help="trainer's first halving rung (default 2 quick, 4)"
     )
     p.add_argument(
+        "--slots",
+        type=int,
+        help="request slots per model server (default 1; --keep-servers: 8). One slot makes "
+        "temperature-0 answers repeatable: llama.cpp's numerics depend on how requests are "
+        "batched, so with several slots the same request can get another answer",
+    )
+    p.add_argument(
         "--keep-servers",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -177,7 +186,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         pairs = list(QUICK_PAIRS)
     else:
         pairs = [(f, s) for f in families for s in shapes]
-    return args, Settings(
+    settings = Settings(
         seed=args.seed,
         models=models,
         max_tokens=levels,
@@ -189,6 +198,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         trainer_runners=args.trainer_runners or (4 if args.quick else 2),
         trainer_min_tasks=args.trainer_min_tasks or (2 if args.quick else 4),
     )
+    settings.slots = args.slots or (8 if settings.keep_servers else 1)
+    return args, settings
 
 
 def baseline_config(shape: str, s: Settings) -> dict[str, StepChoice]:
@@ -279,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}
 
     with (
-        ModelPool(threads=1, parallel=8 if s.keep_servers else 4) as pool,
+        ModelPool(threads=1, parallel=s.slots) as pool,
         Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -499,7 +510,9 @@ def write_report(
         f"{os.cpu_count()} cores, shared (load average at the end "
         f"{os.getloadavg()[0]:.1f}); command: `{cmd}`",
         f"- seed: {s.seed}; test tasks per family: {s.tasks}; models (weakest first): "
-        f"{', '.join(s.models)}; max_tokens grid: {s.max_tokens}; runs in flight: {s.concurrency}",
+        f"{', '.join(s.models)}; max_tokens grid: {s.max_tokens}; runs in flight: "
+        f"{s.concurrency}; request slots per model server: {s.slots}; trainer runs per "
+        f"(candidate, task): {args.trainer_repeats}",
         f"- baseline: every LLM step on {s.models[-1]} with max_tokens {s.max_tokens[-1]}, "
         "first-draft prompts (benchmarks/optimization/workflows.py)",
         "- oracle: per task, the cheapest grid configuration (CPU price table) reaching the "
