@@ -443,9 +443,8 @@ def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
         )
         if rep.get("held_on_test") is False:
             line += (
-                "; its winner did not hold on the trainer's test split, so the resources it "
-                "returned (and the optimized arm) are the baseline's, re-run: the gap between "
-                "those two rows is run-to-run noise"
+                "; the resources it returned (and the optimized arm) are the baseline's, "
+                "re-run: the gap between those two rows is run-to-run noise"
             )
         cell = by_name.get(name)
         if rep.get("held_on_test") is False:
@@ -494,12 +493,12 @@ def write_report(
     ]
     agg = []
     for c in cells:
-        o, b = c.arms["oracle"], c.arms["baseline"]
+        o = c.arms["oracle"]
         agg.append(
             f"- {c.family} x {c.shape}: oracle reward - baseline reward, paired 95% CI "
             f"[{c.reward_diff_ci[0]:+.2f}, {c.reward_diff_ci[1]:+.2f}]; oracle configurations "
             f"chosen: {', '.join(f'{k} ({v})' for k, v in sorted(o.configs.items()))}; "
-            f"baseline: {next(iter(b.configs))}"
+            f"baseline (grid): {config_key(baseline_config(c.shape, s))}"
             if c.reward_diff_ci
             else ""
         )
