@@ -204,6 +204,17 @@ class CostSearch:
             return 0.0
         return sum(c.input_tokens * p[0] + c.output_tokens * p[1] for c in calls) / 1e6
 
+    def _rank(self, c: Candidate) -> tuple[int, float, float, float]:
+        """Order of a rung's survivors: first those whose lower bound already meets the final
+        rule (cheapest first: the final rung picks the cheapest of them), then the others,
+        the best lower bound first. Ranking by cost alone kept cheap candidates that were
+        losing reward (within the rung's slack) and dropped dearer ones that were not, so the
+        cheap ones then failed the final rule and the step ended with no winner."""
+        lb = c.lower_bound if c.lower_bound is not None else -math.inf
+        if lb >= -self.delta:
+            return (0, c.cost, c.latency_s, -c.reward)
+        return (1, -lb, c.cost, c.latency_s)
+
     async def _score(
         self,
         label: str,
@@ -293,7 +304,7 @@ class CostSearch:
                             f"halving: reward {c.reward:.2f} vs baseline {base_mean:.2f} "
                             f"on {n} val tasks"
                         )
-                keep.sort(key=lambda cr: (cr[0].cost, cr[0].latency_s, -cr[0].reward))
+                keep.sort(key=lambda cr: self._rank(cr[0]))
                 if n < len(val) and len(keep) > 1:
                     for c, _ in keep[max(1, len(keep) // 2) :]:
                         c.rejected_because = "halving: not in the cheaper half"
