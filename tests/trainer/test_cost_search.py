@@ -139,11 +139,20 @@ async def test_a_rungs_candidates_are_scored_together_within_the_run_bound(arith
     assert max_runs == 3, f"runs in flight: at most {max_runs}, the bound is 3"
 
 
+def _latency(model: str, i: int) -> float:
+    if model == "twin":
+        return 1.0 if i % 4 == 3 else 2.0
+    if model == "big":
+        return 5.0 if i % 4 == 3 else 1.0
+    return 1.0
+
+
 class _Scripted(Evaluator):
     """Rewards and costs by model: ``big`` always right (cost 10), ``mid`` always right
-    (cost 2), ``cheap`` (cost 1) wrong on every fourth task."""
+    (cost 2), ``cheap`` (cost 1) wrong on every fourth task; ``twin`` is ``big`` again (same
+    answers, same cost) with latencies that are lower on average but not task by task."""
 
-    COST = {"big": 10.0, "mid": 2.0, "cheap": 1.0}
+    COST = {"big": 10.0, "mid": 2.0, "cheap": 1.0, "twin": 10.0}
 
     def __init__(self) -> None:
         super().__init__("scripted")
@@ -159,7 +168,7 @@ class _Scripted(Evaluator):
                     reward=0.0 if wrong else 1.0,
                     status="succeeded",
                     cost=self.COST[model],
-                    latency_s=1.0,
+                    latency_s=_latency(model, int(t.id[1:])),
                 )
             )
         return out
@@ -198,3 +207,33 @@ async def test_halving_keeps_the_candidate_that_holds_the_reward_not_just_the_ch
     assert chosen == "mid", [(c.label, c.rejected_because) for c in seen]
     cheap = [c for c in seen if "model=cheap" in c.label]
     assert cheap and not any(c.accepted for c in cheap)
+
+
+async def test_equal_cost_is_not_faster_on_a_lower_mean_latency_alone():
+    # `twin` answers exactly as the baseline (same reward, same cost); its mean latency is
+    # lower (1.75 s vs 2.0 s) only because the baseline was slow on a quarter of the tasks.
+    # Comparing mean latencies accepted it as "faster"; task by task it is not.
+    base = {
+        "llm": {
+            "resource_type": "llm",
+            "endpoint": "http://127.0.0.1:1/v1",
+            "model": "big",
+            "sampling_parameters": {"max_tokens": 100},
+        },
+        "p": {"resource_type": "prompt_template", "template": "Q {x}", "engine": "f-string"},
+    }
+    val = [Task(f"t{i}", {"x": i}, i) for i in range(16)]
+    seen = []
+    search = CostSearch(
+        _Scripted(),
+        [LLMStep(name="solve", prompt="p", llm="llm")],
+        catalog=[ModelOption("http://127.0.0.1:1/v1", "twin")],
+        price=lambda m: None,
+        min_tasks=4,
+        prompt_variants=False,
+        on_candidate=seen.append,
+    )
+    out = await search.run(base, val, [])
+    assert step_resource(out.best, "llm", "solve")["model"] == "big"
+    twin = [c for c in seen if "model=twin" in c.label]
+    assert twin and twin[-1].latency_s < seen[0].latency_s and not twin[-1].accepted

@@ -302,3 +302,19 @@ def test_every_run_failing_reports_the_error_and_publishes_nothing(arith_llm, tm
     assert rc == 1 and rep["status"] == "failed" and rep["published"] is None
     assert "every baseline run failed on the train split" in rep["error"]
     assert "503" in rep["error"]  # the first run's own error is shown
+
+
+def test_on_test_equal_cost_needs_a_task_by_task_speedup():
+    from lightspan.trainer.evaluate import Result
+    from lightspan.trainer.run import _decide
+
+    def runs(lat):
+        return [Result(f"t{i}", 1.0, "succeeded", cost=5.0, latency_s=x) for i, x in enumerate(lat)]
+
+    base = runs([2.0, 2.0, 2.0, 1.0] * 3)
+    noisy = runs([1.0, 1.0, 1.0, 9.0] * 3)  # p50 1.0 vs 2.0, slower on a quarter: not faster
+    held, why, _ = _decide(base, noisy, TrainOptions())
+    assert not held and "neither cheaper nor faster" in why
+    quick = runs([1.5, 1.5, 1.5, 0.5] * 3)  # faster on every task
+    held, why, _ = _decide(base, quick, TrainOptions())
+    assert held and "faster" in why

@@ -62,7 +62,7 @@ def _decide(
     base: list[Result], opt: list[Result], options: TrainOptions
 ) -> tuple[bool, str, float]:
     """Did the winner hold on test? Its reward lower bound must be >= -delta, and it must be
-    cheaper (equal cost: faster at p50); for apo/both a higher ``reward - lambda*cost`` also
+    cheaper (equal cost: faster, task by task); for apo/both a higher ``reward - lambda*cost`` also
     counts."""
     delta = options.delta
     lb = paired_bootstrap_lower(
@@ -75,7 +75,16 @@ def _decide(
         return False, f"reward lower bound {lb:.3f} on test is below -{delta}", lb
     same_cost = abs(o["cost_per_run"] - b["cost_per_run"]) <= 1e-12
     saves = o["cost_per_run"] < b["cost_per_run"] and not same_cost
-    faster = same_cost and o["latency_p50_s"] < b["latency_p50_s"]
+    # At equal cost, "faster" must hold task by task (paired lower bound of the latency gain
+    # > 0): equal cost usually means the same outputs, and a lower p50 of the same outputs is
+    # chance half the time.
+    faster = (
+        same_cost
+        and paired_bootstrap_lower(
+            [r.latency_s for r in base], [r.latency_s for r in opt], seed=options.seed
+        )
+        > 0
+    )
     lam = options.cost_lambda
     better = options.algorithm in ("apo", "both") and (
         o["reward_mean"] - lam * o["cost_per_run"] > b["reward_mean"] - lam * b["cost_per_run"]
