@@ -95,6 +95,29 @@ def _decide(
     return True, f"held on test: {why}, reward lower bound {lb:.3f} >= -{delta}", lb
 
 
+async def measure_test(
+    evaluator: Evaluator,
+    baseline: ResourcesMap,
+    best: ResourcesMap,
+    tasks: list[Task],
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[Result], list[Result]]:
+    """The baseline's and the winner's test runs, scored together (one time window).
+
+    Why together: measured one after the other, a change of the machine's load between the
+    two windows shows up as a latency difference on every task, which a paired test then
+    takes for a real one ("faster" at equal cost). Scored together, the runs of both sets
+    share the evaluator's slots and the load they see."""
+    if best == baseline:
+        base = await evaluator.evaluate(baseline, tasks, progress=progress)
+        return base, base
+    base, opt = await asyncio.gather(
+        evaluator.evaluate(baseline, tasks, progress=progress),
+        evaluator.evaluate(best, tasks, progress=progress),
+    )
+    return base, opt
+
+
 async def train(
     *,
     evaluator: Evaluator,
@@ -219,15 +242,10 @@ async def train(
         try:
             # Test split: measured once for the baseline and once for the winner (fresh runs
             # are not re-budgeted: the decision needs both).
-            base_test = await evaluator.evaluate(
-                baseline, split.test, progress=lambda n: tick("run", n)
+            base_test, opt_test = await measure_test(
+                evaluator, baseline, outcome.best, split.test, lambda n: tick("run", n)
             )
             report["baseline"] = summarize(base_test)
-            opt_test = base_test
-            if outcome.best != baseline:
-                opt_test = await evaluator.evaluate(
-                    outcome.best, split.test, progress=lambda n: tick("run", n)
-                )
             report["optimized"] = summarize(opt_test)
             report["steps"] = step_table(base_test, opt_test)
             if outcome.best == baseline:
