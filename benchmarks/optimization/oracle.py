@@ -230,3 +230,38 @@ def oracle_choice(
         winners = [r for r in runs if r.reward >= best - 1e-9]
         chosen[t.id] = min(winners, key=lambda r: (r.cost(prices), r.latency_s, r.config))
     return chosen
+
+
+async def evaluate_paired(
+    specs: Mapping[str, Mapping[str, Any]],
+    tasks: Sequence[Task],
+    cache: ResultCache,
+    *,
+    stamp: str,
+    on_done: Callable[[], None] | None = None,
+) -> dict[tuple[str, str], RunRecord]:
+    """Fresh runs of two (or more) arms on ``tasks``, interleaved: one run at a time, task by
+    task, the arms' order rotating from one task to the next.
+
+    Why: on a shared machine the load drifts by the minute, so arms measured one after the
+    other compare two different loads; interleaved and paired per task, each arm sees the
+    same load on average and latency percentiles become comparable. The runs are written to
+    the cache under keys carrying ``stamp`` (this benchmark run), so they are never reused.
+    """
+    labels = list(specs)
+    workflows = {label: load_spec(spec) for label, spec in specs.items()}
+    out: dict[tuple[str, str], RunRecord] = {}
+    try:
+        for i, t in enumerate(tasks):
+            k = i % len(labels)
+            for label in labels[k:] + labels[:k]:
+                rec = await run_spec(workflows[label], specs[label], t)
+                rec.config = label
+                cache.put(f"{stamp}|{spec_digest(specs[label])}|{label}|{t.id}", rec)
+                out[(label, t.id)] = rec
+                if on_done:
+                    on_done()
+    finally:
+        for wf in workflows.values():
+            await wf.aclose()
+    return out

@@ -38,7 +38,7 @@ from benchmarks.optimization.oracle import (
     ResultCache,
     RunRecord,
     evaluate,
-    evaluate_specs,
+    evaluate_paired,
     models_of,
     oracle_choice,
     search_grid,
@@ -54,6 +54,7 @@ from benchmarks.optimization.report import (
     HEADERS,
     ArmFigures,
     Cell,
+    cut,
     markdown_table,
     paired_diff_ci,
     print_table,
@@ -81,12 +82,15 @@ ALL_MODELS = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
 QUICK_MODELS = ["smollm2-135m", "qwen2.5-coder-0.5b"]
 # --quick: one workflow shape per family, so each shape and each family is covered once.
 QUICK_PAIRS = [
-    ("arithmetic", "organizer_worker"),
-    ("extraction", "vote"),
+    ("arithmetic", "vote"),
+    ("extraction", "organizer_worker"),
     ("classification", "sequence"),
 ]
-# --quick trains on one workflow only (the trainer's own rollouts dominate a quick run's time).
-QUICK_TRAINER_PAIRS = [("classification", "sequence")]
+# --quick trains on one workflow only (the trainer's own rollouts dominate a quick run's time):
+# the one-LLM-step organizer-worker, so the search has one round (a 3-step sequence has three).
+QUICK_TRAINER_PAIRS = [("extraction", "organizer_worker")]
+PAIRED_BASELINE = "paired-baseline"
+"""Config label of the baseline's runs interleaved with the optimized arm's on the test split."""
 DEFAULT_CACHE = Path.home() / ".cache" / "lightspan" / "optbench"
 
 
@@ -107,6 +111,8 @@ class Settings:
     a small model on one thread is bound by memory bandwidth, so a larger batch is nearly free."""
     trainer_runners: int = 2
     trainer_min_tasks: int = 4
+    slots: int = 1
+    """Request slots per model server (see ``--slots``)."""
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
@@ -137,10 +143,23 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         "--trainer-max-rollouts", type=int, help="trainer's rollout budget (default: none)"
     )
     p.add_argument(
+        "--trainer-repeats",
+        type=int,
+        default=1,
+        help="trainer's runs per (candidate, task), rewards averaged (default 1)",
+    )
+    p.add_argument(
         "--trainer-runners", type=int, help="trainer's runs in flight (default 4 quick, 2)"
     )
     p.add_argument(
         "--trainer-min-tasks", type=int, help="trainer's first halving rung (default 2 quick, 4)"
+    )
+    p.add_argument(
+        "--slots",
+        type=int,
+        help="request slots per model server (default 1; --keep-servers: 8). One slot makes "
+        "temperature-0 answers repeatable: llama.cpp's numerics depend on how requests are "
+        "batched, so with several slots the same request can get another answer",
     )
     p.add_argument(
         "--keep-servers",
@@ -167,7 +186,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         pairs = list(QUICK_PAIRS)
     else:
         pairs = [(f, s) for f in families for s in shapes]
-    return args, Settings(
+    settings = Settings(
         seed=args.seed,
         models=models,
         max_tokens=levels,
@@ -179,6 +198,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         trainer_runners=args.trainer_runners or (4 if args.quick else 2),
         trainer_min_tasks=args.trainer_min_tasks or (2 if args.quick else 4),
     )
+    settings.slots = args.slots or (8 if settings.keep_servers else 1)
+    return args, settings
 
 
 def baseline_config(shape: str, s: Settings) -> dict[str, StepChoice]:
@@ -236,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = sum(len(v) * s.tasks for v in groups.values())
 
     results: dict[tuple[str, str], dict[tuple[str, str], RunRecord]] = {p: {} for p in s.pairs}
-    optimized: dict[tuple[str, str], list[RunRecord]] = {}
+    paired: dict[tuple[str, str], dict[str, list[RunRecord]]] = {}
+    """Per trained pair: the baseline's and the optimized arm's test runs, interleaved."""
     trainer_reports: dict[str, Any] = {}
     train_pairs: list[tuple[str, str]] = []
     if not why_no_trainer:
@@ -262,12 +284,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     max_rollouts=args.trainer_max_rollouts,
                     runners=s.trainer_runners,
                     min_tasks=s.trainer_min_tasks,
+                    repeats=args.trainer_repeats,
                 )
             except Exception as e:  # reported, the other arms still stand
                 trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}
 
     with (
-        ModelPool(threads=1, parallel=8 if s.keep_servers else 4) as pool,
+        ModelPool(threads=1, parallel=s.slots) as pool,
         Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -317,16 +340,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name = f"{family}-{shape}"
                 rep = trainer_reports.get(name) or {}
                 if rep.get("resources"):
+                    base_spec = workflow_spec(family, shape, baseline_config(shape, s), endpoints)
+                    base_spec["resources"]["id"] = f"{name}:{PAIRED_BASELINE}"
                     spec = workflow_spec(family, shape, baseline_config(shape, s), endpoints)
                     spec["resources"] = resources_to_spec_section(
                         rep["resources"], f"{name}:optimized"
                     )
+                    progress.update(
+                        bar, description=f"test split, baseline and optimized interleaved: {name}"
+                    )
                     runs = asyncio.run(
-                        evaluate_specs(
-                            {"optimized": spec}, test[family], cache, concurrency=s.concurrency
+                        evaluate_paired(
+                            {PAIRED_BASELINE: base_spec, "optimized": spec},
+                            test[family],
+                            cache,
+                            stamp=started.strftime("%Y%m%dT%H%M%SZ"),
                         )
                     )
-                    optimized[(family, shape)] = list(runs.values())
+                    paired[(family, shape)] = {
+                        label: [runs[(label, t.id)] for t in test[family]]
+                        for label in (PAIRED_BASELINE, "optimized")
+                    }
 
     cells: list[Cell] = []
     for family, shape in s.pairs:
@@ -335,10 +369,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         base_key = config_key(baseline_config(shape, s))
         base_runs = [res[(base_key, t.id)] for t in tasks]
         arms = {"baseline": ArmFigures.of("baseline", base_runs, cpu, public, s.seed)}
-        if (family, shape) in optimized:
-            arms["optimized"] = ArmFigures.of(
-                "optimized", optimized[(family, shape)], cpu, public, s.seed
-            )
+        if (family, shape) in paired:
+            # Baseline and optimized from the same interleaved test runs (same load).
+            runs = paired[(family, shape)]
+            arms = {
+                "baseline": ArmFigures.of("baseline", runs[PAIRED_BASELINE], cpu, public, s.seed),
+                "optimized": ArmFigures.of("optimized", runs["optimized"], cpu, public, s.seed),
+            }
         chosen = oracle_choice(res, grids[(family, shape)], tasks, cpu)
         oracle_runs = [chosen[t.id] for t in tasks if t.id in chosen]
         arms["oracle"] = ArmFigures.of("oracle", oracle_runs, cpu, public, s.seed)
@@ -346,9 +383,46 @@ def main(argv: Sequence[str] | None = None) -> int:
             Cell(family, shape, arms, reward_diff_ci=paired_diff_ci(base_runs, oracle_runs, s.seed))
         )
     print_table(cells, console)
-    write_report(out, s, args, cells, measured, why_no_trainer, trainer_reports, grids, started)
+    write_report(
+        out, s, args, cells, measured, why_no_trainer, trainer_reports, grids, started, paired
+    )
     console.print(f"report: {out / 'report.md'}")
     return 0
+
+
+def goal_lines(
+    cells: list[Cell], paired: dict[tuple[str, str], dict[str, list[RunRecord]]]
+) -> list[str]:
+    """Per trained pair, issue 11's goal checked on the interleaved test runs: cost cut >= 30 %,
+    p50 cut >= 15 %, one-sided 95 % paired-bootstrap lower bound of the reward difference
+    >= -0.02 (the trainer's own rule), optimized cost within 10 % of the oracle's."""
+    from lightspan.trainer.stats import paired_bootstrap_lower
+
+    lines = []
+    for c in cells:
+        runs = paired.get((c.family, c.shape))
+        if not runs or "optimized" not in c.arms:
+            continue
+        b, o, orc = c.arms["baseline"], c.arms["optimized"], c.arms["oracle"]
+        lb = paired_bootstrap_lower(
+            [r.reward for r in runs["optimized"]], [r.reward for r in runs[PAIRED_BASELINE]]
+        )
+        checks = {
+            "cost cut >= 30%": cut(b.cost_per_run, o.cost_per_run) >= 30,
+            "p50 cut >= 15%": cut(b.latency_p50_s, o.latency_p50_s) >= 15,
+            "reward lower bound >= -0.02": lb >= -0.02,
+            "within 10% of the oracle's cost": o.cost_per_run <= 1.1 * orc.cost_per_run,
+        }
+        lines.append(
+            f"- {c.family} x {c.shape}: cost cut {cut(b.cost_per_run, o.cost_per_run):+.0f}% "
+            f"(public table {cut(b.cost_per_run_public, o.cost_per_run_public):+.0f}%), "
+            f"p50 cut {cut(b.latency_p50_s, o.latency_p50_s):+.0f}%, "
+            f"p95 cut {cut(b.latency_p95_s, o.latency_p95_s):+.0f}%, reward "
+            f"{o.reward_mean:.2f} vs {b.reward_mean:.2f} (lower bound of the difference "
+            f"{lb:+.3f}), optimized cost / oracle cost {o.cost_per_run / orc.cost_per_run:.2f}; "
+            + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items())
+        )
+    return lines
 
 
 def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
@@ -362,15 +436,15 @@ def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
         spend = rep.get("trainer_spend") or {}
         total = float(spend.get("total_cost") or 0.0)
         line = (
-            f"- {name}: status {rep.get('status')}; decision: {rep.get('decision')}; "
-            f"trainer spend {total * 1e6:.0f} µUSD over {spend.get('rollouts')} rollouts "
+            f"- {name}: status {rep.get('status')}; split {rep.get('split')}; decision: "
+            f"{rep.get('decision')}; trainer spend {total * 1e6:.0f} µUSD over "
+            f"{spend.get('rollouts')} rollouts in {float(rep.get('elapsed_s') or 0):.0f} s "
             "(priced with the CPU table, given to it as its catalog)"
         )
         if rep.get("held_on_test") is False:
             line += (
-                "; its winner did not hold on the trainer's test split, so the resources it "
-                "returned (and the optimized arm) are the baseline's, re-run: the gap between "
-                "those two rows is run-to-run noise"
+                "; the resources it returned (and the optimized arm) are the baseline's, "
+                "re-run: the gap between those two rows is run-to-run noise"
             )
         cell = by_name.get(name)
         if rep.get("held_on_test") is False:
@@ -385,8 +459,9 @@ def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
         lines.append(line)
     if reports:
         lines.append(
-            "- note: the optimized arm's runs happen after the grid, with fewer runs in flight, "
-            "so its latency is measured under a lighter load than baseline/oracle."
+            "- note: on the test split the baseline and the optimized arm ran interleaved, one "
+            "run at a time, paired per task with the order alternating, in the same time "
+            "window; the oracle's runs are the grid's (measured earlier, a few runs in flight)."
         )
     return lines
 
@@ -401,6 +476,7 @@ def write_report(
     trainer_reports: dict[str, Any],
     grids: dict[tuple[str, str], list[Config]],
     started: dt.datetime,
+    paired: dict[tuple[str, str], dict[str, list[RunRecord]]],
 ) -> None:
     plots = write_plots(cells, out)
     cmd = "python benchmarks/optimization/run.py " + " ".join(sys.argv[1:])
@@ -417,12 +493,12 @@ def write_report(
     ]
     agg = []
     for c in cells:
-        o, b = c.arms["oracle"], c.arms["baseline"]
+        o = c.arms["oracle"]
         agg.append(
             f"- {c.family} x {c.shape}: oracle reward - baseline reward, paired 95% CI "
             f"[{c.reward_diff_ci[0]:+.2f}, {c.reward_diff_ci[1]:+.2f}]; oracle configurations "
             f"chosen: {', '.join(f'{k} ({v})' for k, v in sorted(o.configs.items()))}; "
-            f"baseline: {next(iter(b.configs))}"
+            f"baseline (grid): {config_key(baseline_config(c.shape, s))}"
             if c.reward_diff_ci
             else ""
         )
@@ -433,7 +509,9 @@ def write_report(
         f"{os.cpu_count()} cores, shared (load average at the end "
         f"{os.getloadavg()[0]:.1f}); command: `{cmd}`",
         f"- seed: {s.seed}; test tasks per family: {s.tasks}; models (weakest first): "
-        f"{', '.join(s.models)}; max_tokens grid: {s.max_tokens}; runs in flight: {s.concurrency}",
+        f"{', '.join(s.models)}; max_tokens grid: {s.max_tokens}; runs in flight: "
+        f"{s.concurrency}; request slots per model server: {s.slots}; trainer runs per "
+        f"(candidate, task): {args.trainer_repeats}",
         f"- baseline: every LLM step on {s.models[-1]} with max_tokens {s.max_tokens[-1]}, "
         "first-draft prompts (benchmarks/optimization/workflows.py)",
         "- oracle: per task, the cheapest grid configuration (CPU price table) reaching the "
@@ -480,6 +558,10 @@ def write_report(
         "## Trainer",
         "",
         *(trainer_lines(cells, trainer_reports) or [f"- not run: {why_no_trainer}"]),
+        "",
+        "## Goal (issue 11) on the test split",
+        "",
+        *(goal_lines(cells, paired) or ["- no trained workflow: nothing to check"]),
         "",
     ]
     (out / "report.md").write_text("\n".join(lines))

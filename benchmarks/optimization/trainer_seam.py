@@ -85,6 +85,7 @@ def start_trainer(
     max_rollouts: int | None = None,
     runners: int = 2,
     min_tasks: int = 4,
+    repeats: int = 1,
     timeout_s: float = 3600,
 ) -> TrainerJob:
     """Start ``lightspan train run`` on ``tasks`` in the background."""
@@ -128,6 +129,8 @@ def start_trainer(
     ]
     if max_rollouts:
         cmd += ["--max-rollouts", str(max_rollouts)]
+    if repeats > 1:
+        cmd += ["--repeats", str(repeats)]
     with (out / "trainer.log").open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     return TrainerJob(cmd, out, proc, timeout_s)

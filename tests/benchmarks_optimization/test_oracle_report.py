@@ -12,7 +12,7 @@ from benchmarks.optimization.oracle import (
     spec_digest,
 )
 from benchmarks.optimization.report import bootstrap_ci, cut, percentile
-from benchmarks.optimization.tasks import generate
+from benchmarks.optimization.tasks import Task, generate
 from benchmarks.optimization.trainer_seam import resources_to_spec_section
 from benchmarks.optimization.workflows import StepChoice, config_key, workflow_spec
 
@@ -105,3 +105,29 @@ def test_per_step_entries_of_a_trainer_winner_replace_the_plain_ones() -> None:
         }
     }
     assert section["prompts"]["item"]["template"] == "{sentence}"
+
+
+async def test_paired_runs_alternate_the_arms_order_and_are_never_reused(tmp_path, monkeypatch):
+    from benchmarks.optimization import oracle
+
+    order: list[tuple[str, str]] = []
+
+    class _Wf:
+        async def aclose(self) -> None:
+            pass
+
+    async def fake_run(wf, spec, task):  # type: ignore[no-untyped-def]
+        order.append((spec["resources"]["id"], task.id))
+        return RunRecord(task.id, "x", 1.0, "succeeded", 0.1)
+
+    monkeypatch.setattr(oracle, "load_spec", lambda spec: _Wf())
+    monkeypatch.setattr(oracle, "run_spec", fake_run)
+    specs = {arm: {"workflow": "w", "resources": {"id": arm, "llms": {}}} for arm in ("b", "o")}
+    tasks = [Task(f"t{i}", "extraction", 1, {}, {}) for i in range(3)]
+    cache = ResultCache(tmp_path / "runs.jsonl")
+    out = await oracle.evaluate_paired(specs, tasks, cache, stamp="s1")
+    assert order == [("b", "t0"), ("o", "t0"), ("o", "t1"), ("b", "t1"), ("b", "t2"), ("o", "t2")]
+    assert {k: r.config for k, r in out.items()} == {(a, t.id): a for a in "bo" for t in tasks}
+    # A second benchmark run measures afresh (its stamp differs): nothing comes from the cache.
+    await oracle.evaluate_paired(specs, tasks, cache, stamp="s2")
+    assert len(order) == 12

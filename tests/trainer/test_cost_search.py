@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from lightspan.trainer.cost import CostSearch, ModelOption, max_tokens_options
-from lightspan.trainer.data import load_tasks, split_tasks
-from lightspan.trainer.evaluate import CallRecord, InProcessEvaluator
-from lightspan.trainer.resmap import llm_steps
+from lightspan.trainer.data import Task, load_tasks, split_tasks
+from lightspan.trainer.evaluate import CallRecord, Evaluator, InProcessEvaluator, Result
+from lightspan.trainer.resmap import LLMStep, llm_steps, step_resource
 
 from .conftest import PRICES, write_tasks, write_workflow
 
@@ -137,3 +137,103 @@ async def test_a_rungs_candidates_are_scored_together_within_the_run_bound(arith
     await search.run(base, split.val, train_results)
     assert max_calls > 1, "candidates of a rung were scored one after the other"
     assert max_runs == 3, f"runs in flight: at most {max_runs}, the bound is 3"
+
+
+def _latency(model: str, i: int) -> float:
+    if model == "twin":
+        return 1.0 if i % 4 == 3 else 2.0
+    if model == "big":
+        return 5.0 if i % 4 == 3 else 1.0
+    return 1.0
+
+
+class _Scripted(Evaluator):
+    """Rewards and costs by model: ``big`` always right (cost 10), ``mid`` always right
+    (cost 2), ``cheap`` (cost 1) wrong on every fourth task; ``twin`` is ``big`` again (same
+    answers, same cost) with latencies that are lower on average but not task by task."""
+
+    COST = {"big": 10.0, "mid": 2.0, "cheap": 1.0, "twin": 10.0}
+
+    def __init__(self) -> None:
+        super().__init__("scripted")
+
+    async def _run(self, resources, tasks, progress):  # type: ignore[no-untyped-def]
+        model = step_resource(resources, "llm", "solve")["model"]
+        out = []
+        for t in tasks:
+            wrong = model == "cheap" and int(t.id[1:]) % 4 == 3
+            out.append(
+                Result(
+                    task_id=t.id,
+                    reward=0.0 if wrong else 1.0,
+                    status="succeeded",
+                    cost=self.COST[model],
+                    latency_s=_latency(model, int(t.id[1:])),
+                )
+            )
+        return out
+
+
+async def test_halving_keeps_the_candidate_that_holds_the_reward_not_just_the_cheapest():
+    # On the first rung (4 tasks) `cheap` loses one task (within the rung's slack) and `mid`
+    # loses none. Keeping "the cheaper half" by cost alone kept `cheap`, which then failed the
+    # lower bound on the full val split, and the search ended with no winner although `mid`
+    # (5x cheaper than the baseline, never wrong) was in the pool.
+    base = {
+        "llm": {
+            "resource_type": "llm",
+            "endpoint": "http://127.0.0.1:1/v1",
+            "model": "big",
+            "sampling_parameters": {"max_tokens": 100},
+        },
+        "p": {"resource_type": "prompt_template", "template": "Q {x}", "engine": "f-string"},
+    }
+    val = [Task(f"t{i}", {"x": i}, i) for i in range(16)]
+    seen = []
+    search = CostSearch(
+        _Scripted(),
+        [LLMStep(name="solve", prompt="p", llm="llm")],
+        catalog=[
+            ModelOption("http://127.0.0.1:1/v1", "cheap"),
+            ModelOption("http://127.0.0.1:1/v1", "mid"),
+        ],
+        price=lambda m: None,
+        min_tasks=4,
+        prompt_variants=False,
+        on_candidate=seen.append,
+    )
+    out = await search.run(base, val, [])
+    chosen = step_resource(out.best, "llm", "solve")["model"]
+    assert chosen == "mid", [(c.label, c.rejected_because) for c in seen]
+    cheap = [c for c in seen if "model=cheap" in c.label]
+    assert cheap and not any(c.accepted for c in cheap)
+
+
+async def test_equal_cost_is_not_faster_on_a_lower_mean_latency_alone():
+    # `twin` answers exactly as the baseline (same reward, same cost); its mean latency is
+    # lower (1.75 s vs 2.0 s) only because the baseline was slow on a quarter of the tasks.
+    # Comparing mean latencies accepted it as "faster"; task by task it is not.
+    base = {
+        "llm": {
+            "resource_type": "llm",
+            "endpoint": "http://127.0.0.1:1/v1",
+            "model": "big",
+            "sampling_parameters": {"max_tokens": 100},
+        },
+        "p": {"resource_type": "prompt_template", "template": "Q {x}", "engine": "f-string"},
+    }
+    val = [Task(f"t{i}", {"x": i}, i) for i in range(16)]
+    seen = []
+    search = CostSearch(
+        _Scripted(),
+        [LLMStep(name="solve", prompt="p", llm="llm")],
+        catalog=[ModelOption("http://127.0.0.1:1/v1", "twin")],
+        price=lambda m: None,
+        min_tasks=4,
+        prompt_variants=False,
+        on_candidate=seen.append,
+    )
+    out = await search.run(base, val, [])
+    assert step_resource(out.best, "llm", "solve")["model"] == "big"
+    twin = [c for c in seen if "model=twin" in c.label]
+    assert twin and twin[-1].latency_s < seen[0].latency_s and not twin[-1].accepted

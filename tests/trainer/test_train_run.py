@@ -302,3 +302,48 @@ def test_every_run_failing_reports_the_error_and_publishes_nothing(arith_llm, tm
     assert rc == 1 and rep["status"] == "failed" and rep["published"] is None
     assert "every baseline run failed on the train split" in rep["error"]
     assert "503" in rep["error"]  # the first run's own error is shown
+
+
+def test_on_test_equal_cost_needs_a_task_by_task_speedup():
+    from lightspan.trainer.evaluate import Result
+    from lightspan.trainer.run import _decide
+
+    def runs(lat):
+        return [Result(f"t{i}", 1.0, "succeeded", cost=5.0, latency_s=x) for i, x in enumerate(lat)]
+
+    base = runs([2.0, 2.0, 2.0, 1.0] * 3)
+    noisy = runs([1.0, 1.0, 1.0, 9.0] * 3)  # p50 1.0 vs 2.0, slower on a quarter: not faster
+    held, why, _ = _decide(base, noisy, TrainOptions())
+    assert not held and "neither cheaper nor faster" in why
+    quick = runs([1.5, 1.5, 1.5, 0.5] * 3)  # faster on every task
+    held, why, _ = _decide(base, quick, TrainOptions())
+    assert held and "faster" in why
+
+
+async def test_test_split_runs_of_baseline_and_winner_share_one_time_window():
+    # The machine gets quieter halfway (run latencies 10 s, then 1 s). Measured one after the
+    # other, the winner (the same answers) looked faster on every task; scored together, the
+    # two sets see the same load and the winner is not "faster".
+    import itertools
+
+    from lightspan.trainer.data import Task
+    from lightspan.trainer.evaluate import Evaluator, Result
+    from lightspan.trainer.run import _decide, measure_test
+
+    class _Drifting(Evaluator):
+        def __init__(self) -> None:
+            super().__init__("drift")
+            self.clock = itertools.count()
+
+        async def _run(self, resources, tasks, progress):  # type: ignore[no-untyped-def]
+            out = []
+            for t in tasks:
+                await asyncio.sleep(0)
+                lat = 10.0 if next(self.clock) < len(tasks) else 1.0
+                out.append(Result(t.id, 1.0, "succeeded", cost=5.0, latency_s=lat))
+            return out
+
+    tasks = [Task(f"t{i}", {}, 1) for i in range(12)]
+    base, opt = await measure_test(_Drifting(), {"a": {"v": 1}}, {"a": {"v": 2}}, tasks)
+    held, why, _ = _decide(base, opt, TrainOptions())
+    assert not held and "neither cheaper nor faster" in why

@@ -308,6 +308,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     async def main() -> dict[str, Any]:
         async with _evaluator(args, prices, cfg) as (ev, store):
             _on_ctrl_c(ev)
+            if args.repeats < 1:
+                raise SystemExit(f"error: --repeats {args.repeats}: at least 1 run per task")
+            ev.repeats = args.repeats
             if optimizer is not None:
                 optimizer.spend = ev.spend
                 await optimizer.check()
@@ -554,6 +557,12 @@ def add_trainer_commands(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-tasks", type=int, default=4, help="first successive-halving rung")
     p.add_argument("--max-rollouts", type=int, help="budget of search rollouts")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="runs per (candidate, task), rewards averaged (where the model's answers vary)",
+    )
     p.add_argument(
         "--history-runs",
         type=int,

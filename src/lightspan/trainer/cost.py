@@ -204,6 +204,37 @@ class CostSearch:
             return 0.0
         return sum(c.input_tokens * p[0] + c.output_tokens * p[1] for c in calls) / 1e6
 
+    def _rank(self, c: Candidate) -> tuple[int, float, float, float]:
+        """Order of a rung's survivors: first those whose lower bound already meets the final
+        rule (cheapest first: the final rung picks the cheapest of them), then the others,
+        the best lower bound first. Ranking by cost alone kept cheap candidates that were
+        losing reward (within the rung's slack) and dropped dearer ones that were not, so the
+        cheap ones then failed the final rule and the step ended with no winner."""
+        lb = c.lower_bound if c.lower_bound is not None else -math.inf
+        if lb >= -self.delta:
+            return (0, c.cost, c.latency_s, -c.reward)
+        return (1, -lb, c.cost, c.latency_s)
+
+    def _better(
+        self, c: Candidate, results: list[Result], cur_cost: float, cur_results: list[Result]
+    ) -> bool:
+        """Cheaper than the current set on val; at equal cost, faster task by task (paired
+        bootstrap lower bound of the per-task latency gain > 0), not merely at the mean.
+
+        Why the test at equal cost: a change that leaves every output as it was (a
+        ``max_tokens`` cap above every answer) costs the same, and its mean latency is lower
+        half the time by chance; comparing means accepted such changes as "faster"."""
+        if c.cost < cur_cost - 1e-12 * max(1.0, abs(cur_cost)):
+            return True
+        if c.cost > cur_cost + 1e-12 * max(1.0, abs(cur_cost)):
+            return False
+        by_task = {r.task_id: r.latency_s for r in cur_results}
+        pairs = [(by_task[r.task_id], r.latency_s) for r in results if r.task_id in by_task]
+        if not pairs:
+            return False
+        gain = paired_bootstrap_lower([a for a, _ in pairs], [b for _, b in pairs], seed=self.seed)
+        return gain > 0
+
     async def _score(
         self,
         label: str,
@@ -251,6 +282,7 @@ class CostSearch:
             }
         )
         cur, cur_fig = baseline, (b_reward, b_cost, b_lat)
+        cur_results = base_results
         reward_of = {r.task_id: r.reward for r in train_results}
         good_threshold = mean(list(reward_of.values())) or 0.0
 
@@ -293,7 +325,7 @@ class CostSearch:
                             f"halving: reward {c.reward:.2f} vs baseline {base_mean:.2f} "
                             f"on {n} val tasks"
                         )
-                keep.sort(key=lambda cr: (cr[0].cost, cr[0].latency_s, -cr[0].reward))
+                keep.sort(key=lambda cr: self._rank(cr[0]))
                 if n < len(val) and len(keep) > 1:
                     for c, _ in keep[max(1, len(keep) // 2) :]:
                         c.rejected_because = "halving: not in the cheaper half"
@@ -304,10 +336,11 @@ class CostSearch:
                     c.advanced = True
                 n = min(len(val), n * 2)
             winner = None
-            for c, _ in keep if n >= len(val) else []:
-                better = (c.cost, c.latency_s) < (cur_fig[1], cur_fig[2])
+            winner_results: list[Result] = []
+            for c, r in keep if n >= len(val) else []:
+                better = self._better(c, r, cur_fig[1], cur_results)
                 if c.lower_bound is not None and c.lower_bound >= -self.delta and better:
-                    winner = c
+                    winner, winner_results = c, r
                     break
                 c.rejected_because = (
                     f"lower bound {c.lower_bound:.3f} < -{self.delta}"
@@ -316,14 +349,14 @@ class CostSearch:
                 )
             if winner is None and n < len(val) and keep:
                 # Halving stopped early with one survivor: confirm it on the full val split.
-                c, _ = await self._score(
+                c, r = await self._score(
                     keep[0][0].label, keep[0][0].resources, val, base, rnd, step.name
                 )
                 out.candidates.append(c)
                 keep[0][0].advanced = True
-                better = (c.cost, c.latency_s) < (cur_fig[1], cur_fig[2])
+                better = self._better(c, r, cur_fig[1], cur_results)
                 if c.lower_bound is not None and c.lower_bound >= -self.delta and better:
-                    winner = c
+                    winner, winner_results = c, r
                 elif c.lower_bound is not None and c.lower_bound < -self.delta:
                     c.rejected_because = f"lower bound {c.lower_bound:.3f} < -{self.delta}"
                 else:
@@ -334,6 +367,7 @@ class CostSearch:
             if winner is not None:
                 winner.accepted = True
                 cur, cur_fig = winner.resources, (winner.reward, winner.cost, winner.latency_s)
+                cur_results = winner_results
                 out.notes.append(f"accepted {winner.label}")
             else:
                 out.notes.append(f"{step.name}: kept (no candidate held the reward and saved)")

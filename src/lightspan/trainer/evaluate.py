@@ -97,6 +97,27 @@ class Spend:
         }
 
 
+def average(results: list[Result]) -> Result:
+    """One task's repeated runs as one result: mean reward, cost, latency and tokens; every
+    run's calls (for output-length statistics); failed if any run failed (its error kept)."""
+    if len(results) == 1:
+        return results[0]
+    n = len(results)
+    failed = next((r for r in results if not r.ok), None)
+    return Result(
+        task_id=results[0].task_id,
+        reward=sum(r.reward for r in results) / n,
+        status=failed.status if failed else results[0].status,
+        cost=sum(r.cost for r in results) / n,
+        latency_s=sum(r.latency_s for r in results) / n,
+        input_tokens=round(sum(r.input_tokens for r in results) / n),
+        output_tokens=round(sum(r.output_tokens for r in results) / n),
+        calls=[c for r in results for c in r.calls],
+        output=results[0].output,
+        error=failed.error if failed else None,
+    )
+
+
 class EvaluationError(RuntimeError):
     """Candidates could not be evaluated at all (no evaluator, store unreachable...)."""
 
@@ -108,6 +129,10 @@ class Evaluator:
         self.workflow_name = workflow_name
         self.spend = Spend()
         self._cache: dict[tuple[str, str], Result] = {}
+        self.repeats = 1
+        """Runs per (resource set, task), averaged into one result: where the model server's
+        answers vary between runs (llama.cpp batches concurrent requests, and its numerics
+        depend on the batch), one sample per task makes a candidate's reward a coin toss."""
         self.interrupted = False
         """Set by a Ctrl-C handler: no new work starts (cancellation alone can be swallowed
         by a library racing a timeout; this flag cannot)."""
@@ -126,12 +151,15 @@ class Evaluator:
         if progress is not None and len(todo) < len(tasks):
             progress(len(tasks) - len(todo))
         if todo:
-            fresh = await self._run(resources, todo, progress)
-            for t, r in zip(todo, fresh, strict=True):
-                self._cache[(key, t.id)] = r
+            k = max(1, self.repeats)
+            runs = [t for t in todo for _ in range(k)]
+            fresh = await self._run(resources, runs, progress)
+            for r in fresh:
                 self.spend.rollouts += 1
                 self.spend.rollout_cost += r.cost
                 self.spend.rollout_tokens += r.tokens
+            for i, t in enumerate(todo):
+                self._cache[(key, t.id)] = average(fresh[i * k : (i + 1) * k])
         return [self._cache[(key, t.id)] for t in tasks]
 
     async def _run(

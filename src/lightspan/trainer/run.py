@@ -62,7 +62,7 @@ def _decide(
     base: list[Result], opt: list[Result], options: TrainOptions
 ) -> tuple[bool, str, float]:
     """Did the winner hold on test? Its reward lower bound must be >= -delta, and it must be
-    cheaper (equal cost: faster at p50); for apo/both a higher ``reward - lambda*cost`` also
+    cheaper (equal cost: faster, task by task); for apo/both a higher ``reward - lambda*cost`` also
     counts."""
     delta = options.delta
     lb = paired_bootstrap_lower(
@@ -75,7 +75,16 @@ def _decide(
         return False, f"reward lower bound {lb:.3f} on test is below -{delta}", lb
     same_cost = abs(o["cost_per_run"] - b["cost_per_run"]) <= 1e-12
     saves = o["cost_per_run"] < b["cost_per_run"] and not same_cost
-    faster = same_cost and o["latency_p50_s"] < b["latency_p50_s"]
+    # At equal cost, "faster" must hold task by task (paired lower bound of the latency gain
+    # > 0): equal cost usually means the same outputs, and a lower p50 of the same outputs is
+    # chance half the time.
+    faster = (
+        same_cost
+        and paired_bootstrap_lower(
+            [r.latency_s for r in base], [r.latency_s for r in opt], seed=options.seed
+        )
+        > 0
+    )
     lam = options.cost_lambda
     better = options.algorithm in ("apo", "both") and (
         o["reward_mean"] - lam * o["cost_per_run"] > b["reward_mean"] - lam * b["cost_per_run"]
@@ -84,6 +93,29 @@ def _decide(
         return False, "on test it is neither cheaper nor faster (nor better, for apo)", lb
     why = "cheaper" if saves else "faster" if faster else "better"
     return True, f"held on test: {why}, reward lower bound {lb:.3f} >= -{delta}", lb
+
+
+async def measure_test(
+    evaluator: Evaluator,
+    baseline: ResourcesMap,
+    best: ResourcesMap,
+    tasks: list[Task],
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[Result], list[Result]]:
+    """The baseline's and the winner's test runs, scored together (one time window).
+
+    Why together: measured one after the other, a change of the machine's load between the
+    two windows shows up as a latency difference on every task, which a paired test then
+    takes for a real one ("faster" at equal cost). Scored together, the runs of both sets
+    share the evaluator's slots and the load they see."""
+    if best == baseline:
+        base = await evaluator.evaluate(baseline, tasks, progress=progress)
+        return base, base
+    base, opt = await asyncio.gather(
+        evaluator.evaluate(baseline, tasks, progress=progress),
+        evaluator.evaluate(best, tasks, progress=progress),
+    )
+    return base, opt
 
 
 async def train(
@@ -118,6 +150,7 @@ async def train(
         "split": split.sizes(),
         "seed": options.seed,
         "delta": options.delta,
+        "repeats": evaluator.repeats,
         "status": "running",
         "published": None,
         "decision": None,
@@ -209,15 +242,10 @@ async def train(
         try:
             # Test split: measured once for the baseline and once for the winner (fresh runs
             # are not re-budgeted: the decision needs both).
-            base_test = await evaluator.evaluate(
-                baseline, split.test, progress=lambda n: tick("run", n)
+            base_test, opt_test = await measure_test(
+                evaluator, baseline, outcome.best, split.test, lambda n: tick("run", n)
             )
             report["baseline"] = summarize(base_test)
-            opt_test = base_test
-            if outcome.best != baseline:
-                opt_test = await evaluator.evaluate(
-                    outcome.best, split.test, progress=lambda n: tick("run", n)
-                )
             report["optimized"] = summarize(opt_test)
             report["steps"] = step_table(base_test, opt_test)
             if outcome.best == baseline:
