@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from lightspan.semconv import REWARD_VALUE
 from lightspan.trainer.evaluate import CallRecord, Result
 
 LLM_SPAN = "openai.chat.completion"
@@ -61,7 +62,7 @@ def run_from_spans(spans: Iterable[Any], task_id: str | None = None) -> RunTrace
     ra = root.attributes
     reward: float | None = None
     for s in spans:  # the last reward span in list order wins, as agl's find_final_reward
-        v = s.attributes.get("agentlightning.reward.0.value")
+        v = s.attributes.get(REWARD_VALUE)
         if v is not None:
             reward = float(v)
     if reward is None and ra.get("lightspan.reward") is not None:
