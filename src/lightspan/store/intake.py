@@ -233,10 +233,9 @@ def _summarise(
 ) -> IngestResult:
     stored = duplicates = 0
     if result is not None:
-        for outcome in result.outcomes:
-            if outcome.status == "stored":
-                stored += 1
-            elif outcome.status == "duplicate":
+        stored = len(result)
+        for outcome in result.not_stored():
+            if outcome.status == "duplicate":
                 duplicates += 1
             else:
                 span = outcome.span
