@@ -1,21 +1,26 @@
 """Runner throughput and overhead: lightspan's WorkflowRunner vs Agent Lightning's own runner.
 
-Rows (each measured ``--rounds`` times; median and range printed):
+Rows (each measured ``--rounds`` times, in interleaved passes over all rows so that the shared
+machine's changing load reaches every row alike; median and range printed):
 
   * lightspan WorkflowRunner on an in-process store (memory, SQLite) and over HTTP on
-    ``lightspan store serve`` (SQLite; the deployment comparable to the reference), 1 and 8 workers,
-    with a no-op workflow (one task that returns its input) and a 3-step workflow (three LLM
-    steps in sequence against a fake instant OpenAI-compatible server on 127.0.0.1);
+    ``lightspan store serve`` (SQLite; the deployment comparable to the reference), 1 and 8
+    workers (and 32 over HTTP), with a no-op workflow (one task that returns its input) and a
+    3-step workflow (three LLM steps in sequence against a fake instant OpenAI-compatible
+    server on 127.0.0.1);
   * the reference: Agent Lightning 0.3's ``LitAgentRunner`` (``OtelTracer``) against its own
     ``agl store`` server (in-memory), one runner, the same two shapes (its 3-step agent makes the
     same three HTTP calls, each in an ``openai.chat.completion`` span);
   * the same lightspan runner with ``share_requests=False`` ("unshared": each worker makes its
-    own calls one at a time), no-op, SQLite in-process and over HTTP, for comparison.
+    own calls one at a time), no-op, SQLite in-process and over HTTP, and over HTTP with the
+    v0.3 calls only ("v0.3-calls": as against ``agl store``, without our ``runner/exchange``
+    extension), for comparison.
 
-Worker counts: 1 (the overhead per rollout) and 8 (throughput: enough concurrent calls to fill
-the store's group commit and the runner's shared dequeue/span requests). "calls/rollout" is
+Worker counts: 1 (the overhead per rollout), 8 and 32 (throughput: enough concurrent calls to
+fill the store's group commit and the runner's shared requests; over HTTP, more workers put
+more reports and dequeues in each shared request). "calls/rollout" is
 SQLite commits per rollout in-process (each an fsync with the default synchronous=FULL) and
-HTTP requests per rollout over HTTP (counted by the client's transport).
+HTTP requests per rollout over HTTP (counted by the client: httpx's transport plus its lean path).
 
 rollouts/s = N rollouts / wall time from the runner's start until the N-th attempt is
 reported (spans delivered, status set). "overhead/rollout" is the 1-worker no-op figure:
@@ -32,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import socket
 import statistics
@@ -100,6 +106,22 @@ def start_fake_llm() -> tuple[ThreadingHTTPServer, str]:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+def _serve_fake_llm(url_q: Any) -> None:
+    _server, url = start_fake_llm()
+    url_q.put(url)
+    threading.Event().wait()
+
+
+def start_fake_llm_process() -> tuple[multiprocessing.Process, str]:
+    """The fake LLM server in a child process: the runner's process (lightspan's rows) and
+    the reference's (its own process) both call it over HTTP without hosting it, as users'
+    runners call an LLM server."""
+    q: Any = multiprocessing.Queue()
+    proc = multiprocessing.Process(target=_serve_fake_llm, args=(q,), daemon=True)
+    proc.start()
+    return proc, q.get(timeout=30)
 
 
 # --------------------------------------------------------------------------- lightspan rows
@@ -182,12 +204,12 @@ async def lightspan_round(
     n: int,
     llm_url: str,
     shared: bool = True,
-    batched_status: bool = True,
+    extension: bool = True,
 ) -> tuple[float, float | None, tuple[float, float] | None]:
     """One round: enqueue ``n`` rollouts, then time the runner until all are reported.
     Returns the seconds, the store calls per rollout (SQLite commits in-process, HTTP
     requests to the server) and, over HTTP, the CPU ms per rollout of the runner's process
-    (which also hosts the fake LLM server) and of the store server's process."""
+    (the fake LLM server runs in its own process) and of the store server's process."""
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "bench.db")
         server = None
@@ -195,9 +217,10 @@ async def lightspan_round(
         if backend == "sqlite-server":
             server = LightspanStoreServer(db)
             store: Any = LightningStoreClient(server.url, transport=transport)
-            if not batched_status:
-                # as against a v0.3 server without our extension: one request per status
-                store.update_many_supported = False
+            if not extension:
+                # as against a v0.3 server without our runner/exchange extension (agl store):
+                # shared dequeues and span exports, one update_attempt per status
+                store.exchange_supported = False
         elif backend == "memory":
             store = await open_store("memory")
         else:
@@ -214,7 +237,8 @@ async def lightspan_round(
             runner = WorkflowRunner(
                 wf, store, workers=workers, poll_interval=0.01, share_requests=shared
             )
-            commits0, requests0 = getattr(store, "write_commits", 0), transport.requests
+            commits0 = getattr(store, "write_commits", 0)
+            requests0 = transport.requests + getattr(store, "lean_requests", 0)
             srv0 = server.cpu_seconds() if server is not None else 0.0
             t0, cpu0 = time.perf_counter(), time.process_time()
             stats = await runner.serve(max_rollouts=n)
@@ -227,7 +251,8 @@ async def lightspan_round(
                 )
             calls: float | None = None
             if backend == "sqlite-server":
-                calls = (transport.requests - requests0) / n
+                # httpx's requests plus the store client's lean ones (its exchange requests)
+                calls = (transport.requests + store.lean_requests - requests0) / n
             elif backend != "memory":
                 calls = (store.write_commits - commits0) / n
             done = await store.query_rollouts(status_in=["succeeded"])
@@ -354,45 +379,64 @@ def main() -> None:
         "--only", default="", help="run only the lightspan rows whose name contains this text"
     )
     args = ap.parse_args()
-    server, llm_url = start_fake_llm()
+    llm_proc, llm_url = start_fake_llm_process()
     rows: list[dict[str, Any]] = []
     n = args.rollouts
     configs = [
         (shape, backend, workers, True, True)
         for shape in ("noop", "3step")
         for backend in ("memory", "sqlite", "sqlite-normal", "sqlite-server")
-        for workers in (1, 8)
+        for workers in ((1, 8, 32) if backend == "sqlite-server" else (1, 8))
     ]
     # The same runner with every worker making its own calls one at a time (no shared
     # dequeue, span export or overlapped report), for comparison.
     configs += [("noop", b, w, False, True) for b in ("sqlite", "sqlite-server") for w in (1, 8)]
-    # Shared requests, but one status request per attempt (the v0.3 API without our batched
-    # ``attempts/update-many`` extension, what the runner does against ``agl store``).
+    # Shared requests, but the v0.3 API only: what the runner does against ``agl store``,
+    # which lacks our ``runner/exchange`` extension (dequeue, spans, status: three requests).
     configs += [(s, "sqlite-server", 8, True, False) for s in ("noop", "3step")]
-    for shape, backend, workers, shared, batched in configs:
+    jobs: list[tuple[str, int, Any]] = []
+    for shape, backend, workers, shared, extension in configs:
         name = f"lightspan {shape} {backend} w={workers}" + ("" if shared else " unshared")
-        name += "" if batched else " status-per-attempt"
+        name += "" if extension else " v0.3-calls"
         if args.only not in name:
             continue
-        results = [
-            asyncio.run(lightspan_round(backend, shape, workers, n, llm_url, shared, batched))
-            for _ in range(args.rounds)
-        ]
-        rows.append(
-            _row(name, n, [r[0] for r in results], [r[1] for r in results], [r[2] for r in results])
+        jobs.append(
+            (
+                name,
+                n,
+                lambda a=(backend, shape, workers, n, llm_url, shared, extension): asyncio.run(
+                    lightspan_round(*a)
+                ),
+            )
         )
-        print(f"  done: {rows[-1]['config']}", file=sys.stderr)
-    if not args.no_reference:
-        store = AglStore()
-        try:
-            m = args.reference_rollouts
-            for shape in ("noop", "3step"):
-                times = [reference_round(store, shape, m, llm_url) for _ in range(args.rounds)]
-                rows.append(_row(f"agl LitAgentRunner {shape} agl-store(http) r=1", m, times))
-                print(f"  done: {rows[-1]['config']}", file=sys.stderr)
-        finally:
+    store = None if args.no_reference else AglStore()
+    m = args.reference_rollouts
+    if store is not None:
+        for shape in ("noop", "3step"):
+            jobs.append(
+                (
+                    f"agl LitAgentRunner {shape} agl-store(http) r=1",
+                    m,
+                    lambda sh=shape: (reference_round(store, sh, m, llm_url), None, None),
+                )
+            )
+    # Rounds are interleaved (every row once per pass, then the next pass), so that the load
+    # of the shared machine changing over minutes reaches every row alike.
+    results: dict[str, list[tuple[float, float | None, tuple[float, float] | None]]] = {}
+    try:
+        for k in range(args.rounds):
+            for name, _, run in jobs:
+                results.setdefault(name, []).append(run())
+            print(f"  pass {k + 1} of {args.rounds} done", file=sys.stderr)
+    finally:
+        if store is not None:
             store.stop()
-    server.shutdown()
+    for name, count, _ in jobs:
+        got = results[name]
+        rows.append(
+            _row(name, count, [r[0] for r in got], [r[1] for r in got], [r[2] for r in got])
+        )
+    llm_proc.terminate()
     print(f"\nrunner benchmark: {args.rounds} rounds, median [min-max]")
     print("store calls/rollout: SQLite commits (in-process) or HTTP requests (server), median")
     print("CPU ms/rollout (over HTTP): runner process + store server process, median")

@@ -69,6 +69,8 @@ USER_FACING = {
 INTERNAL = {
     # control flow or programming errors, never shown as such to a person
     "_Stop": "the runner's internal stop signal",
+    "ExchangeUnsupported": "the runner falls back to the v0.3 calls (agl store)",
+    "UpdateRefused": "carries the store's own error, which the runner logs",
     "_Unscannable": "the OTLP fast path falls back to the full decoder",
     "_Fallback": "the exporter's OTLP encoder hands a span to the SDK's encoder",
     "NestingTooDeep": "re-raised as OtlpDecodeError / BodyTooDeep with a message",

@@ -31,8 +31,8 @@ async def test_runner_serves_rollouts_from_agl_store(agl_store: str, fake_llm: F
         stats = await runner.serve(max_rollouts=3)
         await wf.aclose()
         assert stats.succeeded == 3 and stats.store_errors == 0, stats
-        # agl store has no batched status extension: the runner fell back to update_attempt
-        assert client.update_many_supported is False
+        # agl store has no exchange extension: the runner fell back to the v0.3 calls
+        assert client.exchange_supported is False
         done = await client.wait_for_rollouts(rollout_ids=ids, timeout=5)
         assert sorted(r.status for r in done) == ["succeeded"] * 3
         for rid in ids:

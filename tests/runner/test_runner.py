@@ -71,32 +71,38 @@ class _OrderRecordingClient(LightningStoreClient):
         self.events: list[tuple[str, str]] = []
 
     async def export_otlp(self, body: bytes) -> tuple[int, str]:
+        result = await super().export_otlp(body)
+        self._record_spans(body)
+        return result
+
+    def _record_spans(self, body: bytes) -> None:
         from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
             ExportTraceServiceRequest,
         )
 
         req = ExportTraceServiceRequest()
         req.ParseFromString(body)
-        result = await super().export_otlp(body)
         for rs in req.resource_spans:
             for ss in rs.scope_spans:
                 for sp in ss.spans:
                     for kv in sp.attributes:
                         if kv.key == "agentlightning.attempt_id":
                             self.events.append(("spans", kv.value.string_value))
-        return result
 
     async def update_attempt(self, rollout_id: str, attempt_id: str, **kw: Any) -> Any:
         if "status" in kw:
             self.events.append(("status", attempt_id))
         return await super().update_attempt(rollout_id, attempt_id, **kw)
 
-    async def update_many_attempts(self, updates: Any) -> Any:
-        # the batched extension of our server: each status counts as sent when the request is
-        for u in updates:
+    async def runner_exchange(self, **kw: Any) -> Any:
+        # our server's extension: the request's spans, then its statuses, count as sent when
+        # the request is (the server stores the spans before it applies any status)
+        if kw.get("otlp"):
+            self._record_spans(kw["otlp"])
+        for u in kw.get("updates", ()):
             if u.status is not UNSET:
                 self.events.append(("status", u.attempt_id))
-        return await super().update_many_attempts(updates)
+        return await super().runner_exchange(**kw)
 
 
 async def test_spans_are_stored_before_the_status_says_finished(
@@ -138,7 +144,7 @@ async def test_spans_are_stored_before_the_status_says_finished(
             last_spans[attempt] = i
     assert len(first_status) == n
     assert all(last_spans[a] < first_status[a] for a in first_status)
-    assert recording.update_many_supported is True  # the statuses took the batched path
+    assert recording.exchange_supported is True  # spans and statuses took the shared path
 
 
 async def test_bad_rollouts_fail_with_their_error_and_the_runner_keeps_serving(

@@ -331,9 +331,7 @@ def test_busy_port_is_a_clear_error() -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_update_many_attempts_extension(http: httpx.Client) -> None:
-    """``POST /attempts/update-many`` (lightspan extension): one result per item, in order; an
-    unknown attempt fails its item only; a malformed body (a null field) fails the request."""
+def _claim_two(http: httpx.Client, worker: str) -> list[dict]:
     r = http.post(
         "/queues/rollouts/enqueue",
         json={"rollouts": [{"input": {"n": i}, "mode": "train"} for i in range(2)]},
@@ -342,14 +340,20 @@ def test_update_many_attempts_extension(http: httpx.Client) -> None:
     got = [
         x
         for x in http.post(
-            "/queues/rollouts/dequeue", json={"limit": 50, "worker_id": "w-m"}
+            "/queues/rollouts/dequeue", json={"limit": 50, "worker_id": worker}
         ).json()
         if x["rollout_id"] in ids
     ]
     assert len(got) == 2
-    (a, b) = got
+    return got
+
+
+def test_runner_exchange_updates(http: httpx.Client) -> None:
+    """``POST /runner/exchange`` (lightspan extension) with updates only: one result per item,
+    in order; an unknown attempt fails its item only; a malformed body fails the request."""
+    a, b = _claim_two(http, "w-m")
     r = http.post(
-        "/attempts/update-many",
+        "/runner/exchange",
         json={
             "updates": [
                 {
@@ -369,7 +373,10 @@ def test_update_many_attempts_extension(http: httpx.Client) -> None:
         },
     )
     assert r.status_code == 200, r.text
-    res = r.json()["results"]
+    body = r.json()
+    assert body["rollouts"] == []
+    assert body["spans"] == {"rejected": 0, "message": ""}
+    res = body["results"]
     assert len(res) == 3
     assert res[0]["attempt"]["status"] == "succeeded" and res[0]["attempt"]["worker_id"] == "w-ran"
     assert res[1]["error"]["status"] == 404 and "ro-doesnotexist" in res[1]["error"]["detail"]
@@ -378,9 +385,66 @@ def test_update_many_attempts_extension(http: httpx.Client) -> None:
     assert http.get(f"/rollouts/{a['rollout_id']}").json()["status"] == "succeeded"
     assert http.get(f"/rollouts/{b['rollout_id']}").json()["status"] in ("failed", "requeuing")
     null = {"rollout_id": a["rollout_id"], "attempt_id": "latest", "status": None}
-    r = http.post("/attempts/update-many", json={"updates": [null]})
+    r = http.post("/runner/exchange", json={"updates": [null]})
     assert r.status_code == 400 and "status cannot be null" in r.json()["detail"]
-    r = http.post("/attempts/update-many", json={"updates": [{"status": "failed"}]})
+    r = http.post("/runner/exchange", json={"updates": [{"status": "failed"}]})
     assert r.status_code == 422
-    assert http.post("/attempts/update-many", content=b"{nope").status_code == 400
-    assert http.post("/attempts/update-many", json={"updates": []}).json() == {"results": []}
+    assert http.post("/runner/exchange", content=b"{nope").status_code == 400
+    r = http.post("/runner/exchange", json={})
+    assert r.json() == {"spans": {"rejected": 0, "message": ""}, "results": [], "rollouts": []}
+
+
+def test_runner_exchange_stores_spans_then_statuses_and_dequeues(http: httpx.Client) -> None:
+    """Spans, then the statuses they precede, and a dequeue, in one request: the spans are
+    readable when the status says finished; the claimed rollouts come back in the answer."""
+    import base64
+
+    from tests.store.otlp_payloads import make_request
+
+    a, _ = _claim_two(http, "w-x")
+    rid, aid = a["rollout_id"], a["attempt"]["attempt_id"]
+    req, span_ids = make_request(3, rollout_id=rid, attempt_id=aid)
+    stray, _ = make_request(1, rollout_id=None, attempt_id=None)  # no owner: rejected
+    req.resource_spans.extend(stray.resource_spans)
+    http.post(
+        "/queues/rollouts/enqueue", json={"rollouts": [{"input": {"n": 9}}, {"input": {"n": 10}}]}
+    )
+    r = http.post(
+        "/runner/exchange",
+        json={
+            "otlp": base64.b64encode(req.SerializeToString()).decode(),
+            "updates": [{"rollout_id": rid, "attempt_id": aid, "status": "succeeded"}],
+            "dequeue": {"limit": 1, "worker_id": "w-next"},
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["spans"]["rejected"] == 1 and "rollout" in body["spans"]["message"]
+    assert body["results"][0]["attempt"]["status"] == "succeeded"
+    (claimed,) = body["rollouts"]
+    assert claimed["attempt"]["worker_id"] == "w-next" and claimed["status"] == "preparing"
+    assert http.get(f"/rollouts/{rid}").json()["status"] == "succeeded"
+    stored = http.get("/spans", params={"rollout_id": rid}).json()
+    assert sorted(s["span_id"] for s in stored["items"]) == sorted(span_ids)
+    # bad spans fail the whole request before any update or dequeue
+    before = http.get(f"/rollouts/{claimed['rollout_id']}/attempts").json()["total"]
+    for bad in ("%%%not base64", base64.b64encode(b"\xff\x01garbage").decode()):
+        r = http.post(
+            "/runner/exchange",
+            json={
+                "otlp": bad,
+                "updates": [
+                    {
+                        "rollout_id": claimed["rollout_id"],
+                        "attempt_id": claimed["attempt"]["attempt_id"],
+                        "status": "failed",
+                    }
+                ],
+                "dequeue": {"limit": 5},
+            },
+        )
+        assert r.status_code == 400 and r.json()["detail"].startswith("otlp: "), r.text
+    assert http.get(f"/rollouts/{claimed['rollout_id']}").json()["status"] == "preparing"
+    assert http.get(f"/rollouts/{claimed['rollout_id']}/attempts").json()["total"] == before
+    r = http.post("/runner/exchange", json={"dequeue": {"limit": 10**6}})
+    assert r.status_code == 400 and "limit must be at most" in r.json()["detail"]

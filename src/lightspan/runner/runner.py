@@ -13,12 +13,17 @@ update is sent only after the store acknowledged them; if the store is unreachab
 keeps the spans and retries, and never reports the status first.
 
 Shared requests (``share_requests=True``, the default), so that a runner's store calls cost
-fewer round trips and fewer commits (fsyncs) per rollout: workers that want a rollout at the
-same time share one ``dequeue_many_rollouts(limit=k)`` call (the attempts are claimed under the
-caller's worker id; the worker that ran each one is named in its final ``update_attempt``);
-span deliveries of several attempts that are due together share one OTLP request
-(:class:`~lightspan.runner.spans.SpanSink`); and a worker reports a finished attempt (spans,
-then status, exactly as above) in a task beside its next dequeue and run, with at most
+fewer round trips and fewer commits (fsyncs) per rollout. Against our store server, one
+request (:class:`~lightspan.runner.exchange.Exchange`, the ``runner/exchange`` extension)
+carries everything the workers want while the previous one is in flight: each finished
+attempt's last spans and final status (the server stores the spans before it applies the
+status) and a dequeue for every idle worker. Elsewhere (``agl store``, in-process stores) the
+v0.3 calls are shared call by call: workers that want a rollout at the same time share one
+``dequeue_many_rollouts(limit=k)`` call, span deliveries of several attempts that are due
+together share one OTLP request (:class:`~lightspan.runner.spans.SpanSink`), then each status
+is its own ``update_attempt``. Either way the attempts are claimed under the caller's worker
+id (the worker that ran each one is named in its final update), and a worker reports a
+finished attempt (spans, then status) in a task beside its next dequeue and run, with at most
 ``report_depth`` reports in flight per worker, so the store can commit the next claim with the
 previous report (SQLite group commit). ``serve`` returns only after every report is done.
 
@@ -56,11 +61,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lightspan.engine.runtime import RunResult, Workflow
+from lightspan.runner.exchange import Exchange, ExchangeUnsupported, Report, UpdateRefused
 from lightspan.runner.inputs import InputMapping
 from lightspan.runner.resources import ResourcesProvider
-from lightspan.runner.spans import SpanSink, runner_tracing
-from lightspan.runner.status import StatusSink
+from lightspan.runner.spans import DeliveryResult, SpanSink, runner_tracing
 from lightspan.store.base import AttemptUpdate, InvalidRequestError, LightningStore, NotFoundError
+from lightspan.store.client import LightningStoreClient
 from lightspan.store.models import AttemptedRollout
 
 __all__ = ["RunnerStats", "WorkflowRunner"]
@@ -101,6 +107,10 @@ class RunnerStats:
 
 class _Stop(Exception):
     """Internal: a hard stop interrupted a store retry loop."""
+
+
+_FALLBACK = object()
+"""Internal: the exchange cannot take this report; use the v0.3 calls."""
 
 
 class WorkflowRunner:
@@ -166,7 +176,11 @@ class WorkflowRunner:
             capture_content=capture_content
         )
         self._sink = SpanSink(store, coalesce=share_requests)
-        self._status = StatusSink(store, coalesce=share_requests)
+        self._exchange = (
+            Exchange(store, on_orphan=self._abandon, max_spans=self._sink.max_batch)
+            if share_requests and isinstance(store, LightningStoreClient)
+            else None
+        )
         self.stats = RunnerStats()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
@@ -249,7 +263,9 @@ class WorkflowRunner:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     self._loop.add_signal_handler(sig, self._signal, sig)
                     installed.append(sig)
-        await self._register_workers()
+        # Registered beside the first dequeues, not before them (a store also creates a worker
+        # on its first dequeue); serve returns only after every worker was registered.
+        register = asyncio.create_task(self._register_workers(), name="lightspan-runner-register")
         heartbeat = asyncio.create_task(self._heartbeats(), name="lightspan-runner-heartbeat")
         self._tasks = [
             asyncio.create_task(self._worker(wid, idle_exit), name=f"lightspan-runner/{wid}")
@@ -259,9 +275,16 @@ class WorkflowRunner:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if self._dq_task is not None:  # a shared dequeue whose workers were cancelled
                 await asyncio.wait([self._dq_task])
+            if self._exchange is not None:  # the same, in an exchange request
+                await self._exchange.drain()
             while self._side_tasks:
                 await asyncio.gather(*self._side_tasks, return_exceptions=True)
+            await register
         finally:
+            if not register.done():  # stopped hard or failed: leave no task behind
+                register.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await register
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -345,20 +368,36 @@ class WorkflowRunner:
         return None
 
     async def _shared_dequeue(self, worker_id: str) -> AttemptedRollout | None:
-        """Workers that want a rollout at the same time share one ``dequeue_many_rollouts``
-        call (``limit`` = how many wait): a worker that asks while a call is in flight waits
-        for the next one, which serves every worker queued meanwhile. The store names the
-        calling worker on the attempts it hands out; the worker that runs an attempt is named
-        with its final ``update_attempt`` (same request, no extra call)."""
+        """Workers that want a rollout at the same time share one dequeue (in the exchange
+        request, else one ``dequeue_many_rollouts`` call; ``limit`` = how many wait): a worker
+        that asks while a request is in flight waits for the next one, which serves every
+        worker queued meanwhile. The store names the calling worker on the attempts it hands
+        out; the worker that runs an attempt is named with its final update (no extra call)."""
+        exchange = self._exchange
+        if exchange is not None and exchange.supported is not False:
+            fut: asyncio.Future[AttemptedRollout | None] = (
+                asyncio.get_running_loop().create_future()
+            )
+            exchange.want(worker_id, fut)
+            try:
+                return await self._claimed_by(fut)
+            except ExchangeUnsupported:
+                pass  # agl store: the v0.3 calls below
         if self.workers == 1 or not self.share_requests:
             self.dequeue_requests += 1
             return await self.store.dequeue_rollout(worker_id=worker_id)
-        fut: asyncio.Future[AttemptedRollout | None] = asyncio.get_running_loop().create_future()
+        fut = asyncio.get_running_loop().create_future()
         self._dq_waiting.append((worker_id, fut))
         if self._dq_task is None or self._dq_task.done():
             self._dq_task = asyncio.create_task(
                 self._dequeue_batches(), name="lightspan-runner-dequeue"
             )
+        return await self._claimed_by(fut)
+
+    async def _claimed_by(
+        self, fut: asyncio.Future[AttemptedRollout | None]
+    ) -> AttemptedRollout | None:
+        """Wait for a shared dequeue's answer for this worker."""
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -506,10 +545,72 @@ class WorkflowRunner:
     ) -> str | None:
         """Spans first, then the status (the module's guarantee); the status reported, or
         None. ``worker_id``: name the worker that ran the attempt (when another worker's
-        dequeue claimed it)."""
+        dequeue claimed it). Over HTTP both go in one shared exchange request when the server
+        has the extension; else (agl store, in-process stores) as two calls, in that order."""
+        update = self._final_update(rid, aid, status, error, worker_id)
+        if self._exchange is not None and self._exchange.supported is not False:
+            reported = await self._finish_exchanged(update, error, hard=hard)
+            if reported is not _FALLBACK:
+                return reported
         if not await self._deliver_final(rid, aid, status, error, hard=hard):
             return None
-        return await self._report_status(rid, aid, status, error, hard=hard, worker_id=worker_id)
+        return await self._report_status(update, hard=hard)
+
+    async def _finish_exchanged(
+        self, update: AttemptUpdate, error: BaseException | None, *, hard: bool
+    ) -> str | object | None:
+        """The attempt's last spans and its status in one :class:`Exchange` report (retried as
+        a whole: duplicate spans are ignored); ``_FALLBACK`` if the server lacks the extension
+        or the spans are too many for one request."""
+        exchange = self._exchange
+        assert exchange is not None
+        rid, aid, status = update.rollout_id, update.attempt_id, update.status
+        if error is not None:
+            log.info("rollout %s attempt %s %s: %s", rid, aid, status, _describe(error))
+        lock = self._delivery_locks.setdefault((rid, aid), asyncio.Lock())
+        async with lock:  # a heartbeat's partial delivery in flight goes first
+            spans = self._buffer.take(rid, aid)
+            if len(spans) > exchange.max_spans:
+                self._buffer.put_back(rid, aid, spans)
+                return _FALLBACK
+            report = Report(spans, update)
+            try:
+                delivered, _ = await self._retry_store(
+                    f"report({rid}, {aid})", lambda: exchange.report(report), hard=hard
+                )
+            except ExchangeUnsupported:
+                self._buffer.put_back(rid, aid, spans)
+                return _FALLBACK
+            except UpdateRefused as e:
+                self._count_delivery(rid, aid, e.delivered)
+                self.stats.status_lost += 1
+                log.error("rollout %s attempt %s: status %s refused: %s", rid, aid, status, e.error)
+                return None
+            except (_Stop, NotFoundError, InvalidRequestError) as e:
+                self.stats.status_lost += 1
+                log.error(
+                    "rollout %s attempt %s: spans and status %s not reported: %s",
+                    rid,
+                    aid,
+                    status,
+                    e,
+                )
+                return None
+            finally:
+                self._delivery_locks.pop((rid, aid), None)
+        self._count_delivery(rid, aid, delivered)
+        return status
+
+    @staticmethod
+    def _final_update(
+        rid: str, aid: str, status: str, error: BaseException | None, worker_id: str | None
+    ) -> AttemptUpdate:
+        extra: dict[str, Any] = {}
+        if error is not None:
+            extra["metadata"] = {"error": _describe(error), "error_type": type(error).__name__}
+        if worker_id is not None:
+            extra["worker_id"] = worker_id
+        return AttemptUpdate(rid, aid, status=status, **extra)  # type: ignore[arg-type]
 
     async def _report(
         self,
@@ -551,26 +652,13 @@ class WorkflowRunner:
             return False
         return True
 
-    async def _report_status(
-        self,
-        rid: str,
-        aid: str,
-        status: str,
-        error: BaseException | None,
-        *,
-        hard: bool,
-        worker_id: str | None,
-    ) -> str | None:
+    async def _report_status(self, update: AttemptUpdate, *, hard: bool) -> str | None:
         """``update_attempt`` with the final status (retried); the status, or None if lost."""
-        extra: dict[str, Any] = {}
-        if error is not None:
-            extra["metadata"] = {"error": _describe(error), "error_type": type(error).__name__}
-        if worker_id is not None:
-            extra["worker_id"] = worker_id
+        rid, aid, status = update.rollout_id, update.attempt_id, update.status
         try:
             await self._retry_store(
                 f"update_attempt({rid}, {aid})",
-                lambda: self._status.send(AttemptUpdate(rid, aid, status=status, **extra)),
+                lambda: self.store.update_attempt(rid, aid, **update.changes()),
                 hard=hard,
             )
         except (_Stop, NotFoundError, InvalidRequestError) as e:
@@ -605,6 +693,9 @@ class WorkflowRunner:
         except BaseException:
             self._buffer.put_back(rid, aid, spans)
             raise
+        self._count_delivery(rid, aid, res)
+
+    def _count_delivery(self, rid: str, aid: str, res: DeliveryResult) -> None:
         self.stats.spans += res.sent - res.rejected
         if res.rejected:
             self.stats.spans_rejected += res.rejected
@@ -625,7 +716,7 @@ class WorkflowRunner:
         while True:
             try:
                 return await call()
-            except (NotFoundError, InvalidRequestError):
+            except (NotFoundError, InvalidRequestError, ExchangeUnsupported, UpdateRefused):
                 raise
             except Exception as e:
                 self.stats.store_errors += 1
@@ -652,12 +743,14 @@ class WorkflowRunner:
         }
 
     async def _register_workers(self) -> None:
-        for wid in self.worker_ids:
+        async def one(wid: str) -> None:
             try:
                 await self.store.update_worker(wid, heartbeat_stats=self._heartbeat_stats(wid))
             except Exception as e:
                 self.stats.store_errors += 1
                 log.warning("runner: update_worker(%s) failed: %s", wid, e)
+
+        await asyncio.gather(*(one(wid) for wid in self.worker_ids))
 
     async def _heartbeats(self) -> None:
         last_worker_beat = time.monotonic()

@@ -26,13 +26,13 @@ from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 
 from lightspan import __version__
+from lightspan.exporter.encode import SpanEncoder
 from lightspan.instrumentation.instrumentor import SCHEMA_URL
-from lightspan.instrumentation.listener import ATTEMPT_ID, SpanListener
+from lightspan.instrumentation.listener import SpanListener
+from lightspan.semconv import ATTEMPT_ID, ROLLOUT_ID
 from lightspan.store.base import LightningStore
 
 __all__ = ["AttemptSpanBuffer", "DeliveryResult", "SpanSink", "runner_tracing"]
-
-ROLLOUT_ID = "agentlightning.rollout_id"
 
 
 class AttemptSpanBuffer(SpanProcessor):
@@ -131,6 +131,7 @@ class SpanSink:
         from lightspan.store.client import LightningStoreClient
 
         self._remote = isinstance(store, LightningStoreClient)
+        self._encoder = SpanEncoder()
         self._queue: list[tuple[Sequence[ReadableSpan], asyncio.Future[DeliveryResult]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.requests = 0
@@ -158,12 +159,10 @@ class SpanSink:
         return DeliveryResult(len(spans), result.rejected, result.message or "")
 
     async def _export(self, spans: Sequence[ReadableSpan]) -> tuple[int, str]:
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-
         rejected, messages = 0, []
         # In order, in requests of at most max_batch spans (servers bound request sizes).
         for i in range(0, len(spans), self.max_batch):
-            body = encode_spans(spans[i : i + self.max_batch]).SerializeToString()
+            body = self._encoder.encode_request(spans[i : i + self.max_batch])
             self.requests += 1
             n, message = await self.store.export_otlp(body)  # type: ignore[attr-defined]
             rejected += n

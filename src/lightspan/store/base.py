@@ -201,11 +201,13 @@ class AddSpansResult(Sequence[Span]):
     ``partial_success`` (``rejected`` and ``rejection_message``).
     """
 
-    __slots__ = ("_outcomes", "stored")
+    __slots__ = ("_outcomes", "stored", "then_result")
 
     def __init__(self, outcomes: list[SpanOutcome]) -> None:
         self._outcomes: list[SpanOutcome] | None = outcomes
         self.stored = [o.span for o in outcomes if o.status == "stored"]
+        self.then_result: Any = None
+        """What ``add_many_spans(then=...)`` returned (our stores)."""
 
     @classmethod
     def all_stored(cls, spans: list[Span]) -> AddSpansResult:
@@ -214,6 +216,7 @@ class AddSpansResult(Sequence[Span]):
         self = cls.__new__(cls)
         self._outcomes = None
         self.stored = spans
+        self.then_result = None
         return self
 
     @property

@@ -17,16 +17,20 @@ remote and local stores alike.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import to_json
 
+from ..loop_thread import LoopThread
 from . import span_frames
 from .base import (
     UNSET,
@@ -39,6 +43,8 @@ from .base import (
     StoreError,
     given,
 )
+from .lean_http import LeanPool
+from .lean_http import usable as lean_http_usable
 from .models import (
     Attempt,
     AttemptedRollout,
@@ -58,6 +64,7 @@ from .models import (
 from .span_page import decode_frames_page, decode_span_page
 
 __all__ = [
+    "ExchangeResult",
     "LightningStoreClient",
     "RemoteInvalidRequestError",
     "RemoteNotFoundError",
@@ -69,6 +76,32 @@ __all__ = [
 
 logger = logging.getLogger("lightspan.store.client")
 _RESOURCES = TypeAdapter(NamedResources)
+
+
+class _ExchangeSpans(BaseModel):
+    rejected: int = 0
+    message: str = ""
+
+
+class _ExchangeAnswer(BaseModel):
+    spans: _ExchangeSpans = _ExchangeSpans()
+    results: list[dict[str, Any]] = []
+    rollouts: list[AttemptedRollout] = []
+
+
+_EXCHANGE = TypeAdapter(_ExchangeAnswer)
+
+
+@dataclass(slots=True)
+class ExchangeResult:
+    """The answer of :meth:`LightningStoreClient.runner_exchange`."""
+
+    rejected: int = 0
+    """Spans of the request the store rejected (OTLP ``partial_success``)."""
+    message: str = ""
+    results: list[Attempt | StoreError] = field(default_factory=list)
+    """One per update, in order: the updated attempt or that update's error."""
+    rollouts: list[AttemptedRollout] = field(default_factory=list)
 
 
 class StoreClientError(StoreError):
@@ -159,9 +192,12 @@ class LightningStoreClient(LightningStore):
         self._transport = transport
         self._clients: dict[int, httpx.AsyncClient] = {}
         self._lock = threading.Lock()
+        self._lean: dict[int, LeanPool] | None = {} if lean_http_usable(self.address) else None
+        self.lean_requests = 0
+        """Requests sent by the lean path (:mod:`.lean_http`), not through httpx."""
         self._batch_spans_supported: bool | None = None
-        self.update_many_supported: bool | None = None
-        """Whether the server has ``/attempts/update-many`` (None: not tried yet)."""
+        self.exchange_supported: bool | None = None
+        """Whether the server has our ``/runner/exchange`` extension (None: not tried yet)."""
         self.compact_span_pages = True
         """Ask span queries for lightspan's compact page (``span_frames.py``) when
         ``zstandard`` is installed; ``False``: always JSON (what Agent Lightning's client
@@ -193,11 +229,27 @@ class LightningStoreClient(LightningStore):
     async def start(self) -> None:
         """Nothing to open eagerly: connections are made on first use."""
 
+    def _lean_pool(self) -> LeanPool | None:
+        if self._lean is None:
+            return None
+        key = id(asyncio.get_running_loop())
+        with self._lock:
+            pool = self._lean.get(key)
+            if pool is None:
+                pool = self._lean[key] = LeanPool(self.address, self._headers)
+        return pool
+
     async def close(self) -> None:
         """Close the connection pools (of every loop that used this client)."""
         with self._lock:
             clients = list(self._clients.values())
             self._clients.clear()
+            lean = list(self._lean.values()) if self._lean is not None else []
+            if self._lean is not None:
+                self._lean.clear()
+        for pool in lean:
+            with contextlib.suppress(RuntimeError):
+                await pool.aclose()
         for client in clients:
             with contextlib.suppress(RuntimeError):
                 await client.aclose()
@@ -213,22 +265,29 @@ class LightningStoreClient(LightningStore):
         path: str,
         *,
         json: Any = None,
+        content: bytes | None = None,
         params: Any = None,
         http_timeout: float | None = None,
         allow_statuses: tuple[int, ...] = (),
         raw: bool | Literal["response"] = False,
         headers: dict[str, str] | None = None,
+        lean: bool = False,
     ) -> Any:
         """One API call with the retry policy of the module docstring; returns decoded JSON
         (``raw``: the response body as bytes, for the caller to decode; ``"response"``: the
-        successful ``httpx.Response`` itself)."""
+        successful ``httpx.Response`` itself). ``lean``: a POST of ``content`` through
+        :mod:`.lean_http` where it applies (plain HTTP, no proxy)."""
         url = self.api + path
-        client = self._client()
+        pool = self._lean_pool() if lean and content is not None else None
+        client = self._client() if pool is None else None
         kwargs: dict[str, Any] = {"params": params}
-        if headers:
-            kwargs["headers"] = headers
         if json is not None:
             kwargs["json"] = json
+        if content is not None:
+            kwargs["content"] = content
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        if headers:
+            kwargs["headers"] = headers
         if http_timeout is not None:
             kwargs["timeout"] = httpx.Timeout(http_timeout, connect=self.connect_timeout)
         last: str = ""
@@ -236,7 +295,17 @@ class LightningStoreClient(LightningStore):
             if attempt:
                 await asyncio.sleep(self._delay(attempt - 1))
             try:
-                response = await client.request(method, url, **kwargs)
+                if pool is not None:
+                    self.lean_requests += 1
+                    response = await pool.post(
+                        url[len(self.address) :],
+                        content,  # type: ignore[arg-type]
+                        read_timeout=http_timeout or self.timeout,
+                        connect_timeout=self.connect_timeout,
+                    )
+                else:
+                    assert client is not None
+                    response = await client.request(method, url, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 last = f"cannot connect ({type(exc).__name__}: {exc})"
                 continue
@@ -538,42 +607,84 @@ class LightningStoreClient(LightningStore):
     async def update_many_attempts(
         self, updates: Sequence[AttemptUpdate]
     ) -> list[Attempt | StoreError]:
-        """One ``POST /attempts/update-many`` (our server's extension) for all updates; against
-        a server without it (``agl store``: 404/405) the per-attempt calls of the v0.3 API,
-        concurrently, and the client remembers not to try again."""
+        """One ``POST /runner/exchange`` (our server's extension) for all updates; against a
+        server without it (``agl store``) the per-attempt calls of the v0.3 API, concurrently."""
         if not updates:
             return []
-        if self.update_many_supported is not False:
-            body = {
-                "updates": [
-                    {"rollout_id": u.rollout_id, "attempt_id": u.attempt_id, **u.changes()}
-                    for u in updates
-                ]
-            }
-            data = await self._request(
-                "update_many_attempts",
-                "POST",
-                "/attempts/update-many",
-                json=body,
-                allow_statuses=(404, 405),
-            )
-            if not isinstance(data, httpx.Response):
-                self.update_many_supported = True
-                return [
-                    self._update_result(u, r) for u, r in zip(updates, data["results"], strict=True)
-                ]
-            self.update_many_supported = False
+        result = await self.runner_exchange(updates=updates)
+        if result is not None:
+            return result.results
         return await super().update_many_attempts(updates)
+
+    async def runner_exchange(
+        self,
+        *,
+        otlp: bytes | None = None,
+        updates: Sequence[AttemptUpdate] = (),
+        dequeue: int = 0,
+        worker_id: str | None = None,
+    ) -> ExchangeResult | None:
+        """Our server's ``POST /runner/exchange`` extension: store ``otlp`` (an OTLP
+        ``ExportTraceServiceRequest``, protobuf), then apply ``updates`` and claim up to
+        ``dequeue`` rollouts for ``worker_id``, in one request (the route's docstring has the
+        order and failure rules). ``None`` if the server lacks the extension (``agl store``:
+        404/405; remembered in :attr:`exchange_supported`): use the v0.3 calls instead.
+
+        Raises for the request as a whole (unreachable store, 5xx after retries: nothing was
+        applied, the server stores it all in one transaction; 400/422: malformed). A
+        connection lost mid-request is not retried here, as for any POST (rollouts it claimed
+        would be claimed twice); the runner retries its reports (duplicate spans are ignored,
+        a status set again changes nothing)."""
+        if self.exchange_supported is False:
+            return None
+        body: dict[str, Any] = {}
+        if otlp:
+            body["otlp"] = base64.b64encode(otlp).decode("ascii")
+        if updates:
+            body["updates"] = [
+                {"rollout_id": u.rollout_id, "attempt_id": u.attempt_id, **u.changes()}
+                for u in updates
+            ]
+        if dequeue > 0:
+            body["dequeue"] = {"limit": dequeue, "worker_id": worker_id}
+        response = await self._request(
+            "runner_exchange",
+            "POST",
+            "/runner/exchange",
+            content=to_json(body),
+            allow_statuses=(404, 405),
+            raw=True,
+            lean=True,
+        )
+        if not isinstance(response, bytes):  # the 404/405 answer itself
+            self.exchange_supported = False
+            return None
+        self.exchange_supported = True
+        try:
+            data = _EXCHANGE.validate_json(response)
+        except ValidationError as e:
+            raise StoreClientError(
+                "runner_exchange", self.address, f"malformed answer: {e}"
+            ) from None
+        results = [self._update_result(u, r) for u, r in zip(updates, data.results, strict=True)]
+        return ExchangeResult(
+            rejected=data.spans.rejected,
+            message=data.spans.message,
+            results=results,
+            rollouts=data.rollouts,
+        )
 
     def _update_result(self, u: AttemptUpdate, item: dict[str, Any]) -> Attempt | StoreError:
         error = item.get("error")
         if error is None:
             return Attempt.model_validate(item["attempt"])
         op = f"update_attempt({u.rollout_id}, {u.attempt_id})"
-        status, detail = int(error.get("status", 400)), str(error.get("detail", ""))
-        if status == 404:
-            return RemoteNotFoundError(op, self.address, detail, status)
-        return RemoteInvalidRequestError(op, self.address, detail, status)
+        code, detail = int(error.get("status") or 400), str(error.get("detail", ""))
+        if code == 404:
+            return RemoteNotFoundError(op, self.address, detail, code)
+        if code in (400, 422):
+            return RemoteInvalidRequestError(op, self.address, detail, code)
+        return StoreUnavailableError(op, self.address, detail, code)
 
     # ------------------------------------------------------------------ spans
 
@@ -774,14 +885,7 @@ class SyncLightningStoreClient:
 
     def __init__(self, address: str = "http://localhost:4747", **options: Any) -> None:
         self.client = LightningStoreClient(address, **options)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="lightspan-store-client", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        self._loop = LoopThread("lightspan-store-client")
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.client, name)
@@ -789,7 +893,7 @@ class SyncLightningStoreClient:
             return attr
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return self._run(attr(*args, **kwargs))
+            return self._loop.call(lambda: attr(*args, **kwargs))
 
         call.__name__ = name
         call.__doc__ = attr.__doc__
@@ -797,11 +901,9 @@ class SyncLightningStoreClient:
 
     def close(self) -> None:
         """Close connections and stop the loop thread. Idempotent."""
-        if self._loop.is_closed():
+        if self._loop.loop.is_closed():
             return
-        self._run(self.client.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        self._loop.call(self.client.close)
         self._loop.close()
 
     def __enter__(self) -> SyncLightningStoreClient:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,10 +30,12 @@ from .base import (
     UNSET,
     WORKER_SORT_FIELDS,
     AddSpansResult,
+    AttemptUpdate,
     InvalidRequestError,
     LightningStore,
     NotFoundError,
     SpanOutcome,
+    StoreError,
     given,
     validate_page,
 )
@@ -118,6 +120,8 @@ class _SpanJob:
     outcomes: list[SpanOutcome | None]
     assign: frozenset[int]
     fut: asyncio.Future[None] | None = None
+    then: Callable[[StoreTx], Awaitable[Any]] | None = None
+    then_result: Any = None
     all_stored: bool = False  # every span stored: ``outcomes`` left unset (no object per span)
 
     def finish(self, error: BaseException | None) -> None:
@@ -360,21 +364,49 @@ class CoreStore(LightningStore):
     ) -> Sequence[AttemptedRollout]:
         if limit <= 0:
             return []
-        claimed: list[AttemptedRollout] = []
         async with self._tx(write=True) as tx:
-            now = time.time()
-            for rollout in await tx.claim_queued(limit):
-                attempt = await self._new_attempt(tx, rollout, worker_id, now)
-                rollout = rollout.model_copy(update={"status": "preparing"})
-                await tx.save_rollout(rollout)
-                claimed.append(AttemptedRollout(**rollout.model_dump(), attempt=attempt))
-            if worker_id is not None:
-                if claimed:
-                    await self._sync_worker(tx, claimed[-1].attempt, now, dequeue=True)
-                else:
-                    worker = await tx.get_worker(worker_id)
-                    await tx.save_worker(lc.worker_found_nothing(worker, worker_id, now))
+            return await self._dequeue_tx(tx, limit, worker_id)
+
+    async def _dequeue_tx(
+        self, tx: StoreTx, limit: int, worker_id: str | None
+    ) -> list[AttemptedRollout]:
+        claimed: list[AttemptedRollout] = []
+        now = time.time()
+        for rollout in await tx.claim_queued(limit):
+            attempt = await self._new_attempt(tx, rollout, worker_id, now)
+            rollout = rollout.model_copy(update={"status": "preparing"})
+            await tx.save_rollout(rollout)
+            claimed.append(AttemptedRollout(**rollout.model_dump(), attempt=attempt))
+        if worker_id is not None:
+            if claimed:
+                await self._sync_worker(tx, claimed[-1].attempt, now, dequeue=True)
+            else:
+                worker = await tx.get_worker(worker_id)
+                await tx.save_worker(lc.worker_found_nothing(worker, worker_id, now))
         return claimed
+
+    def exchange_writes(
+        self, updates: Sequence[AttemptUpdate], limit: int, worker_id: str | None
+    ) -> Callable[[StoreTx], Awaitable[tuple[list[Attempt | StoreError], list[AttemptedRollout]]]]:
+        """A runner exchange's writes for ``add_many_spans(then=...)``: the updates in order
+        (each one's StoreError is its result: it is raised before that update writes
+        anything), then a dequeue of up to ``limit`` rollouts for ``worker_id``."""
+
+        async def writes(
+            tx: StoreTx,
+        ) -> tuple[list[Attempt | StoreError], list[AttemptedRollout]]:
+            results: list[Attempt | StoreError] = []
+            for u in updates:
+                try:
+                    results.append(
+                        await self._update_attempt_tx(tx, u.rollout_id, u.attempt_id, u.changes())
+                    )
+                except StoreError as e:
+                    results.append(e)
+            claimed = await self._dequeue_tx(tx, limit, worker_id) if limit > 0 else []
+            return results, claimed
+
+        return writes
 
     async def start_attempt(
         self, rollout_id: str, worker_id: str | None = None
@@ -565,37 +597,42 @@ class CoreStore(LightningStore):
             last_heartbeat_time=last_heartbeat_time,
             metadata=metadata,
         )
+        async with self._tx(write=True) as tx:
+            return await self._update_attempt_tx(tx, rollout_id, attempt_id, changes)
+
+    async def _update_attempt_tx(
+        self, tx: StoreTx, rollout_id: str, attempt_id: str, changes: dict[str, Any]
+    ) -> Attempt:
+        """``update_attempt`` in ``tx``; its StoreErrors are raised before anything is written
+        (a caller may go on with the transaction after one)."""
         for name, value in changes.items():
             if value is None:
                 raise InvalidRequestError(f"attempt {name} cannot be null")
-        async with self._tx(write=True) as tx:
-            now = time.time()
-            rollout = await self._lock_rollout(tx, rollout_id)
-            latest = (await tx.latest_attempts([rollout_id])).get(rollout_id)
-            if latest is None:
-                raise NotFoundError(f"rollout {rollout_id!r} has no attempts")
-            if attempt_id == "latest" or attempt_id == latest.attempt_id:
-                attempt = latest
-            else:
-                found = await tx.get_attempts([(rollout_id, attempt_id)])
-                if (rollout_id, attempt_id) not in found:
-                    raise NotFoundError(
-                        f"attempt {attempt_id!r} not found for rollout {rollout_id!r}"
-                    )
-                attempt = found[(rollout_id, attempt_id)]
-            data = {**attempt.model_dump(), **changes}
-            if changes.get("status") in lc.ENDED_ATTEMPT_STATUSES:
-                data["end_time"] = now
-            try:
-                updated = Attempt.model_validate(data)
-            except ValidationError as e:
-                raise _invalid(f"update of attempt {attempt_id!r}", e) from None
-            await tx.save_attempt(updated)
-            if updated.attempt_id == latest.attempt_id:
-                latest = updated
-            await self._propagate(tx, rollout, updated, latest, now)
-            if changes.get("worker_id") or ("status" in changes and updated.worker_id):
-                await self._sync_worker(tx, updated, now)
+        now = time.time()
+        rollout = await self._lock_rollout(tx, rollout_id)
+        latest = (await tx.latest_attempts([rollout_id])).get(rollout_id)
+        if latest is None:
+            raise NotFoundError(f"rollout {rollout_id!r} has no attempts")
+        if attempt_id == "latest" or attempt_id == latest.attempt_id:
+            attempt = latest
+        else:
+            found = await tx.get_attempts([(rollout_id, attempt_id)])
+            if (rollout_id, attempt_id) not in found:
+                raise NotFoundError(f"attempt {attempt_id!r} not found for rollout {rollout_id!r}")
+            attempt = found[(rollout_id, attempt_id)]
+        data = {**attempt.model_dump(), **changes}
+        if changes.get("status") in lc.ENDED_ATTEMPT_STATUSES:
+            data["end_time"] = now
+        try:
+            updated = Attempt.model_validate(data)
+        except ValidationError as e:
+            raise _invalid(f"update of attempt {attempt_id!r}", e) from None
+        await tx.save_attempt(updated)
+        if updated.attempt_id == latest.attempt_id:
+            latest = updated
+        await self._propagate(tx, rollout, updated, latest, now)
+        if changes.get("worker_id") or ("status" in changes and updated.worker_id):
+            await self._sync_worker(tx, updated, now)
         return updated
 
     async def scan_health(self) -> list[Attempt]:
@@ -646,10 +683,19 @@ class CoreStore(LightningStore):
         return outcome.span if outcome.status == "stored" else None
 
     async def add_many_spans(
-        self, spans: Sequence[Span | SpanRow], *, assign_sequence_ids: Collection[int] = ()
+        self,
+        spans: Sequence[Span | SpanRow],
+        *,
+        assign_sequence_ids: Collection[int] = (),
+        then: Callable[[StoreTx], Awaitable[Any]] | None = None,
     ) -> AddSpansResult:
         """Store spans (``Span`` models, or :class:`SpanRow` objects from the OTLP intake: the
-        same rules apply to both; backends store either)."""
+        same rules apply to both; backends store either).
+
+        ``then(tx)``: more writes in the transaction that stores these spans, after them, so
+        that they commit together or not at all (a runner's statuses: readers never see one
+        without its spans); its result is in :attr:`AddSpansResult.then_result`. It runs
+        even when no span is left to store (in its own transaction)."""
         spans = list(spans)
         assign = frozenset(assign_sequence_ids)
         outcomes: list[SpanOutcome | None] = [None] * len(spans)
@@ -669,15 +715,18 @@ class CoreStore(LightningStore):
                     continue
                 seen.add(key)
                 candidates.append(i)
-        job = _SpanJob(spans, candidates, outcomes, assign)
+        job = _SpanJob(spans, candidates, outcomes, assign, then=then)
         if candidates and self.group_commit:
             await self._group_add(job)
-        elif candidates:
+        elif candidates or then is not None:
             async with self._tx(write=True) as tx:
                 await self._add_spans_tx(tx, job)
         if job.all_stored:
-            return AddSpansResult.all_stored(spans)  # type: ignore[arg-type]
-        return AddSpansResult([o for o in outcomes if o is not None])
+            result = AddSpansResult.all_stored(spans)  # type: ignore[arg-type]
+        else:
+            result = AddSpansResult([o for o in outcomes if o is not None])
+        result.then_result = job.then_result
+        return result
 
     async def _group_add(self, job: _SpanJob) -> None:
         """Group commit: span batches that arrive while a transaction is running are stored
@@ -715,6 +764,12 @@ class CoreStore(LightningStore):
                 job.finish(None)
 
     async def _add_spans_tx(self, tx: StoreTx, job: _SpanJob) -> None:
+        if job.candidates:
+            await self._add_candidates_tx(tx, job)
+        if job.then is not None:
+            job.then_result = await job.then(tx)
+
+    async def _add_candidates_tx(self, tx: StoreTx, job: _SpanJob) -> None:
         # The spans are handled per attempt (one group, in the common OTLP batch): a few passes
         # over the spans, not one per rule (this runs for every span the intake receives).
         spans, outcomes = job.spans, job.outcomes

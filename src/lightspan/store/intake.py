@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ from .core import CoreStore
 from .models import OtelResource, Span, SpanContext
 from .otlp import OtlpSpans, RejectedSpan, spans_from_protobuf, spans_from_request
 from .span_row import SpanRow, SpanRowError, native_intake, rows_from_protobuf
+from .tx import StoreTx
 
 __all__ = [
     "IngestResult",
@@ -38,6 +40,9 @@ __all__ = [
 
 logger = logging.getLogger("lightspan.store.intake")
 
+Then = Callable[[StoreTx], Awaitable[Any]]
+"""Writes that commit with a batch's spans (see ``CoreStore.add_many_spans``)."""
+
 
 @dataclass(slots=True)
 class IngestResult:
@@ -48,6 +53,8 @@ class IngestResult:
     duplicates: int
     rejected: int
     message: str
+    then_result: Any = None
+    """What ``ingest_span_dicts(then=...)`` returned."""
 
     def to_response(self) -> ExportTraceServiceResponse:
         """The OTLP response: empty on full success, ``partial_success`` when spans were dropped."""
@@ -160,16 +167,18 @@ def _prebuilt(d: dict[str, Any], resources: dict[int, tuple[Any, OtelResource]])
     }
 
 
-async def _store_rows(store: CoreStore, rows: list[SpanRow]) -> AddSpansResult | None:
+async def _store_rows(
+    store: CoreStore, rows: list[SpanRow], then: Then | None = None
+) -> AddSpansResult | None:
     """Store rows, sequence ids issued in the storing transaction for those that carry none."""
-    if not rows:
+    if not rows and then is None:
         return None
     assign = [i for i, row in enumerate(rows) if row.sequence_id_pending]
-    return await store.add_many_spans(rows, assign_sequence_ids=assign)  # type: ignore[arg-type]
+    return await store.add_many_spans(rows, assign_sequence_ids=assign, then=then)  # type: ignore[arg-type]
 
 
 async def _add_rows(
-    store: CoreStore, converted: OtlpSpans, rejected: list[RejectedSpan]
+    store: CoreStore, converted: OtlpSpans, rejected: list[RejectedSpan], then: Then | None = None
 ) -> AddSpansResult | None:
     """The fast path for our own stores: :class:`SpanRow` objects (no pydantic models; see
     ``span_row.py``), sequence ids issued in the storing transaction. Consumes
@@ -182,40 +191,47 @@ async def _add_rows(
         except SpanRowError as exc:
             rejected.append(RejectedSpan(str(d.get("span_id")), str(d.get("name")), str(exc)))
     dicts.clear()
-    return await _store_rows(store, rows)
+    return await _store_rows(store, rows, then)
 
 
 async def ingest_span_dicts(
-    store: LightningStore, converted: OtlpSpans | RowBatch, *, validate: bool = False
+    store: LightningStore,
+    converted: OtlpSpans | RowBatch,
+    *,
+    validate: bool = False,
+    then: Then | None = None,
 ) -> IngestResult:
     """Store converted spans; rejections from conversion, validation and the store are counted.
 
     Our own stores get the spans as :class:`SpanRow` objects (no pydantic validation: the
     converter's dicts are well-formed by construction; a :class:`RowBatch` from the Rust
     converter is already rows); other stores (a remote client, the reference) get ``Span``
-    models. ``validate=True`` forces the model path (benchmarks compare the two)."""
+    models. ``validate=True`` forces the model path (benchmarks compare the two). ``then``:
+    writes that commit with the spans (``CoreStore.add_many_spans``; our stores only)."""
     global _storing
     _storing += 1
     try:
-        return await _ingest(store, converted, validate)
+        return await _ingest(store, converted, validate, then)
     finally:
         _storing -= 1
 
 
 async def _ingest(
-    store: LightningStore, converted: OtlpSpans | RowBatch, validate: bool
+    store: LightningStore, converted: OtlpSpans | RowBatch, validate: bool, then: Then | None
 ) -> IngestResult:
     if isinstance(converted, RowBatch):
         rejected = list(converted.rejected)
         received = len(converted.rows) + len(rejected)
         if not isinstance(store, CoreStore):
             raise TypeError("a RowBatch is for lightspan's own stores; convert to Span dicts")
-        return _summarise(await _store_rows(store, converted.rows), rejected, received)
+        return _summarise(await _store_rows(store, converted.rows, then), rejected, received)
     rejected: list[RejectedSpan] = list(converted.rejected)
     received = len(converted.spans) + len(rejected)
     if isinstance(store, CoreStore) and not validate:
-        result = await _add_rows(store, converted, rejected)
+        result = await _add_rows(store, converted, rejected, then)
         return _summarise(result, rejected, received)
+    if then is not None:
+        raise TypeError("then= needs one of lightspan's own stores (and validate=False)")
     in_tx = _assigns_in_transaction(store)
     if not in_tx:
         await _assign_sequence_ids(store, converted.spans)
@@ -258,7 +274,8 @@ def _summarise(
     summary = OtlpSpans(rejected=rejected).error_message()
     if rejected:
         logger.info("OTLP export: %d of %d span(s) %s", len(rejected), received, summary)
-    return IngestResult(received, stored, duplicates, len(rejected), summary)
+    then_result = result.then_result if result is not None else None
+    return IngestResult(received, stored, duplicates, len(rejected), summary, then_result)
 
 
 async def ingest_request(store: LightningStore, request: ExportTraceServiceRequest) -> IngestResult:

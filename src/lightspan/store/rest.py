@@ -13,6 +13,8 @@ reference client retries.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -39,6 +41,8 @@ from .base import (
     StoreError,
     validate_page,
 )
+from .core import CoreStore
+from .intake import convert_protobuf_async, ingest_span_dicts
 from .limits import (
     MAX_JSON_BODY_DEPTH,
     MAX_PAGE_LIMIT,
@@ -57,6 +61,7 @@ from .models import (
     Span,
     WorkerStatus,
 )
+from .otlp import OtlpDecodeError
 from .otlp_http import PayloadTooLarge, read_limited
 
 __all__ = ["API_PREFIX", "rest_routes"]
@@ -182,10 +187,17 @@ class UpdateAttemptItem(UpdateAttemptRequest):
     attempt_id: str
 
 
-class UpdateManyAttemptsRequest(BaseModel):
-    """``POST /v1/agl/attempts/update-many`` (a lightspan extension): see the route."""
+class ExchangeDequeue(BaseModel):
+    limit: int = 1
+    worker_id: str | None = None
 
-    updates: list[UpdateAttemptItem]
+
+class ExchangeRequest(BaseModel):
+    """``POST /v1/agl/runner/exchange`` (a lightspan extension): see the route."""
+
+    otlp: str | None = None
+    updates: list[UpdateAttemptItem] = Field(default_factory=list)
+    dequeue: ExchangeDequeue | None = None
 
 
 class UpdateWorkerRequest(BaseModel):
@@ -442,19 +454,30 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         )
         return _json(attempt)
 
-    async def update_many_attempts(request: Request) -> Response:
-        """A lightspan extension (not in Agent Lightning's API): several ``update_attempt``
-        calls in one request, e.g. a runner's final statuses of attempts that finished
-        together (for SQLite, one commit). ``{"updates": [{"rollout_id", "attempt_id",
-        ...update_attempt's fields}]}`` -> ``{"results": [{"attempt": {...}} | {"error":
-        {"status", "error_type", "detail"}}]}``, one per update, in order: an unknown attempt
-        or an invalid update fails that item only. A malformed body fails the whole request
-        (400/422) before any update."""
-        body = await _body_model(request, UpdateManyAttemptsRequest, max_request_bytes)
+    async def runner_exchange(request: Request) -> Response:
+        """A lightspan extension (not in Agent Lightning's API): what a runner's workers need
+        from the store at one moment, in one request: spans of finished attempts, then their
+        statuses, and a dequeue for the idle workers. ``{"otlp": base64 of an OTLP
+        ExportTraceServiceRequest (protobuf), "updates": [{"rollout_id", "attempt_id",
+        ...update_attempt's fields}], "dequeue": {"limit", "worker_id"}}``, every part optional
+        -> ``{"spans": {"rejected", "message"}, "results": [{"attempt": {...}} | {"error":
+        {"status", "error_type", "detail"}}], "rollouts": [AttemptedRollout]}``.
+
+        One transaction: the spans, then the updates in order, then the dequeue, committed
+        together or not at all, so a status never says finished without its attempt's spans
+        (they become readable in the same commit). An update's own error (unknown attempt:
+        404, invalid: 400) fails that item only (it is raised before the update writes
+        anything); any other failure fails the whole request (500: nothing was applied, the
+        client retries it; duplicate spans are ignored). A malformed body fails the whole
+        request (400/422) before anything is stored. Served for lightspan's own stores."""
+        body = await _body_model(request, ExchangeRequest, max_request_bytes)
         if len(body.updates) > MAX_PAGE_LIMIT:
             raise HttpError(
                 400, f"at most {MAX_PAGE_LIMIT} updates per request", "InvalidRequestError"
             )
+        limit = body.dequeue.limit if body.dequeue is not None else 0
+        if limit > MAX_PAGE_LIMIT:
+            raise HttpError(400, f"limit must be at most {MAX_PAGE_LIMIT}", "InvalidRequestError")
         updates = [
             AttemptUpdate(
                 u.rollout_id,
@@ -466,16 +489,33 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
             )
             for u in body.updates
         ]
-        results: list[dict[str, Any]] = []
-        for r in await store.update_many_attempts(updates):
+        writes = store.exchange_writes(  # type: ignore[attr-defined]
+            updates, limit, body.dequeue.worker_id if body.dequeue is not None else None
+        )
+        spans: dict[str, Any] = {"rejected": 0, "message": ""}
+        if body.otlp:
+            try:
+                converted = await convert_protobuf_async(
+                    store, base64.b64decode(body.otlp, validate=True)
+                )
+            except (binascii.Error, ValueError, OtlpDecodeError) as exc:
+                raise HttpError(
+                    400, f"otlp: not a base64 OTLP request: {exc}", "MalformedBody"
+                ) from None
+            ingested = await ingest_span_dicts(store, converted, then=writes)
+            spans = {"rejected": ingested.rejected, "message": ingested.message or ""}
+            done, claimed = ingested.then_result
+        else:
+            done, claimed = (await store.add_many_spans([], then=writes)).then_result  # type: ignore[call-arg]
+        results = []
+        for r in done:
             if isinstance(r, StoreError):
                 code = 404 if isinstance(r, NotFoundError) else 400
-                results.append(
-                    {"error": {"status": code, "error_type": type(r).__name__, "detail": str(r)}}
-                )
+                error = {"status": code, "error_type": type(r).__name__, "detail": str(r)}
+                results.append({"error": error})
             else:
                 results.append({"attempt": r})
-        return _json({"results": results})
+        return _json({"spans": spans, "results": results, "rollouts": list(claimed)})
 
     async def _query_workers(q: QueryWorkersRequest) -> Response:
         page = _page(q, WORKER_SORT_FIELDS, "workers", filter_logic=True)
@@ -599,7 +639,7 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         ("/rollouts/{rollout_id}/attempts/search", search_attempts, "POST"),
         ("/rollouts/{rollout_id}/attempts/latest", latest_attempt, "GET"),
         ("/rollouts/{rollout_id}/attempts/{attempt_id}", update_attempt, "POST"),
-        ("/attempts/update-many", update_many_attempts, "POST"),
+        ("/runner/exchange", runner_exchange, "POST"),
         ("/workers", query_workers, "GET"),
         ("/workers/search", search_workers, "POST"),
         ("/workers/{worker_id}", get_worker, "GET"),
@@ -616,6 +656,8 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         ("/spans/next", next_sequence_id, "POST"),
         ("/waits/rollouts", wait_rollouts, "POST"),
     ]
+    if not isinstance(store, CoreStore):  # the exchange needs its transactions
+        table.remove(("/runner/exchange", runner_exchange, "POST"))
     return [
         Route(API_PREFIX + path, _guard(handler), methods=[method])
         for path, handler, method in table

@@ -1,0 +1,185 @@
+"""The runner's store requests over HTTP, shared: reports of finished attempts and dequeues.
+
+Why: over HTTP every request costs both processes CPU (client, server framework, validation,
+a commit), far more than the work of a no-op rollout. Agent Lightning's v0.3 API needs three
+requests per rollout (dequeue, spans, status), which workers can share only call by call. Our
+store server has an extension, ``POST /v1/agl/runner/exchange``, that takes all three at once:
+spans, then the statuses they precede, and a dequeue. :class:`Exchange` sends everything the
+runner's workers want while a request is in flight in the next one: finished attempts' reports
+(their spans and final status: the server stores them in one transaction, spans first, so a
+status is never readable without its spans) and the dequeues of idle workers. Each caller gets
+its own answer or error.
+
+Against a server without the extension (``agl store``) the first request finds out (404/405,
+remembered by the client) and every caller gets :class:`ExchangeUnsupported`: the runner then
+uses the v0.3 calls (span export, ``update_attempt``, shared ``dequeue_many_rollouts``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from opentelemetry.sdk.trace import ReadableSpan
+
+from lightspan.exporter.encode import SpanEncoder
+from lightspan.runner.spans import DeliveryResult
+from lightspan.store.base import AttemptUpdate, InvalidRequestError, NotFoundError, StoreError
+from lightspan.store.client import LightningStoreClient
+from lightspan.store.models import Attempt, AttemptedRollout
+
+__all__ = ["Exchange", "ExchangeUnsupported", "Report", "UpdateRefused"]
+
+
+class ExchangeUnsupported(Exception):
+    """The store server lacks the exchange extension: use the v0.3 calls."""
+
+
+@dataclass(slots=True)
+class Report:
+    """A finished attempt's report: its last spans and its final status update."""
+
+    spans: Sequence[ReadableSpan]
+    update: AttemptUpdate
+
+
+_Want = tuple[str, "asyncio.Future[AttemptedRollout | None]"]
+_Pending = tuple[Report, "asyncio.Future[tuple[DeliveryResult, Attempt]]"]
+
+
+class Exchange:
+    """Reports and dequeues of a runner's workers, in shared ``runner_exchange`` requests.
+
+    ``max_spans``/``max_updates`` bound one request (callers send a report of more than
+    ``max_spans`` spans the v0.3 way, where span exports are split). ``on_orphan``
+    gets a rollout claimed for a worker that stopped waiting (hard stop), to report it."""
+
+    def __init__(
+        self,
+        store: LightningStoreClient,
+        *,
+        on_orphan: Callable[[AttemptedRollout], None],
+        max_spans: int = 1000,
+        max_updates: int = 100,
+    ) -> None:
+        self.store = store
+        self.on_orphan = on_orphan
+        self.max_spans = max_spans
+        self.max_updates = max_updates
+        self._reports: list[_Pending] = []
+        self._wants: list[_Want] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._encoder = SpanEncoder()  # OTLP bytes, as the SDK's encoder writes them, faster
+        self.requests = 0
+        """Exchange requests sent (for benchmarks and tests)."""
+
+    @property
+    def supported(self) -> bool | None:
+        """Whether the server has the extension (None: not tried yet)."""
+        return self.store.exchange_supported
+
+    async def report(self, report: Report) -> tuple[DeliveryResult, Attempt]:
+        """Deliver the spans, then the status. Returns the spans' outcome (rejections of a
+        request are counted on its first report) and the updated attempt; raises the request's
+        error, the update's own error, or :class:`ExchangeUnsupported`."""
+        if self.supported is False:
+            raise ExchangeUnsupported
+        fut: asyncio.Future[tuple[DeliveryResult, Attempt]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._reports.append((report, fut))
+        self._kick()
+        return await asyncio.shield(fut)
+
+    def want(self, worker_id: str, fut: asyncio.Future[AttemptedRollout | None]) -> None:
+        """Queue a dequeue for ``worker_id``: ``fut`` gets a rollout, None (queue empty), the
+        request's error, or :class:`ExchangeUnsupported`."""
+        if self.supported is False:
+            fut.set_exception(ExchangeUnsupported())
+            return
+        self._wants.append((worker_id, fut))
+        self._kick()
+
+    async def drain(self) -> None:
+        """Wait until no request is in flight (its answers, orphans included, are handled)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.wait([self._flusher])
+
+    def _kick(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="lightspan-runner-exchange")
+
+    def _take_reports(self) -> list[_Pending]:
+        batch: list[_Pending] = []
+        spans = 0
+        while self._reports and len(batch) < self.max_updates:
+            n = len(self._reports[0][0].spans)
+            if batch and spans + n > self.max_spans:
+                break
+            batch.append(self._reports.pop(0))
+            spans += n
+        return batch
+
+    async def _flush(self) -> None:
+        while self._reports or self._wants:
+            reports = self._take_reports()
+            wants, self._wants = self._wants[: self.max_updates], self._wants[self.max_updates :]
+            spans = [s for r, _ in reports for s in r.spans]
+            try:
+                self.requests += 1
+                result = await self.store.runner_exchange(
+                    otlp=self._encoder.encode_request(spans) if spans else None,
+                    updates=[r.update for r, _ in reports],
+                    dequeue=len(wants),
+                    worker_id=wants[0][0] if wants else None,
+                )
+                if result is None:
+                    raise ExchangeUnsupported
+            except BaseException as e:
+                error = e if isinstance(e, Exception) else RuntimeError(repr(e))
+                failed = [f for _, f in reports] + [f for _, f in wants]
+                if isinstance(e, ExchangeUnsupported) or not isinstance(e, Exception):
+                    failed += [f for _, f in self._reports] + [f for _, f in self._wants]
+                    self._reports, self._wants = [], []
+                for fut in failed:
+                    if not fut.done():
+                        fut.set_exception(error)
+                if not isinstance(e, Exception):
+                    raise
+                continue
+            for i, ((report, fut), outcome) in enumerate(zip(reports, result.results, strict=True)):
+                if fut.done():
+                    continue
+                if isinstance(outcome, StoreError) and not isinstance(
+                    outcome, NotFoundError | InvalidRequestError
+                ):
+                    fut.set_exception(outcome)  # a store failure: the caller retries
+                    continue
+                delivered = DeliveryResult(
+                    len(report.spans), result.rejected if i == 0 else 0, result.message
+                )
+                if isinstance(outcome, StoreError):
+                    fut.set_exception(UpdateRefused(delivered, outcome))
+                else:
+                    fut.set_result((delivered, outcome))
+            got = result.rollouts
+            for i, (_, fut) in enumerate(wants):
+                rollout = got[i] if i < len(got) else None
+                if fut.done():
+                    if rollout is not None:  # its worker stopped waiting (hard stop)
+                        self.on_orphan(rollout)
+                else:
+                    fut.set_result(rollout)
+            for rollout in got[len(wants) :]:  # a store that returned more than asked
+                self.on_orphan(rollout)
+
+
+class UpdateRefused(Exception):
+    """The spans were delivered but the store refused the status update (unknown attempt,
+    invalid update): ``delivered`` and the store's ``error``."""
+
+    def __init__(self, delivered: DeliveryResult, error: StoreError) -> None:
+        super().__init__(str(error))
+        self.delivered = delivered
+        self.error = error
