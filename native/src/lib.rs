@@ -15,21 +15,28 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 pub use conversion::{convert as convert_body, Outcome, Rejected, Row, MAX_NESTING_DEPTH};
 
-/// The last Python string made for each of a few row fields, reused while the value repeats.
+/// Python strings made for a few row fields, reused while a value repeats in the batch.
+///
+/// Why a few per field, not only the last one: a runner's batch interleaves the spans of
+/// several attempts (8 in the benchmark's realistic workload), so the rollout, attempt, trace
+/// and name of consecutive spans differ while the batch holds only a handful of each.
 #[derive(Default)]
 struct StringCache<'py> {
-    last: [Option<(String, Bound<'py, PyString>)>; 5],
+    seen: [Vec<(String, Bound<'py, PyString>)>; 5],
 }
 
 impl<'py> StringCache<'py> {
+    const PER_FIELD: usize = 16; // beyond it (a batch of many traces), new strings as before
+
     fn get(&mut self, py: Python<'py>, field: usize, value: &str) -> Bound<'py, PyString> {
-        if let Some((text, obj)) = &self.last[field] {
-            if text == value {
-                return obj.clone();
-            }
+        let seen = &mut self.seen[field];
+        if let Some((_, obj)) = seen.iter().find(|(text, _)| text == value) {
+            return obj.clone();
         }
         let obj = PyString::new(py, value);
-        self.last[field] = Some((value.to_string(), obj.clone()));
+        if seen.len() < Self::PER_FIELD {
+            seen.push((value.to_string(), obj.clone()));
+        }
         obj
     }
 }

@@ -931,6 +931,43 @@ async def test_store_issues_sequence_ids_inside_add_many_spans(store: LightningS
     assert await store.get_next_span_sequence_id(rid, aid) == 10
 
 
+async def test_a_batch_over_several_rollouts_and_attempts(store: LightningStore) -> None:
+    """A runner's batch interleaves attempts (the OTLP intake's common batch): each attempt gets
+    its heartbeat, each rollout its counter, ids issued in arrival order across a rollout's
+    attempts, duplicates (stored before, or twice in the batch) found per attempt."""
+    a, b = await store.start_rollout(1), await store.start_rollout(2)
+    a2 = await store.start_attempt(a.rollout_id)
+    ra, rb = a.rollout_id, b.rollout_id
+    a1, a2id, b1 = a.attempt.attempt_id, a2.attempt.attempt_id, b.attempt.attempt_id
+    assert await store.add_span(span(ra, a1, 1, span_id="a" * 16))
+    batch = [
+        span(ra, a1, 0, span_id="1" * 16),  # issued
+        span(rb, b1, 5, span_id="2" * 16),  # carried
+        span(ra, a2id, 0, span_id="3" * 16),  # issued, the rollout's other attempt
+        span(ra, a1, 0, span_id="a" * 16),  # stored before: duplicate
+        span(rb, b1, 3, span_id="4" * 16),  # carried
+        span(ra, a2id, 0, span_id="3" * 16),  # twice in the batch: duplicate
+        span(ra, a1, 0, span_id="5" * 16),  # issued
+    ]
+    result = await store.add_many_spans(batch, assign_sequence_ids=[0, 2, 3, 5, 6])
+    assert [o.status for o in result.outcomes] == [
+        "stored", "stored", "stored", "duplicate", "stored", "duplicate", "stored",
+    ]  # fmt: skip
+    assert result.duplicate_count == 2 and len(result) == 5
+    # Rollout a's counter was 1 (the stored span): the batch's three new spans of a get 2-4
+    # in arrival order over both attempts (the duplicate's id is spent, never stored).
+    got = {s.span_id: s.sequence_id for s in result}
+    assert got["1" * 16] < got["3" * 16] < got["5" * 16]
+    assert got["2" * 16] == 5 and got["4" * 16] == 3
+    assert await store.get_next_span_sequence_id(rb, b1) == 6
+    assert len(await store.query_spans(ra, attempt_id=a1)) == 3
+    assert len(await store.query_spans(ra, attempt_id=a2id)) == 1
+    assert len(await store.query_spans(rb)) == 2
+    for rid, aid in ((ra, a1), (ra, a2id), (rb, b1)):
+        attempt = next(x for x in await store.query_attempts(rid) if x.attempt_id == aid)
+        assert attempt.last_heartbeat_time is not None, (rid, aid)
+
+
 async def test_invalid_rollout_requests(store: LightningStore) -> None:
     with pytest.raises(InvalidRequestError, match="mode"):
         await store.enqueue_rollout(1, mode="bogus")  # type: ignore[arg-type]

@@ -201,13 +201,35 @@ class AddSpansResult(Sequence[Span]):
     ``partial_success`` (``rejected`` and ``rejection_message``).
     """
 
-    __slots__ = ("outcomes", "stored", "then_result")
+    __slots__ = ("_outcomes", "stored", "then_result")
 
     def __init__(self, outcomes: list[SpanOutcome]) -> None:
-        self.outcomes = outcomes
+        self._outcomes: list[SpanOutcome] | None = outcomes
         self.stored = [o.span for o in outcomes if o.status == "stored"]
         self.then_result: Any = None
         """What ``add_many_spans(then=...)`` returned (our stores)."""
+
+    @classmethod
+    def all_stored(cls, spans: list[Span]) -> AddSpansResult:
+        """Every span of the batch stored (the common batch): no outcome object per span is
+        made unless :attr:`outcomes` is read (the OTLP intake only counts them)."""
+        self = cls.__new__(cls)
+        self._outcomes = None
+        self.stored = spans
+        self.then_result = None
+        return self
+
+    @property
+    def outcomes(self) -> list[SpanOutcome]:
+        if self._outcomes is None:
+            self._outcomes = [SpanOutcome("stored", s) for s in self.stored]
+        return self._outcomes
+
+    def not_stored(self) -> list[SpanOutcome]:
+        """The outcomes of the spans that were not stored (duplicates and rejections)."""
+        if self._outcomes is None:
+            return []
+        return [o for o in self._outcomes if o.status != "stored"]
 
     def __len__(self) -> int:
         return len(self.stored)
@@ -230,17 +252,17 @@ class AddSpansResult(Sequence[Span]):
 
     @property
     def duplicate_count(self) -> int:
-        return sum(1 for o in self.outcomes if o.status == "duplicate")
+        return sum(1 for o in self.not_stored() if o.status == "duplicate")
 
     @property
     def rejected_count(self) -> int:
-        return sum(1 for o in self.outcomes if o.status == "rejected")
+        return sum(1 for o in self.not_stored() if o.status == "rejected")
 
     @property
     def rejection_message(self) -> str | None:
         """A one-line summary of the distinct rejection reasons, or ``None`` if none."""
         reasons: dict[str, int] = {}
-        for o in self.outcomes:
+        for o in self.not_stored():
             if o.status == "rejected":
                 reasons[o.reason or "rejected"] = reasons.get(o.reason or "rejected", 0) + 1
         if not reasons:

@@ -122,6 +122,7 @@ class _SpanJob:
     fut: asyncio.Future[None] | None = None
     then: Callable[[StoreTx], Awaitable[Any]] | None = None
     then_result: Any = None
+    all_stored: bool = False  # every span stored: ``outcomes`` left unset (no object per span)
 
     def finish(self, error: BaseException | None) -> None:
         if self.fut is None or self.fut.done():
@@ -720,7 +721,10 @@ class CoreStore(LightningStore):
         elif candidates or then is not None:
             async with self._tx(write=True) as tx:
                 await self._add_spans_tx(tx, job)
-        result = AddSpansResult([o for o in outcomes if o is not None])
+        if job.all_stored:
+            result = AddSpansResult.all_stored(spans)  # type: ignore[arg-type]
+        else:
+            result = AddSpansResult([o for o in outcomes if o is not None])
         result.then_result = job.then_result
         return result
 
@@ -745,6 +749,7 @@ class CoreStore(LightningStore):
                 # Something in the group failed: redo each batch in its own transaction, so
                 # that only the failing caller sees the error.
                 for job in jobs:
+                    job.all_stored = False
                     for i in job.candidates:
                         job.outcomes[i] = None
                     try:
@@ -840,47 +845,50 @@ class CoreStore(LightningStore):
                 outcomes[i] = SpanOutcome("rejected", spans[i], reason)
         if not accepted_groups:
             return
-        if len(accepted_groups) == 1:
-            (accepted,) = accepted_groups.values()
-        else:  # back to arrival order: sequence ids follow it
-            accepted = sorted(i for g in accepted_groups.values() for i in g)
         # Sequence ids: ids carried by spans move the rollout's counter up; spans that asked
-        # for one get the next ids, issued in this same transaction.
+        # for one get the next ids, issued in this same transaction, in arrival order.
         max_seq: dict[str, int] = {}
         need: dict[str, list[int]] = {}
         assign = job.assign
+        n_accepted = sum(len(g) for g in accepted_groups.values())
         if len(accepted_groups) == 1 and len(assign) == len(spans):
-            need[spans[accepted[0]].rollout_id] = accepted  # all of one rollout, all to issue
+            (((rollout_id, _), idxs),) = accepted_groups.items()
+            need[rollout_id] = idxs  # all of one rollout, all to issue
         else:
-            for i in accepted:
-                s = spans[i]
-                if i in assign:
-                    need.setdefault(s.rollout_id, []).append(i)
-                else:
-                    max_seq[s.rollout_id] = max(max_seq.get(s.rollout_id, 0), s.sequence_id)
-        for rollout_id, seq in sorted(max_seq.items()):
-            await tx.raise_span_seq(rollout_id, seq)
+            for (rollout_id, _), idxs in accepted_groups.items():
+                carried = [spans[i].sequence_id for i in idxs if i not in assign]
+                if len(carried) < len(idxs):
+                    need.setdefault(rollout_id, []).extend(i for i in idxs if i in assign)
+                if carried:
+                    max_seq[rollout_id] = max(max_seq.get(rollout_id, 0), max(carried))
+        await tx.raise_span_seqs(max_seq)
         for rollout_id, idxs in sorted(need.items()):
+            if len(accepted_groups) > 1:
+                idxs.sort()  # back to arrival order across the rollout's attempts
             top = await tx.bump_span_seq(rollout_id, len(idxs))
             first_seq = top - len(idxs) + 1
             for k, i in enumerate(idxs):
                 spans[i].sequence_id = first_seq + k
 
-        inserted = await tx.insert_spans([spans[i] for i in accepted])
+        inserted = await tx.insert_spans(
+            {key: [spans[i] for i in idxs] for key, idxs in accepted_groups.items()}
+        )
         new_groups: dict[tuple[str, str], list[int]]
-        if len(inserted) == len(accepted):  # no duplicates: the common case
-            if len(accepted) == len(spans):
-                outcomes[:] = [SpanOutcome("stored", s) for s in spans]
+        if sum(len(ids) for ids in inserted.values()) == n_accepted:  # no duplicates: common
+            if n_accepted == len(spans):
+                job.all_stored = True
             else:
-                for i in accepted:
-                    outcomes[i] = SpanOutcome("stored", spans[i])
+                for idxs in accepted_groups.values():
+                    for i in idxs:
+                        outcomes[i] = SpanOutcome("stored", spans[i])
             new_groups = accepted_groups
         else:
             new_groups = {}
             for key, idxs in accepted_groups.items():
+                ids = inserted.get(key, ())
                 for i in idxs:
                     s = spans[i]
-                    if (key[0], key[1], s.span_id) in inserted:
+                    if s.span_id in ids:
                         outcomes[i] = SpanOutcome("stored", s)
                         new_groups.setdefault(key, []).append(i)
                     else:
@@ -888,7 +896,9 @@ class CoreStore(LightningStore):
         if not new_groups:
             return
 
-        # Heartbeat and status of each attempt that received spans.
+        # Heartbeat and status of each attempt that received spans. The heartbeats are saved
+        # together (one statement), before any rollout write so the order of writes is kept.
+        heartbeats: list[Attempt] = []
         for (rollout_id, attempt_id), idxs in new_groups.items():
             rollout = rollouts[rollout_id]
             attempt = attempts[(rollout_id, attempt_id)]
@@ -899,9 +909,14 @@ class CoreStore(LightningStore):
             is_latest = latest.get(rollout_id) is not None and (
                 latest[rollout_id].attempt_id == attempt_id
             )
-            if is_latest and rollout.status in ("preparing", "queuing", "requeuing"):
+            auto = bool((rollout.metadata or {}).get(lc.AUTO_REGISTERED_KEY))
+            rollout_moves = is_latest and rollout.status in ("preparing", "queuing", "requeuing")
+            if heartbeats and (auto or rollout_moves):
+                await tx.save_attempts(heartbeats)
+                heartbeats = []
+            if rollout_moves:
                 rollout = await self._set_rollout_status(tx, rollout, "running", now)
-            if (rollout.metadata or {}).get(lc.AUTO_REGISTERED_KEY):
+            if auto:
                 found = None
                 if rollout.input is None:  # the run's root span carries it (once per rollout)
                     found = next(
@@ -922,8 +937,11 @@ class CoreStore(LightningStore):
                         rollout = await self._propagate(tx, rollout, attempt, attempt, now)
                     rollouts[rollout_id] = rollout
                     continue
-            await tx.save_attempt(attempt)
+                await tx.save_attempt(attempt)
+            else:
+                heartbeats.append(attempt)
             rollouts[rollout_id] = rollout
+        await tx.save_attempts(heartbeats)
 
     def _span_query(
         self,

@@ -177,6 +177,10 @@ class _MemoryTx:
                 return
         raise KeyError(attempt.attempt_id)
 
+    async def save_attempts(self, attempts: list[Attempt]) -> None:
+        for attempt in attempts:
+            await self.save_attempt(attempt)
+
     async def query_attempts(self, q: Query) -> tuple[list[Attempt], int]:
         rollout_id = next(c.value for c in q.must if c.field == "rollout_id")
         items, total = run_query(self.d.attempts.get(rollout_id, []), q, _get)
@@ -218,14 +222,18 @@ class _MemoryTx:
         return [r.model_copy(deep=True) for r in items], total
 
     # spans
-    async def insert_spans(self, spans: list[Span | SpanRow]) -> set[tuple[str, str, str]]:
-        inserted = set()
-        for s in spans:
-            bucket = self.d.spans.setdefault(s.rollout_id, {})
-            if (s.attempt_id, s.span_id) not in bucket:
-                bucket[(s.attempt_id, s.span_id)] = s
-                inserted.add((s.rollout_id, s.attempt_id, s.span_id))
-        self.d.span_count += len(inserted)
+    async def insert_spans(
+        self, groups: dict[tuple[str, str], list[Span | SpanRow]]
+    ) -> dict[tuple[str, str], set[str]]:
+        inserted: dict[tuple[str, str], set[str]] = {}
+        for (rollout_id, attempt_id), group in groups.items():
+            bucket = self.d.spans.setdefault(rollout_id, {})
+            ids = inserted[(rollout_id, attempt_id)] = set()
+            for s in group:
+                if (attempt_id, s.span_id) not in bucket:
+                    bucket[(attempt_id, s.span_id)] = s
+                    ids.add(s.span_id)
+            self.d.span_count += len(ids)
         return inserted
 
     async def query_spans(self, q: Query) -> tuple[list[Span], int]:
@@ -252,8 +260,9 @@ class _MemoryTx:
         self.d.span_seq[rollout_id] = self.d.span_seq.get(rollout_id, 0) + n
         return self.d.span_seq[rollout_id]
 
-    async def raise_span_seq(self, rollout_id: str, value: int) -> None:
-        self.d.span_seq[rollout_id] = max(self.d.span_seq.get(rollout_id, 0), value)
+    async def raise_span_seqs(self, values: dict[str, int]) -> None:
+        for rollout_id, value in values.items():
+            self.d.span_seq[rollout_id] = max(self.d.span_seq.get(rollout_id, 0), value)
 
     async def counts(self) -> dict[str, int]:
         return {

@@ -449,16 +449,12 @@ class SqlTx:
     # ---------------------------------------------------------------- attempts
 
     async def get_attempts(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Attempt]:
+        # One statement for a span batch's attempts (it spans several rollouts), not one each.
         out: dict[tuple[str, str], Attempt] = {}
-        by_rollout: dict[str, list[str]] = {}
-        for r, a in keys:
-            by_rollout.setdefault(r, []).append(a)
-        for rollout_id, attempt_ids in by_rollout.items():
-            cond, params = self._in("attempt_id", attempt_ids)
-            rows = await self.c.fetchall(
-                f"SELECT doc FROM ls_attempts WHERE rollout_id = ? AND {cond}",
-                [rollout_id, *params],
-            )
+        for chunk in _chunks(sorted(set(keys))):
+            cond = " OR ".join(["(rollout_id = ? AND attempt_id = ?)"] * len(chunk))
+            params = [v for key in chunk for v in key]
+            rows = await self.c.fetchall(f"SELECT doc FROM ls_attempts WHERE {cond}", params)
             for (doc,) in rows:
                 a = Attempt.model_validate_json(doc)
                 out[(a.rollout_id, a.attempt_id)] = a
@@ -503,9 +499,14 @@ class SqlTx:
         await self.c.execute(sql, await self._attempt_row(attempt))
 
     async def save_attempt(self, attempt: Attempt) -> None:
-        await self.c.execute(
-            self._upsert_sql(ATTEMPTS, ["due_at"], ["?"]), await self._attempt_row(attempt)
-        )
+        await self.save_attempts([attempt])
+
+    async def save_attempts(self, attempts: list[Attempt]) -> None:
+        rows = [await self._attempt_row(a) for a in attempts]
+        if len(rows) == 1:
+            await self.c.execute(self._upsert_sql(ATTEMPTS, ["due_at"], ["?"]), rows[0])
+        elif rows:
+            await self.c.executemany(self._upsert_sql(ATTEMPTS, ["due_at"], ["?"]), rows)
 
     async def query_attempts(self, q: Query) -> tuple[list[Attempt], int]:
         docs, total = await self._query_docs(ATTEMPTS, q)
@@ -581,16 +582,11 @@ class SqlTx:
         )
         return int(rows[0][0])
 
-    async def insert_spans(self, spans: list[Span | SpanRow]) -> set[tuple[str, str, str]]:
-        """One chunk row per attempt among ``spans``, holding the spans not stored before."""
-        groups: dict[tuple[str, str], list[Span | SpanRow]] = {}
-        owners = {(s.rollout_id, s.attempt_id) for s in spans}
-        if len(owners) == 1:
-            groups[owners.pop()] = spans  # one attempt: the common batch
-        else:
-            for s in spans:
-                groups.setdefault((s.rollout_id, s.attempt_id), []).append(s)
-        inserted: set[tuple[str, str, str]] = set()
+    async def insert_spans(
+        self, groups: dict[tuple[str, str], list[Span | SpanRow]]
+    ) -> dict[tuple[str, str], set[str]]:
+        """One chunk row per attempt, holding its spans not stored before."""
+        inserted: dict[tuple[str, str], set[str]] = {}
         for key, group in groups.items():
             stored = await self._stored_span_ids(key)
             pending = self._pending.get(key)
@@ -607,7 +603,7 @@ class SqlTx:
             ids = {s.span_id for s in new}
             first_chunk = pending[0] if pending is not None else chunk_id
             self._pending[key] = (first_chunk, chunk_id, mine | ids if mine else ids)
-            inserted.update((key[0], key[1], i) for i in ids)
+            inserted[key] = ids
         return inserted
 
     async def _span_chunks(self, q: Query, columns: str) -> list[tuple[Any, ...]]:
@@ -740,13 +736,14 @@ class SqlTx:
         )
         return int(rows[0][0])
 
-    async def raise_span_seq(self, rollout_id: str, value: int) -> None:
-        await self.c.execute(
-            "INSERT INTO ls_span_counters (rollout_id, value) VALUES (?, ?) "
-            "ON CONFLICT (rollout_id) DO UPDATE SET value = "
-            f"{self.d.greatest_fn}(ls_span_counters.value, excluded.value)",
-            [rollout_id, value],
-        )
+    async def raise_span_seqs(self, values: dict[str, int]) -> None:
+        if values:
+            await self.c.executemany(
+                "INSERT INTO ls_span_counters (rollout_id, value) VALUES (?, ?) "
+                "ON CONFLICT (rollout_id) DO UPDATE SET value = "
+                f"{self.d.greatest_fn}(ls_span_counters.value, excluded.value)",
+                sorted(values.items()),
+            )
 
     async def counts(self) -> dict[str, int]:
         names = {

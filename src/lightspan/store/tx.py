@@ -57,6 +57,10 @@ class StoreTx(Protocol):
     async def latest_attempts(self, rollout_ids: list[str]) -> dict[str, Attempt]: ...
     async def insert_attempt(self, attempt: Attempt, *, if_absent: bool = False) -> None: ...
     async def save_attempt(self, attempt: Attempt) -> None: ...
+    async def save_attempts(self, attempts: list[Attempt]) -> None:
+        """:meth:`save_attempt` for several attempts (a span batch's heartbeats): one call."""
+        ...
+
     async def query_attempts(self, q: Query) -> tuple[list[Attempt], int]: ...
 
     # workers
@@ -71,9 +75,13 @@ class StoreTx(Protocol):
     async def query_resources(self, q: Query) -> tuple[list[ResourcesUpdate], int]: ...
 
     # spans
-    async def insert_spans(self, spans: list[Span | SpanRow]) -> set[tuple[str, str, str]]:
-        """Insert the spans that are new (distinct keys given); return the keys inserted.
-        Spans come as models or as :class:`~lightspan.store.span_row.SpanRow` (OTLP intake)."""
+    async def insert_spans(
+        self, groups: dict[tuple[str, str], list[Span | SpanRow]]
+    ) -> dict[tuple[str, str], set[str]]:
+        """Insert the spans that are new, given per ``(rollout_id, attempt_id)`` (distinct span
+        ids in each list, in arrival order); return the span ids inserted, per attempt (attempts
+        with none may be left out). Spans come as models or as
+        :class:`~lightspan.store.span_row.SpanRow` (OTLP intake)."""
         ...
 
     async def query_spans(self, q: Query) -> tuple[list[Span], int]: ...
@@ -86,8 +94,8 @@ class StoreTx(Protocol):
         """Add ``n`` to the rollout's span counter; return the new value."""
         ...
 
-    async def raise_span_seq(self, rollout_id: str, value: int) -> None:
-        """Set the counter to ``max(counter, value)``."""
+    async def raise_span_seqs(self, values: dict[str, int]) -> None:
+        """Set each rollout's counter to ``max(counter, value)``."""
         ...
 
     async def counts(self) -> dict[str, int]: ...
