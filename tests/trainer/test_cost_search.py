@@ -174,35 +174,39 @@ class _Scripted(Evaluator):
         return out
 
 
-async def test_halving_keeps_the_candidate_that_holds_the_reward_not_just_the_cheapest():
-    # On the first rung (4 tasks) `cheap` loses one task (within the rung's slack) and `mid`
-    # loses none. Keeping "the cheaper half" by cost alone kept `cheap`, which then failed the
-    # lower bound on the full val split, and the search ended with no winner although `mid`
-    # (5x cheaper than the baseline, never wrong) was in the pool.
-    base = {
-        "llm": {
-            "resource_type": "llm",
-            "endpoint": "http://127.0.0.1:1/v1",
-            "model": "big",
-            "sampling_parameters": {"max_tokens": 100},
-        },
-        "p": {"resource_type": "prompt_template", "template": "Q {x}", "engine": "f-string"},
-    }
-    val = [Task(f"t{i}", {"x": i}, i) for i in range(16)]
-    seen = []
-    search = CostSearch(
+def _scripted_search(catalog: list[str], seen: list) -> CostSearch:
+    """A one-step search over :class:`_Scripted` answers, from a ``big`` baseline."""
+    return CostSearch(
         _Scripted(),
         [LLMStep(name="solve", prompt="p", llm="llm")],
-        catalog=[
-            ModelOption("http://127.0.0.1:1/v1", "cheap"),
-            ModelOption("http://127.0.0.1:1/v1", "mid"),
-        ],
+        catalog=[ModelOption("http://127.0.0.1:1/v1", m) for m in catalog],
         price=lambda m: None,
         min_tasks=4,
         prompt_variants=False,
         on_candidate=seen.append,
     )
-    out = await search.run(base, val, [])
+
+
+_SCRIPTED_BASE = {
+    "llm": {
+        "resource_type": "llm",
+        "endpoint": "http://127.0.0.1:1/v1",
+        "model": "big",
+        "sampling_parameters": {"max_tokens": 100},
+    },
+    "p": {"resource_type": "prompt_template", "template": "Q {x}", "engine": "f-string"},
+}
+_SCRIPTED_VAL = [Task(f"t{i}", {"x": i}, i) for i in range(16)]
+
+
+async def test_halving_keeps_the_candidate_that_holds_the_reward_not_just_the_cheapest():
+    # On the first rung (4 tasks) `cheap` loses one task (within the rung's slack) and `mid`
+    # loses none. Keeping "the cheaper half" by cost alone kept `cheap`, which then failed the
+    # lower bound on the full val split, and the search ended with no winner although `mid`
+    # (5x cheaper than the baseline, never wrong) was in the pool.
+    seen: list = []
+    search = _scripted_search(["cheap", "mid"], seen)
+    out = await search.run(_SCRIPTED_BASE, _SCRIPTED_VAL, [])
     chosen = step_resource(out.best, "llm", "solve")["model"]
     assert chosen == "mid", [(c.label, c.rejected_because) for c in seen]
     cheap = [c for c in seen if "model=cheap" in c.label]
@@ -213,27 +217,9 @@ async def test_equal_cost_is_not_faster_on_a_lower_mean_latency_alone():
     # `twin` answers exactly as the baseline (same reward, same cost); its mean latency is
     # lower (1.75 s vs 2.0 s) only because the baseline was slow on a quarter of the tasks.
     # Comparing mean latencies accepted it as "faster"; task by task it is not.
-    base = {
-        "llm": {
-            "resource_type": "llm",
-            "endpoint": "http://127.0.0.1:1/v1",
-            "model": "big",
-            "sampling_parameters": {"max_tokens": 100},
-        },
-        "p": {"resource_type": "prompt_template", "template": "Q {x}", "engine": "f-string"},
-    }
-    val = [Task(f"t{i}", {"x": i}, i) for i in range(16)]
-    seen = []
-    search = CostSearch(
-        _Scripted(),
-        [LLMStep(name="solve", prompt="p", llm="llm")],
-        catalog=[ModelOption("http://127.0.0.1:1/v1", "twin")],
-        price=lambda m: None,
-        min_tasks=4,
-        prompt_variants=False,
-        on_candidate=seen.append,
-    )
-    out = await search.run(base, val, [])
+    seen: list = []
+    search = _scripted_search(["twin"], seen)
+    out = await search.run(_SCRIPTED_BASE, _SCRIPTED_VAL, [])
     assert step_resource(out.best, "llm", "solve")["model"] == "big"
     twin = [c for c in seen if "model=twin" in c.label]
     assert twin and twin[-1].latency_s < seen[0].latency_s and not twin[-1].accepted
