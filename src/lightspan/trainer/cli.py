@@ -537,13 +537,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="configuration file (prices, default LLM)")
 
 
-def add_trainer_commands(sub: Any) -> None:
-    """Add ``train`` (run, profile, publish, rollback, history, export, schedule, verl) and
-    ``eval``."""
-    train = sub.add_parser("train", help="optimize a workflow from its traces")
-    tsub = train.add_subparsers(dest="train_command", metavar="COMMAND", required=True)
-
-    p = tsub.add_parser("run", help="search cheaper/better resources and report")
+def _train_run_args(p: argparse.ArgumentParser) -> None:
+    """The options of ``lightspan train run`` (also parsed by :func:`parse_run_args`)."""
     _run_args(p)
     p.add_argument(
         "--algorithm",
@@ -581,6 +576,24 @@ def add_trainer_commands(sub: Any) -> None:
         ("val-batch-size", 8),
     ):
         p.add_argument(f"--{name}", type=int, default=default, help=f"apo (default {default})")
+
+
+def parse_run_args(argv: list[str]) -> argparse.Namespace:
+    """``lightspan train run ARGV`` as a namespace with every default filled in, for callers
+    that start a run themselves (``train schedule``) without restating the defaults."""
+    p = argparse.ArgumentParser(prog="lightspan train run")
+    _train_run_args(p)
+    return p.parse_args(argv)
+
+
+def add_trainer_commands(sub: Any) -> None:
+    """Add ``train`` (run, profile, publish, rollback, history, export, schedule, verl) and
+    ``eval``."""
+    train = sub.add_parser("train", help="optimize a workflow from its traces")
+    tsub = train.add_subparsers(dest="train_command", metavar="COMMAND", required=True)
+
+    p = tsub.add_parser("run", help="search cheaper/better resources and report")
+    _train_run_args(p)
     p.set_defaults(func=_cmd_run)
 
     p = tsub.add_parser("profile", help="per step/model figures from stored spans")

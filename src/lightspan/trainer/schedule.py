@@ -73,7 +73,7 @@ def schedule_main(args: argparse.Namespace) -> int:
     owner = f"sched-{uuid.uuid4().hex[:8]}"
     name = load_workflow(args.workflow, prices=cfg.llm.prices).name
 
-    from lightspan.trainer.cli import _cmd_run, open_store
+    from lightspan.trainer.cli import _cmd_run, open_store, parse_run_args
 
     async def gate() -> tuple[bool, str]:
         async with open_store(store_url, args.token) as store:
@@ -88,33 +88,14 @@ def schedule_main(args: argparse.Namespace) -> int:
         print(f"{name}: {why}")
         if ok:
             out = Path(args.out) / time.strftime("%Y%m%dT%H%M%S")
-            run_args = argparse.Namespace(
-                workflow=args.workflow,
-                tasks=args.tasks,
-                store=store_url,
-                token=args.token,
-                runners=2,
-                in_process=False,
-                config=args.config,
-                algorithm=opt.algorithm.value.lower(),
-                out=str(out),
-                publish=True,
-                catalog=None,
-                delta=0.02,
-                seed=int(time.time()) % 1000,
-                min_tasks=4,
-                max_rollouts=None,
-                history_runs=200,
-                optimizer_endpoint=None,
-                optimizer_model=None,
-                optimizer_max_tokens=256,
-                cost_lambda=0.0,
-                beam_width=2,
-                branch_factor=2,
-                beam_rounds=2,
-                gradient_batch_size=4,
-                val_batch_size=8,
-            )
+            argv = ["--workflow", args.workflow, "--tasks", args.tasks, "--store", store_url]
+            argv += ["--algorithm", opt.algorithm.value.lower(), "--out", str(out), "--publish"]
+            argv += ["--seed", str(int(time.time()) % 1000)]
+            if args.token:
+                argv += ["--token", args.token]
+            if args.config:
+                argv += ["--config", args.config]
+            run_args = parse_run_args(argv)
             report = None
             try:
                 _cmd_run(run_args)
