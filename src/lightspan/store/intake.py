@@ -85,13 +85,10 @@ def convert_protobuf(store: LightningStore, body: bytes) -> OtlpSpans | RowBatch
 
 
 OFFLOAD_BYTES = 32 * 1024
-"""Bodies at least this large are converted on the conversion thread while another batch is
-being stored (see :func:`convert_protobuf_async`); smaller ones cost less inline than a thread
-hop (~50 us)."""
+"""Bodies at least this large are converted on the conversion thread (see
+:func:`convert_protobuf_async`); smaller ones cost less inline than a thread hop (~50 us)."""
 
 _convert_pool: ThreadPoolExecutor | None = None
-_storing = 0
-"""Batches between conversion and their commit (:func:`ingest_span_dicts`), in this process."""
 
 
 def _pool() -> ThreadPoolExecutor:
@@ -103,10 +100,15 @@ def _pool() -> ThreadPoolExecutor:
 
 async def convert_protobuf_async(store: LightningStore, body: bytes) -> OtlpSpans | RowBatch:
     """:func:`convert_protobuf` off the event loop for large bodies when the Rust converter
-    takes them and another batch is being stored: the converter releases the GIL, so on a
-    multi-core machine this batch is converted while the loop stores the other one. With
-    nothing to overlap (a single sender) the thread hop would only add CPU: inline then."""
-    if _storing and len(body) >= OFFLOAD_BYTES and isinstance(store, CoreStore) and native_intake():
+    takes them: it releases the GIL, so on a multi-core machine the next batch is converted
+    while the loop stores this one (measured: see docs/store.md, Performance).
+
+    Tried and reverted: converting inline when no other batch is being stored (the thread hop
+    only overlaps work with several senders). It saved CPU per span with one sender, but the
+    batches then no longer share a group commit, so each became its own stored chunk and a
+    10,000-span read through the compact page took ~140 ms instead of ~72 ms
+    (``benchmarks/store_read.py --sizes 10000``)."""
+    if len(body) >= OFFLOAD_BYTES and isinstance(store, CoreStore) and native_intake():
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(_pool(), convert_protobuf, store, body)
     return convert_protobuf(store, body)
@@ -208,12 +210,7 @@ async def ingest_span_dicts(
     converter is already rows); other stores (a remote client, the reference) get ``Span``
     models. ``validate=True`` forces the model path (benchmarks compare the two). ``then``:
     writes that commit with the spans (``CoreStore.add_many_spans``; our stores only)."""
-    global _storing
-    _storing += 1
-    try:
-        return await _ingest(store, converted, validate, then)
-    finally:
-        _storing -= 1
+    return await _ingest(store, converted, validate, then)
 
 
 async def _ingest(
