@@ -26,21 +26,21 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import Attempt, workload
-from lightspan.store import span_row
-from lightspan.store.otlp import spans_from_protobuf
-from lightspan.store.span_row import SpanRow, rows_from_protobuf
+from lightspan.store import convert as conversion
+from lightspan.store.convert import native_rows, python_rows
+from lightspan.store.span_row import SpanRow
 
 BATCH = 512
 
 
-def python_rows(body: bytes) -> list[SpanRow]:
-    return [SpanRow(d) for d in spans_from_protobuf(body).spans]
+def python_converter_rows(body: bytes) -> list[SpanRow]:
+    return python_rows(body).rows
 
 
 def rust_rows(body: bytes) -> list[SpanRow]:
-    out = rows_from_protobuf(body)
+    out = native_rows(body)
     assert out is not None, "the Rust converter handed the batch back"
-    return out[0]
+    return out.rows
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--workload", choices=("realistic", "synthetic"), default="realistic")
     args = parser.parse_args()
     console = Console()
-    if span_row._native_convert is None:
+    if conversion._native_convert is None:
         console.print("the Rust module is not built (no cargo at install time): nothing to compare")
         sys.exit(1)
     attempts = [Attempt(f"ro-{i:012x}", f"at-{i:08x}") for i in range(64)]
@@ -60,7 +60,7 @@ def main() -> None:
     with Progress(console=console) as prog:
         task = prog.add_task("converting", total=args.rounds * 2)
         for _ in range(args.rounds):
-            for name, fn in (("python", python_rows), ("rust", rust_rows)):
+            for name, fn in (("python", python_converter_rows), ("rust", rust_rows)):
                 t0 = time.perf_counter()
                 for body in bodies:
                     fn(body)

@@ -26,9 +26,9 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from lightspan.store.limits import MAX_NESTING_DEPTH
-from lightspan.store.otlp_wire import ShadowRequest
 from tests.fixtures.fuzz import FuzzBudget
 from tests.store.otlp_payloads import kvs, make_request
+from tests.store.raw_otlp import RawRequest
 from tests.store.servers import StoreProcess
 from tests.store.test_native_intake import _ld, _varint, deep_value, raw_kv
 
@@ -172,7 +172,7 @@ def rand_value(rng: random.Random) -> tuple[str, bytes]:
 
 
 def otlp_body(rng: random.Random, t: Target) -> tuple[str, bytes]:
-    req = ShadowRequest()
+    req = RawRequest()
     kinds = []
     for _ in range(rng.randrange(1, 3)):
         rs = req.resource_spans.add()

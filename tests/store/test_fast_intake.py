@@ -1,8 +1,8 @@
-"""The intake's fast paths agree with the reference paths they replace.
+"""The Python converter's own guarantees, and the row path against the model path.
 
-``otlp.spans_from_protobuf`` (shadow protobuf types, memoised attributes) must give exactly the
-Span dicts of ``spans_from_request(decode_export_request(body))``, and spans stored through
-``SpanRow`` (no pydantic models) must be stored as exactly the JSON the model path stores.
+``otlp.spans_from_protobuf`` rejects only the spans holding a value nested too deep, even where
+protobuf's parser refuses the whole body (``otlp_depth.py``), and spans stored through
+``SpanRow`` (no pydantic models) must be stored as exactly the JSON ``Span`` models are.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
+from lightspan.store.convert import python_rows
 from lightspan.store.core import CoreStore
-from lightspan.store.intake import ingest_span_dicts
+from lightspan.store.intake import ingest
 from lightspan.store.memory import InMemoryLightningStore
 from lightspan.store.models import Span
 from lightspan.store.otlp import (
@@ -24,10 +25,12 @@ from lightspan.store.otlp import (
     spans_from_protobuf,
     spans_from_request,
 )
+from lightspan.store.otlp_depth import cut_too_deep
 from lightspan.store.span_row import SpanRow, SpanRowError
 from lightspan.store.sqlite import SqliteLightningStore
 from tests.store.interop.sample_spans import sample_request
 from tests.store.otlp_payloads import kvs, make_request
+from tests.store.raw_otlp import RawRequest
 
 
 def _rich_request() -> bytes:
@@ -68,29 +71,97 @@ FIXTURE_IDS = ["rich", "sample", "llm", "ids-on-span", "no-owner", "empty"]
 """Request bodies every converter is checked on (here and in test_native_intake.py)."""
 
 
-@pytest.mark.parametrize("body", FIXTURE_BODIES, ids=FIXTURE_IDS)
-def test_protobuf_fast_path_equals_reference_path(body: bytes) -> None:
-    for _ in range(2):  # the second time, attributes come from the memo
-        fast = spans_from_protobuf(body)
-        ref = spans_from_request(decode_export_request(body))
-        assert fast.spans == ref.spans
-        assert [list(d["attributes"]) for d in fast.spans] == [
-            list(d["attributes"]) for d in ref.spans
-        ]
-        assert fast.rejected == ref.rejected
+def _ld(number: int, body: bytes) -> bytes:
+    from tests.store.test_native_intake import _ld as ld
+
+    return ld(number, body)
 
 
-def test_protobuf_fast_path_rejects_what_the_real_parser_rejects() -> None:
+def _deep_kv(key: str, levels: int = 40) -> bytes:
+    from tests.store.test_native_intake import deep_value, raw_kv
+
+    return raw_kv(key, deep_value(levels, "k"))
+
+
+def _deep_everywhere() -> tuple[bytes, bytes]:
+    """Two resources of 4 spans; too-deep values in span 0's attributes, span 1's event, span
+    2's link (and a deep event too: the event is found first), and resource 1's attributes.
+    Returns the body and the same body with every too-deep value left out."""
+    req, _ = make_request(8)
+    rs = req.resource_spans[0]
+    second = req.resource_spans.add()
+    second.resource.CopyFrom(rs.resource)
+    second.scope_spans.add().spans.extend(rs.scope_spans[0].spans[4:])
+    del rs.scope_spans[0].spans[4:]
+    for span in rs.scope_spans[0].spans[1:3]:
+        span.events.add(name="ok")
+        span.links.add(trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9)))
+    clean = req.SerializeToString()
+    raw = RawRequest()
+    raw.ParseFromString(clean)
+    spans = raw.resource_spans[0].scope_spans[0].spans
+    spans[0].attributes.append(_deep_kv("d"))
+    spans[1].events.append(_ld(2, b"ev") + _ld(3, _deep_kv("d")))
+    spans[2].links.append(_ld(1, bytes(range(1, 17))) + _ld(2, bytes(range(1, 9))))
+    spans[2].links.append(_ld(4, _deep_kv("d")))
+    spans[2].events.append(_ld(3, _deep_kv("d", 33)))
+    raw.resource_spans[1].resource += _ld(1, _deep_kv("r"))
+    return raw.SerializeToString(), clean
+
+
+def test_too_deep_values_reject_only_their_spans_where_protobuf_refuses_the_body() -> None:
+    body, clean = _deep_everywhere()
+    with pytest.raises(OtlpDecodeError):
+        decode_export_request(body)  # protobuf's parser alone refuses the whole request
+    got = spans_from_protobuf(body)
+    want = spans_from_request(decode_export_request(clean))
+    assert [(r.span_id, r.reason) for r in got.rejected] == [
+        (
+            want.spans[0]["span_id"],
+            "a span attribute value nests deeper than 32 levels (the limit)",
+        ),
+        (
+            want.spans[1]["span_id"],
+            "a event attribute value nests deeper than 32 levels (the limit)",
+        ),
+        (
+            want.spans[2]["span_id"],
+            "a event attribute value nests deeper than 32 levels (the limit)",
+        ),
+        *(
+            (d["span_id"], "a resource attribute value nests deeper than 32 levels (the limit)")
+            for d in want.spans[4:]
+        ),
+    ]
+    assert got.spans == want.spans[3:4]
+    cut = cut_too_deep(body)
+    assert cut is not None and cut[1] == {
+        (0, 0, 0): "span",
+        (0, 0, 1): "event",
+        (0, 0, 2): "event",
+        (1,): "resource",
+    }
+
+
+def test_a_body_without_too_deep_values_keeps_the_parsers_error() -> None:
+    assert cut_too_deep(make_request(2)[0].SerializeToString()) is None
     with pytest.raises(OtlpDecodeError, match="not a protobuf ExportTraceServiceRequest"):
         spans_from_protobuf(b"\xff\xff\xff")
     req, _ = make_request(1)
     span = req.resource_spans[0].scope_spans[0].spans[0]
     span.attributes.add(key="bad").value.string_value = "PLACEHOLDER"
     body = req.SerializeToString().replace(b"PLACEHOLDER", b"\xff\xfe\xfdCEHOLDER")
-    with pytest.raises(OtlpDecodeError):
-        decode_export_request(body)
-    with pytest.raises(OtlpDecodeError, match="malformed attribute"):
+    with pytest.raises(OtlpDecodeError, match="not a protobuf ExportTraceServiceRequest"):
         spans_from_protobuf(body)
+
+
+@pytest.mark.parametrize("body", FIXTURE_BODIES, ids=FIXTURE_IDS)
+def test_python_rows_are_the_specification_dicts(body: bytes) -> None:
+    rows = python_rows(body)
+    ref = spans_from_request(decode_export_request(body))
+    assert rows.rejected == ref.rejected
+    for row, d in zip(rows.rows, ref.spans, strict=True):
+        assert row.doc() == SpanRow(d).doc()
 
 
 def test_span_row_json_is_the_model_json() -> None:
@@ -119,12 +190,28 @@ def test_span_row_refuses_what_cannot_be_stored() -> None:
         SpanRow({**d, "attributes": {"o": object()}})
 
 
-async def _stored_docs(store: CoreStore, body: bytes, *, validate: bool) -> list[dict[str, Any]]:
+async def _add_models(store: CoreStore, body: bytes) -> tuple[int, int]:
+    """The model path: ``Span`` models from the converter's dicts (stored, duplicates)."""
+    converted = spans_from_protobuf(body)
+    models = [
+        Span.model_validate({**d, "sequence_id": d["sequence_id"] or 0}) for d in converted.spans
+    ]
+    assign = [i for i, d in enumerate(converted.spans) if d["sequence_id"] is None]
+    result = await store.add_many_spans(models, assign_sequence_ids=assign)  # type: ignore[call-arg]
+    return len(result), sum(1 for o in result.not_stored() if o.status == "duplicate")
+
+
+async def _stored_docs(store: CoreStore, body: bytes, *, models: bool) -> list[dict[str, Any]]:
     await store.start()
     try:
         for _ in range(2):  # the second export is all duplicates
-            result = await ingest_span_dicts(store, spans_from_protobuf(body), validate=validate)
-        assert result.stored == 0 and result.duplicates == 5 and result.rejected == 1
+            if models:
+                stored, duplicates = await _add_models(store, body)
+            else:
+                result = await ingest(store, python_rows(body))
+                assert result.rejected == 1
+                stored, duplicates = result.stored, result.duplicates
+        assert stored == 0 and duplicates == 5
         docs, _ = await store.query_spans_json("ro-test")
         models = await store.query_spans("ro-test")
         assert [m.model_dump_json() for m in models] == docs
@@ -146,7 +233,7 @@ async def test_row_path_stores_what_the_model_path_stores(backend: str, tmp_path
         return SqliteLightningStore(tmp_path / f"{name}.db")
 
     body = _rich_request()
-    fast = await _stored_docs(make("fast"), body, validate=False)
-    ref = await _stored_docs(make("ref"), body, validate=True)
+    fast = await _stored_docs(make("fast"), body, models=False)
+    ref = await _stored_docs(make("ref"), body, models=True)
     assert len(fast) == 8
     assert fast == ref

@@ -19,25 +19,20 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
+from lightspan.store import convert as conversion
 from lightspan.store import limits, span_row
-from lightspan.store.intake import RowBatch, convert_protobuf, ingest_span_dicts
-from lightspan.store.memory import InMemoryLightningStore
-from lightspan.store.otlp import (
-    OtlpDecodeError,
-    OtlpSpans,
-    decode_export_request,
-    spans_from_protobuf,
-    spans_from_request,
-)
-from lightspan.store.otlp_wire import ShadowRequest
-from lightspan.store.span_row import SpanRow, rows_from_protobuf
+from lightspan.store.convert import convert, native_rows
+from lightspan.store.intake import ingest
+from lightspan.store.otlp import OtlpSpans, spans_from_protobuf
+from lightspan.store.span_row import SpanRow
 from lightspan.store.sqlite import SqliteLightningStore
 from tests.store.otlp_payloads import any_value, kvs, make_request
+from tests.store.raw_otlp import RawRequest
 from tests.store.test_fast_intake import FIXTURE_BODIES, FIXTURE_IDS, _rich_request
 
 # Skipped only on a machine without cargo; with cargo, a missing module fails these tests.
 native = pytest.mark.skipif(
-    span_row._native_convert is None and shutil.which("cargo") is None,
+    conversion._native_convert is None and shutil.which("cargo") is None,
     reason="no cargo on this machine: the Rust module is not built",
 )
 
@@ -54,7 +49,7 @@ def test_the_rust_module_is_built_wherever_cargo_is() -> None:
     intake)."""
     if shutil.which("cargo") is None:
         pytest.skip("no cargo on this machine: the Python converter is the intake")
-    assert span_row._native_convert is not None, "pip install -e . did not build native/"
+    assert conversion._native_convert is not None, "pip install -e . did not build native/"
 
 
 @native
@@ -249,7 +244,7 @@ def _rand_deep_value(rng: random.Random) -> bytes:
 def random_deep_request(seed: int, spans: int = 12) -> bytes:
     """Spans whose span, resource, event or link attributes nest around the depth limit."""
     rng = random.Random(seed)
-    req = ShadowRequest()
+    req = RawRequest()
     for _ in range(rng.randrange(1, 3)):
         rs = req.resource_spans.add()
         res = kvs({"service.name": "svc", ROLLOUT: "ro-deep", ATTEMPT: "at-deep"})
@@ -286,18 +281,15 @@ def random_deep_request(seed: int, spans: int = 12) -> bytes:
 # --------------------------------------------------------------------------- equivalence
 
 
+def rows_from_protobuf(body: bytes) -> tuple[list[SpanRow], list] | None:
+    """The Rust converter's rows and rejections, or ``None`` when it hands the body back."""
+    out = native_rows(body)
+    return None if out is None else (out.rows, out.rejected)
+
+
 def _python_rows(body: bytes) -> tuple[list[SpanRow], OtlpSpans]:
-    """The Python converter's result: the intake's fallback (``spans_from_protobuf``), and the
-    same from the generated classes whenever those parse the body at all."""
+    """The Python converter's result (the specification, and the intake's fallback)."""
     converted = spans_from_protobuf(body)
-    try:
-        request = decode_export_request(body)
-    except OtlpDecodeError:
-        request = None  # deeper than protobuf parses a whole request: the fallback decides
-    if request is not None:
-        again = spans_from_request(request)
-        assert again.rejected == converted.rejected
-        assert again.spans == converted.spans or "nan" in repr(again.spans)
     return [SpanRow(dict(d)) for d in converted.spans], converted
 
 
@@ -318,7 +310,7 @@ _COLUMNS = (
 
 def assert_same_rows(body: bytes) -> int:
     out = rows_from_protobuf(body)
-    assert out is not None, span_row._native_convert and _punt(body)
+    assert out is not None, conversion._native_convert and _punt(body)
     rows, rejected = out
     ref_rows, ref = _python_rows(body)
     assert rejected == ref.rejected
@@ -385,12 +377,12 @@ def test_the_limit_is_the_same_for_both_and_deep_values_do_not_crash(
 ) -> None:
     req, _ = make_request(2)
     body = req.SerializeToString()
-    shadow = ShadowRequest()
-    shadow.ParseFromString(body)
-    shadow.resource_spans[0].scope_spans[0].spans[0].attributes.append(
+    raw = RawRequest()
+    raw.ParseFromString(body)
+    raw.resource_spans[0].scope_spans[0].spans[0].attributes.append(
         raw_kv("deep", deep_value(levels, pattern))
     )
-    body = shadow.SerializeToString()
+    body = raw.SerializeToString()
     assert_same_rows(body)
     rows, rejected = rows_from_protobuf(body)
     if levels <= limits.MAX_NESTING_DEPTH:
@@ -415,19 +407,18 @@ def test_values_that_follow_python_conversions_go_to_python(attrs: dict, why: st
     req, _ = make_request(2, span_attrs=attrs)
     body = req.SerializeToString()
     assert _punt(body) == why
-    assert rows_from_protobuf(body) is None
-    converted = convert_protobuf(InMemoryLightningStore(), body)
-    assert isinstance(converted, OtlpSpans)  # the Python converter took it
-    assert len(converted.spans) == 2
+    assert rows_from_protobuf(body) is None  # the Python converter takes it
+    converted = convert(body)
+    assert len(converted.rows) == 2
 
 
-def _shadow_with(edit) -> bytes:
-    """A 2-span request, as the shadow message (raw attributes, resource, status), edited."""
+def _raw_with(edit) -> bytes:
+    """A 2-span request, as a RawRequest (raw attributes, resource, status), edited."""
     req, _ = make_request(2)
-    shadow = ShadowRequest()
-    shadow.ParseFromString(req.SerializeToString())
-    edit(shadow.resource_spans[0], shadow.resource_spans[0].scope_spans[0].spans[0])
-    return shadow.SerializeToString()
+    raw = RawRequest()
+    raw.ParseFromString(req.SerializeToString())
+    edit(raw.resource_spans[0], raw.resource_spans[0].scope_spans[0].spans[0])
+    return raw.SerializeToString()
 
 
 def _append_attr(raw: bytes):
@@ -452,12 +443,11 @@ def _append_attr(raw: bytes):
     ids=["anyvalue-twice", "kv-value-twice", "seq-64-bits", "trace-state"],
 )
 def test_every_hand_back_reason_goes_to_python_and_python_converts_it(edit, why: str) -> None:
-    body = _shadow_with(edit)
+    body = _raw_with(edit)
     assert _punt(body) == why
-    assert rows_from_protobuf(body) is None
-    converted = convert_protobuf(InMemoryLightningStore(), body)
-    assert isinstance(converted, OtlpSpans)  # the Python converter took it
-    assert len(converted.spans) + len(converted.rejected) == 2
+    assert rows_from_protobuf(body) is None  # the Python converter takes it
+    converted = convert(body)
+    assert len(converted.rows) + len(converted.rejected) == 2
 
 
 def _raw_body(extra_resource_spans: bytes = b"", extra_span: bytes = b"") -> bytes:
@@ -486,9 +476,8 @@ def test_singular_messages_sent_twice_go_to_python(extra: dict, why: str) -> Non
     body = _raw_body(**extra)
     assert _punt(body) == why
     assert rows_from_protobuf(body) is None
-    converted = convert_protobuf(InMemoryLightningStore(), body)
-    assert isinstance(converted, OtlpSpans)
-    assert len(converted.spans) + len(converted.rejected) == 1
+    converted = convert(body)
+    assert len(converted.rows) + len(converted.rejected) == 1
 
 
 @native
@@ -505,10 +494,11 @@ def test_undecodable_bodies_go_to_the_python_parser_for_its_error() -> None:
 @native
 def test_the_switch_turns_the_rust_converter_off(monkeypatch: pytest.MonkeyPatch) -> None:
     body = make_request(3)[0].SerializeToString()
-    assert isinstance(convert_protobuf(InMemoryLightningStore(), body), RowBatch)
-    monkeypatch.setenv(span_row.NATIVE_INTAKE_ENV, "0")
-    assert not span_row.native_intake()
-    assert isinstance(convert_protobuf(InMemoryLightningStore(), body), OtlpSpans)
+    assert rows_from_protobuf(body) is not None
+    monkeypatch.setenv(conversion.NATIVE_INTAKE_ENV, "0")
+    assert not conversion.native_intake()
+    assert rows_from_protobuf(body) is None
+    assert len(convert(body).rows) == 3  # by the Python converter
 
 
 @native
@@ -518,14 +508,14 @@ async def test_sqlite_stores_the_same_documents_either_way(
     bodies = [_rich_request(), *(random_request(s, spans=20) for s in range(10))]
     docs = []
     for mode in ("1", "0"):
-        monkeypatch.setenv(span_row.NATIVE_INTAKE_ENV, mode)
+        monkeypatch.setenv(conversion.NATIVE_INTAKE_ENV, mode)
         store = SqliteLightningStore(tmp_path / f"native-{mode}.db")
         await store.start()
         try:
             for body in bodies:
-                converted = convert_protobuf(store, body)
-                assert isinstance(converted, RowBatch) == (mode == "1" and _punt(body) is None)
-                await ingest_span_dicts(store, converted)
+                native = rows_from_protobuf(body) is not None
+                assert native == (mode == "1" and _punt(body) is None)
+                await ingest(store, convert(body))
             rollouts = ["ro-test", *(f"ro-{i}" for i in range(3)), "ro-s0", "ro-s1"]
             docs.append([(await store.query_spans_json(r))[0] for r in rollouts])
         finally:

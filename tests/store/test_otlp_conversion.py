@@ -1,4 +1,5 @@
-"""``lightspan.store.otlp``: OTLP protobuf/JSON and SDK spans -> Agent Lightning Span dicts."""
+"""``lightspan.store.otlp`` (the Python converter, the specification): OTLP protobuf/JSON ->
+Agent Lightning Span dicts; SDK spans reach it as OTLP bytes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from lightspan.exporter.encode import SpanEncoder
+from lightspan.store.convert import convert
 from lightspan.store.models import Span
 from lightspan.store.otlp import (
     OtlpDecodeError,
@@ -18,10 +21,10 @@ from lightspan.store.otlp import (
     decode_export_request,
     parse_trace_state,
     request_from_json,
-    spans_from_readable,
     spans_from_request,
 )
-from tests.store.interop.sample_spans import sample_readable_spans, sample_request
+from lightspan.store.span_row import SpanRow
+from tests.store.interop.sample_spans import sample_readable_spans, sample_request, with_owner
 from tests.store.otlp_payloads import kvs, make_request
 
 
@@ -107,8 +110,9 @@ def test_json_and_protobuf_agree() -> None:
     assert spans_from_request(request_from_json(as_json)).spans == spans_from_request(req).spans
 
 
-def test_sdk_path_and_otlp_path_store_the_same_span() -> None:
-    """The in-process path (no protobuf) and the OTLP path agree, and both validate as Span."""
+def test_sdk_spans_reach_the_store_as_the_otlp_path_stores_them() -> None:
+    """The in-process path (the exporter's encoder, then the store's one conversion) stores what
+    the SDK's own OTLP encoding converts to, and the rows validate as Span."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider(
         resource=Resource.create(
@@ -122,22 +126,28 @@ def test_sdk_path_and_otlp_path_store_the_same_span() -> None:
         with tracer.start_as_current_span("child"):
             pass
     finished = exporter.get_finished_spans()
-    direct = spans_from_readable(finished)
+    in_process = convert(SpanEncoder().encode_request(finished))
     via_otlp = spans_from_request(encode_spans(finished))
-    assert not direct.rejected and not via_otlp.rejected
-    assert len(direct.spans) == 2
-    for a, b in zip(direct.spans, via_otlp.spans, strict=True):
-        assert a == b
-        Span.model_validate({**a, "sequence_id": 1})
+    assert not in_process.rejected and not via_otlp.rejected
+    assert len(in_process.rows) == 2
+    for row, d in zip(in_process.rows, via_otlp.spans, strict=True):
+        assert row.doc() == SpanRow(d).doc()
+        row.sequence_id = 1
+        assert Span.model_validate_json(row.doc()).name == d["name"]
 
 
 def test_sdk_spans_without_owner_are_rejected() -> None:
-    out = spans_from_readable(sample_readable_spans())
-    assert not out.spans and len(out.rejected) == 3
-    out = spans_from_readable(sample_readable_spans(), rollout_id="ro-x", attempt_id="at-x")
-    assert len(out.spans) == 3
-    assert out.spans[1]["attributes"]["prompt_token_ids"] == [1, 2, 3]
-    assert out.spans[1]["links"][0]["context"]["is_remote"] is True
+    encoder = SpanEncoder()
+    out = convert(encoder.encode_request(sample_readable_spans()))
+    assert not out.rows and len(out.rejected) == 3
+    assert {r.reason for r in out.rejected} == {
+        "missing agentlightning.rollout_id and agentlightning.attempt_id"
+    }
+    out = convert(encoder.encode_request(with_owner(sample_readable_spans(), "ro-x", "at-x")))
+    assert len(out.rows) == 3 and not out.rejected
+    llm = Span.model_validate_json(out.rows[1].doc())
+    assert llm.attributes["prompt_token_ids"] == [1, 2, 3]
+    assert llm.links[0].context.is_remote is True
 
 
 def test_kvlist_and_mixed_arrays_are_flattened() -> None:

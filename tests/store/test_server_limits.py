@@ -15,8 +15,8 @@ from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
 from lightspan.store.limits import MAX_JSON_BODY_DEPTH, MAX_NESTING_DEPTH
-from lightspan.store.otlp_wire import ShadowRequest
 from tests.store.otlp_payloads import make_request
+from tests.store.raw_otlp import RawRequest
 from tests.store.servers import StoreProcess
 from tests.store.test_native_intake import deep_value, raw_kv
 
@@ -58,12 +58,12 @@ def _span_ids(http: httpx.Client, rollout_id: str) -> list[str]:
 def _with_deep_attribute(rid: str, aid: str, levels: int, pattern: str) -> tuple[bytes, list[str]]:
     """Two spans; the first carries a value nested ``levels`` deep."""
     req, span_ids = make_request(2, rollout_id=rid, attempt_id=aid)
-    shadow = ShadowRequest()
-    shadow.ParseFromString(req.SerializeToString())
-    shadow.resource_spans[0].scope_spans[0].spans[0].attributes.append(
+    raw = RawRequest()
+    raw.ParseFromString(req.SerializeToString())
+    raw.resource_spans[0].scope_spans[0].spans[0].attributes.append(
         raw_kv("deep", deep_value(levels, pattern))
     )
-    return shadow.SerializeToString(), span_ids
+    return raw.SerializeToString(), span_ids
 
 
 def _export(server: StoreProcess, http: httpx.Client, transport: str, body: bytes):

@@ -1,7 +1,8 @@
 """The LightningStore span exporter: OpenTelemetry SDK spans into Agent Lightning's store.
 
 * :class:`LightningStoreSpanExporter`: in-process (an ``InMemoryLightningStore`` or any
-  ``LightningStore`` object, on the exporter's own event-loop thread, no protobuf) or remote
+  ``LightningStore`` object, on the exporter's own event-loop thread; the OTLP bytes a server
+  would get, converted by the store's one conversion) or remote
   (OTLP/gRPC or OTLP/HTTP to the store server or a Collector), with retries, backoff and an
   on-disk spool that is replayed when the target is back.
 * :func:`exporter_from_config`: the right one for ``agentLightning.store.type`` /

@@ -5,9 +5,12 @@ over in the span processor's export thread, not in the workflow's loop. Running 
 coroutines on a loop that the exporter owns keeps them off the workflow's loop (which must never
 wait for the store) and gives every call to the store one home, so its asyncio locks never see
 two loops (the loop is a :class:`lightspan.loop_thread.LoopThread`). Code that wants to read
-the store (the demo's report, tests) goes through :meth:`InProcessSink.call` too. No protobuf on
-this path: SDK spans are converted straight to Span dicts by
-:func:`lightspan.store.otlp.spans_from_readable`, the module the store's OTLP intake uses.
+the store (the demo's report, tests) goes through :meth:`InProcessSink.call` too.
+
+The spans reach the store as they would over OTLP: encoded to OTLP/protobuf bytes (the
+exporter's :class:`~lightspan.exporter.encode.SpanEncoder`, byte for byte the SDK's encoding) and
+converted by the store's one conversion (:func:`lightspan.store.convert.convert`, in this
+export thread), so a span is stored the same whichever way it travelled.
 """
 
 from __future__ import annotations
@@ -17,16 +20,18 @@ from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
+from lightspan.exporter.encode import SpanEncoder
 from lightspan.loop_thread import LoopThread
 from lightspan.store.base import LightningStore
-from lightspan.store.intake import ingest_span_dicts
-from lightspan.store.otlp import spans_from_readable
+from lightspan.store.convert import convert
+from lightspan.store.intake import ingest
 
 __all__ = ["InProcessSink"]
 
 
 class InProcessSink:
-    """Converts SDK spans and adds them to ``store`` on a :class:`LoopThread` of its own.
+    """Encodes and converts SDK spans and adds them to ``store`` on a :class:`LoopThread` of its
+    own.
 
     ``owns_store``: start the store on the loop now and close it at :meth:`close` (the exporter
     created it); otherwise the caller manages the store's lifecycle (it must not be bound to
@@ -40,6 +45,7 @@ class InProcessSink:
         self.loop = loop or LoopThread("lightspan-store-loop")
         self._owns_loop = loop is None
         self._owns_store = owns_store
+        self._encoder = SpanEncoder()
         if owns_store:
             self.loop.call(store.start, timeout=30)
 
@@ -48,8 +54,8 @@ class InProcessSink:
 
     def send(self, spans: Sequence[ReadableSpan], timeout: float) -> tuple[int, int, int, str]:
         """Store the batch; ``(stored, duplicates, rejected, message)``."""
-        converted = spans_from_readable(spans)
-        result = self.loop.call(lambda: ingest_span_dicts(self.store, converted), timeout)
+        converted = convert(self._encoder.encode_request(spans))
+        result = self.loop.call(lambda: ingest(self.store, converted), timeout)
         return result.stored, result.duplicates, result.rejected, result.message
 
     def call(self, fn: Callable[[], Awaitable[Any]], timeout: float | None = None) -> Any:

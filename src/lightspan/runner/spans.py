@@ -9,9 +9,9 @@ when the run returns (every span of it has ended, by the engine's structured con
 runner delivers that attempt's spans and waits for the store's answer (:class:`SpanSink`), then
 updates the attempt. Long attempts also deliver what they have at each heartbeat.
 
-Delivery: to an in-process store object directly (the store's own OTLP conversion, no
-protobuf); to a store server (ours or Agent Lightning's ``agl store``) as one OTLP/HTTP request
-per delivery (``/v1/traces``), not one REST call per span.
+Delivery: as OTLP/protobuf bytes either way: to an in-process store object through the store's
+own conversion (``lightspan.store.convert``); to a store server (ours or Agent Lightning's
+``agl store``) as one OTLP/HTTP request per delivery (``/v1/traces``), not one REST call per span.
 """
 
 from __future__ import annotations
@@ -151,11 +151,13 @@ class SpanSink:
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.create_task(self._flush(), name="lightspan-span-sink")
             return await asyncio.shield(fut)
-        from lightspan.store.intake import ingest_span_dicts
-        from lightspan.store.otlp import spans_from_readable
+        from lightspan.store.convert import convert
+        from lightspan.store.intake import ingest
 
-        converted = spans_from_readable(spans, rollout_id, attempt_id)
-        result = await ingest_span_dicts(self.store, converted)
+        # The buffer keeps a span under the ids it carries (AttemptSpanBuffer.on_end), so the
+        # encoded spans name their rollout and attempt themselves.
+        converted = convert(self._encoder.encode_request(spans))
+        result = await ingest(self.store, converted)
         return DeliveryResult(len(spans), result.rejected, result.message or "")
 
     async def _export(self, spans: Sequence[ReadableSpan]) -> tuple[int, str]:

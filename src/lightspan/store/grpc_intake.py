@@ -17,7 +17,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from .auth import GrpcBearerAuthInterceptor
 from .base import LightningStore
-from .intake import convert_protobuf_async, ingest_span_dicts
+from .convert import convert_async
+from .intake import ingest
 from .otlp import OtlpDecodeError
 
 if TYPE_CHECKING:
@@ -37,12 +38,12 @@ def _export_handler(store: LightningStore, metrics: StoreMetrics | None) -> grpc
     async def export(request: bytes, context: grpc.aio.ServicerContext) -> Any:
         started = time.perf_counter()
         try:
-            converted = await convert_protobuf_async(store, request)
+            converted = await convert_async(request)
         except OtlpDecodeError as exc:
             count(grpc.StatusCode.INVALID_ARGUMENT)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
-            result = await ingest_span_dicts(store, converted)
+            result = await ingest(store, converted)
         except Exception as exc:
             # Nothing acknowledged; UNAVAILABLE is retryable for OTLP exporters.
             logger.exception("OTLP/gRPC export failed in the store")

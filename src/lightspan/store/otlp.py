@@ -1,7 +1,10 @@
-"""The one place where OpenTelemetry spans become Agent Lightning spans.
+"""The specification of how OTLP spans become Agent Lightning spans (the Python converter).
 
-Why one module: the store's OTLP/HTTP and OTLP/gRPC intakes and the exporter's in-process path
-must store exactly the same JSON for the same span, and exactly what Agent Lightning v0.3 stores
+Everything reaching the store's intake is an OTLP/protobuf body (OTLP/JSON is parsed to protobuf
+first, the in-process exporter hands over the bytes it encodes), and ``convert.py`` turns it into
+rows: by the Rust converter (``native/``) when it is built, else by this module, which it must
+match byte for byte (``tests/store/test_native_intake.py``). Both must store exactly what Agent
+Lightning v0.3 stores
 (``agentlightning.utils.otlp.spans_from_proto`` and ``Span.from_opentelemetry``), or training
 code that reads spans back would see different shapes depending on how they travelled.
 
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,16 +42,14 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
-from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
 from lightspan.semconv import ATTEMPT_ID as ATTEMPT_ID_KEY
 from lightspan.semconv import ROLLOUT_ID as ROLLOUT_ID_KEY
 from lightspan.semconv import SPAN_SEQUENCE_ID as SEQUENCE_ID_KEY
 
 from .limits import MAX_NESTING_DEPTH, BodyTooDeep, loads_bounded
-from .otlp_wire import NestingTooDeep, ShadowRequest, attributes_from_raw, raw_too_deep
+from .otlp_depth import DeepMarks, NestingTooDeep, cut_too_deep
 
 __all__ = [
     "ATTEMPT_ID_KEY",
@@ -64,9 +65,7 @@ __all__ = [
     "decode_export_request",
     "parse_trace_state",
     "request_from_json",
-    "span_from_readable",
     "spans_from_protobuf",
-    "spans_from_readable",
     "spans_from_request",
 ]
 
@@ -74,8 +73,6 @@ __all__ = [
 _STATUS_CODES = ("UNSET", "OK", "ERROR")
 _HAS_IS_REMOTE = 0x100  # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _IS_REMOTE = 0x200  # SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
-_ZERO_TRACE = "0" * 32
-_ZERO_SPAN = "0" * 16
 _ZERO_16 = bytes(16)
 _ZERO_8 = bytes(8)
 
@@ -201,23 +198,6 @@ def attributes_from_kvs(kvs: Iterable[KeyValue]) -> dict[str, Any]:
     return out
 
 
-def readable_attributes(attrs: Mapping[str, Any] | None) -> dict[str, Any]:
-    """SDK attributes (tuples for sequences) -> Span attributes (lists)."""
-    if not attrs:
-        return {}
-    out: dict[str, Any] = {}
-    for k, v in attrs.items():
-        if isinstance(v, (str, bool, int, float)):
-            out[k] = v
-        elif isinstance(v, (tuple, list)):
-            _flatten_into(out, k, list(v))
-        elif isinstance(v, bytes):
-            out[k] = v.hex()
-        elif v is not None:
-            _flatten_into(out, k, v if isinstance(v, dict) else str(v))
-    return out
-
-
 def parse_trace_state(value: str) -> dict[str, str]:
     """W3C ``tracestate`` header value (``k1=v1,k2=v2``) -> dict; malformed members are skipped."""
     out: dict[str, str] = {}
@@ -237,18 +217,6 @@ def _context(trace_id: str, span_id: str, is_remote: bool, trace_state: dict[str
         "is_remote": is_remote,
         "trace_state": trace_state,
     }
-
-
-def _ids(attrs: Mapping[str, Any], resource: tuple[Any, Any, Any]) -> tuple[Any, Any, Any]:
-    """(rollout_id, attempt_id, sequence_id) from span attributes first, then the resource's."""
-    rollout = attrs.get(ROLLOUT_ID_KEY)
-    attempt = attrs.get(ATTEMPT_ID_KEY)
-    seq = attrs.get(SEQUENCE_ID_KEY)
-    return (
-        resource[0] if rollout is None else rollout,
-        resource[1] if attempt is None else attempt,
-        resource[2] if seq is None else seq,
-    )
 
 
 def _sequence_id(raw: Any) -> int | None:
@@ -374,44 +342,20 @@ def _links(span_links: Iterable[ProtoSpan.Link]) -> list[dict[str, Any]]:
 
 def spans_from_request(request: ExportTraceServiceRequest) -> OtlpSpans:
     """OTLP export request -> Span dicts (``sequence_id`` ``None`` when the span has none)."""
-    return _convert(request, shadow=False)
+    return _convert(request, {})
 
 
 def spans_from_protobuf(body: bytes) -> OtlpSpans:
-    """An OTLP/protobuf export body -> Span dicts: the same result as
-    ``spans_from_request(decode_export_request(body))``, about twice as fast (see
-    ``otlp_wire.py``). Raises :class:`OtlpDecodeError` for a malformed body."""
-    request = ShadowRequest()
-    if body:
-        try:
-            request.ParseFromString(body)
-        except DecodeError as exc:
-            raise OtlpDecodeError(
-                f"body is not a protobuf ExportTraceServiceRequest ({len(body)} bytes): {exc}"
-            ) from exc
+    """An OTLP/protobuf export body -> Span dicts and rejections. A value nested deeper than the
+    limit rejects its span only, even where protobuf's parser refuses the whole body (see
+    ``otlp_depth.py``). Raises :class:`OtlpDecodeError` for a malformed body."""
     try:
-        return _convert(request, shadow=True)
-    except (ValueError, DecodeError) as exc:
-        raise OtlpDecodeError(
-            f"body is not a protobuf ExportTraceServiceRequest ({len(body)} bytes): {exc}"
-        ) from exc
-
-
-def _parse(cls: Any, raw: bytes) -> Any:
-    msg = cls()
-    msg.ParseFromString(raw)
-    return msg
-
-
-def _parse_nested(cls: Any, raw: bytes, attributes_field: int) -> Any:
-    """``_parse``, except that a message refused for a too-deep attribute value (protobuf's
-    recursion limit) raises :class:`NestingTooDeep`, so only its span is rejected."""
-    try:
-        return _parse(cls, raw)
-    except DecodeError:
-        if raw_too_deep(raw, attributes_field):
-            raise NestingTooDeep() from None
-        raise
+        return _convert(decode_export_request(body), {})
+    except OtlpDecodeError:
+        cut = cut_too_deep(body)
+        if cut is None:
+            raise
+    return _convert(decode_export_request(cut[0]), cut[1])
 
 
 def _status_dict(code: int, message: str) -> dict[str, Any]:
@@ -421,32 +365,16 @@ def _status_dict(code: int, message: str) -> dict[str, Any]:
     }
 
 
-_STATUS_CACHE: dict[bytes, dict[str, Any]] = {}
-
-
-def _raw_status(raw: bytes) -> dict[str, Any]:
-    """A raw OTLP Status -> the status dict (memoised: a few distinct values in practice;
-    callers copy it)."""
-    hit = _STATUS_CACHE.get(raw)
-    if hit is None:
-        status = _parse(Status, raw)
-        hit = _status_dict(status.code, status.message)
-        if len(_STATUS_CACHE) < 1024 and len(raw) <= 256:
-            _STATUS_CACHE[raw] = hit
-    return hit
-
-
-def _convert(request: Any, *, shadow: bool) -> OtlpSpans:
-    """The conversion loop, over the real OTLP classes or the shadow ones of ``otlp_wire``."""
+def _convert(request: ExportTraceServiceRequest, deep: DeepMarks) -> OtlpSpans:
+    """The conversion loop. ``deep``: where ``otlp_depth.cut_too_deep`` cut too-deep values out
+    of the body (their spans are rejected, in the order the Rust converter finds them)."""
     result = OtlpSpans()
     spans = result.spans
-    for resource_spans in request.resource_spans:
+    for r, resource_spans in enumerate(request.resource_spans):
         try:
-            if shadow:
-                resource_msg = _parse_nested(Resource, resource_spans.resource, 1)
-                resource_attrs = attributes_from_kvs(resource_msg.attributes)
-            else:
-                resource_attrs = attributes_from_kvs(resource_spans.resource.attributes)
+            if (r,) in deep:
+                raise NestingTooDeep
+            resource_attrs = attributes_from_kvs(resource_spans.resource.attributes)
         except NestingTooDeep:
             # Every span of this resource carries the value: each is rejected.
             reason = too_deep_reason("resource")
@@ -462,13 +390,13 @@ def _convert(request: Any, *, shadow: bool) -> OtlpSpans:
         # Shared by every span of this resource, as in the reference (one object per resource).
         resource = {"attributes": resource_attrs, "schema_url": resource_spans.schema_url or ""}
         # The hot loop: helpers (_ids, _hex_id, convert_timestamp, _context, ...) inlined.
-        for scope_spans in resource_spans.scope_spans:
-            for ps in scope_spans.spans:
+        for s, scope_spans in enumerate(resource_spans.scope_spans):
+            for i, ps in enumerate(scope_spans.spans):
+                cut = deep.get((r, s, i)) if deep else None
                 try:
-                    if shadow:
-                        attrs = attributes_from_raw(ps.attributes, attributes_from_kvs)
-                    else:
-                        attrs = attributes_from_kvs(ps.attributes)
+                    attrs = attributes_from_kvs(ps.attributes)
+                    if cut == "span":
+                        raise NestingTooDeep
                 except NestingTooDeep:
                     reason = too_deep_reason("span")
                     result.rejected.append(RejectedSpan(ps.span_id.hex(), ps.name, reason))
@@ -504,31 +432,18 @@ def _convert(request: Any, *, shadow: bool) -> OtlpSpans:
                 if problem is not None:
                     result.rejected.append(RejectedSpan(raw_span.hex(), ps.name, problem))
                     continue
-                if shadow:
-                    raw_status = ps.status
-                    status = _STATUS_CACHE.get(raw_status) or _raw_status(raw_status)
-                else:
-                    status = _status_dict(ps.status.code, ps.status.message)
+                status = _status_dict(ps.status.code, ps.status.message)
                 place = "event"
                 try:
-                    # Each event (link) is parsed and converted before the next is read, in
-                    # the Rust converter's order: the first problem found is the same.
-                    if shadow:
-                        event_dicts = (
-                            _events(_parse_nested(ProtoSpan.Event, e, 3) for e in ps.events)
-                            if ps.events
-                            else []
-                        )
-                        place = "link"
-                        link_dicts = (
-                            _links(_parse_nested(ProtoSpan.Link, e, 4) for e in ps.links)
-                            if ps.links
-                            else []
-                        )
-                    else:
-                        event_dicts = _events(ps.events) if ps.events else []
-                        place = "link"
-                        link_dicts = _links(ps.links) if ps.links else []
+                    # Events before links, in the Rust converter's order: the first problem
+                    # found is the same.
+                    event_dicts = _events(ps.events) if ps.events else []
+                    if cut == "event":
+                        raise NestingTooDeep
+                    place = "link"
+                    link_dicts = _links(ps.links) if ps.links else []
+                    if cut == "link":
+                        raise NestingTooDeep
                 except NestingTooDeep:
                     result.rejected.append(RejectedSpan(span_id, ps.name, too_deep_reason(place)))
                     continue
@@ -576,102 +491,4 @@ def _convert(request: Any, *, shadow: bool) -> OtlpSpans:
                         "resource": resource,
                     }
                 )
-    return result
-
-
-# --------------------------------------------------------------------------- SDK spans
-
-
-def _sdk_context(ctx: Any) -> dict[str, Any]:
-    return _context(
-        format(ctx.trace_id, "032x"),
-        format(ctx.span_id, "016x"),
-        bool(ctx.is_remote),
-        dict(ctx.trace_state.items()) if ctx.trace_state else {},
-    )
-
-
-def span_from_readable(
-    span: Any,
-    rollout_id: str | None = None,
-    attempt_id: str | None = None,
-    sequence_id: int | None = None,
-    *,
-    _resource_cache: dict[int, tuple[Any, dict[str, Any]]] | None = None,
-) -> dict[str, Any] | RejectedSpan:
-    """An OpenTelemetry SDK ``ReadableSpan`` -> a Span dict, without a protobuf round trip.
-
-    ``rollout_id``/``attempt_id``/``sequence_id`` default to the span's then the resource's
-    ``agentlightning.*`` attributes. Returns a :class:`RejectedSpan` when the span has no owner.
-    """
-    attrs = readable_attributes(span.attributes)
-    res = span.resource
-    if _resource_cache is not None and id(res) in _resource_cache:
-        resource = _resource_cache[id(res)][1]
-    else:
-        resource = {
-            "attributes": readable_attributes(res.attributes) if res is not None else {},
-            "schema_url": (res.schema_url or "") if res is not None else "",
-        }
-        if _resource_cache is not None:
-            _resource_cache[id(res)] = (res, resource)
-    res_attrs = resource["attributes"]
-    owner = (res_attrs.get(ROLLOUT_ID_KEY), res_attrs.get(ATTEMPT_ID_KEY))
-    r, a, s = _ids(attrs, (*owner, res_attrs.get(SEQUENCE_ID_KEY)))
-    rollout = rollout_id if rollout_id is not None else r
-    attempt = attempt_id if attempt_id is not None else a
-    ctx = span.context
-    span_hex = format(ctx.span_id, "016x") if ctx is not None else _ZERO_SPAN
-    problem = _owner_problem(rollout, attempt)
-    if problem is not None:
-        return RejectedSpan(span_hex, span.name, problem)
-    parent = span.parent
-    status = span.status
-    return {
-        "rollout_id": str(rollout),
-        "attempt_id": str(attempt),
-        "sequence_id": sequence_id if sequence_id is not None else _sequence_id(s),
-        "trace_id": format(ctx.trace_id, "032x") if ctx is not None else _ZERO_TRACE,
-        "span_id": span_hex,
-        "parent_id": format(parent.span_id, "016x") if parent is not None else None,
-        "name": span.name,
-        "status": {"status_code": status.status_code.name, "description": status.description},
-        "attributes": attrs,
-        "events": [
-            {
-                "name": e.name,
-                "attributes": readable_attributes(e.attributes),
-                "timestamp": convert_timestamp(e.timestamp),
-            }
-            for e in span.events
-        ],
-        "links": [
-            {
-                "context": _sdk_context(link.context),
-                "attributes": readable_attributes(link.attributes) or None,
-            }
-            for link in span.links
-        ],
-        "start_time": convert_timestamp(span.start_time),
-        "end_time": convert_timestamp(span.end_time),
-        "context": _sdk_context(ctx) if ctx is not None else None,
-        "parent": _sdk_context(parent) if parent is not None else None,
-        "resource": resource,
-    }
-
-
-def spans_from_readable(
-    spans: Sequence[Any],
-    rollout_id: str | None = None,
-    attempt_id: str | None = None,
-) -> OtlpSpans:
-    """A batch of SDK spans -> Span dicts and rejections (resources converted once per batch)."""
-    result = OtlpSpans()
-    cache: dict[int, tuple[Any, dict[str, Any]]] = {}
-    for span in spans:
-        out = span_from_readable(span, rollout_id, attempt_id, _resource_cache=cache)
-        if isinstance(out, RejectedSpan):
-            result.rejected.append(out)
-        else:
-            result.spans.append(out)
     return result

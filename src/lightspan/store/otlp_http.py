@@ -19,8 +19,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from .base import LightningStore
-from .intake import convert_protobuf_async, ingest_span_dicts
-from .otlp import OtlpDecodeError, request_from_json, spans_from_request
+from .convert import convert_async, json_to_protobuf
+from .intake import ingest
+from .otlp import OtlpDecodeError
 
 if TYPE_CHECKING:
     from .metrics import StoreMetrics
@@ -105,10 +106,9 @@ def otlp_http_routes(
             body = _inflate(
                 raw, request.headers.get("content-encoding", "").strip().lower(), max_request_bytes
             )
-            if kind == PROTOBUF:
-                converted = await convert_protobuf_async(store, body)
-            else:
-                converted = spans_from_request(request_from_json(body))
+            if kind == JSON:
+                body = json_to_protobuf(body)
+            converted = await convert_async(body)
         except PayloadTooLarge as exc:
             return _status_response(413, str(exc), kind)
         except OtlpDecodeError as exc:
@@ -116,7 +116,7 @@ def otlp_http_routes(
         except ClientDisconnect:
             return Response(status_code=400)
         try:
-            result = await ingest_span_dicts(store, converted)
+            result = await ingest(store, converted)
             if metrics is not None:
                 metrics.record_export("http", result, started)
         except Exception as exc:

@@ -41,8 +41,9 @@ from .base import (
     StoreError,
     validate_page,
 )
+from .convert import convert_async
 from .core import CoreStore
-from .intake import convert_protobuf_async, ingest_span_dicts
+from .intake import ingest
 from .limits import (
     MAX_JSON_BODY_DEPTH,
     MAX_PAGE_LIMIT,
@@ -495,14 +496,12 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         spans: dict[str, Any] = {"rejected": 0, "message": ""}
         if body.otlp:
             try:
-                converted = await convert_protobuf_async(
-                    store, base64.b64decode(body.otlp, validate=True)
-                )
+                converted = await convert_async(base64.b64decode(body.otlp, validate=True))
             except (binascii.Error, ValueError, OtlpDecodeError) as exc:
                 raise HttpError(
                     400, f"otlp: not a base64 OTLP request: {exc}", "MalformedBody"
                 ) from None
-            ingested = await ingest_span_dicts(store, converted, then=writes)
+            ingested = await ingest(store, converted, then=writes)
             spans = {"rejected": ingested.rejected, "message": ingested.message or ""}
             done, claimed = ingested.then_result
         else:

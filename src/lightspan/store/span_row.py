@@ -15,7 +15,6 @@ comes after only ``rollout_id`` and ``attempt_id``, and a quote inside a JSON st
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json
@@ -26,25 +25,13 @@ except ImportError:  # optional: the ``store`` extra installs it
     _orjson_dumps = None
 
 from .models import Span
-from .otlp import RejectedSpan
 
-try:  # the Rust conversion (native/), built by `pip install` when cargo is available
-    from ._otlp_native import convert as _native_convert
+try:  # built with the Rust converter (native/) by `pip install` when cargo is available
     from ._otlp_native import join_docs as _native_join_docs
 except ImportError:
-    _native_convert = _native_join_docs = None
+    _native_join_docs = None
 
-__all__ = [
-    "NATIVE_INTAKE_ENV",
-    "SpanRow",
-    "SpanRowError",
-    "join_row_docs",
-    "native_intake",
-    "rows_from_protobuf",
-]
-
-NATIVE_INTAKE_ENV = "LIGHTSPAN_NATIVE_INTAKE"
-"""Set to ``0`` to convert OTLP requests in Python even when the Rust module is built."""
+__all__ = ["SpanRow", "SpanRowError", "join_row_docs"]
 
 _PENDING = b'"sequence_id":null'
 
@@ -161,34 +148,6 @@ class SpanRow:
     def to_span(self) -> Span:
         """The pydantic model (for backends that keep models: the in-memory store)."""
         return Span.model_validate_json(self.doc())
-
-
-def native_intake() -> bool:
-    """Whether OTLP/protobuf requests are converted by the Rust module: it is built and not
-    switched off with ``LIGHTSPAN_NATIVE_INTAKE=0``."""
-    if _native_convert is None:
-        return False
-    return os.environ.get(NATIVE_INTAKE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
-
-
-def rows_from_protobuf(body: bytes) -> tuple[list[SpanRow], list[RejectedSpan]] | None:
-    """An OTLP/protobuf export body -> rows and rejections, by the Rust converter.
-
-    ``None`` when the Python converter must do it: the module is not built or is switched off,
-    the body does not decode (Python's parser then gives the authoritative error), or the batch
-    holds values whose conversion follows Python's own ``str()``/``int()`` (a non-string rollout
-    id, a sequence id like ``"1_000"``)."""
-    if not native_intake():
-        return None
-    try:
-        out = _native_convert(body)  # type: ignore[misc]
-    except ValueError:
-        return None
-    if out is None:
-        return None
-    raw_rows, raw_rejected = out
-    from_native = SpanRow.from_native
-    return [from_native(t) for t in raw_rows], [RejectedSpan(*r) for r in raw_rejected]
 
 
 def join_row_docs(rows: list[SpanRow]) -> bytes:

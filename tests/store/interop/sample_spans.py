@@ -87,6 +87,39 @@ def sample_readable_spans() -> list[ReadableSpan]:
     return [root, llm, reward]
 
 
+def with_owner(
+    spans: list[ReadableSpan],
+    rollout_id: str,
+    attempt_id: str,
+    first_sequence_id: int | None = None,
+) -> list[ReadableSpan]:
+    """The spans with their rollout and attempt ids (and sequence ids from
+    ``first_sequence_id``) as span attributes, as lightspan's instrumentation writes them."""
+    out = []
+    for i, s in enumerate(spans):
+        attrs = dict(s.attributes or {})
+        attrs["agentlightning.rollout_id"] = rollout_id
+        attrs["agentlightning.attempt_id"] = attempt_id
+        if first_sequence_id is not None:
+            attrs["agentlightning.span_sequence_id"] = first_sequence_id + i
+        out.append(
+            ReadableSpan(
+                name=s.name,
+                context=s.context,
+                parent=s.parent,
+                resource=s.resource,
+                attributes=attrs,
+                events=s.events,
+                links=s.links,
+                kind=s.kind,
+                status=s.status,
+                start_time=s.start_time,
+                end_time=s.end_time,
+            )
+        )
+    return out
+
+
 def _kv(key: str, value: object) -> KeyValue:
     v = AnyValue()
     if isinstance(value, bool):
