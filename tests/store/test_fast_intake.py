@@ -237,3 +237,18 @@ async def test_row_path_stores_what_the_model_path_stores(backend: str, tmp_path
     ref = await _stored_docs(make("ref"), body, models=True)
     assert len(fast) == 8
     assert fast == ref
+
+
+def test_a_row_from_a_model_stores_the_model_json() -> None:
+    """``add_many_spans`` turns ``Span`` models into rows (one write type below it): the row's
+    document is the model's JSON, with the issued sequence id when the store issues one."""
+    for d in spans_from_protobuf(_rich_request()).spans:
+        model = Span.model_validate({**d, "sequence_id": 5})
+        row = SpanRow.from_span(model)
+        assert not row.sequence_id_pending and row.doc() == model.model_dump_json()
+        assert (row.span_id, row.status_code) == (model.span_id, model.status.status_code)
+        pending = SpanRow.from_span(model, pending=True)
+        assert pending.sequence_id_pending and b'"sequence_id":0,' in pending.doc_bytes()
+        pending.sequence_id = 41
+        assert pending.doc() == model.model_copy(update={"sequence_id": 41}).model_dump_json()
+        assert pending.to_span() == model.model_copy(update={"sequence_id": 41})

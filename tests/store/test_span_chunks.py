@@ -17,6 +17,7 @@ from lightspan.store import LightningStore, Span
 from lightspan.store.factory import create_store
 from lightspan.store.memory import InMemoryLightningStore
 from lightspan.store.span_chunks import SpanKeyCache
+from lightspan.store.span_row import SpanRow
 from lightspan.store.sqlite import SqliteLightningStore
 from tests.store.test_conformance import span
 
@@ -69,10 +70,11 @@ async def test_a_rolled_back_transaction_leaves_no_span_ids_behind(make_store: M
 
     with pytest.raises(Boom):
         async with store._tx(write=True) as tx:  # type: ignore[attr-defined]
-            assert len((await tx.insert_spans({(rid, aid): spans[:2]}))[(rid, aid)]) == 2
+            rows = [SpanRow.from_span(s) for s in spans]  # what backends are given
+            assert len((await tx.insert_spans({(rid, aid): rows[:2]}))[(rid, aid)]) == 2
             # A second batch of the same attempt in the same transaction (group commit) sees
             # the first as duplicates, without taking its uncommitted chunk into the cache.
-            assert len((await tx.insert_spans({(rid, aid): spans}))[(rid, aid)]) == 1
+            assert len((await tx.insert_spans({(rid, aid): rows}))[(rid, aid)]) == 1
             raise Boom
     # Had the ids been cached before the commit, these would now count as duplicates: lost.
     result = await store.add_many_spans(spans)

@@ -23,6 +23,7 @@ from lightspan.store.models import (
     new_rollout_id,
 )
 from lightspan.store.query import Cond, Query, run_query
+from lightspan.store.span_row import SpanRow
 
 
 def _attempt(status: str, seq: int = 1, **kw) -> Attempt:
@@ -72,15 +73,17 @@ def test_worker_rules() -> None:
 
 
 def test_root_span_verdict() -> None:
-    def s(parent: str | None, code: str, end: float | None = 1.0) -> Span:
-        return Span.build(
-            rollout_id="r",
-            attempt_id="a",
-            sequence_id=1,
-            name="x",
-            parent_id=parent,
-            status_code=code,
-            end_time=end,
+    def s(parent: str | None, code: str, end: float | None = 1.0) -> SpanRow:
+        return SpanRow.from_span(
+            Span.build(
+                rollout_id="r",
+                attempt_id="a",
+                sequence_id=1,
+                name="x",
+                parent_id=parent,
+                status_code=code,
+                end_time=end,
+            )
         )  # type: ignore[arg-type]
 
     assert lc.root_span_verdict(s(None, "OK")) == "succeeded"
@@ -125,7 +128,8 @@ def test_ids_and_models() -> None:
     llm = ProxyLLM(endpoint="http://h:1/v1", model="m")
     assert llm.get_base_url("ro-1", "at-1") == "http://h:1/rollout/ro-1/attempt/at-1/v1"
     s = Span.build(rollout_id="r", attempt_id="a", sequence_id=1, name="x")
-    res = AddSpansResult([SpanOutcome("stored", s), SpanOutcome("rejected", s, "why")])
+    row = SpanRow.from_span(s)
+    res = AddSpansResult([SpanOutcome("stored", row), SpanOutcome("rejected", row, "why")])
     assert list(res) == [s] and res.rejected_count == 1 and res.rejection_message == "why (1 span)"
 
 

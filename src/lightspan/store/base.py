@@ -41,6 +41,7 @@ from .models import (
     Worker,
     WorkerStatus,
 )
+from .span_row import SpanRow
 
 __all__ = [
     "ATTEMPT_SORT_FIELDS",
@@ -189,14 +190,16 @@ class SpanOutcome:
     """What happened to one span of a batch: ``stored``, ``duplicate`` or ``rejected`` + reason."""
 
     status: Literal["stored", "duplicate", "rejected"]
-    span: Span
+    span: SpanRow
+    """The span as the store handled it (``span.to_span()`` is the model)."""
     reason: str | None = None
 
 
 class AddSpansResult(Sequence[Span]):
     """The result of :meth:`LightningStore.add_many_spans`.
 
-    As a sequence it holds the spans that were stored (v0.3's return value); ``outcomes`` has one
+    As a sequence it holds the spans that were stored, as ``Span`` models (v0.3's return value;
+    built when read: the OTLP intake only counts them); ``outcomes`` has one
     :class:`SpanOutcome` per input span, in input order, so that OTLP intake can report
     ``partial_success`` (``rejected`` and ``rejection_message``).
     """
@@ -210,7 +213,7 @@ class AddSpansResult(Sequence[Span]):
         """What ``add_many_spans(then=...)`` returned (our stores)."""
 
     @classmethod
-    def all_stored(cls, spans: list[Span]) -> AddSpansResult:
+    def all_stored(cls, spans: list[SpanRow]) -> AddSpansResult:
         """Every span of the batch stored (the common batch): no outcome object per span is
         made unless :attr:`outcomes` is read (the OTLP intake only counts them)."""
         self = cls.__new__(cls)
@@ -239,10 +242,12 @@ class AddSpansResult(Sequence[Span]):
     @overload
     def __getitem__(self, index: slice) -> list[Span]: ...
     def __getitem__(self, index: int | slice) -> Span | list[Span]:
-        return self.stored[index]
+        if isinstance(index, slice):
+            return [row.to_span() for row in self.stored[index]]
+        return self.stored[index].to_span()
 
     def __iter__(self) -> Iterator[Span]:
-        return iter(self.stored)
+        return (row.to_span() for row in self.stored)
 
     def __repr__(self) -> str:
         return (

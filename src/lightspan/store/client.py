@@ -22,7 +22,7 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -62,6 +62,7 @@ from .models import (
     WorkerStatus,
 )
 from .span_page import decode_frames_page, decode_span_page
+from .span_row import SpanRow
 
 __all__ = [
     "ExchangeResult",
@@ -697,17 +698,30 @@ class LightningStoreClient(LightningStore):
         )
         return Span.model_validate(data) if data is not None else None
 
-    async def add_many_spans(self, spans: Sequence[Span]) -> AddSpansResult:
+    async def add_many_spans(
+        self, spans: Sequence[Span], *, assign_sequence_ids: Collection[int] = ()
+    ) -> AddSpansResult:
         """One span per request, as v0.3's REST API has no batch route; each span's outcome is
-        reported on its own (use OTLP for bulk ingestion)."""
+        reported on its own (use OTLP for bulk ingestion). ``assign_sequence_ids``: those spans
+        get the rollout's next ids first (``POST /spans/next``, as v0.3's own clients do; an
+        unknown rollout's span keeps 0 and is then rejected with the server's reason)."""
+        for i in sorted(set(assign_sequence_ids)):
+            span = spans[i]
+            try:
+                span.sequence_id = await self.get_next_span_sequence_id(
+                    span.rollout_id, span.attempt_id
+                )
+            except RemoteNotFoundError:
+                span.sequence_id = 0
         outcomes: list[SpanOutcome] = []
         for span in spans:
             try:
                 stored = await self.add_span(span)
             except (RemoteNotFoundError, RemoteInvalidRequestError) as exc:
-                outcomes.append(SpanOutcome("rejected", span, exc.detail))
+                outcomes.append(SpanOutcome("rejected", SpanRow.from_span(span), exc.detail))
                 continue
-            outcomes.append(SpanOutcome("stored" if stored is not None else "duplicate", span))
+            status = "stored" if stored is not None else "duplicate"
+            outcomes.append(SpanOutcome(status, SpanRow.from_span(stored or span)))
         return AddSpansResult(outcomes)
 
     async def query_spans(

@@ -110,12 +110,32 @@ _SCAN_BATCH = 500
 """Rollouts changed per write transaction of a health scan: the write lock is held briefly."""
 
 
+def _as_rows(
+    spans: Sequence[Span | SpanRow], assign: Collection[int]
+) -> tuple[list[SpanRow], list[tuple[int, Span]]]:
+    """The batch as rows, and the models among it whose sequence id the store issues."""
+    if all(type(s) is SpanRow for s in spans):
+        return list(spans), []  # type: ignore[arg-type]
+    issue = frozenset(assign)
+    rows: list[SpanRow] = []
+    models: list[tuple[int, Span]] = []
+    for i, s in enumerate(spans):
+        if type(s) is SpanRow:
+            rows.append(s)
+            continue
+        pending = i in issue
+        rows.append(SpanRow.from_span(s, pending=pending))  # type: ignore[arg-type]
+        if pending:
+            models.append((i, s))  # type: ignore[arg-type]
+    return rows, models
+
+
 @dataclass(slots=True)
 class _SpanJob:
     """One ``add_many_spans`` call: its spans, the indices still to decide, the outcomes, the
     indices whose sequence id the store issues, and (under group commit) its future."""
 
-    spans: list[Span | SpanRow]
+    spans: list[SpanRow]
     candidates: list[int]
     outcomes: list[SpanOutcome | None]
     assign: frozenset[int]
@@ -680,7 +700,7 @@ class CoreStore(LightningStore):
         outcome = result.outcomes[0]
         if outcome.status == "rejected":
             raise NotFoundError(outcome.reason or "span rejected")
-        return outcome.span if outcome.status == "stored" else None
+        return outcome.span.to_span() if outcome.status == "stored" else None
 
     async def add_many_spans(
         self,
@@ -689,15 +709,25 @@ class CoreStore(LightningStore):
         assign_sequence_ids: Collection[int] = (),
         then: Callable[[StoreTx], Awaitable[Any]] | None = None,
     ) -> AddSpansResult:
-        """Store spans (``Span`` models, or :class:`SpanRow` objects from the OTLP intake: the
-        same rules apply to both; backends store either).
+        """Store spans: :class:`SpanRow` objects (the OTLP intake; a row whose
+        ``sequence_id_pending`` is set gets an id issued) or ``Span`` models (the v0.3 API;
+        ``assign_sequence_ids`` says which get one, and the issued id is written into them).
+        Models become rows here: everything below sees rows only.
 
         ``then(tx)``: more writes in the transaction that stores these spans, after them, so
         that they commit together or not at all (a runner's statuses: readers never see one
         without its spans); its result is in :attr:`AddSpansResult.then_result`. It runs
         even when no span is left to store (in its own transaction)."""
-        spans = list(spans)
-        assign = frozenset(assign_sequence_ids)
+        rows, models = _as_rows(spans, assign_sequence_ids)
+        result = await self._add_rows(rows, then)
+        for i, model in models:  # the v0.3 API: issued ids are written into the models
+            model.sequence_id = rows[i].sequence_id
+        return result
+
+    async def _add_rows(
+        self, spans: list[SpanRow], then: Callable[[StoreTx], Awaitable[Any]] | None
+    ) -> AddSpansResult:
+        assign = frozenset(i for i, row in enumerate(spans) if row.sequence_id_pending)
         outcomes: list[SpanOutcome | None] = [None] * len(spans)
         keys = [(s.rollout_id, s.attempt_id, s.span_id) for s in spans]
         candidates: list[int]

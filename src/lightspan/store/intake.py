@@ -9,17 +9,15 @@ so nothing acknowledged is ever lost.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from weakref import WeakKeyDictionary
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from pydantic import ValidationError
 
-from .base import AddSpansResult, LightningStore, NotFoundError
+from .base import AddSpansResult, LightningStore
 from .convert import Converted
 from .core import CoreStore
 from .models import Span
@@ -56,79 +54,37 @@ class IngestResult:
         return response
 
 
-_ASSIGNS_IN_TX: WeakKeyDictionary[type, bool] = WeakKeyDictionary()
-
-
-def _assigns_in_transaction(store: LightningStore) -> bool:
-    """Whether ``add_many_spans`` can issue sequence ids itself (``assign_sequence_ids=``), in
-    the transaction that stores the spans: one round trip instead of two."""
-    cls = type(store)
-    known = _ASSIGNS_IN_TX.get(cls)
-    if known is None:
-        params = inspect.signature(store.add_many_spans).parameters
-        known = _ASSIGNS_IN_TX[cls] = "assign_sequence_ids" in params
-    return known
-
-
-async def _assign_sequence_ids(store: LightningStore, rows: list[SpanRow]) -> None:
-    """Issue sequence ids (per rollout, as the reference does) for rows that carry none."""
-    missing = [row for row in rows if row.sequence_id_pending]
-    if not missing:
-        return
-    try:
-        ids = await store.get_many_span_sequence_ids(
-            [(row.rollout_id, row.attempt_id) for row in missing]
-        )
-    except NotFoundError:
-        # Unknown rollout(s) in the batch (auto-registration off, or the backend issues ids only
-        # for known rollouts): number pair by pair so one unknown rollout doesn't sink the rest;
-        # add_many_spans then rejects (or registers) those spans with a proper reason.
-        ids = []
-        for row in missing:
-            try:
-                ids.append(await store.get_next_span_sequence_id(row.rollout_id, row.attempt_id))
-            except NotFoundError:
-                ids.append(0)
-    for row, seq in zip(missing, ids, strict=True):
-        row.sequence_id = seq
-
-
 async def _store_rows(
     store: CoreStore, rows: list[SpanRow], then: Then | None = None
 ) -> AddSpansResult | None:
     """Store rows, sequence ids issued in the storing transaction for those that carry none."""
     if not rows and then is None:
         return None
-    assign = [i for i, row in enumerate(rows) if row.sequence_id_pending]
-    return await store.add_many_spans(rows, assign_sequence_ids=assign, then=then)  # type: ignore[arg-type]
+    return await store.add_many_spans(rows, then=then)
 
 
 async def _add_to_other_store(
     store: LightningStore, rows: list[SpanRow], rejected: list[RejectedSpan]
 ) -> AddSpansResult | None:
-    """Rows as ``Span`` models, for a store that is not one of ours (a remote client, the
-    reference): sequence ids issued in its transaction when it can, else asked for first."""
-    in_tx = _assigns_in_transaction(store)
-    if not in_tx:
-        await _assign_sequence_ids(store, rows)
+    """The adapter for a store that is not one of ours (the HTTP client of a remote store,
+    another implementation of the interface): the rows as ``Span`` models, through the v0.3
+    API (``assign_sequence_ids`` for rows that carry no sequence id)."""
     models: list[Span] = []
     assign: list[int] = []
     for row in rows:
-        pending = in_tx and row.sequence_id_pending
         try:
-            models.append(row.to_span())
+            model = row.to_span()
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ()))
             rejected.append(RejectedSpan(row.span_id, row.name, f"{where}: {first['msg']}"))
             continue
-        if pending:
-            assign.append(len(models) - 1)
+        if row.sequence_id_pending:
+            assign.append(len(models))
+        models.append(model)
     if not models:
         return None
-    if in_tx:
-        return await store.add_many_spans(models, assign_sequence_ids=assign)  # type: ignore[call-arg]
-    return await store.add_many_spans(models)
+    return await store.add_many_spans(models, assign_sequence_ids=assign)
 
 
 async def ingest(

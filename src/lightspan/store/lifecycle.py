@@ -18,7 +18,6 @@ from .models import (
     Rollout,
     RolloutConfig,
     RolloutStatus,
-    Span,
     Worker,
 )
 from .span_row import SpanRow
@@ -133,15 +132,14 @@ def worker_found_nothing(worker: Worker | None, worker_id: str, now: float) -> W
     return worker.model_copy(update={"last_dequeue_time": now})
 
 
-def root_span_verdict(span: Span | SpanRow) -> AttemptStatus | None:
+def root_span_verdict(span: SpanRow) -> AttemptStatus | None:
     """For auto-registered rollouts (our extension): the attempt status that an ended root span
     implies. A root span (no ``parent_id``) that ended with ``ERROR`` -> ``failed``; with ``OK``
     or ``UNSET`` (OpenTelemetry's default for "completed without error") -> ``succeeded``.
     Spans that are not ended roots imply nothing."""
     if span.parent_id or span.end_time is None:
         return None
-    code = span.status_code if isinstance(span, SpanRow) else span.status.status_code
-    return "failed" if code == "ERROR" else "succeeded"
+    return "failed" if span.status_code == "ERROR" else "succeeded"
 
 
 PRODUCTION_INPUT_PREFIX = "lightspan.rollout."
@@ -150,7 +148,7 @@ PRODUCTION_INPUT_PREFIX = "lightspan.rollout."
 ``.expected_digest`` (SHA-256, capture off)."""
 
 
-def production_input(span: Span | SpanRow) -> tuple[Any, dict[str, Any]] | None:
+def production_input(span: SpanRow) -> tuple[Any, dict[str, Any]] | None:
     """For auto-registered rollouts (our extension): the rollout ``input`` and ``metadata``
     entries that a production run's root span carries, so a trainer can re-run or label stored
     production rollouts. The input is a dataset row (``{"input": ..., "expected": ...}``, the
@@ -161,12 +159,10 @@ def production_input(span: Span | SpanRow) -> tuple[Any, dict[str, Any]] | None:
     per rollout, so parsing its document costs nothing measurable on the intake path."""
     if span.parent_id:
         return None
-    if isinstance(span, SpanRow):
-        if PRODUCTION_INPUT_PREFIX.encode() not in span.doc_bytes():
-            return None
-        attributes = json.loads(span.doc_bytes())["attributes"]
-    else:
-        attributes = span.attributes
+    doc = span.doc_bytes()
+    if PRODUCTION_INPUT_PREFIX.encode() not in doc:
+        return None
+    attributes = json.loads(doc)["attributes"]
     row: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
     for key in ("input", "expected"):

@@ -42,7 +42,7 @@ class _MemoryData:
         self.resources: dict[str, ResourcesUpdate] = {}
         self.resources_write_seq: dict[str, int] = {}
         self.write_seq = 0
-        self.spans: dict[str, dict[tuple[str, str], Span | SpanRow]] = {}
+        self.spans: dict[str, dict[tuple[str, str], SpanRow]] = {}
         self.span_count = 0
         self.span_seq: dict[str, int] = {}
         # Due times of running rollouts' latest attempts (lifecycle.health_due_time) and a
@@ -223,7 +223,7 @@ class _MemoryTx:
 
     # spans
     async def insert_spans(
-        self, groups: dict[tuple[str, str], list[Span | SpanRow]]
+        self, groups: dict[tuple[str, str], list[SpanRow]]
     ) -> dict[tuple[str, str], set[str]]:
         inserted: dict[tuple[str, str], set[str]] = {}
         for (rollout_id, attempt_id), group in groups.items():
@@ -240,17 +240,14 @@ class _MemoryTx:
         rollout_id = next(c.value for c in q.must if c.field == "rollout_id")
         bucket = self.d.spans.get(rollout_id, {})
         items, total = run_query(bucket.values(), q, _get)
-        # Spans from the OTLP intake are kept as SpanRow (no model built on the hot path);
-        # the first read that needs models builds them once.
-        for k, s in enumerate(items):
-            if type(s) is SpanRow:
-                items[k] = bucket[(s.attempt_id, s.span_id)] = s.to_span()
-        return items, total  # type: ignore[return-value]
+        # Spans are kept as rows (no model built on the write path); a row builds its model
+        # on the first read that needs it and keeps it (SpanRow.to_span).
+        return [row.to_span() for row in items], total
 
     async def query_spans_json(self, q: Query) -> tuple[list[str], int]:
         rollout_id = next(c.value for c in q.must if c.field == "rollout_id")
         items, total = run_query(self.d.spans.get(rollout_id, {}).values(), q, _get)
-        return [s.doc() if type(s) is SpanRow else s.model_dump_json() for s in items], total
+        return [row.doc() for row in items], total
 
     async def query_spans_frames(self, q: Query) -> tuple[list[bytes], int, int]:
         docs, total = await self.query_spans_json(q)

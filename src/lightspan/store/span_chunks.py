@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from .models import Span
 from .span_row import SpanRow, join_row_docs
 
 try:
@@ -94,12 +93,6 @@ def _zstd() -> tuple[Any, Any]:
     return pair
 
 
-def _doc_bytes(span: Span | SpanRow) -> bytes:
-    if type(span) is SpanRow:
-        return span.doc_bytes()
-    return span.model_dump_json().encode()  # type: ignore[union-attr]
-
-
 @dataclass(frozen=True, slots=True)
 class EncodedChunk:
     """A chunk row's values: the columns JSON, the compressed documents, and the range of
@@ -113,7 +106,7 @@ class EncodedChunk:
     ordered: bool
 
 
-def encode_chunk(spans: Sequence[Span | SpanRow]) -> EncodedChunk:
+def encode_chunk(spans: Sequence[SpanRow]) -> EncodedChunk:
     """The chunk row holding ``spans`` (all of one rollout and attempt, at least one)."""
     seqs = [s.sequence_id for s in spans]
     compress = _zstd()[0].compress
@@ -122,11 +115,7 @@ def encode_chunk(spans: Sequence[Span | SpanRow]) -> EncodedChunk:
         for s in spans
     ]
     cols = compress(_dumps(rows))
-    if all(type(s) is SpanRow for s in spans):
-        joined = join_row_docs(spans)  # type: ignore[arg-type]
-    else:
-        joined = b"\n".join([_doc_bytes(s) for s in spans])
-    docs = compress(joined)
+    docs = compress(join_row_docs(list(spans)))
     ordered = all(a <= b for a, b in pairwise(seqs))
     return EncodedChunk(len(spans), cols, docs, min(seqs), max(seqs), ordered)
 

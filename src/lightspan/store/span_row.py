@@ -1,4 +1,11 @@
-"""A converted span on its way into the store, without a pydantic model: the intake's hot path.
+"""The one type a span has on its way into a backend: :class:`SpanRow`, its stored JSON and the
+few fields the store's rules read.
+
+Everything below ``add_many_spans`` (the store's rules in ``core.py``, ``lifecycle.py``, the
+backends' ``insert_spans``, chunk encoding) sees only rows. Rows come from the OTLP conversion
+(``convert.py``: the Rust converter's tuples or the Python converter's dicts) or, for callers
+that pass ``Span`` models to ``add_span``/``add_many_spans`` (REST ``POST /spans``, the
+reference client's API), from :meth:`SpanRow.from_span` at the entry of ``add_many_spans``.
 
 Why: the OTLP converter (``otlp.py``) already builds well-formed Span dicts (ids checked, status
 codes from a fixed table, attribute values primitives or lists of primitives), so validating them
@@ -15,6 +22,7 @@ comes after only ``rollout_id`` and ``attempt_id``, and a quote inside a JSON st
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json
@@ -34,6 +42,7 @@ except ImportError:
 __all__ = ["SpanRow", "SpanRowError", "join_row_docs"]
 
 _PENDING = b'"sequence_id":null'
+_SEQUENCE = re.compile(rb'"sequence_id":-?[0-9]+')
 
 
 def _dumps(data: dict[str, Any]) -> bytes:
@@ -71,6 +80,7 @@ class SpanRow:
 
     __slots__ = (
         "_doc",
+        "_span",
         "attempt_id",
         "end_time",
         "name",
@@ -112,6 +122,7 @@ class SpanRow:
         ):
             raise SpanRowError(_type_problem(data))
         self._doc = _dumps(data)
+        self._span: Span | None = None
 
     @classmethod
     def from_native(cls, fields: tuple[Any, ...]) -> SpanRow:
@@ -133,6 +144,30 @@ class SpanRow:
         ) = fields
         self.sequence_id_pending = seq is None
         self.sequence_id = 0 if seq is None else seq
+        self._span = None
+        return self
+
+    @classmethod
+    def from_span(cls, span: Span, *, pending: bool = False) -> SpanRow:
+        """A row from a ``Span`` model; ``pending``: the store issues its sequence id (the JSON
+        then carries the ``"sequence_id":null`` placeholder, as the converters write it)."""
+        self = object.__new__(cls)
+        self.rollout_id = span.rollout_id
+        self.attempt_id = span.attempt_id
+        self.span_id = span.span_id
+        self.trace_id = span.trace_id
+        self.parent_id = span.parent_id
+        self.name = span.name
+        self.start_time = span.start_time
+        self.end_time = span.end_time
+        self.status_code = span.status.status_code
+        self.sequence_id_pending = pending
+        self.sequence_id = 0 if pending else span.sequence_id
+        doc = span.model_dump_json().encode()
+        if pending:  # the key's own: it follows only rollout_id and attempt_id
+            doc = _SEQUENCE.sub(_PENDING, doc, count=1)
+        self._doc = doc
+        self._span = None
         return self
 
     def doc(self) -> str:
@@ -146,8 +181,11 @@ class SpanRow:
         return self._doc
 
     def to_span(self) -> Span:
-        """The pydantic model (for backends that keep models: the in-memory store)."""
-        return Span.model_validate_json(self.doc())
+        """The pydantic model (what ``query_spans`` and ``add_span`` return); built once per
+        row, on the first call after the row was stored."""
+        if self._span is None or self._span.sequence_id != self.sequence_id:
+            self._span = Span.model_validate_json(self.doc())
+        return self._span
 
 
 def join_row_docs(rows: list[SpanRow]) -> bytes:

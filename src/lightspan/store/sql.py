@@ -583,7 +583,7 @@ class SqlTx:
         return int(rows[0][0])
 
     async def insert_spans(
-        self, groups: dict[tuple[str, str], list[Span | SpanRow]]
+        self, groups: dict[tuple[str, str], list[SpanRow]]
     ) -> dict[tuple[str, str], set[str]]:
         """One chunk row per attempt, holding its spans not stored before."""
         inserted: dict[tuple[str, str], set[str]] = {}
@@ -717,7 +717,7 @@ class SqlTx:
             if not rows:
                 break
             after = rows[-1][0]
-            spans = parse_spans([doc for _, doc in rows])
+            spans = [SpanRow.from_span(s) for s in parse_spans([doc for _, doc in rows])]
             # One chunk per run of consecutive spans of one attempt.
             for key, run in groupby(spans, key=lambda s: (s.rollout_id, s.attempt_id)):
                 chunk = encode_chunk(list(run))

@@ -76,12 +76,11 @@ class StoreTx(Protocol):
 
     # spans
     async def insert_spans(
-        self, groups: dict[tuple[str, str], list[Span | SpanRow]]
+        self, groups: dict[tuple[str, str], list[SpanRow]]
     ) -> dict[tuple[str, str], set[str]]:
         """Insert the spans that are new, given per ``(rollout_id, attempt_id)`` (distinct span
         ids in each list, in arrival order); return the span ids inserted, per attempt (attempts
-        with none may be left out). Spans come as models or as
-        :class:`~lightspan.store.span_row.SpanRow` (OTLP intake)."""
+        with none may be left out)."""
         ...
 
     async def query_spans(self, q: Query) -> tuple[list[Span], int]: ...
