@@ -42,4 +42,4 @@ lint: venv
 	$(BIN)/ruff format --check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info native/target src/lightspan/store/_otlp_native*.so
+	rm -rf $(VENV) build dist src/*.egg-info native/target src/lightspan/store/intake/_otlp_native*.so

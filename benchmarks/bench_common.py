@@ -302,10 +302,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def ours(
     label: str, backend: str, db: str | None, workdir: Path, env: dict[str, str] | None = None
 ) -> Iterator[Target]:
-    """A fresh lightspan store server (``python -m lightspan.store.cli serve``); ``env``: extra
-    environment variables (``LIGHTSPAN_NATIVE_INTAKE=0``: the Python converter)."""
+    """A fresh lightspan store server (``python -m lightspan.store.server.cli serve``); ``env``:
+    extra environment variables (``LIGHTSPAN_NATIVE_INTAKE=0``: the Python converter)."""
     port, grpc_port = free_port(), free_port()
-    args = [sys.executable, "-m", "lightspan.store.cli", "serve", "--backend", backend]
+    args = [sys.executable, "-m", "lightspan.store.server.cli", "serve", "--backend", backend]
     args += ["--port", str(port), "--grpc-port", str(grpc_port), "--log-level", "WARNING"]
     if db:
         args += ["--db", db]

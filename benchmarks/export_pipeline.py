@@ -97,7 +97,7 @@ def store_server(backend: str, tmp: Path) -> Iterator[tuple[str, str]]:
     argv = [
         sys.executable,
         "-m",
-        "lightspan.store.cli",
+        "lightspan.store.server.cli",
         "serve",
         "--backend",
         backend,

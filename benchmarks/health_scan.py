@@ -28,9 +28,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from lightspan.store import lifecycle as lc
-from lightspan.store.models import Span
-from lightspan.store.sqlite import SqliteLightningStore
+from lightspan.store.api.models import Span
+from lightspan.store.backends.sqlite import SqliteLightningStore
+from lightspan.store.core import lifecycle as lc
 
 
 def _spans(rollout: str, n: int, now: float, prefix: str = "") -> list[Span]:

@@ -31,7 +31,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from lightspan.exporter.inprocess import InProcessSink
-from lightspan.store.sqlite import SqliteLightningStore
+from lightspan.store.backends.sqlite import SqliteLightningStore
 
 PROMPT = "You are a careful assistant. Solve the problem step by step. " * 10
 

@@ -26,9 +26,9 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import Attempt, workload
-from lightspan.store import convert as conversion
-from lightspan.store.convert import native_rows, python_rows
-from lightspan.store.span_row import SpanRow
+from lightspan.store.intake import convert as conversion
+from lightspan.store.intake.convert import native_rows, python_rows
+from lightspan.store.intake.span_row import SpanRow
 
 BATCH = 512
 

@@ -25,7 +25,7 @@ def _client(kind: str, address: str) -> Any:
         from agentlightning.store.client_server import LightningStoreClient as AglClient
 
         return AglClient(address)
-    from lightspan.store.client import LightningStoreClient
+    from lightspan.store.api.client import LightningStoreClient
 
     return LightningStoreClient(address, timeout=600)
 

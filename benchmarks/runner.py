@@ -57,8 +57,8 @@ from lightspan.engine import LLMResource, PromptTemplate, ResourceSet, Workflow,
 from lightspan.engine import task as task_step
 from lightspan.runner import WorkflowRunner
 from lightspan.store import EnqueueRolloutRequest
-from lightspan.store.client import LightningStoreClient
-from lightspan.store.factory import open_store
+from lightspan.store.api.client import LightningStoreClient
+from lightspan.store.backends.factory import open_store
 
 HERE = Path(__file__).resolve().parent
 AGL_VENV = Path(
@@ -151,7 +151,7 @@ class LightspanStoreServer:
             [
                 sys.executable,
                 "-m",
-                "lightspan.store.cli",
+                "lightspan.store.server.cli",
                 "serve",
                 "--backend",
                 "sqlite",

@@ -90,7 +90,7 @@ class Server:
             [
                 sys.executable,
                 "-m",
-                "lightspan.store.cli",
+                "lightspan.store.server.cli",
                 "serve",
                 "--backend",
                 "sqlite",

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from lightspan.store import LightningStore, Span
-from lightspan.store.factory import create_store
+from lightspan.store.backends.factory import create_store
 
 ATTRS = {f"gen_ai.attr.{i}": f"value-{i}-" + "x" * 20 for i in range(10)}
 

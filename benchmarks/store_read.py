@@ -51,7 +51,7 @@ from bench_common import (
     summary,
     workload,
 )
-from lightspan.store import span_frames
+from lightspan.store.api import span_frames
 from store_ingest import send_http
 
 HERE = Path(__file__).resolve().parent

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightspan.semconv as semconv
 from lightspan.instrumentation import enrich, listener
-from lightspan.store import otlp
+from lightspan.store.intake import otlp
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "lightspan"
 KEYS = {v for k, v in vars(semconv).items() if k.isupper() and isinstance(v, str)}

@@ -19,4 +19,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 echo "dashboard: $(chromium --version 2>/dev/null || echo 'chromium: version unknown')"
-"$VENV/bin/python" -m lightspan.store.dashboard_fetch
+"$VENV/bin/python" -m lightspan.store.server.dashboard_fetch

@@ -289,7 +289,7 @@ async def scenario(
     from lightspan.config import load_config
     from lightspan.engine import load_workflow
     from lightspan.runner import ResourcesProvider
-    from lightspan.store.client import LightningStoreClient
+    from lightspan.store.api.client import LightningStoreClient
 
     cfg = load_config(str(cfg_file))
     handle = lightspan.configure(cfg)

@@ -1,6 +1,7 @@
 //! OTLP export request -> span rows: the store's JSON document for each span plus the columns
-//! the store indexes, following `lightspan/store/otlp.py` rule for rule (that module is the
-//! specification; `tests/store/test_native_intake.py` compares the two on every kind of input).
+//! the store indexes, following `lightspan/store/intake/otlp.py` rule for rule (that module is
+//! the specification; `tests/store/test_native_intake.py` compares the two on every kind of
+//! input).
 //!
 //! Where Python's semantics depend on its own conversions of unusual values (a non-string
 //! rollout id goes through `str()`, a sequence id through `int(str(v))` with underscores and
@@ -20,9 +21,10 @@ pub const SEQUENCE_ID_KEY: &str = "agentlightning.span_sequence_id";
 /// The deepest an attribute value may nest: the attribute's own value is level 1, a value inside
 /// an array or kvlist one level deeper than its container. A span carrying a value deeper than
 /// this is rejected (``partial_success``) with [`too_deep_reason`]'s message, by this converter
-/// and by `lightspan/store/otlp.py` alike (`lightspan.store.limits.MAX_NESTING_DEPTH`, the same
-/// number: a test checks it). Why 32: the Python converter parses values with protobuf, whose
-/// parser refuses messages nested deeper than 100 (three messages per kvlist level, plus the
+/// and by `lightspan/store/intake/otlp.py` alike
+/// (`lightspan.store.api.limits.MAX_NESTING_DEPTH`, the same number: a test checks it). Why
+/// 32: the Python converter parses values with protobuf, whose parser refuses messages nested
+/// deeper than 100 (three messages per kvlist level, plus the
 /// request's envelope): 32 levels is the most every Python path parses, and it bounds this
 /// converter's recursion (an unbounded one crashed the server on a 15,000-deep kvlist).
 pub const MAX_NESTING_DEPTH: usize = 32;

@@ -1,9 +1,10 @@
-//! `lightspan.store._otlp_native`: the OTLP/protobuf intake's conversion in Rust.
+//! `lightspan.store.intake._otlp_native`: the OTLP/protobuf intake's conversion in Rust.
 //!
 //! Why: converting a span in Python (protobuf field access, dicts, JSON) costs 20-40 us on the
 //! machines we measure on, which caps one store process at a few ten thousand spans per second;
-//! this does the same work in ~1-2 us. `lightspan/store/otlp.py` remains the specification and
-//! the fallback (`lightspan.store.span_row.rows_from_protobuf` uses this module when it is built).
+//! this does the same work in ~1-2 us. `lightspan/store/intake/otlp.py` remains the
+//! specification and the fallback (`lightspan.store.intake.convert.convert` uses this module when
+//! it is built).
 
 mod conversion;
 mod json;

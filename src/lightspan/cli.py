@@ -19,7 +19,7 @@ from lightspan import __version__
 # (module, function) pairs that add a stage's subcommands when its extra is installed.
 _STAGE_COMMANDS: list[tuple[str, str]] = [
     ("lightspan.localllm.cli", "add_llm_commands"),
-    ("lightspan.store.cli", "add_store_commands"),
+    ("lightspan.store.server.cli", "add_store_commands"),
     ("lightspan.runner.cli", "add_runner_commands"),
     ("lightspan.trainer.cli", "add_trainer_commands"),
 ]

@@ -160,7 +160,7 @@ def start_in_process_tracing(save_to: str | None = None, **tracing: Any) -> InPr
     if save_to is None:
         exporter = exporter_from_config(cfg, environ={})
     else:
-        from lightspan.store.factory import create_store
+        from lightspan.store.backends.factory import create_store
 
         exporter = LightningStoreSpanExporter.in_process(
             create_store("sqlite", db=save_to), owns_store=True

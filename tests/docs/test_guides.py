@@ -58,7 +58,7 @@ def test_setup_guide(arith_model, tmp_path):
     assert "qa: not due: last run" in out  # the scheduler's second pass
     # the start-up banner is ordinary information, not a warning
     banner = guide.background_logs()
-    assert "INFO lightspan.store.server: lightspan store serving REST" in banner
+    assert "INFO lightspan.store.server.app: lightspan store serving REST" in banner
     assert not re.search(r"WARNING lightspan\.store", banner)
 
 

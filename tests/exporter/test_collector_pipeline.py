@@ -15,7 +15,7 @@ import pytest
 
 from lightspan.exporter import LightningStoreSpanExporter
 from lightspan.instrumentation.setup import build_exporters
-from lightspan.store.client import LightningStoreClient
+from lightspan.store.api.client import LightningStoreClient
 from tests.exporter.helpers import by_id, config, fork_join_workflow, start_pipeline
 from tests.fixtures.collector import CollectorFactory, Jaeger
 from tests.store.servers import StoreProcess

@@ -1,5 +1,5 @@
 """In-process mode: a real engine workflow, traced by the instrumentation, into an in-memory
-store through the exporter (conversion by lightspan.store.otlp, no protobuf, no server)."""
+store through the exporter (conversion by lightspan.store.intake.otlp, no protobuf, no server)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind
 
 from lightspan.exporter import LightningStoreSpanExporter, exporter_from_config
 from lightspan.instrumentation.setup import build_exporters
-from lightspan.store.memory import InMemoryLightningStore
+from lightspan.store.backends.memory import InMemoryLightningStore
 from tests.exporter.helpers import (
     MODEL,
     assert_core_names,

@@ -11,7 +11,7 @@ from pathlib import Path
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 from lightspan.exporter import LightningStoreSpanExporter, exporter_from_config
-from lightspan.store.client import LightningStoreClient
+from lightspan.store.api.client import LightningStoreClient
 from tests.exporter.helpers import Pipeline, by_id, config, fork_join_workflow, start_pipeline
 from tests.store.servers import StoreProcess
 

@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from lightspan.exporter import Spool, exporter_from_config, spool_dir_for, target_from_config
 from lightspan.instrumentation.setup import configure_tracing
-from lightspan.store.client import LightningStoreClient
+from lightspan.store.api.client import LightningStoreClient
 from tests.exporter.helpers import (
     MODEL,
     assert_core_names,

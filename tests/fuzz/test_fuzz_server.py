@@ -25,7 +25,7 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from lightspan.store.limits import MAX_NESTING_DEPTH
+from lightspan.store.api.limits import MAX_NESTING_DEPTH
 from tests.fixtures.fuzz import FuzzBudget
 from tests.store.otlp_payloads import kvs, make_request
 from tests.store.raw_otlp import RawRequest

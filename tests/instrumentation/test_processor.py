@@ -17,7 +17,7 @@ from lightspan.config import parse_config
 from lightspan.engine import Workflow, fork, sequence, task
 from lightspan.instrumentation.processor import NonBlockingBatchProcessor
 from lightspan.instrumentation.setup import configure_tracing
-from lightspan.store.client import SyncLightningStoreClient
+from lightspan.store.api.client import SyncLightningStoreClient
 from tests.store.servers import StoreProcess
 
 CLIENTS = 100

@@ -6,7 +6,7 @@ import pytest
 
 from lightspan.runner import ResourcesProvider, WorkflowRunner
 from lightspan.store import PromptTemplate as StorePrompt
-from lightspan.store.client import LightningStoreClient
+from lightspan.store.api.client import LightningStoreClient
 from tests.fixtures.fake_llm import FakeLLM
 from tests.runner.workflows import qa_workflow
 from tests.store.test_interop_agl import agl_bin, agl_store, agl_store_process  # noqa: F401

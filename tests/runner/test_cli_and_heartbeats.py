@@ -16,7 +16,7 @@ import httpx
 
 from lightspan.runner import WorkflowRunner
 from lightspan.store import RolloutConfig
-from lightspan.store.client import LightningStoreClient
+from lightspan.store.api.client import LightningStoreClient
 from tests.runner.workflows import wide_workflow
 from tests.store.servers import REPO, StoreProcess
 

@@ -7,8 +7,8 @@ import threading
 import time
 
 from lightspan.runner import RunnerStats, WorkflowRunner
-from lightspan.store.client import LightningStoreClient
-from lightspan.store.factory import open_store
+from lightspan.store.api.client import LightningStoreClient
+from lightspan.store.backends.factory import open_store
 from tests.runner.workflows import wide_workflow
 from tests.store.servers import StoreProcess
 
@@ -85,7 +85,7 @@ async def test_content_capture_can_be_switched_off(fake_llm) -> None:  # type: i
 
 
 async def test_an_idle_runner_polls_once_per_interval_not_once_per_worker() -> None:
-    from lightspan.store.memory import InMemoryLightningStore
+    from lightspan.store.backends.memory import InMemoryLightningStore
 
     class Counting(InMemoryLightningStore):
         dequeues = 0

@@ -6,7 +6,7 @@ import pytest
 
 from lightspan.engine import LLMResource, PromptTemplate, ResourceSet, Workflow, llm_task
 from lightspan.runner import WorkflowRunner
-from lightspan.store.client import LightningStoreClient
+from lightspan.store.api.client import LightningStoreClient
 
 pytestmark = pytest.mark.llm
 

@@ -15,7 +15,7 @@ from lightspan.runner import (
 )
 from lightspan.store import LLM, ProxyLLM
 from lightspan.store import PromptTemplate as StorePrompt
-from lightspan.store.factory import open_store
+from lightspan.store.backends.factory import open_store
 
 BASE = ResourceSet(
     "wf-own",
@@ -142,7 +142,7 @@ async def test_provider_latest_of_this_workflow_ttl_and_unknown_id() -> None:
 
 
 async def test_provider_falls_back_when_the_store_is_unreachable() -> None:
-    from lightspan.store.client import LightningStoreClient
+    from lightspan.store.api.client import LightningStoreClient
     from tests.fixtures.ports import free_port
 
     client = LightningStoreClient(f"http://127.0.0.1:{free_port()}", retries=0, connect_timeout=0.5)

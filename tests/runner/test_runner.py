@@ -9,7 +9,7 @@ from typing import Any
 from lightspan.runner import InputMapping, WorkflowRunner
 from lightspan.store import UNSET, RolloutConfig
 from lightspan.store import PromptTemplate as StorePrompt
-from lightspan.store.client import LightningStoreClient
+from lightspan.store.api.client import LightningStoreClient
 from tests.fixtures.fake_llm import FakeLLM
 from tests.runner.workflows import qa_workflow, wide_workflow
 from tests.store.servers import StoreProcess

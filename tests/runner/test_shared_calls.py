@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from lightspan.runner import WorkflowRunner
-from lightspan.store.client import LightningStoreClient
-from lightspan.store.factory import open_store
-from lightspan.store.memory import InMemoryLightningStore
-from lightspan.store.models import AttemptedRollout
+from lightspan.store.api.client import LightningStoreClient
+from lightspan.store.api.models import AttemptedRollout
+from lightspan.store.backends.factory import open_store
+from lightspan.store.backends.memory import InMemoryLightningStore
 from tests.runner.workflows import wide_workflow
 from tests.store.servers import StoreProcess
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from lightspan.engine import PromptTemplate
 from lightspan.exporter import exporter_from_config
 from lightspan.runner import WorkflowRunner, publish
-from lightspan.store.client import LightningStoreClient
+from lightspan.store.api.client import LightningStoreClient
 from tests.exporter.helpers import config, fork_join_workflow, start_pipeline
 from tests.fixtures.fake_llm import fake_llm_server
 from tests.runner.workflows import qa_workflow

@@ -1,4 +1,4 @@
-"""Start real store servers (``python -m lightspan.store.cli serve``) on free loopback ports.
+"""Start real store servers (``python -m lightspan.store.server.cli serve``) on free loopback ports.
 
 Why subprocesses and not an in-process app: the tests exercise what users run (the CLI, uvicorn,
 grpcio, signals), and the durability test must be able to SIGKILL the server.
@@ -68,7 +68,7 @@ class StoreProcess:
         args = [
             sys.executable,
             "-m",
-            "lightspan.store.cli",
+            "lightspan.store.server.cli",
             "serve",
             "--backend",
             self.backend,

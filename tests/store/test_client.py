@@ -16,8 +16,8 @@ from lightspan.store import (
     RolloutConfig,
     Span,
 )
-from lightspan.store.base import InvalidRequestError, LightningStore
-from lightspan.store.client import (
+from lightspan.store.api.base import InvalidRequestError, LightningStore
+from lightspan.store.api.client import (
     LightningStoreClient,
     StoreClientError,
     StoreUnavailableError,

@@ -27,9 +27,9 @@ from lightspan.store import (
     RolloutConfig,
     Span,
 )
-from lightspan.store import lifecycle as lc
-from lightspan.store.core import DEFAULT_AUTO_ROLLOUT_TIMEOUT
-from lightspan.store.factory import create_store
+from lightspan.store.backends.factory import create_store
+from lightspan.store.core import lifecycle as lc
+from lightspan.store.core.store import DEFAULT_AUTO_ROLLOUT_TIMEOUT
 
 BACKENDS = [
     "memory",

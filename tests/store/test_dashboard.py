@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lightspan.store.dashboard import LOGIN_PATH, MONACO_PATH, SESSION_COOKIE
-from lightspan.store.dashboard_fetch import (
+from lightspan.store.server.dashboard import LOGIN_PATH, MONACO_PATH, SESSION_COOKIE
+from lightspan.store.server.dashboard_fetch import (
     MONACO_CDN,
     DashboardFetchError,
     fetch_dashboard,

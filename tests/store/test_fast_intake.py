@@ -14,20 +14,20 @@ from typing import Any
 import pytest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
-from lightspan.store.convert import python_rows
-from lightspan.store.core import CoreStore
-from lightspan.store.intake import ingest
-from lightspan.store.memory import InMemoryLightningStore
-from lightspan.store.models import Span
-from lightspan.store.otlp import (
+from lightspan.store.api.models import Span
+from lightspan.store.backends.memory import InMemoryLightningStore
+from lightspan.store.backends.sqlite import SqliteLightningStore
+from lightspan.store.core.store import CoreStore
+from lightspan.store.intake.convert import python_rows
+from lightspan.store.intake.ingest import ingest
+from lightspan.store.intake.otlp import (
     OtlpDecodeError,
     decode_export_request,
     spans_from_protobuf,
     spans_from_request,
 )
-from lightspan.store.otlp_depth import cut_too_deep
-from lightspan.store.span_row import SpanRow, SpanRowError
-from lightspan.store.sqlite import SqliteLightningStore
+from lightspan.store.intake.otlp_depth import cut_too_deep
+from lightspan.store.intake.span_row import SpanRow, SpanRowError
 from tests.store.interop.sample_spans import sample_request
 from tests.store.otlp_payloads import kvs, make_request
 from tests.store.raw_otlp import RawRequest

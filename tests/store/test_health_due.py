@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from lightspan.store import RolloutConfig
-from lightspan.store.factory import create_store
-from lightspan.store.sql import HEALTH_DUE_SQL
-from lightspan.store.sqlite import SqliteLightningStore
+from lightspan.store.backends.factory import create_store
+from lightspan.store.backends.sql import HEALTH_DUE_SQL
+from lightspan.store.backends.sqlite import SqliteLightningStore
 from tests.store.test_conformance import span
 
 _DROP = [
@@ -133,8 +133,8 @@ def test_the_due_time_is_when_the_verdict_first_says_yes() -> None:
     time; the scan's slack covers any rounding at the boundary."""
     import random
 
-    from lightspan.store import lifecycle as lc
-    from lightspan.store.models import Attempt, Rollout
+    from lightspan.store.api.models import Attempt, Rollout
+    from lightspan.store.core import lifecycle as lc
 
     rng = random.Random(7)
     for _ in range(5000):

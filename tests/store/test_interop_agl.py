@@ -34,10 +34,10 @@ from lightspan.store import (
     PromptTemplate,
     RolloutConfig,
     Span,
-    span_frames,
 )
-from lightspan.store.client import LightningStoreClient, StoreClientError
-from lightspan.store.otlp import spans_from_protobuf, spans_from_request
+from lightspan.store.api import span_frames
+from lightspan.store.api.client import LightningStoreClient, StoreClientError
+from lightspan.store.intake.otlp import spans_from_protobuf, spans_from_request
 from tests.fixtures.ports import free_port
 from tests.store.interop.sample_spans import (
     ATTEMPT_ID,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from lightspan.store.base import AttemptUpdate
-from lightspan.store.client import LightningStoreClient, StoreClientError, StoreUnavailableError
-from lightspan.store.lean_http import usable
+from lightspan.store.api.base import AttemptUpdate
+from lightspan.store.api.client import LightningStoreClient, StoreClientError, StoreUnavailableError
+from lightspan.store.api.lean_http import usable
 from tests.store.servers import StoreProcess
 
 

@@ -1,7 +1,7 @@
 """The Rust OTLP converter (``native/``) stores exactly what the Python converter stores.
 
-``lightspan/store/otlp.py`` is the specification. For every body here, including a few thousand
-randomly built spans with every attribute kind, nesting, escapes, odd timestamps, trace states,
+``lightspan/store/intake/otlp.py`` is the specification. For every body here, including a few
+thousand randomly built spans with every attribute kind, nesting, escapes, odd timestamps, trace states,
 links, events and invalid ids, the Rust rows must carry the same columns and byte-for-byte the
 same JSON document as ``SpanRow(dict)`` over the Python converter's dicts, and the same
 rejections. Inputs whose conversion follows Python's own ``str()``/``int()`` are handed back to
@@ -19,13 +19,14 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from lightspan.store import convert as conversion
-from lightspan.store import limits, span_row
-from lightspan.store.convert import convert, native_rows
-from lightspan.store.intake import ingest
-from lightspan.store.otlp import OtlpSpans, spans_from_protobuf
-from lightspan.store.span_row import SpanRow
-from lightspan.store.sqlite import SqliteLightningStore
+from lightspan.store.api import limits
+from lightspan.store.backends.sqlite import SqliteLightningStore
+from lightspan.store.intake import convert as conversion
+from lightspan.store.intake import span_row
+from lightspan.store.intake.convert import convert, native_rows
+from lightspan.store.intake.ingest import ingest
+from lightspan.store.intake.otlp import OtlpSpans, spans_from_protobuf
+from lightspan.store.intake.span_row import SpanRow
 from tests.store.otlp_payloads import any_value, kvs, make_request
 from tests.store.raw_otlp import RawRequest
 from tests.store.test_fast_intake import FIXTURE_BODIES, FIXTURE_IDS, _rich_request
@@ -54,7 +55,7 @@ def test_the_rust_module_is_built_wherever_cargo_is() -> None:
 
 @native
 def test_both_converters_use_the_same_depth_limit() -> None:
-    from lightspan.store import _otlp_native
+    from lightspan.store.intake import _otlp_native
 
     assert _otlp_native.MAX_NESTING_DEPTH == limits.MAX_NESTING_DEPTH == 32
 
@@ -326,7 +327,7 @@ def assert_same_rows(body: bytes) -> int:
 
 
 def _punt(body: bytes) -> str | None:
-    from lightspan.store._otlp_native import punt_reason
+    from lightspan.store.intake._otlp_native import punt_reason
 
     return punt_reason(body)
 

@@ -1,4 +1,4 @@
-"""``lightspan.store.otlp`` (the Python converter, the specification): OTLP protobuf/JSON ->
+"""``lightspan.store.intake.otlp`` (the Python converter, the specification): OTLP protobuf/JSON ->
 Agent Lightning Span dicts; SDK spans reach it as OTLP bytes."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from lightspan.exporter.encode import SpanEncoder
-from lightspan.store.convert import convert
-from lightspan.store.models import Span
-from lightspan.store.otlp import (
+from lightspan.store.api.models import Span
+from lightspan.store.intake.convert import convert
+from lightspan.store.intake.otlp import (
     OtlpDecodeError,
     convert_timestamp,
     decode_export_request,
@@ -23,7 +23,7 @@ from lightspan.store.otlp import (
     request_from_json,
     spans_from_request,
 )
-from lightspan.store.span_row import SpanRow
+from lightspan.store.intake.span_row import SpanRow
 from tests.store.interop.sample_spans import sample_readable_spans, sample_request, with_owner
 from tests.store.otlp_payloads import kvs, make_request
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
-from lightspan.store.client import LightningStoreClient, StoreClientError
+from lightspan.store.api.client import LightningStoreClient, StoreClientError
 from tests.store.otlp_payloads import make_request
 from tests.store.servers import StoreProcess
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from lightspan.store import EnqueueRolloutRequest
-from lightspan.store.client import LightningStoreClient
+from lightspan.store.api.client import LightningStoreClient
 from tests.store.servers import StoreProcess
 
 ROLLOUTS = 320

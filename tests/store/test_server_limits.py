@@ -14,7 +14,7 @@ import pytest
 from google.rpc.status_pb2 import Status
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from lightspan.store.limits import MAX_JSON_BODY_DEPTH, MAX_NESTING_DEPTH
+from lightspan.store.api.limits import MAX_JSON_BODY_DEPTH, MAX_NESTING_DEPTH
 from tests.store.otlp_payloads import make_request
 from tests.store.raw_otlp import RawRequest
 from tests.store.servers import StoreProcess

@@ -319,7 +319,7 @@ def test_busy_port_is_a_clear_error() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        cmd = [sys.executable, "-m", "lightspan.store.cli", "serve", "--backend", "memory"]
+        cmd = [sys.executable, "-m", "lightspan.store.server.cli", "serve", "--backend", "memory"]
         proc = subprocess.run(
             [*cmd, "--port", str(port), "--grpc-port", str(free_port())],
             capture_output=True,

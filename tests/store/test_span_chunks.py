@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from lightspan.store import LightningStore, Span
-from lightspan.store.factory import create_store
-from lightspan.store.memory import InMemoryLightningStore
-from lightspan.store.span_chunks import SpanKeyCache
-from lightspan.store.span_row import SpanRow
-from lightspan.store.sqlite import SqliteLightningStore
+from lightspan.store.backends.factory import create_store
+from lightspan.store.backends.memory import InMemoryLightningStore
+from lightspan.store.backends.span_chunks import SpanKeyCache
+from lightspan.store.backends.sqlite import SqliteLightningStore
+from lightspan.store.intake.span_row import SpanRow
 from tests.store.test_conformance import span
 
 SQL_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -195,7 +195,7 @@ async def test_servers_starting_together_move_old_postgres_spans_once(postgres_d
 
     import psycopg
 
-    from lightspan.store.postgres import PostgresLightningStore
+    from lightspan.store.backends.postgres import PostgresLightningStore
 
     first = PostgresLightningStore(postgres_db_dsn, scan_interval=0)
     rid, spans = await _rollout_and_spans(first, 5)

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from lightspan.store import span_frames
-from lightspan.store.client import LightningStoreClient
-from lightspan.store.models import PaginatedResult, Span
+from lightspan.store.api import span_frames
+from lightspan.store.api.client import LightningStoreClient
+from lightspan.store.api.models import PaginatedResult, Span
 from tests.store.otlp_payloads import make_request
 from tests.store.servers import StoreProcess
 
@@ -120,7 +120,7 @@ def _compact(n: int) -> bytes:
 
 
 def test_damaged_compact_pages_are_refused() -> None:
-    from lightspan.store.span_page import decode_frames_page
+    from lightspan.store.api.span_page import decode_frames_page
 
     good = _compact(5)
     page = decode_frames_page(good)
@@ -141,7 +141,7 @@ def test_documents_with_unexpected_shapes_are_validated() -> None:
     with the field named when it is wrong)."""
     from pydantic import ValidationError
 
-    from lightspan.store.span_page import build_spans
+    from lightspan.store.api.span_page import build_spans
 
     good = Span.build(rollout_id="ro-1", attempt_id="at-1", sequence_id=1, name="s")
     doc = good.model_dump()

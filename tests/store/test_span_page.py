@@ -9,8 +9,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from lightspan.store.models import Span
-from lightspan.store.span_page import decode_span_page, gc_paused
+from lightspan.store.api.models import Span
+from lightspan.store.api.span_page import decode_span_page, gc_paused
 
 
 def _page(n: int) -> bytes:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from lightspan.store import EnqueueRolloutRequest, PromptTemplate, Span
-from lightspan.store.sqlite import SqliteLightningStore
+from lightspan.store.backends.sqlite import SqliteLightningStore
 
 
 def _span(rid: str, aid: str, seq: int) -> Span:
@@ -62,7 +62,7 @@ _WRITER = textwrap.dedent(
     """
     import asyncio, sys
     from lightspan.store import Span
-    from lightspan.store.sqlite import SqliteLightningStore
+    from lightspan.store.backends.sqlite import SqliteLightningStore
 
     async def main(path):
         store = SqliteLightningStore(path, scan_interval=0)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lightspan.store.base import NotFoundError
-from lightspan.store.models import Worker
-from lightspan.store.sqlite import SqliteLightningStore
+from lightspan.store.api.base import NotFoundError
+from lightspan.store.api.models import Worker
+from lightspan.store.backends.sqlite import SqliteLightningStore
 
 
 async def test_concurrent_calls_share_commits_and_a_failing_call_loses_only_its_changes(

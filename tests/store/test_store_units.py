@@ -5,11 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lightspan.config import parse_config
-from lightspan.store import lifecycle as lc
-from lightspan.store.base import AddSpansResult, SpanOutcome
-from lightspan.store.factory import create_store, open_store, store_from_config
-from lightspan.store.memory import InMemoryLightningStore
-from lightspan.store.models import (
+from lightspan.store.api.base import AddSpansResult, SpanOutcome
+from lightspan.store.api.models import (
     Attempt,
     AttemptedRollout,
     PaginatedResult,
@@ -22,8 +19,11 @@ from lightspan.store.models import (
     new_resources_id,
     new_rollout_id,
 )
-from lightspan.store.query import Cond, Query, run_query
-from lightspan.store.span_row import SpanRow
+from lightspan.store.api.query import Cond, Query, run_query
+from lightspan.store.backends.factory import create_store, open_store, store_from_config
+from lightspan.store.backends.memory import InMemoryLightningStore
+from lightspan.store.core import lifecycle as lc
+from lightspan.store.intake.span_row import SpanRow
 
 
 def _attempt(status: str, seq: int = 1, **kw) -> Attempt:
@@ -155,7 +155,7 @@ async def test_factory(tmp_path) -> None:
 def test_the_server_keeps_freed_memory_for_reuse_on_glibc() -> None:
     import platform
 
-    from lightspan.store.server import _tune_malloc
+    from lightspan.store.server.app import _tune_malloc
 
     applied = _tune_malloc()
     assert applied == (platform.libc_ver()[0] == "glibc")

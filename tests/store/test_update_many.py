@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from lightspan.store import AttemptUpdate, NotFoundError
-from lightspan.store.client import LightningStoreClient
-from lightspan.store.factory import open_store
+from lightspan.store.api.client import LightningStoreClient
+from lightspan.store.backends.factory import open_store
 from tests.store.servers import StoreProcess
 
 

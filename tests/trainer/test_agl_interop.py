@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lightspan.store.client import LightningStoreClient
+from lightspan.store.api.client import LightningStoreClient
 from lightspan.trainer.data import load_tasks
 from lightspan.trainer.store_eval import StoreEvaluator
 from tests.store.servers import StoreProcess

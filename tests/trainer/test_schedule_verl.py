@@ -5,7 +5,7 @@ from __future__ import annotations
 import yaml
 
 from lightspan.cli import main
-from lightspan.store.factory import open_store
+from lightspan.store.backends.factory import open_store
 from lightspan.trainer.schedule import release, try_acquire
 from lightspan.trainer.verl import verl_unavailable
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from lightspan.store.factory import open_store
+from lightspan.store.backends.factory import open_store
 from lightspan.trainer.data import load_tasks
 from lightspan.trainer.evaluate import InProcessEvaluator
 from lightspan.trainer.export import export

@@ -13,7 +13,7 @@ import yaml
 from lightspan.cli import main
 from lightspan.engine import load_workflow
 from lightspan.runner import ResourcesProvider
-from lightspan.store.client import LightningStoreClient
+from lightspan.store.api.client import LightningStoreClient
 from tests.store.servers import StoreProcess
 
 from .conftest import PRICES, write_tasks, write_workflow

@@ -43,7 +43,7 @@ from lightspan.exporter.inprocess import InProcessSink
 from lightspan.exporter.spool import Spool
 from lightspan.exporter.stats import ExportStats, StatsCounter
 from lightspan.exporter.transport import OtlpTarget, SendError, SendResult, make_sender
-from lightspan.store.base import LightningStore
+from lightspan.store.api.base import LightningStore
 
 __all__ = ["LightningStoreSpanExporter"]
 

@@ -31,7 +31,7 @@ from lightspan.config import ConfigError, LightspanConfig, StoreConfig
 from lightspan.exporter.exporter import LightningStoreSpanExporter
 from lightspan.exporter.spool import Spool, SpoolError
 from lightspan.exporter.transport import OtlpTarget, resolve_target
-from lightspan.store.base import LightningStore
+from lightspan.store.api.base import LightningStore
 
 __all__ = ["exporter_from_config", "spool_dir_for", "store_otlp_endpoint", "target_from_config"]
 
@@ -122,7 +122,7 @@ def exporter_from_config(
     if target is None:
         if store is not None:
             return LightningStoreSpanExporter.in_process(store, **options)
-        from lightspan.store.factory import create_store
+        from lightspan.store.backends.factory import create_store
 
         return LightningStoreSpanExporter.in_process(
             create_store("memory"), owns_store=True, **options

@@ -9,7 +9,7 @@ the store (the demo's report, tests) goes through :meth:`InProcessSink.call` too
 
 The spans reach the store as they would over OTLP: encoded to OTLP/protobuf bytes (the
 exporter's :class:`~lightspan.exporter.encode.SpanEncoder`, byte for byte the SDK's encoding) and
-converted by the store's one conversion (:func:`lightspan.store.convert.convert`, in this
+converted by the store's one conversion (:func:`lightspan.store.intake.convert.convert`, in this
 export thread), so a span is stored the same whichever way it travelled.
 """
 
@@ -22,9 +22,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from lightspan.exporter.encode import SpanEncoder
 from lightspan.loop_thread import LoopThread
-from lightspan.store.base import LightningStore
-from lightspan.store.convert import convert
-from lightspan.store.intake import ingest
+from lightspan.store.api.base import LightningStore
+from lightspan.store.intake.convert import convert
+from lightspan.store.intake.ingest import ingest
 
 __all__ = ["InProcessSink"]
 

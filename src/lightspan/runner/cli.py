@@ -65,11 +65,11 @@ async def _serve(args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(args.config)
     wf = load_workflow(args.workflow, prices=cfg.llm.prices)
     if args.store in ("in_memory", "memory"):
-        from lightspan.store.factory import create_store
+        from lightspan.store.backends.factory import create_store
 
         store: Any = create_store("memory")
     else:
-        from lightspan.store.client import LightningStoreClient
+        from lightspan.store.api.client import LightningStoreClient
 
         store = LightningStoreClient(args.store, token=args.token)
     await store.start()

@@ -25,9 +25,9 @@ from opentelemetry.sdk.trace import ReadableSpan
 
 from lightspan.exporter.encode import SpanEncoder
 from lightspan.runner.spans import DeliveryResult
-from lightspan.store.base import AttemptUpdate, InvalidRequestError, NotFoundError, StoreError
-from lightspan.store.client import LightningStoreClient
-from lightspan.store.models import Attempt, AttemptedRollout
+from lightspan.store.api.base import AttemptUpdate, InvalidRequestError, NotFoundError, StoreError
+from lightspan.store.api.client import LightningStoreClient
+from lightspan.store.api.models import Attempt, AttemptedRollout
 
 __all__ = ["Exchange", "ExchangeUnsupported", "Report", "UpdateRefused"]
 

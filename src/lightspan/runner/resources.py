@@ -38,8 +38,8 @@ from lightspan.engine.resources import ResourcesProvider as EngineResourcesProvi
 
 if TYPE_CHECKING:
     from lightspan.engine.runtime import Workflow
-    from lightspan.store.base import LightningStore
-    from lightspan.store.models import ResourcesUpdate
+    from lightspan.store.api.base import LightningStore
+    from lightspan.store.api.models import ResourcesUpdate
 
 __all__ = [
     "DEFAULT_LLM",
@@ -91,7 +91,7 @@ def parse_store_resource(
         if kind in ("llm", "proxy_llm"):
             endpoint = str(raw["endpoint"])
             if kind == "proxy_llm" and (rollout_id is not None or attempt_id is not None):
-                from lightspan.store.models import ProxyLLM
+                from lightspan.store.api.models import ProxyLLM
 
                 endpoint = ProxyLLM.model_validate(dict(raw)).get_base_url(rollout_id, attempt_id)
             return LLMResource(
@@ -166,7 +166,7 @@ def to_store_resources(resources: ResourceSet | Mapping[str, Resource]) -> dict[
     """Engine resources as the store's ``NamedResources`` (Agent Lightning's models)."""
     from pydantic import TypeAdapter
 
-    from lightspan.store.models import NamedResources
+    from lightspan.store.api.models import NamedResources
 
     items = resources.resources if isinstance(resources, ResourceSet) else resources
     raw = ResourceSet("tmp", dict(items)).to_dict()

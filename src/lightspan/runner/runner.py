@@ -41,7 +41,7 @@ Heartbeats: every worker is registered and refreshed with ``update_worker`` ever
 
 Use from code (the trainer): in the store's event loop, ``async with runner.running():`` (or
 ``task = asyncio.create_task(runner.serve())`` and ``runner.request_stop()``); from another
-thread, give it a :class:`~lightspan.store.client.LightningStoreClient` and run
+thread, give it a :class:`~lightspan.store.api.client.LightningStoreClient` and run
 ``asyncio.run(runner.serve())`` in that thread (``request_stop()`` is thread-safe). An
 in-process store object must be used from the loop it was started in.
 """
@@ -65,9 +65,14 @@ from lightspan.runner.exchange import Exchange, ExchangeUnsupported, Report, Upd
 from lightspan.runner.inputs import InputMapping
 from lightspan.runner.resources import ResourcesProvider
 from lightspan.runner.spans import DeliveryResult, SpanSink, runner_tracing
-from lightspan.store.base import AttemptUpdate, InvalidRequestError, LightningStore, NotFoundError
-from lightspan.store.client import LightningStoreClient
-from lightspan.store.models import AttemptedRollout
+from lightspan.store.api.base import (
+    AttemptUpdate,
+    InvalidRequestError,
+    LightningStore,
+    NotFoundError,
+)
+from lightspan.store.api.client import LightningStoreClient
+from lightspan.store.api.models import AttemptedRollout
 
 __all__ = ["RunnerStats", "WorkflowRunner"]
 
@@ -117,7 +122,7 @@ class WorkflowRunner:
     """Serves a workflow's rollouts from a store with ``workers`` concurrent workers.
 
     ``store``: any :class:`~lightspan.store.LightningStore` (an in-process one, or
-    :class:`~lightspan.store.client.LightningStoreClient` for a server: ours or ``agl store``).
+    :class:`~lightspan.store.api.client.LightningStoreClient` for a server: ours or ``agl store``).
     ``resources``: the provider that resolves rollout resources (default: a
     :class:`ResourcesProvider` over ``store`` with the workflow's own set as base,
     ``resources_ttl`` seconds of cache). ``input_mapping``: see :class:`InputMapping`.

@@ -10,7 +10,7 @@ runner delivers that attempt's spans and waits for the store's answer (:class:`S
 updates the attempt. Long attempts also deliver what they have at each heartbeat.
 
 Delivery: as OTLP/protobuf bytes either way: to an in-process store object through the store's
-own conversion (``lightspan.store.convert``); to a store server (ours or Agent Lightning's
+own conversion (``lightspan.store.intake.convert``); to a store server (ours or Agent Lightning's
 ``agl store``) as one OTLP/HTTP request per delivery (``/v1/traces``), not one REST call per span.
 """
 
@@ -30,7 +30,7 @@ from lightspan.exporter.encode import SpanEncoder
 from lightspan.instrumentation.instrumentor import SCHEMA_URL
 from lightspan.instrumentation.listener import SpanListener
 from lightspan.semconv import ATTEMPT_ID, ROLLOUT_ID
-from lightspan.store.base import LightningStore
+from lightspan.store.api.base import LightningStore
 
 __all__ = ["AttemptSpanBuffer", "DeliveryResult", "SpanSink", "runner_tracing"]
 
@@ -128,7 +128,7 @@ class SpanSink:
         self.store = store
         self.max_batch = max_batch
         self.coalesce = coalesce
-        from lightspan.store.client import LightningStoreClient
+        from lightspan.store.api.client import LightningStoreClient
 
         self._remote = isinstance(store, LightningStoreClient)
         self._encoder = SpanEncoder()
@@ -151,8 +151,8 @@ class SpanSink:
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.create_task(self._flush(), name="lightspan-span-sink")
             return await asyncio.shield(fut)
-        from lightspan.store.convert import convert
-        from lightspan.store.intake import ingest
+        from lightspan.store.intake.convert import convert
+        from lightspan.store.intake.ingest import ingest
 
         # The buffer keeps a span under the ids it carries (AttemptSpanBuffer.on_end), so the
         # encoded spans name their rollout and attempt themselves.

@@ -28,11 +28,11 @@ def _store_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
 async def open_store(url: str, token: str | None = None):  # type: ignore[no-untyped-def]
     """An in-process memory store or a client of a store server (checked reachable)."""
     if url in ("in_memory", "memory"):
-        from lightspan.store.factory import open_store as _open
+        from lightspan.store.backends.factory import open_store as _open
 
         store = await _open("memory")
     else:
-        from lightspan.store.client import LightningStoreClient
+        from lightspan.store.api.client import LightningStoreClient
 
         store = LightningStoreClient(url, token=token)
         try:

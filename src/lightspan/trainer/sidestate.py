@@ -23,7 +23,7 @@ def to_store(resources: dict[str, Any]) -> dict[str, Any]:
     """A resources map as the store's models (what its clients serialize without warnings)."""
     from pydantic import TypeAdapter
 
-    from lightspan.store.models import NamedResources
+    from lightspan.store.api.models import NamedResources
 
     return TypeAdapter(NamedResources).validate_python(resources)
 

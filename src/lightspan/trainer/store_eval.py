@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lightspan.engine import PriceTable, load_workflow
-from lightspan.store.models import EnqueueRolloutRequest
+from lightspan.store.api.models import EnqueueRolloutRequest
 from lightspan.trainer.data import Task
 from lightspan.trainer.evaluate import EvaluationError, Evaluator, Progress, Result
 from lightspan.trainer.resmap import ResourcesMap, candidate_id
@@ -99,7 +99,7 @@ class StoreEvaluator(Evaluator):
             exc = self._serve.exception() if not self._serve.cancelled() else None
             raise EvaluationError(f"the in-process runners stopped: {exc!r}")
         rid = await self.register(resources)
-        from lightspan.store.models import RolloutConfig
+        from lightspan.store.api.models import RolloutConfig
 
         config = (
             RolloutConfig(timeout_seconds=self.rollout_timeout) if self.rollout_timeout else None

@@ -27,19 +27,19 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from .auth import BearerAuthMiddleware, resolve_token
-from .base import LightningStore
-from .grpc_intake import create_grpc_server
-from .metrics import StoreMetrics
-from .otlp_http import DEFAULT_MAX_REQUEST_BYTES, otlp_http_routes
-from .rest import API_PREFIX, rest_routes
+from lightspan.store.api.base import LightningStore
+from lightspan.store.intake.otlp_grpc import create_grpc_server
+from lightspan.store.intake.otlp_http import DEFAULT_MAX_REQUEST_BYTES, otlp_http_routes
+from lightspan.store.server.auth import BearerAuthMiddleware, resolve_token
+from lightspan.store.server.metrics import StoreMetrics
+from lightspan.store.server.rest import API_PREFIX, rest_routes
 
 if TYPE_CHECKING:
-    from .dashboard_fetch import DashboardFiles
+    from lightspan.store.server.dashboard_fetch import DashboardFiles
 
 __all__ = ["DEFAULT_GRPC_PORT", "DEFAULT_PORT", "StoreServer", "create_app"]
 
-logger = logging.getLogger("lightspan.store.server")
+logger = logging.getLogger("lightspan.store.server.app")
 
 DEFAULT_PORT = 4747
 DEFAULT_GRPC_PORT = 4317
@@ -84,7 +84,7 @@ def create_app(
         Route("/metrics", metrics.endpoint, methods=["GET"]),
     ]
     if dashboard is not None:
-        from .dashboard import DashboardAuthMiddleware, dashboard_routes
+        from lightspan.store.server.dashboard import DashboardAuthMiddleware, dashboard_routes
 
         routes += dashboard_routes(dashboard, token)
         if token:
@@ -310,7 +310,7 @@ class StoreServer:
             await self.stop()
 
 
-if __name__ == "__main__":  # python -m lightspan.store.server serve ...
-    from .cli import main
+if __name__ == "__main__":  # python -m lightspan.store.server.app serve ...
+    from lightspan.store.server.cli import main
 
     raise SystemExit(main())

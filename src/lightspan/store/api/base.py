@@ -13,7 +13,7 @@ against v0.3 that catches ``ValueError`` keeps working.
 
 Our extension (``auto_register_rollouts``, on by default): spans for a rollout the store has never
 seen register that rollout on first sight, with a ``running`` attempt, and its status follows
-the run's root span (see :mod:`lightspan.store.lifecycle`). The reference store rejects them.
+the run's root span (see :mod:`lightspan.store.core.lifecycle`). The reference store rejects them.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
-from .limits import MAX_PAGE_LIMIT, MAX_SQL_INTEGER
-from .models import (
+from lightspan.store.api.limits import MAX_PAGE_LIMIT, MAX_SQL_INTEGER
+from lightspan.store.api.models import (
     Attempt,
     AttemptedRollout,
     AttemptStatus,
@@ -41,7 +41,7 @@ from .models import (
     Worker,
     WorkerStatus,
 )
-from .span_row import SpanRow
+from lightspan.store.intake.span_row import SpanRow
 
 __all__ = [
     "ATTEMPT_SORT_FIELDS",
@@ -466,7 +466,7 @@ class LightningStore(abc.ABC):
         metadata: dict[str, Any] | None = UNSET,
     ) -> Attempt:
         """Update an attempt (``attempt_id="latest"`` for the latest); the latest attempt's
-        status moves the rollout (retry rules in :mod:`lightspan.store.lifecycle`) and the
+        status moves the rollout (retry rules in :mod:`lightspan.store.core.lifecycle`) and the
         worker. ``None`` for any field: InvalidRequestError. Unknown: NotFoundError."""
 
     async def update_many_attempts(
@@ -549,7 +549,7 @@ class LightningStore(abc.ABC):
         (``span_frames.py``), plus the page's span count and the total; the SQL backends hand
         over their stored compressed chunks. The default compresses :meth:`query_spans_json`'s
         texts (needs ``zstandard``)."""
-        from .span_frames import compress_docs
+        from lightspan.store.api.span_frames import compress_docs
 
         docs, total = await self.query_spans_json(rollout_id, attempt_id, **filters)
         return ([compress_docs(docs)] if docs else []), len(docs), total

@@ -20,11 +20,16 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .otlp import OtlpSpans, RejectedSpan, request_from_json, spans_from_protobuf
-from .span_row import SpanRow, SpanRowError
+from lightspan.store.intake.otlp import (
+    OtlpSpans,
+    RejectedSpan,
+    request_from_json,
+    spans_from_protobuf,
+)
+from lightspan.store.intake.span_row import SpanRow, SpanRowError
 
 try:  # the Rust conversion (native/), built by `pip install` when cargo is available
-    from ._otlp_native import convert as _native_convert
+    from lightspan.store.intake._otlp_native import convert as _native_convert
 except ImportError:
     _native_convert = None
 

@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from .core import DEFAULT_AUTO_ROLLOUT_TIMEOUT, CoreStore
-from .span_chunks import SpanKeyCache
-from .sql import Dialect, SqlTx, schema
+from lightspan.store.backends.span_chunks import SpanKeyCache
+from lightspan.store.backends.sql import Dialect, SqlTx, schema
+from lightspan.store.core.store import DEFAULT_AUTO_ROLLOUT_TIMEOUT, CoreStore
 
 POSTGRES = Dialect(
     name="postgres",

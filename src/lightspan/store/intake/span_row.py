@@ -32,10 +32,10 @@ try:
 except ImportError:  # optional: the ``store`` extra installs it
     _orjson_dumps = None
 
-from .models import Span
+from lightspan.store.api.models import Span
 
 try:  # built with the Rust converter (native/) by `pip install` when cargo is available
-    from ._otlp_native import join_docs as _native_join_docs
+    from lightspan.store.intake._otlp_native import join_docs as _native_join_docs
 except ImportError:
     _native_join_docs = None
 

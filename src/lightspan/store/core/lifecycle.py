@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .models import (
+from lightspan.store.api.models import (
     FINISHED_ROLLOUT_STATUSES,
     RUNNING_ROLLOUT_STATUSES,
     Attempt,
@@ -20,7 +20,7 @@ from .models import (
     RolloutStatus,
     Worker,
 )
-from .span_row import SpanRow
+from lightspan.store.intake.span_row import SpanRow
 
 AUTO_REGISTERED_KEY = "lightspan.auto_registered"
 """Rollout metadata key marking a rollout registered from its spans (our extension)."""

@@ -51,8 +51,16 @@ except ImportError:  # the ``client`` and ``store`` extras install it
         return pydantic_core.from_json(data, cache_strings="keys")
 
 
-from .models import Event, Link, OtelResource, PaginatedResult, Span, SpanContext, TraceStatus
-from .span_frames import decode_frames
+from lightspan.store.api.models import (
+    Event,
+    Link,
+    OtelResource,
+    PaginatedResult,
+    Span,
+    SpanContext,
+    TraceStatus,
+)
+from lightspan.store.api.span_frames import decode_frames
 
 __all__ = ["build_spans", "decode_frames_page", "decode_span_page", "gc_paused"]
 

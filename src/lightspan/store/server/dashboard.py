@@ -34,8 +34,8 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .auth import BearerAuthMiddleware
-from .dashboard_fetch import MONACO_CDN, DashboardFiles
+from lightspan.store.server.auth import BearerAuthMiddleware
+from lightspan.store.server.dashboard_fetch import MONACO_CDN, DashboardFiles
 
 __all__ = [
     "LOGIN_PATH",

@@ -3,9 +3,9 @@
 Why one implementation for all backends: the conformance suite proves the backends identical,
 and the simplest way to make that true is that only storage differs. Each public method is one
 transaction (so it appears atomic), validates its arguments first (typed errors, see
-``base.py``), and applies the rules of :mod:`lightspan.store.lifecycle`.
+``base.py``), and applies the rules of :mod:`lightspan.store.core.lifecycle`.
 
-The background health scanner (:class:`~lightspan.store.scanner.HealthScanner`) calls
+The background health scanner (:class:`~lightspan.store.core.scanner.HealthScanner`) calls
 :meth:`CoreStore.scan_health` every ``scan_interval`` seconds; nothing is checked lazily.
 """
 
@@ -14,32 +14,27 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 
-from . import lifecycle as lc
-from .base import (
+from lightspan.store.api.base import (
     ATTEMPT_SORT_FIELDS,
     RESOURCES_SORT_FIELDS,
     ROLLOUT_SORT_FIELDS,
-    SPAN_SORT_FIELDS,
     UNSET,
     WORKER_SORT_FIELDS,
-    AddSpansResult,
     AttemptUpdate,
     InvalidRequestError,
     LightningStore,
     NotFoundError,
-    SpanOutcome,
     StoreError,
     given,
     validate_page,
 )
-from .models import (
+from lightspan.store.api.models import (
     FINISHED_ROLLOUT_STATUSES,
     RUNNING_ROLLOUT_STATUSES,
     Attempt,
@@ -53,17 +48,18 @@ from .models import (
     RolloutConfig,
     RolloutMode,
     RolloutStatus,
-    Span,
     Worker,
     WorkerStatus,
     new_attempt_id,
     new_resources_id,
     new_rollout_id,
 )
-from .query import Cond, Query
-from .scanner import HealthScanner
-from .span_row import SpanRow
-from .tx import StoreTx
+from lightspan.store.api.query import Cond, Query
+from lightspan.store.core import lifecycle as lc
+from lightspan.store.core.scanner import HealthScanner
+from lightspan.store.core.span_reads import SpanReads
+from lightspan.store.core.span_writes import SpanJob, SpanWrites
+from lightspan.store.core.tx import StoreTx
 
 _RESOURCES_ADAPTER: TypeAdapter[NamedResources] = TypeAdapter(NamedResources)
 
@@ -110,51 +106,9 @@ _SCAN_BATCH = 500
 """Rollouts changed per write transaction of a health scan: the write lock is held briefly."""
 
 
-def _as_rows(
-    spans: Sequence[Span | SpanRow], assign: Collection[int]
-) -> tuple[list[SpanRow], list[tuple[int, Span]]]:
-    """The batch as rows, and the models among it whose sequence id the store issues."""
-    if all(type(s) is SpanRow for s in spans):
-        return list(spans), []  # type: ignore[arg-type]
-    issue = frozenset(assign)
-    rows: list[SpanRow] = []
-    models: list[tuple[int, Span]] = []
-    for i, s in enumerate(spans):
-        if type(s) is SpanRow:
-            rows.append(s)
-            continue
-        pending = i in issue
-        rows.append(SpanRow.from_span(s, pending=pending))  # type: ignore[arg-type]
-        if pending:
-            models.append((i, s))  # type: ignore[arg-type]
-    return rows, models
-
-
-@dataclass(slots=True)
-class _SpanJob:
-    """One ``add_many_spans`` call: its spans, the indices still to decide, the outcomes, the
-    indices whose sequence id the store issues, and (under group commit) its future."""
-
-    spans: list[SpanRow]
-    candidates: list[int]
-    outcomes: list[SpanOutcome | None]
-    assign: frozenset[int]
-    fut: asyncio.Future[None] | None = None
-    then: Callable[[StoreTx], Awaitable[Any]] | None = None
-    then_result: Any = None
-    all_stored: bool = False  # every span stored: ``outcomes`` left unset (no object per span)
-
-    def finish(self, error: BaseException | None) -> None:
-        if self.fut is None or self.fut.done():
-            return
-        if error is None:
-            self.fut.set_result(None)
-        else:
-            self.fut.set_exception(error)
-
-
-class CoreStore(LightningStore):
-    """LightningStore semantics over a backend's :meth:`_tx` transactions."""
+class CoreStore(SpanWrites, SpanReads, LightningStore):
+    """LightningStore semantics over a backend's :meth:`_tx` transactions (span writes and reads
+    in ``span_writes.py`` and ``span_reads.py``)."""
 
     def __init__(
         self,
@@ -174,7 +128,7 @@ class CoreStore(LightningStore):
         self.group_commit = False
         """Backends set this where a commit is costly (an fsync): concurrent ``add_many_spans``
         calls then share one transaction (see :meth:`_group_add`)."""
-        self._span_jobs: list[_SpanJob] = []
+        self._span_jobs: list[SpanJob] = []
         self._span_flusher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ backend hooks
@@ -692,436 +646,6 @@ class CoreStore(LightningStore):
                 if not_due:  # stale due times (e.g. of an older attempt): recompute them
                     await tx.refresh_due(not_due)
         return changed
-
-    # ------------------------------------------------------------------ spans
-
-    async def add_span(self, span: Span) -> Span | None:
-        result = await self.add_many_spans([span])
-        outcome = result.outcomes[0]
-        if outcome.status == "rejected":
-            raise NotFoundError(outcome.reason or "span rejected")
-        return outcome.span.to_span() if outcome.status == "stored" else None
-
-    async def add_many_spans(
-        self,
-        spans: Sequence[Span | SpanRow],
-        *,
-        assign_sequence_ids: Collection[int] = (),
-        then: Callable[[StoreTx], Awaitable[Any]] | None = None,
-    ) -> AddSpansResult:
-        """Store spans: :class:`SpanRow` objects (the OTLP intake; a row whose
-        ``sequence_id_pending`` is set gets an id issued) or ``Span`` models (the v0.3 API;
-        ``assign_sequence_ids`` says which get one, and the issued id is written into them).
-        Models become rows here: everything below sees rows only.
-
-        ``then(tx)``: more writes in the transaction that stores these spans, after them, so
-        that they commit together or not at all (a runner's statuses: readers never see one
-        without its spans); its result is in :attr:`AddSpansResult.then_result`. It runs
-        even when no span is left to store (in its own transaction)."""
-        rows, models = _as_rows(spans, assign_sequence_ids)
-        result = await self._add_rows(rows, then)
-        for i, model in models:  # the v0.3 API: issued ids are written into the models
-            model.sequence_id = rows[i].sequence_id
-        return result
-
-    async def _add_rows(
-        self, spans: list[SpanRow], then: Callable[[StoreTx], Awaitable[Any]] | None
-    ) -> AddSpansResult:
-        assign = frozenset(i for i, row in enumerate(spans) if row.sequence_id_pending)
-        outcomes: list[SpanOutcome | None] = [None] * len(spans)
-        keys = [(s.rollout_id, s.attempt_id, s.span_id) for s in spans]
-        candidates: list[int]
-        if len(set(keys)) == len(keys) and all(r and a for r, a, _ in keys):
-            candidates = list(range(len(spans)))  # the common batch: all owned, all distinct
-        else:
-            seen: set[tuple[str, str, str]] = set()
-            candidates = []
-            for i, (s, key) in enumerate(zip(spans, keys, strict=True)):
-                if not s.rollout_id or not s.attempt_id:
-                    outcomes[i] = SpanOutcome("rejected", s, "span has no rollout_id or attempt_id")
-                    continue
-                if key in seen:
-                    outcomes[i] = SpanOutcome("duplicate", s)
-                    continue
-                seen.add(key)
-                candidates.append(i)
-        job = _SpanJob(spans, candidates, outcomes, assign, then=then)
-        if candidates and self.group_commit:
-            await self._group_add(job)
-        elif candidates or then is not None:
-            async with self._tx(write=True) as tx:
-                await self._add_spans_tx(tx, job)
-        if job.all_stored:
-            result = AddSpansResult.all_stored(spans)  # type: ignore[arg-type]
-        else:
-            result = AddSpansResult([o for o in outcomes if o is not None])
-        result.then_result = job.then_result
-        return result
-
-    async def _group_add(self, job: _SpanJob) -> None:
-        """Group commit: span batches that arrive while a transaction is running are stored
-        together in the next one, so N concurrent batches cost one commit (one fsync), not N.
-        Each caller still returns only after the transaction holding its spans committed."""
-        job.fut = asyncio.get_running_loop().create_future()
-        self._span_jobs.append(job)
-        if self._span_flusher is None or self._span_flusher.done():
-            self._span_flusher = asyncio.get_running_loop().create_task(self._flush_span_jobs())
-        await job.fut
-
-    async def _flush_span_jobs(self) -> None:
-        while self._span_jobs:
-            jobs, self._span_jobs = self._span_jobs, []
-            try:
-                async with self._tx(write=True) as tx:
-                    for job in jobs:
-                        await self._add_spans_tx(tx, job)
-            except Exception:
-                # Something in the group failed: redo each batch in its own transaction, so
-                # that only the failing caller sees the error.
-                for job in jobs:
-                    job.all_stored = False
-                    for i in job.candidates:
-                        job.outcomes[i] = None
-                    try:
-                        async with self._tx(write=True) as tx:
-                            await self._add_spans_tx(tx, job)
-                    except Exception as e:
-                        job.finish(e)
-                    else:
-                        job.finish(None)
-                continue
-            for job in jobs:
-                job.finish(None)
-
-    async def _add_spans_tx(self, tx: StoreTx, job: _SpanJob) -> None:
-        if job.candidates:
-            await self._add_candidates_tx(tx, job)
-        if job.then is not None:
-            job.then_result = await job.then(tx)
-
-    async def _add_candidates_tx(self, tx: StoreTx, job: _SpanJob) -> None:
-        # The spans are handled per attempt (one group, in the common OTLP batch): a few passes
-        # over the spans, not one per rule (this runs for every span the intake receives).
-        spans, outcomes = job.spans, job.outcomes
-        now = time.time()
-        owners = [(spans[i].rollout_id, spans[i].attempt_id) for i in job.candidates]
-        groups: dict[tuple[str, str], list[int]] = {}
-        if len(set(owners)) == 1:
-            groups[owners[0]] = list(job.candidates)
-        else:
-            for i, key in zip(job.candidates, owners, strict=True):
-                group = groups.get(key)
-                if group is None:
-                    groups[key] = [i]
-                else:
-                    group.append(i)
-        rollout_ids = sorted({r for r, _ in groups})
-        rollouts = await tx.get_rollouts(rollout_ids, for_update=True)
-        pairs = sorted(groups)
-        attempts = await tx.get_attempts(pairs)
-        latest = await tx.latest_attempts([r for r in rollout_ids if r in rollouts])
-
-        # Our extension: register unknown rollouts (and, for those, unknown attempts).
-        for rollout_id, attempt_id in pairs:
-            if (rollout_id, attempt_id) in attempts:
-                continue
-            rollout = rollouts.get(rollout_id)
-            if rollout is None and not self.auto_register_rollouts:
-                continue
-            if rollout is not None and not (rollout.metadata or {}).get(lc.AUTO_REGISTERED_KEY):
-                continue
-            first = min(
-                (spans[i] for (r, _), g in groups.items() if r == rollout_id for i in g),
-                key=lambda s: s.start_time if s.start_time is not None else now,
-            )
-            start = min(first.start_time or now, now)
-            if rollout is None:
-                rollout = Rollout(
-                    rollout_id=rollout_id,
-                    input=None,
-                    start_time=start,
-                    status="running",
-                    config=RolloutConfig(timeout_seconds=self.auto_rollout_timeout),
-                    metadata={lc.AUTO_REGISTERED_KEY: True},
-                )
-                await tx.insert_rollouts([rollout], if_absent=True)
-                rollout = (await tx.get_rollouts([rollout_id], for_update=True))[rollout_id]
-                rollouts[rollout_id] = rollout
-            # Read under the rollout's lock: another server may have registered attempts.
-            prev = (await tx.latest_attempts([rollout_id])).get(rollout_id)
-            attempt = Attempt(
-                rollout_id=rollout_id,
-                attempt_id=attempt_id,
-                sequence_id=(prev.sequence_id if prev else 0) + 1,
-                start_time=start,
-                status="running",
-            )
-            await tx.insert_attempt(attempt, if_absent=True)
-            got = await tx.get_attempts([(rollout_id, attempt_id)])
-            attempts[(rollout_id, attempt_id)] = got[(rollout_id, attempt_id)]
-            latest = {**latest, **await tx.latest_attempts([rollout_id])}
-
-        accepted_groups: dict[tuple[str, str], list[int]] = {}
-        for key, idxs in groups.items():
-            rollout_id, attempt_id = key
-            if rollout_id not in rollouts:
-                reason = f"rollout {rollout_id!r} not found"
-            elif key not in attempts:
-                reason = f"attempt {attempt_id!r} not found for rollout {rollout_id!r}"
-            else:
-                accepted_groups[key] = idxs
-                continue
-            for i in idxs:
-                outcomes[i] = SpanOutcome("rejected", spans[i], reason)
-        if not accepted_groups:
-            return
-        # Sequence ids: ids carried by spans move the rollout's counter up; spans that asked
-        # for one get the next ids, issued in this same transaction, in arrival order.
-        max_seq: dict[str, int] = {}
-        need: dict[str, list[int]] = {}
-        assign = job.assign
-        n_accepted = sum(len(g) for g in accepted_groups.values())
-        if len(accepted_groups) == 1 and len(assign) == len(spans):
-            (((rollout_id, _), idxs),) = accepted_groups.items()
-            need[rollout_id] = idxs  # all of one rollout, all to issue
-        else:
-            for (rollout_id, _), idxs in accepted_groups.items():
-                carried = [spans[i].sequence_id for i in idxs if i not in assign]
-                if len(carried) < len(idxs):
-                    need.setdefault(rollout_id, []).extend(i for i in idxs if i in assign)
-                if carried:
-                    max_seq[rollout_id] = max(max_seq.get(rollout_id, 0), max(carried))
-        await tx.raise_span_seqs(max_seq)
-        for rollout_id, idxs in sorted(need.items()):
-            if len(accepted_groups) > 1:
-                idxs.sort()  # back to arrival order across the rollout's attempts
-            top = await tx.bump_span_seq(rollout_id, len(idxs))
-            first_seq = top - len(idxs) + 1
-            for k, i in enumerate(idxs):
-                spans[i].sequence_id = first_seq + k
-
-        inserted = await tx.insert_spans(
-            {key: [spans[i] for i in idxs] for key, idxs in accepted_groups.items()}
-        )
-        new_groups: dict[tuple[str, str], list[int]]
-        if sum(len(ids) for ids in inserted.values()) == n_accepted:  # no duplicates: common
-            if n_accepted == len(spans):
-                job.all_stored = True
-            else:
-                for idxs in accepted_groups.values():
-                    for i in idxs:
-                        outcomes[i] = SpanOutcome("stored", spans[i])
-            new_groups = accepted_groups
-        else:
-            new_groups = {}
-            for key, idxs in accepted_groups.items():
-                ids = inserted.get(key, ())
-                for i in idxs:
-                    s = spans[i]
-                    if s.span_id in ids:
-                        outcomes[i] = SpanOutcome("stored", s)
-                        new_groups.setdefault(key, []).append(i)
-                    else:
-                        outcomes[i] = SpanOutcome("duplicate", s)
-        if not new_groups:
-            return
-
-        # Heartbeat and status of each attempt that received spans. The heartbeats are saved
-        # together (one statement), before any rollout write so the order of writes is kept.
-        heartbeats: list[Attempt] = []
-        for (rollout_id, attempt_id), idxs in new_groups.items():
-            rollout = rollouts[rollout_id]
-            attempt = attempts[(rollout_id, attempt_id)]
-            update: dict[str, Any] = {"last_heartbeat_time": now}
-            if attempt.status in ("preparing", "unresponsive"):
-                update["status"] = "running"
-            attempt = attempt.model_copy(update=update)
-            is_latest = latest.get(rollout_id) is not None and (
-                latest[rollout_id].attempt_id == attempt_id
-            )
-            auto = bool((rollout.metadata or {}).get(lc.AUTO_REGISTERED_KEY))
-            rollout_moves = is_latest and rollout.status in ("preparing", "queuing", "requeuing")
-            if heartbeats and (auto or rollout_moves):
-                await tx.save_attempts(heartbeats)
-                heartbeats = []
-            if rollout_moves:
-                rollout = await self._set_rollout_status(tx, rollout, "running", now)
-            if auto:
-                found = None
-                if rollout.input is None:  # the run's root span carries it (once per rollout)
-                    found = next(
-                        (f for i in idxs if (f := lc.production_input(spans[i])) is not None),
-                        None,
-                    )
-                if found is not None:
-                    row, extra = found
-                    rollout = rollout.model_copy(
-                        update={"input": row, "metadata": {**rollout.metadata, **extra}}
-                    )
-                    await tx.save_rollout(rollout)
-                verdicts = [v for i in idxs if (v := lc.root_span_verdict(spans[i])) is not None]
-                if verdicts and attempt.status not in lc.ENDED_ATTEMPT_STATUSES:
-                    attempt = attempt.model_copy(update={"status": verdicts[-1], "end_time": now})
-                    await tx.save_attempt(attempt)
-                    if is_latest:
-                        rollout = await self._propagate(tx, rollout, attempt, attempt, now)
-                    rollouts[rollout_id] = rollout
-                    continue
-                await tx.save_attempt(attempt)
-            else:
-                heartbeats.append(attempt)
-            rollouts[rollout_id] = rollout
-        await tx.save_attempts(heartbeats)
-
-    def _span_query(
-        self,
-        rollout_id: str,
-        attempt_id: str | None,
-        filters: dict[str, str | None],
-        filter_logic: str,
-        limit: int,
-        offset: int,
-        sort_by: str | None,
-        sort_order: str,
-    ) -> Query:
-        validate_page(
-            limit=limit,
-            offset=offset,
-            sort_by=sort_by,
-            sort_order=sort_order,
-            sortable=SPAN_SORT_FIELDS,
-            what="spans",
-            filter_logic=filter_logic,
-        )
-        must = [Cond("rollout_id", "exact", rollout_id)]
-        if attempt_id is not None:
-            must.append(Cond("attempt_id", "exact", attempt_id))
-        conds: list[Cond] = []
-        for key, value in filters.items():
-            if value is None:
-                continue
-            if key.endswith("_contains"):
-                conds.append(Cond(key[: -len("_contains")], "contains", value))
-            else:
-                conds.append(Cond(key, "exact", value))
-        return Query(
-            must=must,
-            conds=conds,
-            logic=filter_logic,  # type: ignore[arg-type]
-            sort_by=sort_by,
-            sort_order=sort_order,  # type: ignore[arg-type]
-            limit=limit,
-            offset=offset,
-        )
-
-    async def _resolve_attempt(self, tx: StoreTx, rollout_id: str, attempt_id: str | None) -> Any:
-        """``"latest"`` -> the latest attempt's id, or ``False`` if the rollout has none."""
-        if attempt_id != "latest":
-            return attempt_id
-        latest = (await tx.latest_attempts([rollout_id])).get(rollout_id)
-        return latest.attempt_id if latest is not None else False
-
-    async def query_spans(
-        self,
-        rollout_id: str,
-        attempt_id: str | None = None,
-        *,
-        trace_id: str | None = None,
-        trace_id_contains: str | None = None,
-        span_id: str | None = None,
-        span_id_contains: str | None = None,
-        parent_id: str | None = None,
-        parent_id_contains: str | None = None,
-        name: str | None = None,
-        name_contains: str | None = None,
-        filter_logic: Literal["and", "or"] = "and",
-        limit: int = -1,
-        offset: int = 0,
-        sort_by: str | None = "sequence_id",
-        sort_order: Literal["asc", "desc"] = "asc",
-    ) -> PaginatedResult[Span]:
-        filters = {
-            "trace_id": trace_id,
-            "trace_id_contains": trace_id_contains,
-            "span_id": span_id,
-            "span_id_contains": span_id_contains,
-            "parent_id": parent_id,
-            "parent_id_contains": parent_id_contains,
-            "name": name,
-            "name_contains": name_contains,
-        }
-        q = self._span_query(
-            rollout_id, None, filters, filter_logic, limit, offset, sort_by, sort_order
-        )
-        async with self._tx(write=False) as tx:
-            resolved = await self._resolve_attempt(tx, rollout_id, attempt_id)
-            if resolved is False:
-                return PaginatedResult.model_construct(
-                    items=[], limit=limit, offset=offset, total=0
-                )
-            if resolved is not None:
-                q.must.append(Cond("attempt_id", "exact", resolved))
-            items, total = await tx.query_spans(q)
-        return PaginatedResult.model_construct(items=items, limit=limit, offset=offset, total=total)
-
-    async def query_spans_json(
-        self, rollout_id: str, attempt_id: str | None = None, **kw: Any
-    ) -> tuple[list[str], int]:
-        return await self._query_spans_stored(rollout_id, attempt_id, kw, frames=False)
-
-    async def query_spans_frames(
-        self, rollout_id: str, attempt_id: str | None = None, **kw: Any
-    ) -> tuple[list[bytes], int, int]:
-        return await self._query_spans_stored(rollout_id, attempt_id, kw, frames=True)
-
-    async def _query_spans_stored(
-        self, rollout_id: str, attempt_id: str | None, kw: dict[str, Any], *, frames: bool
-    ) -> Any:
-        """A span query answered from the stored documents: as JSON texts and the total, or
-        (``frames``) as compact-page frames, the span count and the total."""
-        filter_logic = kw.pop("filter_logic", "and")
-        limit = kw.pop("limit", -1)
-        offset = kw.pop("offset", 0)
-        sort_by = kw.pop("sort_by", "sequence_id")
-        sort_order = kw.pop("sort_order", "asc")
-        allowed = {
-            f"{f}{suffix}"
-            for f in ("trace_id", "span_id", "parent_id", "name")
-            for suffix in ("", "_contains")
-        }
-        unknown = set(kw) - allowed
-        if unknown:
-            raise InvalidRequestError(f"unknown span filter(s): {', '.join(sorted(unknown))}")
-        q = self._span_query(rollout_id, None, kw, filter_logic, limit, offset, sort_by, sort_order)
-        async with self._tx(write=False) as tx:
-            resolved = await self._resolve_attempt(tx, rollout_id, attempt_id)
-            if resolved is False:
-                return ([], 0, 0) if frames else ([], 0)
-            if resolved is not None:
-                q.must.append(Cond("attempt_id", "exact", resolved))
-            if frames:
-                return await tx.query_spans_frames(q)
-            return await tx.query_spans_json(q)
-
-    async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int:
-        async with self._tx(write=True) as tx:
-            return await tx.bump_span_seq(rollout_id, 1)
-
-    async def get_many_span_sequence_ids(
-        self, rollout_attempt_ids: Sequence[tuple[str, str]]
-    ) -> Sequence[int]:
-        counts: dict[str, int] = {}
-        for rollout_id, _ in rollout_attempt_ids:
-            counts[rollout_id] = counts.get(rollout_id, 0) + 1
-        if not counts:
-            return []
-        async with self._tx(write=True) as tx:
-            nxt = {r: await tx.bump_span_seq(r, n) - n for r, n in sorted(counts.items())}
-        out: list[int] = []
-        for rollout_id, _ in rollout_attempt_ids:
-            nxt[rollout_id] += 1
-            out.append(nxt[rollout_id])
-        return out
 
     # ------------------------------------------------------------------ resources
 

@@ -26,8 +26,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from . import span_frames
-from .base import (
+from lightspan.store.api import span_frames
+from lightspan.store.api.base import (
     ATTEMPT_SORT_FIELDS,
     RESOURCES_SORT_FIELDS,
     ROLLOUT_SORT_FIELDS,
@@ -41,10 +41,7 @@ from .base import (
     StoreError,
     validate_page,
 )
-from .convert import convert_async
-from .core import CoreStore
-from .intake import ingest
-from .limits import (
+from lightspan.store.api.limits import (
     MAX_JSON_BODY_DEPTH,
     MAX_PAGE_LIMIT,
     BodyTooDeep,
@@ -52,7 +49,7 @@ from .limits import (
     check_nesting,
     loads_bounded,
 )
-from .models import (
+from lightspan.store.api.models import (
     AttemptStatus,
     EnqueueRolloutRequest,
     NamedResources,
@@ -62,14 +59,17 @@ from .models import (
     Span,
     WorkerStatus,
 )
-from .otlp import OtlpDecodeError
-from .otlp_http import PayloadTooLarge, read_limited
+from lightspan.store.core.store import CoreStore
+from lightspan.store.intake.convert import convert_async
+from lightspan.store.intake.ingest import ingest
+from lightspan.store.intake.otlp import OtlpDecodeError
+from lightspan.store.intake.otlp_http import PayloadTooLarge, read_limited
 
 __all__ = ["API_PREFIX", "rest_routes"]
 
 API_PREFIX = "/v1/agl"
 M = TypeVar("M", bound=BaseModel)
-logger = logging.getLogger("lightspan.store.rest")
+logger = logging.getLogger("lightspan.store.server.rest")
 
 
 # --------------------------------------------------------------------------- request bodies

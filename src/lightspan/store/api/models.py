@@ -17,7 +17,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar, overload
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from .limits import check_nesting
+from lightspan.store.api.limits import check_nesting
 
 __all__ = [
     "FINISHED_ROLLOUT_STATUSES",

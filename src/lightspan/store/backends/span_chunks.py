@@ -11,7 +11,7 @@ once the conversion is native. A chunk row holds a whole batch of one attempt:
   newline), compressed with zstd (level 1: ~1 us per span, ~10x smaller on span JSON).
 
 Reads take a rollout's chunks in insertion order and evaluate the query in memory with
-:func:`lightspan.store.query.run_query`, the evaluator of the in-memory backend, so filters,
+:func:`lightspan.store.api.query.run_query`, the evaluator of the in-memory backend, so filters,
 sort order and pagination are the same everywhere by construction.
 
 Duplicates (same rollout, attempt and span id) are found with :class:`SpanKeyCache`: the span ids
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from .span_row import SpanRow, join_row_docs
+from lightspan.store.intake.span_row import SpanRow, join_row_docs
 
 try:
     import orjson
@@ -144,7 +144,7 @@ def decode_chunk(rollout_id: str, attempt_id: str, cols: bytes, docs: bytes) -> 
 
 
 def span_field(item: StoredSpan, name: str) -> Any:
-    """A field of a stored span, for :func:`~lightspan.store.query.run_query`."""
+    """A field of a stored span, for :func:`~lightspan.store.api.query.run_query`."""
     if name == "rollout_id":
         return item[0]
     if name == "attempt_id":

@@ -17,17 +17,17 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from pydantic import ValidationError
 
-from .base import AddSpansResult, LightningStore
-from .convert import Converted
-from .core import CoreStore
-from .models import Span
-from .otlp import OtlpSpans, RejectedSpan
-from .span_row import SpanRow
-from .tx import StoreTx
+from lightspan.store.api.base import AddSpansResult, LightningStore
+from lightspan.store.api.models import Span
+from lightspan.store.core.store import CoreStore
+from lightspan.store.core.tx import StoreTx
+from lightspan.store.intake.convert import Converted
+from lightspan.store.intake.otlp import OtlpSpans, RejectedSpan
+from lightspan.store.intake.span_row import SpanRow
 
 __all__ = ["IngestResult", "ingest"]
 
-logger = logging.getLogger("lightspan.store.intake")
+logger = logging.getLogger("lightspan.store.intake.ingest")
 
 Then = Callable[[StoreTx], Awaitable[Any]]
 """Writes that commit with a batch's spans (see ``CoreStore.add_many_spans``)."""

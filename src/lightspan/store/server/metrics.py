@@ -27,8 +27,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .base import LightningStore
-from .models import RolloutStatus
+from lightspan.store.api.base import LightningStore
+from lightspan.store.api.models import RolloutStatus
 
 __all__ = ["StoreMetrics"]
 

@@ -25,10 +25,17 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from . import lifecycle as lc
-from .models import RUNNING_ROLLOUT_STATUSES, Attempt, ResourcesUpdate, Rollout, Span, Worker
-from .query import Cond, Query, run_query
-from .span_chunks import (
+from lightspan.store.api.models import (
+    RUNNING_ROLLOUT_STATUSES,
+    Attempt,
+    ResourcesUpdate,
+    Rollout,
+    Span,
+    Worker,
+)
+from lightspan.store.api.query import Cond, Query, run_query
+from lightspan.store.api.span_frames import compress_docs
+from lightspan.store.backends.span_chunks import (
     EncodedChunk,
     SpanKeyCache,
     decode_chunk,
@@ -37,8 +44,8 @@ from .span_chunks import (
     span_field,
     span_ids_of,
 )
-from .span_frames import compress_docs
-from .span_row import SpanRow
+from lightspan.store.core import lifecycle as lc
+from lightspan.store.intake.span_row import SpanRow
 
 _QUEUING = "('queuing', 'requeuing')"
 _CHUNK = 500  # ids per IN (...) list
@@ -122,7 +129,7 @@ RESOURCES = Table(
 _INT_COLUMNS = {"sequence_id", "version"}
 _LIMIT_COLUMNS = ("timeout_seconds", "unresponsive_seconds")
 """Copies of the rollout config's health limits (``ls_rollouts``), so the due time of an attempt
-(``ls_attempts.due_at``, see :func:`~lightspan.store.lifecycle.health_due_time`) can be
+(``ls_attempts.due_at``, see :func:`~lightspan.store.core.lifecycle.health_due_time`) can be
 recomputed in SQL without parsing the rollout's document."""
 _RUNNING = "('preparing', 'running')"  # RUNNING_ROLLOUT_STATUSES
 
@@ -137,7 +144,7 @@ _DUE_OF_ROW = (
     "+ r.unresponsive_seconds",
 )
 """The due time of the ``ls_attempts`` row being updated, were it its rollout's latest attempt:
-:func:`~lightspan.store.lifecycle.health_due_time` in SQL (``NULLIF(..., 0)`` is Python's
+:func:`~lightspan.store.core.lifecycle.health_due_time` in SQL (``NULLIF(..., 0)`` is Python's
 ``last_heartbeat_time or start_time``)."""
 
 HEALTH_DUE_SQL = "SELECT rollout_id FROM ls_attempts WHERE due_at <= ?"
@@ -222,7 +229,7 @@ def _marks(n: int) -> str:
 
 
 class SqlTx:
-    """:class:`~lightspan.store.tx.StoreTx` over a :class:`Conn` inside an open transaction."""
+    """:class:`~lightspan.store.core.tx.StoreTx` over a :class:`Conn` inside an open transaction."""
 
     def __init__(self, conn: Conn, dialect: Dialect, span_keys: SpanKeyCache) -> None:
         self.c = conn

@@ -14,9 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from . import lifecycle as lc
-from .core import DEFAULT_AUTO_ROLLOUT_TIMEOUT, CoreStore
-from .models import (
+from lightspan.store.api.models import (
     QUEUING_ROLLOUT_STATUSES,
     Attempt,
     ResourcesUpdate,
@@ -24,9 +22,11 @@ from .models import (
     Span,
     Worker,
 )
-from .query import Query, run_query
-from .span_frames import compress_docs
-from .span_row import SpanRow
+from lightspan.store.api.query import Query, run_query
+from lightspan.store.api.span_frames import compress_docs
+from lightspan.store.core import lifecycle as lc
+from lightspan.store.core.store import DEFAULT_AUTO_ROLLOUT_TIMEOUT, CoreStore
+from lightspan.store.intake.span_row import SpanRow
 
 
 def _get(item: Any, name: str) -> Any:

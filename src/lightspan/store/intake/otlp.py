@@ -47,9 +47,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from lightspan.semconv import ATTEMPT_ID as ATTEMPT_ID_KEY
 from lightspan.semconv import ROLLOUT_ID as ROLLOUT_ID_KEY
 from lightspan.semconv import SPAN_SEQUENCE_ID as SEQUENCE_ID_KEY
-
-from .limits import MAX_NESTING_DEPTH, BodyTooDeep, loads_bounded
-from .otlp_depth import DeepMarks, NestingTooDeep, cut_too_deep
+from lightspan.store.api.limits import MAX_NESTING_DEPTH, BodyTooDeep, loads_bounded
+from lightspan.store.intake.otlp_depth import DeepMarks, NestingTooDeep, cut_too_deep
 
 __all__ = [
     "ATTEMPT_ID_KEY",
@@ -153,7 +152,7 @@ def too_deep_reason(place: str) -> str:
 def any_value(value: AnyValue, level: int = 1) -> Any:
     """OTLP ``AnyValue`` at nesting ``level`` (1: an attribute's own value) -> Python (nested
     structures kept; see :func:`attributes_from_kvs`). Raises :class:`NestingTooDeep` past
-    :data:`~lightspan.store.limits.MAX_NESTING_DEPTH`."""
+    :data:`~lightspan.store.api.limits.MAX_NESTING_DEPTH`."""
     if level > MAX_NESTING_DEPTH:
         raise NestingTooDeep(level)
     kind = value.WhichOneof("value")

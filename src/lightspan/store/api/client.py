@@ -30,9 +30,9 @@ import httpx
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import to_json
 
-from ..loop_thread import LoopThread
-from . import span_frames
-from .base import (
+from lightspan.loop_thread import LoopThread
+from lightspan.store.api import span_frames
+from lightspan.store.api.base import (
     UNSET,
     AddSpansResult,
     AttemptUpdate,
@@ -43,9 +43,9 @@ from .base import (
     StoreError,
     given,
 )
-from .lean_http import LeanPool
-from .lean_http import usable as lean_http_usable
-from .models import (
+from lightspan.store.api.lean_http import LeanPool
+from lightspan.store.api.lean_http import usable as lean_http_usable
+from lightspan.store.api.models import (
     Attempt,
     AttemptedRollout,
     AttemptStatus,
@@ -61,8 +61,8 @@ from .models import (
     Worker,
     WorkerStatus,
 )
-from .span_page import decode_frames_page, decode_span_page
-from .span_row import SpanRow
+from lightspan.store.api.span_page import decode_frames_page, decode_span_page
+from lightspan.store.intake.span_row import SpanRow
 
 __all__ = [
     "ExchangeResult",
@@ -75,7 +75,7 @@ __all__ = [
     "store_for_config",
 ]
 
-logger = logging.getLogger("lightspan.store.client")
+logger = logging.getLogger("lightspan.store.api.client")
 _RESOURCES = TypeAdapter(NamedResources)
 
 
@@ -935,7 +935,7 @@ def store_for_config(config: Any) -> LightningStore:
     store_cfg = getattr(getattr(config, "agentLightning", None), "store", None) or config
     kind = getattr(store_cfg.type, "value", store_cfg.type)
     if kind == "in_memory":
-        from .factory import create_store
+        from lightspan.store.backends.factory import create_store
 
         return create_store("memory")
     return LightningStoreClient(

@@ -3,7 +3,7 @@ their span is rejected, not the whole request.
 
 Why: protobuf's parser refuses a message nested deeper than 100 levels with a ``DecodeError``
 that does not say why, and a kvlist value costs three levels per nesting level, so a span whose
-attribute nests 33 kvlists deep (one past :data:`~lightspan.store.limits.MAX_NESTING_DEPTH`)
+attribute nests 33 kvlists deep (one past :data:`~lightspan.store.api.limits.MAX_NESTING_DEPTH`)
 makes the whole ExportTraceServiceRequest unparseable. The Rust converter rejects just that span
 (as OTLP's ``partial_success`` intends); the Python converter (``otlp.py``, the specification)
 must do the same. When parsing a body fails, :func:`cut_too_deep` re-reads it: the envelope
@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from .limits import MAX_NESTING_DEPTH
+from lightspan.store.api.limits import MAX_NESTING_DEPTH
 
 __all__ = ["DeepMarks", "NestingTooDeep", "cut_too_deep"]
 

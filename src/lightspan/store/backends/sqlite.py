@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .core import DEFAULT_AUTO_ROLLOUT_TIMEOUT, CoreStore
-from .span_chunks import SpanKeyCache
-from .sql import Dialect, SqlTx, schema
+from lightspan.store.backends.span_chunks import SpanKeyCache
+from lightspan.store.backends.sql import Dialect, SqlTx, schema
+from lightspan.store.core.store import DEFAULT_AUTO_ROLLOUT_TIMEOUT, CoreStore
 
 T = TypeVar("T")
 

@@ -18,17 +18,17 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from .base import LightningStore
-from .convert import convert_async, json_to_protobuf
-from .intake import ingest
-from .otlp import OtlpDecodeError
+from lightspan.store.api.base import LightningStore
+from lightspan.store.intake.convert import convert_async, json_to_protobuf
+from lightspan.store.intake.ingest import ingest
+from lightspan.store.intake.otlp import OtlpDecodeError
 
 if TYPE_CHECKING:
-    from .metrics import StoreMetrics
+    from lightspan.store.server.metrics import StoreMetrics
 
 __all__ = ["DEFAULT_MAX_REQUEST_BYTES", "PayloadTooLarge", "otlp_http_routes", "read_limited"]
 
-logger = logging.getLogger("lightspan.store.otlp_http")
+logger = logging.getLogger("lightspan.store.intake.otlp_http")
 
 DEFAULT_MAX_REQUEST_BYTES = 32 * 1024 * 1024
 PROTOBUF = "application/x-protobuf"

@@ -46,7 +46,7 @@ __all__ = [
     "prepare_dashboard",
 ]
 
-logger = logging.getLogger("lightspan.store.dashboard")
+logger = logging.getLogger("lightspan.store.server.dashboard")
 
 AGL_VERSION = "0.3.0"
 AGL_REQUIREMENT = f"agentlightning=={AGL_VERSION}"
@@ -318,7 +318,7 @@ def _sha256_file(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lightspan.store.dashboard_fetch``: fill the cache (CI set-up)."""
+    """``python -m lightspan.store.server.dashboard_fetch``: fill the cache (CI set-up)."""
     del argv
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     files = prepare_dashboard()

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from .auth import GrpcBearerAuthInterceptor
-from .base import LightningStore
-from .convert import convert_async
-from .intake import ingest
-from .otlp import OtlpDecodeError
+from lightspan.store.api.base import LightningStore
+from lightspan.store.intake.convert import convert_async
+from lightspan.store.intake.ingest import ingest
+from lightspan.store.intake.otlp import OtlpDecodeError
+from lightspan.store.server.auth import GrpcBearerAuthInterceptor
 
 if TYPE_CHECKING:
-    from .metrics import StoreMetrics
+    from lightspan.store.server.metrics import StoreMetrics
 
 __all__ = ["SERVICE_NAME", "create_grpc_server"]
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .models import Attempt, ResourcesUpdate, Rollout, Span, Worker
-from .query import Query
-from .span_row import SpanRow
+from lightspan.store.api.models import Attempt, ResourcesUpdate, Rollout, Span, Worker
+from lightspan.store.api.query import Query
+from lightspan.store.intake.span_row import SpanRow
 
 
 class StoreTx(Protocol):
@@ -37,9 +37,9 @@ class StoreTx(Protocol):
     async def rollouts_in_status(self, statuses: list[str]) -> list[Rollout]: ...
     async def health_due(self, now: float) -> list[str]:
         """The health scan's candidates, sorted: ids of rollouts whose latest attempt's due
-        time (:func:`~lightspan.store.lifecycle.health_due_time`, kept up to date by every
+        time (:func:`~lightspan.store.core.lifecycle.health_due_time`, kept up to date by every
         write of a rollout or an attempt) is at most ``now`` (plus
-        :data:`~lightspan.store.lifecycle.HEALTH_DUE_SLACK`). Its cost follows the rollouts
+        :data:`~lightspan.store.core.lifecycle.HEALTH_DUE_SLACK`). Its cost follows the rollouts
         due, not the running ones. Every rollout that :func:`health_verdict` marks at ``now``
         is among them; others may be (a due time is never later than the true one, and an
         older attempt may keep one until :meth:`refresh_due`): the scan re-checks each."""

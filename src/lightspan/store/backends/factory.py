@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import LightningStore
+from lightspan.store.api.base import LightningStore
 
 BACKENDS = ("memory", "sqlite", "postgres")
 _ALIASES = {"in_memory": "memory", "inmemory": "memory", "postgresql": "postgres", "pg": "postgres"}
@@ -25,12 +25,12 @@ def create_store(backend: str, **options: Any) -> LightningStore:
     """
     name = _ALIASES.get(backend.lower(), backend.lower())
     if name == "memory":
-        from .memory import InMemoryLightningStore
+        from lightspan.store.backends.memory import InMemoryLightningStore
 
         options.pop("db", None)
         return InMemoryLightningStore(**options)
     if name == "sqlite":
-        from .sqlite import SqliteLightningStore
+        from lightspan.store.backends.sqlite import SqliteLightningStore
 
         if "db" in options:
             options["path"] = options.pop("db")
@@ -38,7 +38,7 @@ def create_store(backend: str, **options: Any) -> LightningStore:
             raise ValueError("the sqlite backend needs a database file path (--db / path=)")
         return SqliteLightningStore(**options)
     if name == "postgres":
-        from .postgres import PostgresLightningStore
+        from lightspan.store.backends.postgres import PostgresLightningStore
 
         if "db" in options:
             options["dsn"] = options.pop("db")

@@ -1,8 +1,8 @@
 """``lightspan store serve``: command-line wiring for the store server.
 
 Why separate from :mod:`.server`: the main CLI (``lightspan``) mounts these commands with
-:func:`add_store_commands`, and ``python -m lightspan.store.server`` / ``python -m
-lightspan.store.cli`` run them stand-alone; neither should import uvicorn just to print help.
+:func:`add_store_commands`, and ``python -m lightspan.store.server.app`` / ``python -m
+lightspan.store.server.cli`` run them stand-alone; neither should import uvicorn just to print help.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ DEFAULT_SQLITE_DB = "./lightspan-store.db"
 
 
 def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    from .otlp_http import DEFAULT_MAX_REQUEST_BYTES
+    from lightspan.store.intake.otlp_http import DEFAULT_MAX_REQUEST_BYTES
 
     p.add_argument(
         "--backend",
@@ -140,8 +140,8 @@ def read_token_file(path: str) -> str:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    from .factory import create_store
-    from .server import StoreServer
+    from lightspan.store.backends.factory import create_store
+    from lightspan.store.server.app import StoreServer
 
     options: dict[str, Any] = {}
     if args.backend == "sqlite":
@@ -164,7 +164,7 @@ async def _serve(args: argparse.Namespace) -> None:
         token = read_token_file(args.token_file)
     dashboard = None
     if args.dashboard:
-        from .dashboard_fetch import prepare_dashboard
+        from lightspan.store.server.dashboard_fetch import prepare_dashboard
 
         dashboard = prepare_dashboard()  # None (logged why) when it cannot be fetched
     store = create_store(args.backend, **options)
@@ -206,7 +206,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m lightspan.store.cli store serve ...`` (or ``serve``)."""
+    """Stand-alone entry point: ``python -m lightspan.store.server.cli store serve ...`` (or
+    ``serve``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
         argv = ["store", *argv]
