@@ -31,7 +31,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from lightspan.exporter.inprocess import InProcessSink
-from lightspan.store.backends.sqlite import SqliteLightningStore
+
+try:
+    from lightspan.store.backends.sqlite import SqliteLightningStore
+except ImportError:  # the code before the store's folders (issue 14), for before/after runs
+    from lightspan.store.sqlite import SqliteLightningStore  # type: ignore[no-redef]
 
 PROMPT = "You are a careful assistant. Solve the problem step by step. " * 10
 
