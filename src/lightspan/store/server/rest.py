@@ -313,7 +313,12 @@ def _page(
         what=what,
         filter_logic=q.filter_logic if filter_logic else "and",
     )
-    return {"limit": q.limit, "offset": q.offset, "sort_by": q.sort_by, "sort_order": q.sort_order}
+    return {
+        "limit": q.limit,
+        "offset": q.offset,
+        "sort_by": q.sort_by,
+        "sort_order": q.sort_order,
+    }
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -352,31 +357,39 @@ def _paginated_json(items_json: list[str], limit: int, offset: int, total: int) 
 # --------------------------------------------------------------------------- routes
 
 
-def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute]:
-    """All ``/v1/agl`` routes bound to ``store`` (order matters: fixed paths before ids)."""
+class RestApi:
+    """Agent Lightning v0.3's ``/v1/agl`` REST API (and our runner exchange) over one store:
+    one handler method per route of :data:`ROUTES`; :func:`_guard` maps store errors onto
+    HTTP answers."""
 
-    async def health(request: Request) -> Response:
+    def __init__(self, store: LightningStore, max_request_bytes: int) -> None:
+        self.store = store
+        self.max_request_bytes = max_request_bytes
+
+    async def health(self, request: Request) -> Response:
         return _raw_json(b'{"status":"ok"}')
 
-    async def enqueue(request: Request) -> Response:
-        body = await _body_model(request, EnqueueManyRequest, max_request_bytes)
+    async def enqueue(self, request: Request) -> Response:
+        body = await _body_model(request, EnqueueManyRequest, self.max_request_bytes)
         if not body.rollouts:
             return _raw_json(b"[]", 201)
-        rollouts = await store.enqueue_many_rollouts(body.rollouts)
+        rollouts = await self.store.enqueue_many_rollouts(body.rollouts)
         return _json(list(rollouts), 201)
 
-    async def dequeue(request: Request) -> Response:
-        body = await _body_model(request, DequeueRequest, max_request_bytes, optional=True)
+    async def dequeue(self, request: Request) -> Response:
+        body = await _body_model(request, DequeueRequest, self.max_request_bytes, optional=True)
         if body.limit > MAX_PAGE_LIMIT:
             raise HttpError(400, f"limit must be at most {MAX_PAGE_LIMIT}", "InvalidRequestError")
         if body.limit <= 0:
             return _raw_json(b"[]")
-        rollouts = await store.dequeue_many_rollouts(limit=body.limit, worker_id=body.worker_id)
+        rollouts = await self.store.dequeue_many_rollouts(
+            limit=body.limit, worker_id=body.worker_id
+        )
         return _json(list(rollouts))
 
-    async def start_rollout(request: Request) -> Response:
-        body = await _body_model(request, RolloutRequest, max_request_bytes)
-        rollout = await store.start_rollout(
+    async def start_rollout(self, request: Request) -> Response:
+        body = await _body_model(request, RolloutRequest, self.max_request_bytes)
+        rollout = await self.store.start_rollout(
             input=body.input,
             mode=body.mode,
             resources_id=body.resources_id,
@@ -386,9 +399,9 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         )
         return _json(rollout, 201)
 
-    async def _query_rollouts(q: QueryRolloutsRequest) -> Response:
+    async def _query_rollouts(self, q: QueryRolloutsRequest) -> Response:
         page = _page(q, ROLLOUT_SORT_FIELDS, "rollouts", filter_logic=True)
-        result = await store.query_rollouts(
+        result = await self.store.query_rollouts(
             status_in=q.status_in,
             rollout_id_in=q.rollout_id_in,
             rollout_id_contains=q.rollout_id_contains,
@@ -397,20 +410,22 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         )
         return _json(result)
 
-    async def query_rollouts(request: Request) -> Response:
-        return await _query_rollouts(_query_model(request, QueryRolloutsRequest))
+    async def query_rollouts(self, request: Request) -> Response:
+        return await self._query_rollouts(_query_model(request, QueryRolloutsRequest))
 
-    async def search_rollouts(request: Request) -> Response:
-        return await _query_rollouts(
-            await _body_model(request, QueryRolloutsRequest, max_request_bytes, optional=True)
+    async def search_rollouts(self, request: Request) -> Response:
+        return await self._query_rollouts(
+            await _body_model(request, QueryRolloutsRequest, self.max_request_bytes, optional=True)
         )
 
-    async def get_rollout(request: Request) -> Response:
-        return _json(await store.get_rollout_by_id(request.path_params["rollout_id"]))
+    async def get_rollout(self, request: Request) -> Response:
+        return _json(await self.store.get_rollout_by_id(request.path_params["rollout_id"]))
 
-    async def update_rollout(request: Request) -> Response:
-        body = await _body_model(request, UpdateRolloutRequest, max_request_bytes, optional=True)
-        rollout = await store.update_rollout(
+    async def update_rollout(self, request: Request) -> Response:
+        body = await _body_model(
+            request, UpdateRolloutRequest, self.max_request_bytes, optional=True
+        )
+        rollout = await self.store.update_rollout(
             request.path_params["rollout_id"],
             input=_optional_or_unset(body, "input"),
             mode=_optional_or_unset(body, "mode"),
@@ -421,31 +436,35 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         )
         return _json(rollout)
 
-    async def start_attempt(request: Request) -> Response:
-        body = await _body_model(request, StartAttemptRequest, max_request_bytes, optional=True)
-        attempted = await store.start_attempt(
+    async def start_attempt(self, request: Request) -> Response:
+        body = await _body_model(
+            request, StartAttemptRequest, self.max_request_bytes, optional=True
+        )
+        attempted = await self.store.start_attempt(
             request.path_params["rollout_id"], worker_id=body.worker_id
         )
         return _json(attempted, 201)
 
-    async def _query_attempts(request: Request, q: QueryAttemptsRequest) -> Response:
+    async def _query_attempts(self, request: Request, q: QueryAttemptsRequest) -> Response:
         page = _page(q, ATTEMPT_SORT_FIELDS, "attempts")
-        result = await store.query_attempts(request.path_params["rollout_id"], **page)
+        result = await self.store.query_attempts(request.path_params["rollout_id"], **page)
         return _json(result)
 
-    async def query_attempts(request: Request) -> Response:
-        return await _query_attempts(request, _query_model(request, QueryAttemptsRequest))
+    async def query_attempts(self, request: Request) -> Response:
+        return await self._query_attempts(request, _query_model(request, QueryAttemptsRequest))
 
-    async def search_attempts(request: Request) -> Response:
-        q = await _body_model(request, QueryAttemptsRequest, max_request_bytes, optional=True)
-        return await _query_attempts(request, q)
+    async def search_attempts(self, request: Request) -> Response:
+        q = await _body_model(request, QueryAttemptsRequest, self.max_request_bytes, optional=True)
+        return await self._query_attempts(request, q)
 
-    async def latest_attempt(request: Request) -> Response:
-        return _json(await store.get_latest_attempt(request.path_params["rollout_id"]))
+    async def latest_attempt(self, request: Request) -> Response:
+        return _json(await self.store.get_latest_attempt(request.path_params["rollout_id"]))
 
-    async def update_attempt(request: Request) -> Response:
-        body = await _body_model(request, UpdateAttemptRequest, max_request_bytes, optional=True)
-        attempt = await store.update_attempt(
+    async def update_attempt(self, request: Request) -> Response:
+        body = await _body_model(
+            request, UpdateAttemptRequest, self.max_request_bytes, optional=True
+        )
+        attempt = await self.store.update_attempt(
             request.path_params["rollout_id"],
             request.path_params["attempt_id"],
             status=_required_or_unset(body, "status"),
@@ -455,7 +474,7 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         )
         return _json(attempt)
 
-    async def runner_exchange(request: Request) -> Response:
+    async def runner_exchange(self, request: Request) -> Response:
         """A lightspan extension (not in Agent Lightning's API): what a runner's workers need
         from the store at one moment, in one request: spans of finished attempts, then their
         statuses, and a dequeue for the idle workers. ``{"otlp": base64 of an OTLP
@@ -471,10 +490,12 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         anything); any other failure fails the whole request (500: nothing was applied, the
         client retries it; duplicate spans are ignored). A malformed body fails the whole
         request (400/422) before anything is stored. Served for lightspan's own stores."""
-        body = await _body_model(request, ExchangeRequest, max_request_bytes)
+        body = await _body_model(request, ExchangeRequest, self.max_request_bytes)
         if len(body.updates) > MAX_PAGE_LIMIT:
             raise HttpError(
-                400, f"at most {MAX_PAGE_LIMIT} updates per request", "InvalidRequestError"
+                400,
+                f"at most {MAX_PAGE_LIMIT} updates per request",
+                "InvalidRequestError",
             )
         limit = body.dequeue.limit if body.dequeue is not None else 0
         if limit > MAX_PAGE_LIMIT:
@@ -490,7 +511,7 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
             )
             for u in body.updates
         ]
-        writes = store.exchange_writes(  # type: ignore[attr-defined]
+        writes = self.store.exchange_writes(  # type: ignore[attr-defined]
             updates, limit, body.dequeue.worker_id if body.dequeue is not None else None
         )
         spans: dict[str, Any] = {"rejected": 0, "message": ""}
@@ -501,24 +522,28 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
                 raise HttpError(
                     400, f"otlp: not a base64 OTLP request: {exc}", "MalformedBody"
                 ) from None
-            ingested = await ingest(store, converted, then=writes)
+            ingested = await ingest(self.store, converted, then=writes)
             spans = {"rejected": ingested.rejected, "message": ingested.message or ""}
             done, claimed = ingested.then_result
         else:
-            done, claimed = (await store.add_many_spans([], then=writes)).then_result  # type: ignore[call-arg]
+            done, claimed = (await self.store.add_many_spans([], then=writes)).then_result  # type: ignore[call-arg]
         results = []
         for r in done:
             if isinstance(r, StoreError):
                 code = 404 if isinstance(r, NotFoundError) else 400
-                error = {"status": code, "error_type": type(r).__name__, "detail": str(r)}
+                error = {
+                    "status": code,
+                    "error_type": type(r).__name__,
+                    "detail": str(r),
+                }
                 results.append({"error": error})
             else:
                 results.append({"attempt": r})
         return _json({"spans": spans, "results": results, "rollouts": list(claimed)})
 
-    async def _query_workers(q: QueryWorkersRequest) -> Response:
+    async def _query_workers(self, q: QueryWorkersRequest) -> Response:
         page = _page(q, WORKER_SORT_FIELDS, "workers", filter_logic=True)
-        result = await store.query_workers(
+        result = await self.store.query_workers(
             status_in=q.status_in,
             worker_id_contains=q.worker_id_contains,
             filter_logic=q.filter_logic,
@@ -526,61 +551,67 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         )
         return _json(result)
 
-    async def query_workers(request: Request) -> Response:
-        return await _query_workers(_query_model(request, QueryWorkersRequest))
+    async def query_workers(self, request: Request) -> Response:
+        return await self._query_workers(_query_model(request, QueryWorkersRequest))
 
-    async def search_workers(request: Request) -> Response:
-        return await _query_workers(
-            await _body_model(request, QueryWorkersRequest, max_request_bytes, optional=True)
+    async def search_workers(self, request: Request) -> Response:
+        return await self._query_workers(
+            await _body_model(request, QueryWorkersRequest, self.max_request_bytes, optional=True)
         )
 
-    async def get_worker(request: Request) -> Response:
-        return _json(await store.get_worker_by_id(request.path_params["worker_id"]))
+    async def get_worker(self, request: Request) -> Response:
+        return _json(await self.store.get_worker_by_id(request.path_params["worker_id"]))
 
-    async def update_worker(request: Request) -> Response:
-        body = await _body_model(request, UpdateWorkerRequest, max_request_bytes, optional=True)
-        worker = await store.update_worker(
+    async def update_worker(self, request: Request) -> Response:
+        body = await _body_model(
+            request, UpdateWorkerRequest, self.max_request_bytes, optional=True
+        )
+        worker = await self.store.update_worker(
             request.path_params["worker_id"],
             heartbeat_stats=_required_or_unset(body, "heartbeat_stats"),
         )
         return _json(worker)
 
-    async def statistics(request: Request) -> Response:
-        return _json(await store.statistics())
+    async def statistics(self, request: Request) -> Response:
+        return _json(await self.store.statistics())
 
-    async def query_resources(request: Request) -> Response:
+    async def query_resources(self, request: Request) -> Response:
         q = _query_model(request, QueryResourcesRequest)
         page = _page(q, RESOURCES_SORT_FIELDS, "resources")
-        result = await store.query_resources(
-            resources_id=q.resources_id, resources_id_contains=q.resources_id_contains, **page
+        result = await self.store.query_resources(
+            resources_id=q.resources_id,
+            resources_id_contains=q.resources_id_contains,
+            **page,
         )
         return _json(result)
 
-    async def _resources_body(request: Request) -> Any:
-        data = await _body(request, max_request_bytes)
+    async def _resources_body(self, request: Request) -> Any:
+        data = await _body(request, self.max_request_bytes)
         try:
             return _RESOURCES.validate_python(data)
         except ValidationError as exc:
             raise HttpError(422, _validation_detail(exc)) from exc
 
-    async def add_resources(request: Request) -> Response:
-        return _json(await store.add_resources(await _resources_body(request)), 201)
+    async def add_resources(self, request: Request) -> Response:
+        return _json(await self.store.add_resources(await self._resources_body(request)), 201)
 
-    async def latest_resources(request: Request) -> Response:
-        return _json(await store.get_latest_resources())
+    async def latest_resources(self, request: Request) -> Response:
+        return _json(await self.store.get_latest_resources())
 
-    async def get_resources(request: Request) -> Response:
-        return _json(await store.get_resources_by_id(request.path_params["resources_id"]))
+    async def get_resources(self, request: Request) -> Response:
+        return _json(await self.store.get_resources_by_id(request.path_params["resources_id"]))
 
-    async def update_resources(request: Request) -> Response:
-        resources = await _resources_body(request)
-        return _json(await store.update_resources(request.path_params["resources_id"], resources))
+    async def update_resources(self, request: Request) -> Response:
+        resources = await self._resources_body(request)
+        return _json(
+            await self.store.update_resources(request.path_params["resources_id"], resources)
+        )
 
-    async def add_span(request: Request) -> Response:
-        span = _validate(Span, await _body(request, max_request_bytes))
-        return _json(await store.add_span(span), 201)
+    async def add_span(self, request: Request) -> Response:
+        span = _validate(Span, await _body(request, self.max_request_bytes))
+        return _json(await self.store.add_span(span), 201)
 
-    async def _query_spans(q: QuerySpansRequest, accept: str) -> Response:
+    async def _query_spans(self, q: QuerySpansRequest, accept: str) -> Response:
         page = _page(q, SPAN_SORT_FIELDS, "spans", filter_logic=True)
         filters = {
             "trace_id": q.trace_id,
@@ -595,69 +626,79 @@ def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute
         }
         if span_frames.wants_frames(accept):
             # Our client asked for the compact page (span_frames.py); others get JSON.
-            frames, count, total = await store.query_spans_frames(
+            frames, count, total = await self.store.query_spans_frames(
                 q.rollout_id, q.attempt_id, **filters, **page
             )
             body = span_frames.encode_frames(frames, count, q.limit, q.offset, total)
             return Response(body, media_type=span_frames.MEDIA_TYPE)
-        texts, total = await store.query_spans_json(q.rollout_id, q.attempt_id, **filters, **page)
+        texts, total = await self.store.query_spans_json(
+            q.rollout_id, q.attempt_id, **filters, **page
+        )
         return _raw_json(_paginated_json(texts, q.limit, q.offset, total))
 
-    async def query_spans(request: Request) -> Response:
+    async def query_spans(self, request: Request) -> Response:
         q = _query_model(request, QuerySpansRequest)
-        return await _query_spans(q, request.headers.get("accept", ""))
+        return await self._query_spans(q, request.headers.get("accept", ""))
 
-    async def search_spans(request: Request) -> Response:
-        q = await _body_model(request, QuerySpansRequest, max_request_bytes)
-        return await _query_spans(q, request.headers.get("accept", ""))
+    async def search_spans(self, request: Request) -> Response:
+        q = await _body_model(request, QuerySpansRequest, self.max_request_bytes)
+        return await self._query_spans(q, request.headers.get("accept", ""))
 
-    async def next_sequence_id(request: Request) -> Response:
-        body = await _body_model(request, NextSequenceIdRequest, max_request_bytes)
-        seq = await store.get_next_span_sequence_id(body.rollout_id, body.attempt_id)
+    async def next_sequence_id(self, request: Request) -> Response:
+        body = await _body_model(request, NextSequenceIdRequest, self.max_request_bytes)
+        seq = await self.store.get_next_span_sequence_id(body.rollout_id, body.attempt_id)
         return _json({"sequence_id": seq})
 
-    async def wait_rollouts(request: Request) -> Response:
-        body = await _body_model(request, WaitRequest, max_request_bytes)
+    async def wait_rollouts(self, request: Request) -> Response:
+        body = await _body_model(request, WaitRequest, self.max_request_bytes)
         if body.timeout is not None and body.timeout < 0:
             raise HttpError(400, f"timeout must be >= 0 or null, got {body.timeout}", "BadTimeout")
         return _json(
-            await store.wait_for_rollouts(rollout_ids=body.rollout_ids, timeout=body.timeout)
+            await self.store.wait_for_rollouts(rollout_ids=body.rollout_ids, timeout=body.timeout)
         )
 
-    table: list[tuple[str, Handler, str]] = [
-        ("/health", health, "GET"),
-        ("/queues/rollouts/enqueue", enqueue, "POST"),
-        ("/queues/rollouts/dequeue", dequeue, "POST"),
-        ("/rollouts", start_rollout, "POST"),
-        ("/rollouts", query_rollouts, "GET"),
-        ("/rollouts/search", search_rollouts, "POST"),
-        ("/rollouts/{rollout_id}", get_rollout, "GET"),
-        ("/rollouts/{rollout_id}", update_rollout, "POST"),
-        ("/rollouts/{rollout_id}/attempts", start_attempt, "POST"),
-        ("/rollouts/{rollout_id}/attempts", query_attempts, "GET"),
-        ("/rollouts/{rollout_id}/attempts/search", search_attempts, "POST"),
-        ("/rollouts/{rollout_id}/attempts/latest", latest_attempt, "GET"),
-        ("/rollouts/{rollout_id}/attempts/{attempt_id}", update_attempt, "POST"),
-        ("/runner/exchange", runner_exchange, "POST"),
-        ("/workers", query_workers, "GET"),
-        ("/workers/search", search_workers, "POST"),
-        ("/workers/{worker_id}", get_worker, "GET"),
-        ("/workers/{worker_id}", update_worker, "POST"),
-        ("/statistics", statistics, "GET"),
-        ("/resources", query_resources, "GET"),
-        ("/resources", add_resources, "POST"),
-        ("/resources/latest", latest_resources, "GET"),
-        ("/resources/{resources_id}", get_resources, "GET"),
-        ("/resources/{resources_id}", update_resources, "POST"),
-        ("/spans", add_span, "POST"),
-        ("/spans", query_spans, "GET"),
-        ("/spans/search", search_spans, "POST"),
-        ("/spans/next", next_sequence_id, "POST"),
-        ("/waits/rollouts", wait_rollouts, "POST"),
-    ]
-    if not isinstance(store, CoreStore):  # the exchange needs its transactions
-        table.remove(("/runner/exchange", runner_exchange, "POST"))
+
+ROUTES: list[tuple[str, str, str]] = [
+    ("/health", "health", "GET"),
+    ("/queues/rollouts/enqueue", "enqueue", "POST"),
+    ("/queues/rollouts/dequeue", "dequeue", "POST"),
+    ("/rollouts", "start_rollout", "POST"),
+    ("/rollouts", "query_rollouts", "GET"),
+    ("/rollouts/search", "search_rollouts", "POST"),
+    ("/rollouts/{rollout_id}", "get_rollout", "GET"),
+    ("/rollouts/{rollout_id}", "update_rollout", "POST"),
+    ("/rollouts/{rollout_id}/attempts", "start_attempt", "POST"),
+    ("/rollouts/{rollout_id}/attempts", "query_attempts", "GET"),
+    ("/rollouts/{rollout_id}/attempts/search", "search_attempts", "POST"),
+    ("/rollouts/{rollout_id}/attempts/latest", "latest_attempt", "GET"),
+    ("/rollouts/{rollout_id}/attempts/{attempt_id}", "update_attempt", "POST"),
+    ("/runner/exchange", "runner_exchange", "POST"),
+    ("/workers", "query_workers", "GET"),
+    ("/workers/search", "search_workers", "POST"),
+    ("/workers/{worker_id}", "get_worker", "GET"),
+    ("/workers/{worker_id}", "update_worker", "POST"),
+    ("/statistics", "statistics", "GET"),
+    ("/resources", "query_resources", "GET"),
+    ("/resources", "add_resources", "POST"),
+    ("/resources/latest", "latest_resources", "GET"),
+    ("/resources/{resources_id}", "get_resources", "GET"),
+    ("/resources/{resources_id}", "update_resources", "POST"),
+    ("/spans", "add_span", "POST"),
+    ("/spans", "query_spans", "GET"),
+    ("/spans/search", "search_spans", "POST"),
+    ("/spans/next", "next_sequence_id", "POST"),
+    ("/waits/rollouts", "wait_rollouts", "POST"),
+    ("/runner/exchange", "runner_exchange", "POST"),
+]
+"""(path under ``/v1/agl``, :class:`RestApi` method, HTTP method); fixed paths before ids."""
+
+
+def rest_routes(store: LightningStore, max_request_bytes: int) -> list[BaseRoute]:
+    """All ``/v1/agl`` routes bound to ``store``; the runner exchange only for our stores (it
+    needs their transactions)."""
+    api = RestApi(store, max_request_bytes)
     return [
-        Route(API_PREFIX + path, _guard(handler), methods=[method])
-        for path, handler, method in table
+        Route(API_PREFIX + path, _guard(getattr(api, name)), methods=[method])
+        for path, name, method in ROUTES
+        if name != "runner_exchange" or isinstance(store, CoreStore)
     ]
