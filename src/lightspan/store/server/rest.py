@@ -102,44 +102,43 @@ class StartAttemptRequest(BaseModel):
     worker_id: str | None = None
 
 
-class QueryRolloutsRequest(BaseModel):
+class PageQuery(BaseModel):
+    """The paging and sorting arguments of every query route, defined once (checked by
+    ``base.validate_page`` through :func:`_page`)."""
+
+    limit: int = -1
+    offset: int = 0
+    sort_by: str | None = None
+    sort_order: Literal["asc", "desc"] = "asc"
+
+
+class FilteredPageQuery(PageQuery):
+    """:class:`PageQuery` for routes with several filters (combined with ``and`` or ``or``)."""
+
+    filter_logic: Literal["and", "or"] = "and"
+
+
+class QueryRolloutsRequest(FilteredPageQuery):
     status_in: list[RolloutStatus] | None = None
     rollout_id_in: list[str] | None = None
     rollout_id_contains: str | None = None
-    limit: int = -1
-    offset: int = 0
-    sort_by: str | None = None
-    sort_order: Literal["asc", "desc"] = "asc"
-    filter_logic: Literal["and", "or"] = "and"
 
 
-class QueryAttemptsRequest(BaseModel):
-    limit: int = -1
-    offset: int = 0
+class QueryAttemptsRequest(PageQuery):
     sort_by: str | None = "sequence_id"
-    sort_order: Literal["asc", "desc"] = "asc"
 
 
-class QueryResourcesRequest(BaseModel):
+class QueryResourcesRequest(PageQuery):
     resources_id: str | None = None
     resources_id_contains: str | None = None
-    limit: int = -1
-    offset: int = 0
-    sort_by: str | None = None
-    sort_order: Literal["asc", "desc"] = "asc"
 
 
-class QueryWorkersRequest(BaseModel):
+class QueryWorkersRequest(FilteredPageQuery):
     status_in: list[WorkerStatus] | None = None
     worker_id_contains: str | None = None
-    limit: int = -1
-    offset: int = 0
-    sort_by: str | None = None
-    sort_order: Literal["asc", "desc"] = "asc"
-    filter_logic: Literal["and", "or"] = "and"
 
 
-class QuerySpansRequest(BaseModel):
+class QuerySpansRequest(FilteredPageQuery):
     rollout_id: str
     attempt_id: str | None = None
     trace_id: str | None = None
@@ -150,11 +149,7 @@ class QuerySpansRequest(BaseModel):
     parent_id_contains: str | None = None
     name: str | None = None
     name_contains: str | None = None
-    filter_logic: Literal["and", "or"] = "and"
-    limit: int = -1
-    offset: int = 0
     sort_by: str | None = "sequence_id"
-    sort_order: Literal["asc", "desc"] = "asc"
 
 
 class WaitRequest(BaseModel):
@@ -302,7 +297,7 @@ def _optional_or_unset(model: BaseModel, field: str) -> Any:
 
 
 def _page(
-    q: Any, sortable: frozenset[str], what: str, *, filter_logic: bool = False
+    q: PageQuery, sortable: frozenset[str], what: str, *, filter_logic: bool = False
 ) -> dict[str, Any]:
     validate_page(
         limit=q.limit,
@@ -311,7 +306,7 @@ def _page(
         sort_order=q.sort_order,
         sortable=sortable,
         what=what,
-        filter_logic=q.filter_logic if filter_logic else "and",
+        filter_logic=q.filter_logic if filter_logic and isinstance(q, FilteredPageQuery) else "and",
     )
     return {
         "limit": q.limit,
