@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from lightspan.runner import WorkflowRunner
+from lightspan.runner import RunnerStats, WorkflowRunner
 from lightspan.store.client import LightningStoreClient
 from tests.runner.test_shared_calls import _CountingClient
 from tests.runner.workflows import wide_workflow
@@ -36,7 +36,7 @@ async def test_requests_claim_ahead_and_max_rollouts_still_bounds_what_is_claime
     stats = await runner.serve(max_rollouts=n)
     await counting.close()
     assert (stats.succeeded, stats.failed, stats.status_lost) == (n, 0, 0)
-    assert max(d for _, d in counting.exchanges) > workers, counting.exchanges
+    assert runner._exchange is not None and runner._exchange.prefetched > 0
     assert sum(d for _, d in counting.exchanges) >= n
     assert runner._exchange is not None and runner._exchange.ready == []
     # n claimed and run once each; the rest never claimed
@@ -55,21 +55,45 @@ async def test_prefetch_zero_claims_only_for_waiting_workers(
     await counting.close()
     assert stats.succeeded == n
     assert max(d for _, d in counting.exchanges) <= workers, counting.exchanges
+    assert runner._exchange is not None and runner._exchange.prefetched == 0
 
 
-class _NotifyingClient(_CountingClient):
-    def __init__(self, *a: Any, **kw: Any) -> None:
+class _StoppingClient(_CountingClient):
+    """Stops its runner right after a request filled the prefetch buffer, before any worker
+    took from it."""
+
+    def __init__(self, *a: Any, hard: bool, **kw: Any) -> None:
         super().__init__(*a, **kw)
-        self.prefetched = asyncio.Event()
+        self.hard = hard
         self.runner: WorkflowRunner | None = None
+        self.stopped_with = 0
+        """Rollouts in the buffer when it stopped the runner."""
 
     async def runner_exchange(self, **kw: Any) -> Any:
         result = await super().runner_exchange(**kw)
-        # a request that claimed beyond the waiting workers: the test stops the runner while
-        # those rollouts wait in its buffer
-        if self.runner is not None and self.exchanges[-1][1] > self.runner.workers:
-            self.prefetched.set()
+        # runs once the exchange's flush has handled this answer (buffer filled)
+        asyncio.get_running_loop().call_soon(self._stop_if_buffered)
         return result
+
+    def _stop_if_buffered(self) -> None:
+        runner = self.runner
+        assert runner is not None and runner._exchange is not None
+        if not runner.stopping and runner._exchange.ready:
+            self.stopped_with = len(runner._exchange.ready)
+            runner.request_stop(hard=self.hard)
+
+
+async def _stop_while_rollouts_wait_in_the_buffer(
+    store_server: StoreProcess, client: LightningStoreClient, *, hard: bool
+) -> tuple[list[str], RunnerStats]:
+    ids = [(await client.enqueue_rollout({"input": {"i": i}})).rollout_id for i in range(400)]
+    stopping = _StoppingClient(store_server.address, hard=hard)
+    runner = WorkflowRunner(wide_workflow(width=2), stopping, workers=4)
+    stopping.runner = runner
+    stats = await asyncio.wait_for(runner.serve(), 30)
+    await stopping.close()
+    assert stopping.stopped_with > 0  # the stop came while rollouts waited in the buffer
+    return ids, stats
 
 
 async def test_a_graceful_stop_runs_what_was_claimed_ahead(
@@ -78,15 +102,7 @@ async def test_a_graceful_stop_runs_what_was_claimed_ahead(
     """Stopped while rollouts wait in the buffer: the workers still run them (they were
     claimed for this runner), so every rollout ends succeeded or still queued, none failed or
     left claimed."""
-    ids = [(await client.enqueue_rollout({"input": {"i": i}})).rollout_id for i in range(400)]
-    slow = _NotifyingClient(store_server.address)
-    runner = WorkflowRunner(wide_workflow(width=2), slow, workers=4)
-    slow.runner = runner
-    task = asyncio.create_task(runner.serve())
-    await asyncio.wait_for(slow.prefetched.wait(), 20)
-    runner.request_stop()
-    stats = await asyncio.wait_for(task, 20)
-    await slow.close()
+    ids, stats = await _stop_while_rollouts_wait_in_the_buffer(store_server, client, hard=False)
     got = await _statuses(client, ids)
     assert got.get("failed", 0) == 0 and got.get("running", 0) == 0, got
     assert got["succeeded"] == stats.succeeded and got["succeeded"] + got["queuing"] == 400, got
@@ -96,15 +112,7 @@ async def test_a_graceful_stop_runs_what_was_claimed_ahead(
 async def test_a_hard_stop_reports_what_was_claimed_ahead_as_failed(
     store_server: StoreProcess, client: LightningStoreClient
 ) -> None:
-    ids = [(await client.enqueue_rollout({"input": {"i": i}})).rollout_id for i in range(400)]
-    slow = _NotifyingClient(store_server.address)
-    runner = WorkflowRunner(wide_workflow(width=2), slow, workers=4)
-    slow.runner = runner
-    task = asyncio.create_task(runner.serve())
-    await asyncio.wait_for(slow.prefetched.wait(), 20)
-    runner.request_stop(hard=True)
-    await asyncio.wait_for(task, 20)
-    await slow.close()
+    ids, _ = await _stop_while_rollouts_wait_in_the_buffer(store_server, client, hard=True)
     got = await _statuses(client, ids)
     # nothing is left claimed: each rollout ran, was reported failed, or is still queued
     assert got.get("running", 0) == 0 and got.get("preparing", 0) == 0, got

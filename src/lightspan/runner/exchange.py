@@ -93,6 +93,8 @@ class Exchange:
         """Moving average of a request's round trip (seconds; None before the first)."""
         self.requests = 0
         """Exchange requests sent (for benchmarks and tests)."""
+        self.prefetched = 0
+        """Rollouts claimed ahead of a waiting worker (for benchmarks and tests)."""
 
     @property
     def supported(self) -> bool | None:
@@ -208,7 +210,9 @@ class Exchange:
                         self.on_orphan(rollout)
                 else:
                     fut.set_result(rollout)
-            self.ready.extend(got[len(wants) : len(wants) + ahead])
+            ahead_got = got[len(wants) : len(wants) + ahead]
+            self.prefetched += len(ahead_got)
+            self.ready.extend(ahead_got)
             for rollout in got[len(wants) + ahead :]:  # a store that returned more than asked
                 self.on_orphan(rollout)
 
