@@ -38,6 +38,12 @@ def add_runner_commands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--token", default=os.environ.get("LIGHTSPAN_STORE_TOKEN"), help="bearer token")
     p.add_argument("--workers", type=int, default=1, help="concurrent rollouts (default 1)")
     p.add_argument("--worker-id-prefix", help="worker ids are <prefix>-<i>")
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        help="at most this many rollouts claimed ahead of idle workers, only as many as one "
+        "store round trip needs (default: --workers; 0: never)",
+    )
     p.add_argument("--max-rollouts", type=int, help="stop after starting this many rollouts")
     p.add_argument(
         "--idle-exit", type=float, metavar="SECONDS", help="stop when nothing was queued this long"
@@ -82,6 +88,7 @@ async def _serve(args: argparse.Namespace) -> dict[str, Any]:
         heartbeat_interval=args.heartbeat_interval,
         resources_ttl=args.resources_ttl,
         input_mapping=InputMapping(expected_key=args.expected_key),
+        prefetch=args.prefetch,
     )
     try:
         stats = await runner.serve(

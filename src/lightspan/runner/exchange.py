@@ -10,6 +10,14 @@ runner's workers want while a request is in flight in the next one: finished att
 status is never readable without its spans) and the dequeues of idle workers. Each caller gets
 its own answer or error.
 
+**Prefetch.** One request is in flight at a time, so without more the two processes take
+turns: the server works while every worker waits for its next rollout, then the workers run
+while the server idles. A request may therefore claim a few rollouts beyond the idle workers'
+(``prefetch()``, decided by the runner): they wait in :attr:`Exchange.ready` and the next
+workers to ask start them at once, while the next request is in flight. Celery's
+``worker_prefetch_multiplier`` does the same for the same reason; the runner keeps the number
+to what one round trip needs, so long rollouts are not hoarded away from other runners.
+
 Against a server without the extension (``agl store``) the first request finds out (404/405,
 remembered by the client) and every caller gets :class:`ExchangeUnsupported`: the runner then
 uses the v0.3 calls (span export, ``update_attempt``, shared ``dequeue_many_rollouts``).
@@ -18,6 +26,7 @@ uses the v0.3 calls (span export, ``update_attempt``, shared ``dequeue_many_roll
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -53,7 +62,10 @@ class Exchange:
 
     ``max_spans``/``max_updates`` bound one request (callers send a report of more than
     ``max_spans`` spans the v0.3 way, where span exports are split). ``on_orphan``
-    gets a rollout claimed for a worker that stopped waiting (hard stop), to report it."""
+    gets a rollout claimed for a worker that stopped waiting (hard stop), to report it.
+    ``prefetch()``: how many rollouts a request may claim beyond the waiting workers' (kept
+    in :attr:`ready`), asked before each request; ``worker_id`` names the claimer of those
+    when no worker waits."""
 
     def __init__(
         self,
@@ -62,17 +74,27 @@ class Exchange:
         on_orphan: Callable[[AttemptedRollout], None],
         max_spans: int = 1000,
         max_updates: int = 100,
+        prefetch: Callable[[], int] = lambda: 0,
+        worker_id: str | None = None,
     ) -> None:
         self.store = store
         self.on_orphan = on_orphan
         self.max_spans = max_spans
         self.max_updates = max_updates
+        self.prefetch = prefetch
+        self.worker_id = worker_id
         self._reports: list[_Pending] = []
         self._wants: list[_Want] = []
         self._flusher: asyncio.Task[None] | None = None
         self._encoder = SpanEncoder()  # OTLP bytes, as the SDK's encoder writes them, faster
+        self.ready: list[AttemptedRollout] = []
+        """Rollouts claimed ahead (prefetched) that no worker has started yet, oldest first."""
+        self.round_trip_s: float | None = None
+        """Moving average of a request's round trip (seconds; None before the first)."""
         self.requests = 0
         """Exchange requests sent (for benchmarks and tests)."""
+        self.prefetched = 0
+        """Rollouts claimed ahead of a waiting worker (for benchmarks and tests)."""
 
     @property
     def supported(self) -> bool | None:
@@ -93,13 +115,22 @@ class Exchange:
         return await asyncio.shield(fut)
 
     def want(self, worker_id: str, fut: asyncio.Future[AttemptedRollout | None]) -> None:
-        """Queue a dequeue for ``worker_id``: ``fut`` gets a rollout, None (queue empty), the
-        request's error, or :class:`ExchangeUnsupported`."""
+        """Queue a dequeue for ``worker_id``: ``fut`` gets a prefetched rollout at once, else
+        the next request's rollout, None (queue empty), its error, or
+        :class:`ExchangeUnsupported`."""
+        if self.ready:
+            fut.set_result(self.ready.pop(0))
+            return
         if self.supported is False:
             fut.set_exception(ExchangeUnsupported())
             return
         self._wants.append((worker_id, fut))
         self._kick()
+
+    def take_ready(self) -> list[AttemptedRollout]:
+        """Every prefetched rollout not started yet (the buffer is left empty)."""
+        ready, self.ready = self.ready, []
+        return ready
 
     async def drain(self) -> None:
         """Wait until no request is in flight (its answers, orphans included, are handled)."""
@@ -126,16 +157,24 @@ class Exchange:
             reports = self._take_reports()
             wants, self._wants = self._wants[: self.max_updates], self._wants[self.max_updates :]
             spans = [s for r, _ in reports for s in r.spans]
+            ahead = max(0, self.prefetch() - len(self.ready)) if reports or wants else 0
+            claimer = wants[0][0] if wants else self.worker_id
+            if claimer is None:
+                ahead = 0
             try:
                 self.requests += 1
+                t0 = time.perf_counter()
                 result = await self.store.runner_exchange(
                     otlp=self._encoder.encode_request(spans) if spans else None,
                     updates=[r.update for r, _ in reports],
-                    dequeue=len(wants),
-                    worker_id=wants[0][0] if wants else None,
+                    dequeue=len(wants) + ahead,
+                    worker_id=claimer if wants or ahead else None,
                 )
                 if result is None:
                     raise ExchangeUnsupported
+                rtt = time.perf_counter() - t0
+                prev = self.round_trip_s
+                self.round_trip_s = rtt if prev is None else 0.8 * prev + 0.2 * rtt
             except BaseException as e:
                 error = e if isinstance(e, Exception) else RuntimeError(repr(e))
                 failed = [f for _, f in reports] + [f for _, f in wants]
@@ -171,7 +210,10 @@ class Exchange:
                         self.on_orphan(rollout)
                 else:
                     fut.set_result(rollout)
-            for rollout in got[len(wants) :]:  # a store that returned more than asked
+            ahead_got = got[len(wants) : len(wants) + ahead]
+            self.prefetched += len(ahead_got)
+            self.ready.extend(ahead_got)
+            for rollout in got[len(wants) + ahead :]:  # a store that returned more than asked
                 self.on_orphan(rollout)
 
 

@@ -133,6 +133,12 @@ class WorkflowRunner:
     status, in the background) while it runs the next one (see :meth:`_run_attempt`).
     ``share_requests=False``: every worker makes its own calls, one at a time (dequeue, spans,
     status, then the next dequeue), as before these were shared; for comparison only.
+    ``prefetch``: at most this many rollouts claimed ahead of idle workers over HTTP (default
+    ``workers``; 0: never), so workers run while the store answers the next exchange request.
+    The runner claims only what one round trip needs: ``workers x round trip / rollout time``,
+    so for rollouts of seconds it claims none and leaves them to idle runners elsewhere; on a
+    graceful stop the workers still run what was claimed ahead, on a hard stop it is reported
+    failed (the store's retry rules apply).
     """
 
     def __init__(
@@ -152,10 +158,14 @@ class WorkflowRunner:
         status_retry_seconds: float = 300.0,
         report_depth: int = 2,
         share_requests: bool = True,
+        prefetch: int | None = None,
         on_result: Callable[[AttemptedRollout, str, RunResult | None], Any] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
+        if prefetch is not None and prefetch < 0:
+            raise ValueError(f"prefetch must be >= 0, got {prefetch}")
+        self.prefetch = workers if prefetch is None else prefetch
         if report_depth < 1:
             raise ValueError(f"report_depth must be >= 1, got {report_depth}")
         self.report_depth = report_depth
@@ -182,7 +192,13 @@ class WorkflowRunner:
         )
         self._sink = SpanSink(store, coalesce=share_requests)
         self._exchange = (
-            Exchange(store, on_orphan=self._abandon, max_spans=self._sink.max_batch)
+            Exchange(
+                store,
+                on_orphan=self._abandon,
+                max_spans=self._sink.max_batch,
+                prefetch=self._prefetch_allowance,
+                worker_id=self.worker_ids[0],
+            )
             if share_requests and isinstance(store, LightningStoreClient)
             else None
         )
@@ -204,7 +220,8 @@ class WorkflowRunner:
         self.dequeue_requests = 0
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._reports: dict[str, list[asyncio.Task[None]]] = {}
-        """Dequeue calls made to the store (for benchmarks and tests)."""
+        self._rollout_s: float | None = None
+        """Moving average of a rollout's time in a worker (run and overhead), for prefetch."""
 
     # ------------------------------------------------------------------ control
 
@@ -239,6 +256,18 @@ class WorkflowRunner:
         finally:
             self.request_stop()
             await task
+
+    def _prefetch_allowance(self) -> int:
+        """Rollouts an exchange request may claim beyond the waiting workers': enough to keep
+        the workers busy for one round trip (``workers x round trip / rollout time``), within
+        ``prefetch`` and ``max_rollouts``; none while stopping or before both are measured."""
+        ex, per = self._exchange, self._rollout_s
+        if self.stopping or ex is None or ex.round_trip_s is None or not per:
+            return 0
+        want = min(self.prefetch, int(self.workers * ex.round_trip_s / per + 0.5))
+        if self._max is not None:
+            want = min(want, self._max - self._claimed - len(ex.ready))
+        return max(0, want)
 
     # ------------------------------------------------------------------ serving
 
@@ -282,6 +311,7 @@ class WorkflowRunner:
                 await asyncio.wait([self._dq_task])
             if self._exchange is not None:  # the same, in an exchange request
                 await self._exchange.drain()
+                await self._run_left_ahead()
             while self._side_tasks:
                 await asyncio.gather(*self._side_tasks, return_exceptions=True)
             await register
@@ -314,8 +344,27 @@ class WorkflowRunner:
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
 
+    async def _run_left_ahead(self) -> None:
+        """Rollouts prefetched by a request that answered after the workers stopped: run them
+        (graceful stop: what was claimed is run) or report them failed (hard stop)."""
+        assert self._exchange is not None
+        left = self._exchange.take_ready()
+        if self._hard.is_set():
+            for rollout in left:
+                self._abandon(rollout)
+            return
+        self._claimed += len(left)
+        await asyncio.gather(
+            *(self._run_attempt(r, None, pipelined=False) for r in left), return_exceptions=True
+        )
+
     async def _worker(self, worker_id: str, idle_exit: float | None) -> None:
-        while not self.stopping:
+        while True:
+            if self.stopping:
+                # Draining: rollouts claimed ahead were claimed for this runner; run them.
+                ahead = self._exchange.ready if self._exchange is not None else None
+                if not ahead or self._hard.is_set():
+                    return
             if self._max is not None and self._claimed >= self._max:
                 return
             self._claimed += 1
@@ -355,6 +404,8 @@ class WorkflowRunner:
         a dequeue found it empty, only one idle worker polls (every ``poll_interval``) and the
         others wait for it, so an idle runner costs the store one request per interval, not one
         per worker."""
+        if self._exchange is not None and self._exchange.ready:
+            return self._exchange.ready.pop(0)
         if not self._queue_empty:
             rollout = await self._shared_dequeue(worker_id)
             if rollout is not None:
@@ -475,6 +526,7 @@ class WorkflowRunner:
         status, error, result = "failed", None, None
         run_s = 0.0
         reporting = False
+        ran_until: float | None = None  # when its report was queued (pipelined)
         try:
             try:
                 inp, expected = self.input_mapping(rollout.input)
@@ -523,6 +575,7 @@ class WorkflowRunner:
                 task.add_done_callback(self._side_tasks.discard)
                 mine = self._reports.setdefault(worker_id or "", [])
                 mine.append(task)
+                ran_until = time.perf_counter()
                 while len(mine) > self.report_depth:
                     await asyncio.shield(mine.pop(0))
                 return status
@@ -532,8 +585,12 @@ class WorkflowRunner:
         finally:
             if not reporting:
                 self._active.pop((rid, aid), None)
+            took = time.perf_counter() - t0
+            busy = (ran_until or t0 + took) - t0  # not the wait for an earlier report
+            prev = self._rollout_s
+            self._rollout_s = busy if prev is None else 0.8 * prev + 0.2 * busy
             self.stats.workflow_s += run_s
-            self.stats.overhead_s += time.perf_counter() - t0 - run_s
+            self.stats.overhead_s += took - run_s
             setattr(self.stats, status, getattr(self.stats, status) + 1)
             self.stats.rollouts += 1
 
