@@ -223,3 +223,59 @@ async def test_equal_cost_is_not_faster_on_a_lower_mean_latency_alone():
     assert step_resource(out.best, "llm", "solve")["model"] == "big"
     twin = [c for c in seen if "model=twin" in c.label]
     assert twin and twin[-1].latency_s < seen[0].latency_s and not twin[-1].accepted
+
+
+class _TwoSteps(Evaluator):
+    """Two steps, ``a`` then ``b``. The baseline (both on ``big``) is wrong on every fourth
+    task; ``a`` on ``mid`` fixes those (and is a's cheapest); ``b`` on ``cheap`` breaks them
+    again."""
+
+    COST = {
+        "a": {"big": 10.0, "mid": 2.0, "cheap": 3.0},
+        "b": {"big": 10.0, "mid": 5.0, "cheap": 1.0},
+    }
+
+    def __init__(self) -> None:
+        super().__init__("two-steps")
+
+    async def _run(self, resources, tasks, progress):  # type: ignore[no-untyped-def]
+        a = step_resource(resources, "llm", "a")["model"]
+        b = step_resource(resources, "llm", "b")["model"]
+        out = []
+        for t in tasks:
+            hard = int(t.id[1:]) % 4 == 0
+            right = not hard or (a == "mid" and b != "cheap")
+            out.append(
+                Result(
+                    task_id=t.id,
+                    reward=1.0 if right else 0.0,
+                    status="succeeded",
+                    cost=self.COST["a"][a] + self.COST["b"][b],
+                    latency_s=1.0,
+                )
+            )
+        return out
+
+
+async def test_a_later_step_cannot_spend_what_an_earlier_step_gained():
+    # Step a's change gains the hard tasks (reward 0.75 -> 1.0); step b's cheap model loses
+    # them again: against the baseline it is "no worse" (0.75 = 0.75), which the search
+    # accepted, so the winner kept none of a's gain. Against the set it changes it is worse.
+    seen: list = []
+    search = CostSearch(
+        _TwoSteps(),
+        [LLMStep(name="a", prompt="p", llm="llm"), LLMStep(name="b", prompt="p", llm="llm")],
+        catalog=[ModelOption("http://127.0.0.1:1/v1", m) for m in ("mid", "cheap")],
+        price=lambda m: None,
+        min_tasks=4,
+        prompt_variants=False,
+        on_candidate=seen.append,
+    )
+    out = await search.run(_SCRIPTED_BASE, _SCRIPTED_VAL, [])
+    assert step_resource(out.best, "llm", "a")["model"] == "mid"
+    assert step_resource(out.best, "llm", "b")["model"] != "cheap"
+    b_cheap = [c for c in seen if c.step == "b" and "model=cheap" in c.label]
+    assert b_cheap and not any(c.accepted for c in b_cheap)
+    assert all(c.lower_bound is not None and c.lower_bound >= -0.02 for c in b_cheap)
+    # ...while against the current set (a on mid) it loses the hard tasks
+    assert all(c.step_lower_bound is not None and c.step_lower_bound < -0.02 for c in b_cheap)

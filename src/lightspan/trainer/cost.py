@@ -2,9 +2,13 @@
 keeps the reward, decided on val with successive halving and a paired bootstrap.
 
 Why per step, most expensive first: steps differ in how much model they need, and the first
-accepted change on the step that dominates the bill is worth more than any later one. Why the
-paired-bootstrap lower bound against the *baseline* (not the current best): accepted changes
-cannot drift the reward down by ``delta`` at each step.
+accepted change on the step that dominates the bill is worth more than any later one. Why two
+paired-bootstrap lower bounds, both >= -delta: against the *baseline*, so accepted changes
+cannot drift the reward down by ``delta`` at each step; and against the *current* set (the one
+the change modifies), so a change cannot spend what an earlier one gained. With the baseline
+alone, a step-2 change that lost a task to the step-1 winner still passed when the step-1
+winner had gained one (seed 0 of classification x sequence: plan concise 1.00 on val, then
+solve on Qwen 0.5B 0.89 = the baseline's 0.89, accepted, and the combination lost on test).
 """
 
 from __future__ import annotations
@@ -48,10 +52,30 @@ class Candidate:
     cost: float = 0.0
     latency_s: float = 0.0
     lower_bound: float | None = None
+    """Paired-bootstrap lower bound of the reward difference against the baseline."""
+    step_lower_bound: float | None = None
+    """The same against the current set (the one this candidate changes one step of)."""
     accepted: bool = False
     advanced: bool = False
     """Successive halving kept it for a larger rung (its later evaluation is another entry)."""
     rejected_because: str | None = None
+
+    def holds(self, delta: float) -> bool:
+        """Both lower bounds (baseline, current set) are >= -delta."""
+        return all(lb is not None and lb >= -delta for lb in self._bounds())
+
+    def worst_bound(self) -> float:
+        return min((lb for lb in self._bounds() if lb is not None), default=-math.inf)
+
+    def _bounds(self) -> tuple[float | None, float | None]:
+        step = self.step_lower_bound if self.step_lower_bound is not None else self.lower_bound
+        return self.lower_bound, step
+
+    def why_not_held(self, delta: float) -> str:
+        lb, step = self._bounds()
+        if lb is None or lb < -delta:
+            return f"lower bound {lb if lb is not None else float('nan'):.3f} < -{delta}"
+        return f"lower bound against the current set {step:.3f} < -{delta}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +87,7 @@ class Candidate:
             "cost": self.cost,
             "latency_s": self.latency_s,
             "lower_bound": self.lower_bound,
+            "step_lower_bound": self.step_lower_bound,
             "accepted": self.accepted,
             "advanced": self.advanced,
             "rejected_because": self.rejected_because,
@@ -210,7 +235,7 @@ class CostSearch:
         the best lower bound first. Ranking by cost alone kept cheap candidates that were
         losing reward (within the rung's slack) and dropped dearer ones that were not, so the
         cheap ones then failed the final rule and the step ended with no winner."""
-        lb = c.lower_bound if c.lower_bound is not None else -math.inf
+        lb = c.worst_bound()
         if lb >= -self.delta:
             return (0, c.cost, c.latency_s, -c.reward)
         return (1, -lb, c.cost, c.latency_s)
@@ -243,13 +268,19 @@ class CostSearch:
         base: dict[str, float],
         rnd: int,
         step: str | None,
+        current: dict[str, float] | None = None,
     ) -> tuple[Candidate, list[Result]]:
         results = await self.evaluator.evaluate(res, tasks)
         reward, cost, lat = figures(results)
         cand = Candidate(label, res, rnd, step, len(tasks), reward, cost, lat)
+        rewards = [r.reward for r in results]
         cand.lower_bound = paired_bootstrap_lower(
-            [r.reward for r in results], [base[t.id] for t in tasks], seed=self.seed
+            rewards, [base[t.id] for t in tasks], seed=self.seed
         )
+        if current is not None and current != base:
+            cand.step_lower_bound = paired_bootstrap_lower(
+                rewards, [current[t.id] for t in tasks], seed=self.seed
+            )
         self.on_candidate(cand)
         return cand, results
 
@@ -287,6 +318,7 @@ class CostSearch:
         good_threshold = mean(list(reward_of.values())) or 0.0
 
         for rnd, step in enumerate(step_order(self.steps, base_results + train_results), 1):
+            current = {r.task_id: r.reward for r in cur_results}
             calls = [
                 c for r in train_results + base_results for c in r.calls if c.step == step.name
             ]
@@ -309,21 +341,28 @@ class CostSearch:
                 # flight, so its runners stay busy (one candidate x 2 tasks would use only 2).
                 scored = list(
                     await asyncio.gather(
-                        *(self._score(lbl, res, tasks, base, rnd, step.name) for lbl, res in alive)
+                        *(
+                            self._score(lbl, res, tasks, base, rnd, step.name, current)
+                            for lbl, res in alive
+                        )
                     )
                 )
                 for c, _ in scored:
                     out.candidates.append(c)
-                base_mean = mean([base[t.id] for t in tasks]) or 0.0
+                # the higher of the baseline's and the current set's mean on these tasks
+                ref_mean = max(
+                    mean([base[t.id] for t in tasks]) or 0.0,
+                    mean([current[t.id] for t in tasks]) or 0.0,
+                )
                 slack = self.delta + 0.5 / math.sqrt(n)
                 keep = []
                 for c, r in scored:
-                    if c.reward - base_mean >= -slack:
+                    if c.reward - ref_mean >= -slack:
                         keep.append((c, r))
                     else:
                         c.rejected_because = (
-                            f"halving: reward {c.reward:.2f} vs baseline {base_mean:.2f} "
-                            f"on {n} val tasks"
+                            f"halving: reward {c.reward:.2f} vs {ref_mean:.2f} (baseline or "
+                            f"current set) on {n} val tasks"
                         )
                 keep.sort(key=lambda cr: self._rank(cr[0]))
                 if n < len(val) and len(keep) > 1:
@@ -339,26 +378,26 @@ class CostSearch:
             winner_results: list[Result] = []
             for c, r in keep if n >= len(val) else []:
                 better = self._better(c, r, cur_fig[1], cur_results)
-                if c.lower_bound is not None and c.lower_bound >= -self.delta and better:
+                if c.holds(self.delta) and better:
                     winner, winner_results = c, r
                     break
                 c.rejected_because = (
-                    f"lower bound {c.lower_bound:.3f} < -{self.delta}"
-                    if c.lower_bound is not None and c.lower_bound < -self.delta
+                    c.why_not_held(self.delta)
+                    if not c.holds(self.delta)
                     else "not cheaper or faster than the current set"
                 )
             if winner is None and n < len(val) and keep:
                 # Halving stopped early with one survivor: confirm it on the full val split.
                 c, r = await self._score(
-                    keep[0][0].label, keep[0][0].resources, val, base, rnd, step.name
+                    keep[0][0].label, keep[0][0].resources, val, base, rnd, step.name, current
                 )
                 out.candidates.append(c)
                 keep[0][0].advanced = True
                 better = self._better(c, r, cur_fig[1], cur_results)
-                if c.lower_bound is not None and c.lower_bound >= -self.delta and better:
+                if c.holds(self.delta) and better:
                     winner, winner_results = c, r
-                elif c.lower_bound is not None and c.lower_bound < -self.delta:
-                    c.rejected_because = f"lower bound {c.lower_bound:.3f} < -{self.delta}"
+                elif not c.holds(self.delta):
+                    c.rejected_because = c.why_not_held(self.delta)
                 else:
                     c.rejected_because = "not cheaper or faster than the current set"
             for c, _ in scored:
