@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from lightspan.runner import RunnerStats, WorkflowRunner
-from lightspan.store.client import LightningStoreClient
+from lightspan.store.api.client import LightningStoreClient
 from tests.runner.test_shared_calls import _CountingClient
 from tests.runner.workflows import wide_workflow
 from tests.store.servers import StoreProcess
