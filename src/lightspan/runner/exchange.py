@@ -215,6 +215,13 @@ class Exchange:
             self.ready.extend(ahead_got)
             for rollout in got[len(wants) + ahead :]:  # a store that returned more than asked
                 self.on_orphan(rollout)
+            # Workers that asked while this request was in flight, when the buffer was empty:
+            # they start the rollouts just claimed ahead rather than claim more (each of them
+            # already counts against ``max_rollouts``, and so does the buffer).
+            while self._wants and self.ready:
+                _, fut = self._wants.pop(0)
+                if not fut.done():
+                    fut.set_result(self.ready.pop(0))
 
 
 class UpdateRefused(Exception):
