@@ -218,6 +218,7 @@ class WorkflowRunner:
         self._dq_waiting: list[tuple[str, asyncio.Future[AttemptedRollout | None]]] = []
         self._dq_task: asyncio.Task[None] | None = None
         self.dequeue_requests = 0
+        """Dequeue calls made to the store (for benchmarks and tests)."""
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._reports: dict[str, list[asyncio.Task[None]]] = {}
         self._rollout_s: float | None = None
@@ -585,8 +586,10 @@ class WorkflowRunner:
         finally:
             if not reporting:
                 self._active.pop((rid, aid), None)
-            took = time.perf_counter() - t0
-            busy = (ran_until or t0 + took) - t0  # not the wait for an earlier report
+            now = time.perf_counter()
+            took = now - t0
+            # for prefetch, its time until its report was queued, not the wait for an earlier one
+            busy = (ran_until if ran_until is not None else now) - t0
             prev = self._rollout_s
             self._rollout_s = busy if prev is None else 0.8 * prev + 0.2 * busy
             self.stats.workflow_s += run_s

@@ -60,22 +60,23 @@ class Candidate:
     """Successive halving kept it for a larger rung (its later evaluation is another entry)."""
     rejected_because: str | None = None
 
+    def worst_bound(self) -> float:
+        """The lower of its two bounds (-inf before it was scored)."""
+        if self.lower_bound is None:
+            return -math.inf
+        if self.step_lower_bound is None:
+            return self.lower_bound
+        return min(self.lower_bound, self.step_lower_bound)
+
     def holds(self, delta: float) -> bool:
         """Both lower bounds (baseline, current set) are >= -delta."""
-        return all(lb is not None and lb >= -delta for lb in self._bounds())
-
-    def worst_bound(self) -> float:
-        return min((lb for lb in self._bounds() if lb is not None), default=-math.inf)
-
-    def _bounds(self) -> tuple[float | None, float | None]:
-        step = self.step_lower_bound if self.step_lower_bound is not None else self.lower_bound
-        return self.lower_bound, step
+        return self.worst_bound() >= -delta
 
     def why_not_held(self, delta: float) -> str:
-        lb, step = self._bounds()
+        lb = self.lower_bound
         if lb is None or lb < -delta:
             return f"lower bound {lb if lb is not None else float('nan'):.3f} < -{delta}"
-        return f"lower bound against the current set {step:.3f} < -{delta}"
+        return f"lower bound against the current set {self.step_lower_bound:.3f} < -{delta}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -260,6 +261,19 @@ class CostSearch:
         gain = paired_bootstrap_lower([a for a, _ in pairs], [b for _, b in pairs], seed=self.seed)
         return gain > 0
 
+    def _accepts(
+        self, c: Candidate, results: list[Result], cur_cost: float, cur_results: list[Result]
+    ) -> bool:
+        """The final rule, on the full val split: both lower bounds hold and it is cheaper or
+        faster than the current set. Records why not on the candidate."""
+        if not c.holds(self.delta):
+            c.rejected_because = c.why_not_held(self.delta)
+            return False
+        if not self._better(c, results, cur_cost, cur_results):
+            c.rejected_because = "not cheaper or faster than the current set"
+            return False
+        return True
+
     async def _score(
         self,
         label: str,
@@ -377,15 +391,9 @@ class CostSearch:
             winner = None
             winner_results: list[Result] = []
             for c, r in keep if n >= len(val) else []:
-                better = self._better(c, r, cur_fig[1], cur_results)
-                if c.holds(self.delta) and better:
+                if self._accepts(c, r, cur_fig[1], cur_results):
                     winner, winner_results = c, r
                     break
-                c.rejected_because = (
-                    c.why_not_held(self.delta)
-                    if not c.holds(self.delta)
-                    else "not cheaper or faster than the current set"
-                )
             if winner is None and n < len(val) and keep:
                 # Halving stopped early with one survivor: confirm it on the full val split.
                 c, r = await self._score(
@@ -393,13 +401,8 @@ class CostSearch:
                 )
                 out.candidates.append(c)
                 keep[0][0].advanced = True
-                better = self._better(c, r, cur_fig[1], cur_results)
-                if c.holds(self.delta) and better:
+                if self._accepts(c, r, cur_fig[1], cur_results):
                     winner, winner_results = c, r
-                elif not c.holds(self.delta):
-                    c.rejected_because = c.why_not_held(self.delta)
-                else:
-                    c.rejected_because = "not cheaper or faster than the current set"
             for c, _ in scored:
                 if c is not winner and not c.advanced and c.rejected_because is None:
                     c.rejected_because = "a cheaper or faster candidate of this step won"
