@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from lightspan.runner import InputMapping, WorkflowRunner
-from lightspan.store import UNSET, RolloutConfig
+from lightspan.store import UNSET, EnqueueRolloutRequest, RolloutConfig
 from lightspan.store import PromptTemplate as StorePrompt
 from lightspan.store.api.client import LightningStoreClient
 from tests.fixtures.fake_llm import FakeLLM
@@ -350,3 +350,45 @@ async def test_a_hard_stop_reports_in_flight_attempts_failed_for_the_store_to_re
     # the cancelled run's spans were delivered first (cancelled steps marked as such)
     spans = (await client.query_spans(r.rollout_id)).items
     assert spans and any(s.attributes.get("lightspan.cancelled") for s in spans)
+
+
+class _CountingWorkerCalls(LightningStoreClient):
+    """Counts ``update_worker`` calls (one request each)."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.update_worker_calls = 0
+
+    async def update_worker(self, *a: Any, **kw: Any) -> Any:
+        self.update_worker_calls += 1
+        return await super().update_worker(*a, **kw)
+
+
+async def test_workers_are_registered_in_one_exchange_request_and_one_by_one_without_it(
+    store_server: StoreProcess,
+) -> None:
+    """With our server's exchange, 8 workers are registered (heartbeat stats and all) without a
+    single ``update_worker`` request; without the extension (as against agl store), one each."""
+    for extension in (True, False):
+        client = _CountingWorkerCalls(store_server.address)
+        if not extension:
+            client.exchange_supported = False
+        prefix = f"reg-{extension}"
+        wf = wide_workflow()
+        await client.enqueue_many_rollouts(
+            [EnqueueRolloutRequest(input={"input": i}, mode="train") for i in range(3)]
+        )
+        runner = WorkflowRunner(wf, client, workers=8, worker_id_prefix=prefix)
+        stats = await runner.serve(max_rollouts=3)
+        await wf.aclose()
+        assert stats.rollouts == 3
+        workers = (await client.query_workers(worker_id_contains=prefix)).items
+        assert {w.worker_id for w in workers} == {f"{prefix}-{i}" for i in range(8)}
+        assert all(
+            w.heartbeat_stats
+            and w.heartbeat_stats["runner"] == "lightspan"
+            and w.last_heartbeat_time
+            for w in workers
+        )
+        assert client.update_worker_calls == (0 if extension else 8)
+        await client.close()

@@ -448,3 +448,33 @@ def test_runner_exchange_stores_spans_then_statuses_and_dequeues(http: httpx.Cli
     assert http.get(f"/rollouts/{claimed['rollout_id']}/attempts").json()["total"] == before
     r = http.post("/runner/exchange", json={"dequeue": {"limit": 10**6}})
     assert r.status_code == 400 and "limit must be at most" in r.json()["detail"]
+
+
+def test_runner_exchange_records_worker_heartbeats(http: httpx.Client) -> None:
+    """``workers`` in an exchange: each worker created or refreshed as ``update_worker`` does
+    (stats replaced, heartbeat time moved), in the request's transaction; a malformed item or
+    too many fail the request before anything is written."""
+    r = http.post(
+        "/runner/exchange",
+        json={"workers": [{"worker_id": f"hb-{i}", "heartbeat_stats": {"n": i}} for i in range(3)]},
+    )
+    assert r.status_code == 200, r.text
+    items = http.get("/workers", params={"worker_id_contains": "hb-"}).json()["items"]
+    got = {w["worker_id"]: w for w in items}
+    assert {k: w["heartbeat_stats"] for k, w in got.items()} == {
+        f"hb-{i}": {"n": i} for i in range(3)
+    }
+    first = got["hb-0"]["last_heartbeat_time"]
+    assert first is not None
+    r = http.post(
+        "/runner/exchange", json={"workers": [{"worker_id": "hb-0", "heartbeat_stats": {"n": 7}}]}
+    )
+    assert r.status_code == 200, r.text
+    again = http.get("/workers/hb-0").json()
+    assert again["heartbeat_stats"] == {"n": 7} and again["last_heartbeat_time"] >= first
+    r = http.post("/runner/exchange", json={"workers": [{"heartbeat_stats": {}}]})
+    assert r.status_code == 422
+    many = [{"worker_id": f"hb-x{i}"} for i in range(10_001)]
+    r = http.post("/runner/exchange", json={"workers": many})
+    assert r.status_code == 400 and "workers per request" in r.json()["detail"]
+    assert not http.get("/workers", params={"worker_id_contains": "hb-x"}).json()["items"]

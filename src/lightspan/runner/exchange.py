@@ -29,6 +29,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.sdk.trace import ReadableSpan
 
@@ -85,6 +86,8 @@ class Exchange:
         self.worker_id = worker_id
         self._reports: list[_Pending] = []
         self._wants: list[_Want] = []
+        self._beats: dict[str, dict[str, Any]] = {}
+        self._beat_waiters: list[asyncio.Future[None]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._encoder = SpanEncoder()  # OTLP bytes, as the SDK's encoder writes them, faster
         self.ready: list[AttemptedRollout] = []
@@ -113,6 +116,19 @@ class Exchange:
         self._reports.append((report, fut))
         self._kick()
         return await asyncio.shield(fut)
+
+    async def heartbeat(self, stats: dict[str, dict[str, Any]]) -> None:
+        """Record these workers' heartbeats (worker id -> stats, as ``update_worker``) with the
+        next request: a runner registers and refreshes all its workers in one request, not
+        one ``update_worker`` each (32 of them were a tenth of a 200-rollout run's requests).
+        Raises the request's error, or :class:`ExchangeUnsupported`."""
+        if self.supported is False:
+            raise ExchangeUnsupported
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._beats.update(stats)
+        self._beat_waiters.append(fut)
+        self._kick()
+        await asyncio.shield(fut)
 
     def want(self, worker_id: str, fut: asyncio.Future[AttemptedRollout | None]) -> None:
         """Queue a dequeue for ``worker_id``: ``fut`` gets a prefetched rollout at once, else
@@ -153,7 +169,9 @@ class Exchange:
         return batch
 
     async def _flush(self) -> None:
-        while self._reports or self._wants:
+        while self._reports or self._wants or self._beats:
+            beats, self._beats = self._beats, {}
+            beaten, self._beat_waiters = self._beat_waiters, []
             reports = self._take_reports()
             wants, self._wants = self._wants[: self.max_updates], self._wants[self.max_updates :]
             spans = [s for r, _ in reports for s in r.spans]
@@ -169,6 +187,7 @@ class Exchange:
                     updates=[r.update for r, _ in reports],
                     dequeue=len(wants) + ahead,
                     worker_id=claimer if wants or ahead else None,
+                    workers=beats,
                 )
                 if result is None:
                     raise ExchangeUnsupported
@@ -177,16 +196,21 @@ class Exchange:
                 self.round_trip_s = rtt if prev is None else 0.8 * prev + 0.2 * rtt
             except BaseException as e:
                 error = e if isinstance(e, Exception) else RuntimeError(repr(e))
-                failed = [f for _, f in reports] + [f for _, f in wants]
+                failed = [f for _, f in reports] + [f for _, f in wants] + beaten
                 if isinstance(e, ExchangeUnsupported) or not isinstance(e, Exception):
                     failed += [f for _, f in self._reports] + [f for _, f in self._wants]
+                    failed += self._beat_waiters
                     self._reports, self._wants = [], []
+                    self._beats, self._beat_waiters = {}, []
                 for fut in failed:
                     if not fut.done():
                         fut.set_exception(error)
                 if not isinstance(e, Exception):
                     raise
                 continue
+            for fut in beaten:
+                if not fut.done():
+                    fut.set_result(None)
             for i, ((report, fut), outcome) in enumerate(zip(reports, result.results, strict=True)):
                 if fut.done():
                     continue

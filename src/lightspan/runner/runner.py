@@ -808,6 +808,20 @@ class WorkflowRunner:
         }
 
     async def _register_workers(self) -> None:
+        """Register or refresh every worker: in one exchange request where the store has the
+        extension, else one ``update_worker`` each (agl store)."""
+        ex = self._exchange
+        if ex is not None and ex.supported is not False:
+            try:
+                await ex.heartbeat({w: self._heartbeat_stats(w) for w in self.worker_ids})
+                return
+            except ExchangeUnsupported:
+                pass
+            except Exception as e:
+                self.stats.store_errors += 1
+                log.warning("runner: heartbeats of %d workers failed: %s", len(self.worker_ids), e)
+                return
+
         async def one(wid: str) -> None:
             try:
                 await self.store.update_worker(wid, heartbeat_stats=self._heartbeat_stats(wid))

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import random
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -624,8 +624,10 @@ class LightningStoreClient(LightningStore):
         updates: Sequence[AttemptUpdate] = (),
         dequeue: int = 0,
         worker_id: str | None = None,
+        workers: Mapping[str, dict[str, Any]] | None = None,
     ) -> ExchangeResult | None:
-        """Our server's ``POST /runner/exchange`` extension: store ``otlp`` (an OTLP
+        """Our server's ``POST /runner/exchange`` extension: record ``workers``' heartbeats
+        (worker id -> heartbeat stats, as ``update_worker``), store ``otlp`` (an OTLP
         ``ExportTraceServiceRequest``, protobuf), then apply ``updates`` and claim up to
         ``dequeue`` rollouts for ``worker_id``, in one request (the route's docstring has the
         order and failure rules). ``None`` if the server lacks the extension (``agl store``:
@@ -641,6 +643,10 @@ class LightningStoreClient(LightningStore):
         body: dict[str, Any] = {}
         if otlp:
             body["otlp"] = base64.b64encode(otlp).decode("ascii")
+        if workers:
+            body["workers"] = [
+                {"worker_id": w, "heartbeat_stats": stats} for w, stats in workers.items()
+            ]
         if updates:
             body["updates"] = [
                 {"rollout_id": u.rollout_id, "attempt_id": u.attempt_id, **u.changes()}

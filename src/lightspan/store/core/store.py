@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Literal
 
@@ -360,15 +360,23 @@ class CoreStore(SpanWrites, SpanReads, LightningStore):
         return claimed
 
     def exchange_writes(
-        self, updates: Sequence[AttemptUpdate], limit: int, worker_id: str | None
+        self,
+        updates: Sequence[AttemptUpdate],
+        limit: int,
+        worker_id: str | None,
+        workers: Mapping[str, dict[str, Any]] | None = None,
     ) -> Callable[[StoreTx], Awaitable[tuple[list[Attempt | StoreError], list[AttemptedRollout]]]]:
-        """A runner exchange's writes for ``add_many_spans(then=...)``: the updates in order
+        """A runner exchange's writes for ``add_many_spans(then=...)``: ``workers``' heartbeats
+        (worker id -> heartbeat stats, each as :meth:`update_worker`), the updates in order
         (each one's StoreError is its result: it is raised before that update writes
         anything), then a dequeue of up to ``limit`` rollouts for ``worker_id``."""
 
         async def writes(
             tx: StoreTx,
         ) -> tuple[list[Attempt | StoreError], list[AttemptedRollout]]:
+            now = time.time()
+            for wid, stats in (workers or {}).items():
+                await self._heartbeat_tx(tx, wid, stats, now)
             results: list[Attempt | StoreError] = []
             for u in updates:
                 try:
@@ -784,10 +792,16 @@ class CoreStore(SpanWrites, SpanReads, LightningStore):
         if heartbeat_stats is None:
             raise InvalidRequestError("worker heartbeat_stats cannot be null")
         async with self._tx(write=True) as tx:
-            worker = await tx.get_worker(worker_id) or Worker(worker_id=worker_id)
-            update: dict[str, Any] = {"last_heartbeat_time": time.time()}
-            if heartbeat_stats is not UNSET:
-                update["heartbeat_stats"] = dict(heartbeat_stats)
-            worker = worker.model_copy(update=update)
-            await tx.save_worker(worker)
+            return await self._heartbeat_tx(tx, worker_id, heartbeat_stats, time.time())
+
+    async def _heartbeat_tx(
+        self, tx: StoreTx, worker_id: str, heartbeat_stats: dict[str, Any], now: float
+    ) -> Worker:
+        """Create or refresh a worker: its heartbeat time, and its stats unless UNSET."""
+        worker = await tx.get_worker(worker_id) or Worker(worker_id=worker_id)
+        update: dict[str, Any] = {"last_heartbeat_time": now}
+        if heartbeat_stats is not UNSET:
+            update["heartbeat_stats"] = dict(heartbeat_stats)
+        worker = worker.model_copy(update=update)
+        await tx.save_worker(worker)
         return worker

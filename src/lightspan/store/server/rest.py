@@ -188,10 +188,16 @@ class ExchangeDequeue(BaseModel):
     worker_id: str | None = None
 
 
+class ExchangeWorker(BaseModel):
+    worker_id: str
+    heartbeat_stats: JsonObject = Field(default_factory=dict)
+
+
 class ExchangeRequest(BaseModel):
     """``POST /v1/agl/runner/exchange`` (a lightspan extension): see the route."""
 
     otlp: str | None = None
+    workers: list[ExchangeWorker] = Field(default_factory=list)
     updates: list[UpdateAttemptItem] = Field(default_factory=list)
     dequeue: ExchangeDequeue | None = None
 
@@ -471,10 +477,12 @@ class RestApi:
 
     async def runner_exchange(self, request: Request) -> Response:
         """A lightspan extension (not in Agent Lightning's API): what a runner's workers need
-        from the store at one moment, in one request: spans of finished attempts, then their
-        statuses, and a dequeue for the idle workers. ``{"otlp": base64 of an OTLP
-        ExportTraceServiceRequest (protobuf), "updates": [{"rollout_id", "attempt_id",
-        ...update_attempt's fields}], "dequeue": {"limit", "worker_id"}}``, every part optional
+        from the store at one moment, in one request: its workers' heartbeats, spans of finished
+        attempts, then their statuses, and a dequeue for the idle workers. ``{"otlp": base64
+        of an OTLP ExportTraceServiceRequest (protobuf), "workers": [{"worker_id",
+        "heartbeat_stats"}] (each as ``update_worker``), "updates": [{"rollout_id",
+        "attempt_id", ...update_attempt's fields}], "dequeue": {"limit", "worker_id"}}``,
+        every part optional
         -> ``{"spans": {"rejected", "message"}, "results": [{"attempt": {...}} | {"error":
         {"status", "error_type", "detail"}}], "rollouts": [AttemptedRollout]}``.
 
@@ -486,12 +494,13 @@ class RestApi:
         client retries it; duplicate spans are ignored). A malformed body fails the whole
         request (400/422) before anything is stored. Served for lightspan's own stores."""
         body = await _body_model(request, ExchangeRequest, self.max_request_bytes)
-        if len(body.updates) > MAX_PAGE_LIMIT:
-            raise HttpError(
-                400,
-                f"at most {MAX_PAGE_LIMIT} updates per request",
-                "InvalidRequestError",
-            )
+        for part in ("updates", "workers"):
+            if len(getattr(body, part)) > MAX_PAGE_LIMIT:
+                raise HttpError(
+                    400,
+                    f"at most {MAX_PAGE_LIMIT} {part} per request",
+                    "InvalidRequestError",
+                )
         limit = body.dequeue.limit if body.dequeue is not None else 0
         if limit > MAX_PAGE_LIMIT:
             raise HttpError(400, f"limit must be at most {MAX_PAGE_LIMIT}", "InvalidRequestError")
@@ -507,7 +516,10 @@ class RestApi:
             for u in body.updates
         ]
         writes = self.store.exchange_writes(  # type: ignore[attr-defined]
-            updates, limit, body.dequeue.worker_id if body.dequeue is not None else None
+            updates,
+            limit,
+            body.dequeue.worker_id if body.dequeue is not None else None,
+            workers={w.worker_id: w.heartbeat_stats for w in body.workers},
         )
         spans: dict[str, Any] = {"rejected": 0, "message": ""}
         if body.otlp:
