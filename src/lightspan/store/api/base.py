@@ -696,10 +696,10 @@ class LightningStore(abc.ABC):
             limit=limit,
             offset=offset,
         )
-        self._check_page(q, _SORTABLE[what], what)
+        self._check_page(q, what)
         return q
 
-    def _check_page(self, q: Query, sortable: frozenset[str], what: str) -> None:
+    def _check_page(self, q: Query, what: str) -> None:
         """Refuse the paging, sorting and ``filter_logic`` v0.3 answers 400 to
         (:func:`validate_page`). The client overrides it: the server it talks to checks them,
         by its own rules (``agl store``'s are not ours)."""
@@ -708,7 +708,7 @@ class LightningStore(abc.ABC):
             offset=q.offset,
             sort_by=q.sort_by,
             sort_order=q.sort_order,
-            sortable=sortable,
+            sortable=_SORTABLE[what],
             what=what,
             filter_logic=q.logic,
         )

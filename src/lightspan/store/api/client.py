@@ -405,7 +405,7 @@ class LightningStoreClient(LightningStore):
 
     # ------------------------------------------------------------------ misc
 
-    def _check_page(self, q: Query, sortable: frozenset[str], what: str) -> None:
+    def _check_page(self, q: Query, what: str) -> None:
         """Nothing checked here: the server does, by its own rules (ours or ``agl store``'s)."""
 
     async def scan_health(self) -> list[Attempt]:
