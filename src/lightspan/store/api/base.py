@@ -552,7 +552,7 @@ class LightningStore(abc.ABC):
     ) -> PaginatedResult[Span]:
         """A rollout's spans (``attempt_id``: an id, ``"latest"`` or ``None`` for all attempts),
         filtered (``filter_logic`` combines the filters; rollout/attempt always apply)."""
-        options = {
+        filters = {
             "trace_id": trace_id,
             "trace_id_contains": trace_id_contains,
             "span_id": span_id,
@@ -561,13 +561,12 @@ class LightningStore(abc.ABC):
             "parent_id_contains": parent_id_contains,
             "name": name,
             "name_contains": name_contains,
-            "filter_logic": filter_logic,
-            "limit": limit,
-            "offset": offset,
-            "sort_by": sort_by,
-            "sort_order": sort_order,
         }
-        return await self._query_spans(self._span_query(rollout_id, attempt_id, options))
+        must = {"rollout_id": rollout_id, "attempt_id": attempt_id}
+        q = self._query(
+            "spans", filters, filter_logic, sort_by, sort_order, limit, offset, must=must
+        )
+        return await self._query_spans(q)
 
     async def query_spans_json(
         self, rollout_id: str, attempt_id: str | None = None, **options: Any
@@ -591,12 +590,13 @@ class LightningStore(abc.ABC):
         """The query of :meth:`query_spans`' keyword arguments ``options`` (left out: its
         defaults; unknown: InvalidRequestError). ``attempt_id="latest"`` stays in ``must`` as
         that value: the store resolves it in its read transaction, the client sends it on."""
-        unknown = options.keys() - _SPAN_OPTIONS.keys()
-        if unknown:
-            raise InvalidRequestError(f"unknown span filter(s): {', '.join(sorted(unknown))}")
-        filters = {**_SPAN_OPTIONS, **options}
-        paging = [filters.pop(k) for k in _PAGING]
+        if not options.keys() <= _SPAN_OPTIONS.keys():
+            unknown = ", ".join(sorted(options.keys() - _SPAN_OPTIONS.keys()))
+            raise InvalidRequestError(f"unknown span filter(s): {unknown}")
+        o = {**_SPAN_OPTIONS, **options}
+        filters = {name: o[name] for name in _SPAN_FILTERS}
         must = {"rollout_id": rollout_id, "attempt_id": attempt_id}
+        paging = o["filter_logic"], o["sort_by"], o["sort_order"], o["limit"], o["offset"]
         return self._query("spans", filters, *paging, must=must)
 
     @abc.abstractmethod
@@ -757,10 +757,14 @@ _SORTABLE = {
     "workers": WORKER_SORT_FIELDS,
 }
 
-_PAGING = ("filter_logic", "sort_by", "sort_order", "limit", "offset")
-"""The paging arguments of a query, in :meth:`LightningStore._query`'s order."""
-
 _SPAN_OPTIONS: dict[str, Any] = dict(LightningStore.query_spans.__kwdefaults__ or {})
 """:meth:`LightningStore.query_spans`' keyword arguments and their defaults, taken from its
 signature so that ``query_spans_json``/``query_spans_frames`` (``**options``) accept exactly
 those, with the same defaults."""
+
+_SPAN_FILTERS = tuple(
+    name
+    for name in _SPAN_OPTIONS
+    if name not in ("filter_logic", "sort_by", "sort_order", "limit", "offset")
+)
+"""The filters among them (the rest is the page)."""

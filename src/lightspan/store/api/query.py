@@ -18,6 +18,7 @@ keep insertion order in both directions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -34,10 +35,15 @@ class Cond:
     value: Any
 
 
-_OPS: tuple[tuple[str, Literal["within", "contains"]], ...] = (
-    ("_contains", "contains"),
-    ("_in", "within"),
-)
+@functools.lru_cache(maxsize=256)
+def _field_op(name: str) -> tuple[str, Literal["exact", "within", "contains"]]:
+    """``x_contains`` -> (x, contains), ``x_in`` -> (x, within), else (name, exact); cached,
+    as queries name the same few filters again and again."""
+    if name.endswith("_contains"):
+        return name[: -len("_contains")], "contains"
+    if name.endswith("_in"):
+        return name[: -len("_in")], "within"
+    return name, "exact"
 
 
 def conds_from_params(params: dict[str, Any]) -> list[Cond]:
@@ -45,15 +51,9 @@ def conds_from_params(params: dict[str, Any]) -> list[Cond]:
     ``None`` values are left out (no filter)."""
     conds: list[Cond] = []
     for name, value in params.items():
-        if value is None:
-            continue
-        for suffix, op in _OPS:
-            if name.endswith(suffix):
-                field_name = name[: -len(suffix)]
-                conds.append(Cond(field_name, op, list(value) if op == "within" else value))
-                break
-        else:
-            conds.append(Cond(name, "exact", value))
+        if value is not None:
+            field_name, op = _field_op(name)
+            conds.append(Cond(field_name, op, list(value) if op == "within" else value))
     return conds
 
 

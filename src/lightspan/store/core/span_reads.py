@@ -7,7 +7,6 @@ A mixin of ``CoreStore``: it uses the store's transactions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 from lightspan.store.api.base import paginated
 from lightspan.store.api.models import PaginatedResult, Span
@@ -20,17 +19,17 @@ class SpanReads:
     ``get_*_span_sequence_id*`` for :class:`~lightspan.store.core.store.CoreStore`."""
 
     async def _resolve_attempt(self, tx: StoreTx, q: Query) -> Query | None:
-        """``q`` with ``attempt_id "latest"`` (see ``LightningStore._span_query``) replaced by
-        the latest attempt's id; ``None`` if the rollout has no attempt (nothing matches)."""
-        must = {c.field: c.value for c in q.must}
-        if must.get("attempt_id") != "latest":
-            return q
-        rollout_id = must["rollout_id"]
-        latest = (await tx.latest_attempts([rollout_id])).get(rollout_id)
-        if latest is None:
-            return None
-        attempt = Cond("attempt_id", "exact", latest.attempt_id)
-        return replace(q, must=[attempt if c.field == "attempt_id" else c for c in q.must])
+        """``q`` (this call's own) with ``attempt_id "latest"`` (see
+        ``LightningStore._span_query``) replaced by the latest attempt's id; ``None`` if the
+        rollout has no attempt (nothing matches)."""
+        for i, cond in enumerate(q.must):
+            if cond.field == "attempt_id" and cond.value == "latest":
+                rollout_id = next(c.value for c in q.must if c.field == "rollout_id")
+                latest = (await tx.latest_attempts([rollout_id])).get(rollout_id)
+                if latest is None:
+                    return None
+                q.must[i] = Cond("attempt_id", "exact", latest.attempt_id)
+        return q
 
     async def _query_spans(self, q: Query) -> PaginatedResult[Span]:
         async with self._tx(write=False) as tx:

@@ -100,7 +100,7 @@ class PageQuery(BaseModel):
     """The paging and sorting arguments of every query route, defined once.
 
     Each query model's fields are the keyword arguments of the store method its route calls
-    (``LightningStore.query_*``): the route passes ``**dict(q)`` and the store checks them
+    (``LightningStore.query_*``): the route passes ``**_args(q)`` and the store checks them
     (``base.py``; bad paging is an InvalidRequestError, answered 400)."""
 
     limit: int = -1
@@ -279,6 +279,12 @@ def _query_model(request: Request, model: type[M]) -> M:
     return _validate(model, data)
 
 
+def _args(q: BaseModel) -> dict[str, Any]:
+    """A query model's fields, as the keyword arguments of its store method (``vars``: the
+    field values pydantic keeps; ``dict(q)`` iterates through pydantic, ~5 us a request)."""
+    return vars(q)
+
+
 def _required_or_unset(model: BaseModel, field: str) -> Any:
     """UNSET when omitted; 400 when explicitly ``null`` (the field cannot be cleared)."""
     if field not in model.model_fields_set:
@@ -372,7 +378,7 @@ class RestApi:
         return _json(rollout, 201)
 
     async def _query_rollouts(self, q: QueryRolloutsRequest) -> Response:
-        return _json(await self.store.query_rollouts(**dict(q)))
+        return _json(await self.store.query_rollouts(**_args(q)))
 
     async def query_rollouts(self, request: Request) -> Response:
         return await self._query_rollouts(_query_model(request, QueryRolloutsRequest))
@@ -411,7 +417,7 @@ class RestApi:
 
     async def _query_attempts(self, request: Request, q: QueryAttemptsRequest) -> Response:
         rollout_id = request.path_params["rollout_id"]
-        return _json(await self.store.query_attempts(rollout_id, **dict(q)))
+        return _json(await self.store.query_attempts(rollout_id, **_args(q)))
 
     async def query_attempts(self, request: Request) -> Response:
         return await self._query_attempts(request, _query_model(request, QueryAttemptsRequest))
@@ -505,7 +511,7 @@ class RestApi:
         return _json({"spans": spans, "results": results, "rollouts": list(claimed)})
 
     async def _query_workers(self, q: QueryWorkersRequest) -> Response:
-        return _json(await self.store.query_workers(**dict(q)))
+        return _json(await self.store.query_workers(**_args(q)))
 
     async def query_workers(self, request: Request) -> Response:
         return await self._query_workers(_query_model(request, QueryWorkersRequest))
@@ -533,7 +539,7 @@ class RestApi:
 
     async def query_resources(self, request: Request) -> Response:
         q = _query_model(request, QueryResourcesRequest)
-        return _json(await self.store.query_resources(**dict(q)))
+        return _json(await self.store.query_resources(**_args(q)))
 
     async def _resources_body(self, request: Request) -> Any:
         data = await _body(request, self.max_request_bytes)
@@ -564,10 +570,10 @@ class RestApi:
     async def _query_spans(self, q: QuerySpansRequest, accept: str) -> Response:
         if span_frames.wants_frames(accept):
             # Our client asked for the compact page (span_frames.py); others get JSON.
-            frames, count, total = await self.store.query_spans_frames(**dict(q))
+            frames, count, total = await self.store.query_spans_frames(**_args(q))
             body = span_frames.encode_frames(frames, count, q.limit, q.offset, total)
             return Response(body, media_type=span_frames.MEDIA_TYPE)
-        texts, total = await self.store.query_spans_json(**dict(q))
+        texts, total = await self.store.query_spans_json(**_args(q))
         return _raw_json(_paginated_json(texts, q.limit, q.offset, total))
 
     async def query_spans(self, request: Request) -> Response:
