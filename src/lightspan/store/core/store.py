@@ -3,7 +3,9 @@
 Why one implementation for all backends: the conformance suite proves the backends identical,
 and the simplest way to make that true is that only storage differs. Each public method is one
 transaction (so it appears atomic), validates its arguments first (typed errors, see
-``base.py``), and applies the rules of :mod:`lightspan.store.core.lifecycle`.
+``base.py``), and applies the rules of :mod:`lightspan.store.core.lifecycle`. Queries arrive
+already checked, as one :class:`~lightspan.store.api.query.Query` through the ``_query_*``
+hooks: ``base.py`` writes each query method's signature once, for the client as well.
 
 The background health scanner (:class:`~lightspan.store.core.scanner.HealthScanner`) calls
 :meth:`CoreStore.scan_health` every ``scan_interval`` seconds; nothing is checked lazily.
