@@ -41,6 +41,7 @@ from lightspan.store.api.models import (
     Worker,
     WorkerStatus,
 )
+from lightspan.store.api.query import Query, conds_from_params
 from lightspan.store.intake.span_row import SpanRow
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "StoreError",
     "Unset",
     "given",
+    "paginated",
     "validate_page",
 ]
 
@@ -185,6 +187,12 @@ def validate_page(
         )
 
 
+def paginated(q: Query, items: list[Any], total: int) -> PaginatedResult[Any]:
+    """What a ``_query_*`` hook returns: a page of ``q``'s results (``total``: all matches),
+    built without re-validating the items (they are models already)."""
+    return PaginatedResult.model_construct(items=items, limit=q.limit, offset=q.offset, total=total)
+
+
 @dataclass(frozen=True, slots=True)
 class SpanOutcome:
     """What happened to one span of a batch: ``stored``, ``duplicate`` or ``rejected`` + reason."""
@@ -303,6 +311,11 @@ class LightningStore(abc.ABC):
     ``await store.start()`` (opens the database, creates the schema, starts the health scanner)
     and ``await store.close()``; or ``async with store:``. Method semantics follow Agent
     Lightning v0.3 (see the protocol document); deviations are documented per method.
+
+    The query methods (``query_*``) are written here once, concretely: v0.3's signature, the
+    checks of their arguments and the :class:`~lightspan.store.api.query.Query` they become. A
+    store implements only their hooks (``_query_rollouts(q)``, ...; see the end of the class):
+    the core runs the query on its backend, the client sends it as REST parameters.
     """
 
     auto_register_rollouts: bool = True
@@ -387,7 +400,6 @@ class LightningStore(abc.ABC):
     ) -> AttemptedRollout:
         """Create a new attempt for an existing rollout (manual retry). Unknown: NotFoundError."""
 
-    @abc.abstractmethod
     async def query_rollouts(
         self,
         *,
@@ -407,6 +419,13 @@ class LightningStore(abc.ABC):
         ``status``/``rollout_ids`` are v0.3's deprecated aliases of ``status_in``/``rollout_id_in``.
         Without ``sort_by`` the order is insertion order.
         """
+        filters = {
+            "status_in": status_in if status_in is not None else status,
+            "rollout_id_in": rollout_id_in if rollout_id_in is not None else rollout_ids,
+            "rollout_id_contains": rollout_id_contains,
+        }
+        q = self._query("rollouts", filters, filter_logic, sort_by, sort_order, limit, offset)
+        return await self._query_rollouts(q)
 
     @abc.abstractmethod
     async def get_rollout_by_id(self, rollout_id: str) -> Rollout | None:
@@ -439,7 +458,6 @@ class LightningStore(abc.ABC):
 
     # ------------------------------------------------------------------ attempts
 
-    @abc.abstractmethod
     async def query_attempts(
         self,
         rollout_id: str,
@@ -450,6 +468,9 @@ class LightningStore(abc.ABC):
         offset: int = 0,
     ) -> PaginatedResult[Attempt]:
         """A rollout's attempts, oldest first by default."""
+        must = {"rollout_id": rollout_id}
+        q = self._query("attempts", {}, "and", sort_by, sort_order, limit, offset, must=must)
+        return await self._query_attempts(q)
 
     @abc.abstractmethod
     async def get_latest_attempt(self, rollout_id: str) -> Attempt | None:
@@ -510,7 +531,6 @@ class LightningStore(abc.ABC):
         the rollout's counter in the same transaction (one commit instead of two) and writes
         it into those span objects."""
 
-    @abc.abstractmethod
     async def query_spans(
         self,
         rollout_id: str,
@@ -532,27 +552,52 @@ class LightningStore(abc.ABC):
     ) -> PaginatedResult[Span]:
         """A rollout's spans (``attempt_id``: an id, ``"latest"`` or ``None`` for all attempts),
         filtered (``filter_logic`` combines the filters; rollout/attempt always apply)."""
+        filters = {
+            "trace_id": trace_id,
+            "trace_id_contains": trace_id_contains,
+            "span_id": span_id,
+            "span_id_contains": span_id_contains,
+            "parent_id": parent_id,
+            "parent_id_contains": parent_id_contains,
+            "name": name,
+            "name_contains": name_contains,
+        }
+        must = {"rollout_id": rollout_id, "attempt_id": attempt_id}
+        q = self._query(
+            "spans", filters, filter_logic, sort_by, sort_order, limit, offset, must=must
+        )
+        return await self._query_spans(q)
 
     async def query_spans_json(
-        self, rollout_id: str, attempt_id: str | None = None, **filters: Any
+        self, rollout_id: str, attempt_id: str | None = None, **options: Any
     ) -> tuple[list[str], int]:
-        """Like :meth:`query_spans` but the spans as JSON texts plus the total: a fast path for
-        the server, which can send stored JSON without parsing it. Backends that keep JSON
-        override this; the default serialises :meth:`query_spans`' result."""
-        page = await self.query_spans(rollout_id, attempt_id, **filters)
-        return [s.model_dump_json() for s in page.items], page.total
+        """Like :meth:`query_spans` (the same keyword arguments) but the spans as JSON texts
+        plus the total: a fast path for the server, which can send stored JSON without parsing
+        it."""
+        return await self._query_spans_json(self._span_query(rollout_id, attempt_id, options))
 
     async def query_spans_frames(
-        self, rollout_id: str, attempt_id: str | None = None, **filters: Any
+        self, rollout_id: str, attempt_id: str | None = None, **options: Any
     ) -> tuple[list[bytes], int, int]:
         """Like :meth:`query_spans_json` but as the frames of a compact page
         (``span_frames.py``), plus the page's span count and the total; the SQL backends hand
-        over their stored compressed chunks. The default compresses :meth:`query_spans_json`'s
-        texts (needs ``zstandard``)."""
-        from lightspan.store.api.span_frames import compress_docs
+        over their stored compressed chunks."""
+        return await self._query_spans_frames(self._span_query(rollout_id, attempt_id, options))
 
-        docs, total = await self.query_spans_json(rollout_id, attempt_id, **filters)
-        return ([compress_docs(docs)] if docs else []), len(docs), total
+    def _span_query(
+        self, rollout_id: str, attempt_id: str | None, options: dict[str, Any]
+    ) -> Query:
+        """The query of :meth:`query_spans`' keyword arguments ``options`` (left out: its
+        defaults; unknown: InvalidRequestError). ``attempt_id="latest"`` stays in ``must`` as
+        that value: the store resolves it in its read transaction, the client sends it on."""
+        if not options.keys() <= _SPAN_OPTIONS.keys():
+            unknown = ", ".join(sorted(options.keys() - _SPAN_OPTIONS.keys()))
+            raise InvalidRequestError(f"unknown span filter(s): {unknown}")
+        o = {**_SPAN_OPTIONS, **options}
+        filters = {name: o[name] for name in _SPAN_FILTERS}
+        must = {"rollout_id": rollout_id, "attempt_id": attempt_id}
+        paging = o["filter_logic"], o["sort_by"], o["sort_order"], o["limit"], o["offset"]
+        return self._query("spans", filters, *paging, must=must)
 
     @abc.abstractmethod
     async def get_next_span_sequence_id(self, rollout_id: str, attempt_id: str) -> int:
@@ -584,7 +629,6 @@ class LightningStore(abc.ABC):
     async def get_latest_resources(self) -> ResourcesUpdate | None:
         """The snapshot with the highest ``update_time`` (the last written on ties)."""
 
-    @abc.abstractmethod
     async def query_resources(
         self,
         *,
@@ -594,11 +638,13 @@ class LightningStore(abc.ABC):
         sort_order: Literal["asc", "desc"] = "asc",
         limit: int = -1,
         offset: int = 0,
-    ) -> PaginatedResult[ResourcesUpdate]: ...
+    ) -> PaginatedResult[ResourcesUpdate]:
+        filters = {"resources_id": resources_id, "resources_id_contains": resources_id_contains}
+        q = self._query("resources", filters, "and", sort_by, sort_order, limit, offset)
+        return await self._query_resources(q)
 
     # ------------------------------------------------------------------ workers
 
-    @abc.abstractmethod
     async def query_workers(
         self,
         *,
@@ -609,7 +655,10 @@ class LightningStore(abc.ABC):
         sort_order: Literal["asc", "desc"] = "asc",
         limit: int = -1,
         offset: int = 0,
-    ) -> PaginatedResult[Worker]: ...
+    ) -> PaginatedResult[Worker]:
+        filters = {"status_in": status_in, "worker_id_contains": worker_id_contains}
+        q = self._query("workers", filters, filter_logic, sort_by, sort_order, limit, offset)
+        return await self._query_workers(q)
 
     @abc.abstractmethod
     async def get_worker_by_id(self, worker_id: str) -> Worker | None: ...
@@ -620,3 +669,102 @@ class LightningStore(abc.ABC):
     ) -> Worker:
         """Heartbeat: create the worker if new, stamp ``last_heartbeat_time``, keep the stats.
         ``heartbeat_stats=None``: InvalidRequestError."""
+
+    # ------------------------------------------------------------------ query hooks
+
+    def _query(
+        self,
+        what: Literal["rollouts", "attempts", "spans", "resources", "workers"],
+        filters: dict[str, Any],
+        filter_logic: Literal["and", "or"],
+        sort_by: str | None,
+        sort_order: Literal["asc", "desc"],
+        limit: int,
+        offset: int,
+        *,
+        must: dict[str, Any] | None = None,
+    ) -> Query:
+        """The :class:`Query` of a ``query_*`` call: ``filters`` and ``must`` by their REST
+        names (``x``, ``x_in``, ``x_contains``; ``None``: no filter), checked by
+        :meth:`_check_page`."""
+        q = Query(
+            must=conds_from_params(must) if must else [],
+            conds=conds_from_params(filters),
+            logic=filter_logic,
+            sort_by=sort_by,
+            sort_order=sort_order,
+            limit=limit,
+            offset=offset,
+        )
+        self._check_page(q, what)
+        return q
+
+    def _check_page(self, q: Query, what: str) -> None:
+        """Refuse the paging, sorting and ``filter_logic`` v0.3 answers 400 to
+        (:func:`validate_page`). The client overrides it: the server it talks to checks them,
+        by its own rules (``agl store``'s are not ours)."""
+        validate_page(
+            limit=q.limit,
+            offset=q.offset,
+            sort_by=q.sort_by,
+            sort_order=q.sort_order,
+            sortable=_SORTABLE[what],
+            what=what,
+            filter_logic=q.logic,
+        )
+
+    @abc.abstractmethod
+    async def _query_rollouts(self, q: Query) -> PaginatedResult[Rollout]:
+        """:meth:`query_rollouts`' page (rollouts with their latest attempt as AttemptedRollout)."""
+
+    @abc.abstractmethod
+    async def _query_attempts(self, q: Query) -> PaginatedResult[Attempt]:
+        """:meth:`query_attempts`' page (``q.must`` names the rollout)."""
+
+    @abc.abstractmethod
+    async def _query_spans(self, q: Query) -> PaginatedResult[Span]:
+        """:meth:`query_spans`' page (``q.must``: the rollout, maybe the attempt or ``"latest"``,
+        see :meth:`_span_query`)."""
+
+    async def _query_spans_json(self, q: Query) -> tuple[list[str], int]:
+        """:meth:`query_spans_json`'s texts and total. Stores that keep JSON override this; the
+        default serialises :meth:`_query_spans`' page."""
+        page = await self._query_spans(q)
+        return [s.model_dump_json() for s in page.items], page.total
+
+    async def _query_spans_frames(self, q: Query) -> tuple[list[bytes], int, int]:
+        """:meth:`query_spans_frames`' frames, span count and total. The default compresses
+        :meth:`_query_spans_json`'s texts (needs ``zstandard``)."""
+        from lightspan.store.api.span_frames import compress_docs
+
+        docs, total = await self._query_spans_json(q)
+        return ([compress_docs(docs)] if docs else []), len(docs), total
+
+    @abc.abstractmethod
+    async def _query_resources(self, q: Query) -> PaginatedResult[ResourcesUpdate]:
+        """:meth:`query_resources`' page."""
+
+    @abc.abstractmethod
+    async def _query_workers(self, q: Query) -> PaginatedResult[Worker]:
+        """:meth:`query_workers`' page."""
+
+
+_SORTABLE = {
+    "rollouts": ROLLOUT_SORT_FIELDS,
+    "attempts": ATTEMPT_SORT_FIELDS,
+    "spans": SPAN_SORT_FIELDS,
+    "resources": RESOURCES_SORT_FIELDS,
+    "workers": WORKER_SORT_FIELDS,
+}
+
+_SPAN_OPTIONS: dict[str, Any] = dict(LightningStore.query_spans.__kwdefaults__ or {})
+""":meth:`LightningStore.query_spans`' keyword arguments and their defaults, taken from its
+signature so that ``query_spans_json``/``query_spans_frames`` (``**options``) accept exactly
+those, with the same defaults."""
+
+_SPAN_FILTERS = tuple(
+    name
+    for name in _SPAN_OPTIONS
+    if name not in ("filter_logic", "sort_by", "sort_order", "limit", "offset")
+)
+"""The filters among them (the rest is the page)."""

@@ -59,8 +59,8 @@ from lightspan.store.api.models import (
     RolloutStatus,
     Span,
     Worker,
-    WorkerStatus,
 )
+from lightspan.store.api.query import Query, param_name
 from lightspan.store.api.span_page import decode_frames_page, decode_span_page
 from lightspan.store.intake.span_row import SpanRow
 
@@ -161,6 +161,22 @@ def _page(data: dict[str, Any], parse: Callable[[Any], Any]) -> PaginatedResult[
         offset=data["offset"],
         total=data["total"],
     )
+
+
+def _rest(q: Query) -> dict[str, Any]:
+    """The REST parameters (query string or JSON body) of a query built by ``base.py``: its
+    filters under the names the server's request models parse (:func:`.query.param_name`),
+    the page, and ``sort_by``/``sort_order``/``filter_logic`` only when they are set (the
+    server's defaults apply otherwise, as v0.3's client does)."""
+    params: dict[str, Any] = {param_name(c): c.value for c in (*q.must, *q.conds)}
+    params["limit"] = q.limit
+    params["offset"] = q.offset
+    if q.logic != "and":
+        params["filter_logic"] = q.logic
+    if q.sort_by is not None:
+        params["sort_by"] = q.sort_by
+        params["sort_order"] = q.sort_order
+    return params
 
 
 class LightningStoreClient(LightningStore):
@@ -389,6 +405,9 @@ class LightningStoreClient(LightningStore):
 
     # ------------------------------------------------------------------ misc
 
+    def _check_page(self, q: Query, what: str) -> None:
+        """Nothing checked here: the server does, by its own rules (ours or ``agl store``'s)."""
+
     async def scan_health(self) -> list[Attempt]:
         """The server's own scanner does this; a client has nothing to scan."""
         return []
@@ -480,33 +499,8 @@ class LightningStoreClient(LightningStore):
         )
         return AttemptedRollout.model_validate(data)
 
-    async def query_rollouts(
-        self,
-        *,
-        status_in: Sequence[RolloutStatus] | None = None,
-        rollout_id_in: Sequence[str] | None = None,
-        rollout_id_contains: str | None = None,
-        filter_logic: Literal["and", "or"] = "and",
-        sort_by: str | None = None,
-        sort_order: Literal["asc", "desc"] = "asc",
-        limit: int = -1,
-        offset: int = 0,
-        status: Sequence[RolloutStatus] | None = None,
-        rollout_ids: Sequence[str] | None = None,
-    ) -> PaginatedResult[Rollout]:
-        status_in = status_in if status_in is not None else status
-        rollout_id_in = rollout_id_in if rollout_id_in is not None else rollout_ids
-        body: dict[str, Any] = {"limit": limit, "offset": offset, "filter_logic": filter_logic}
-        if status_in is not None:
-            body["status_in"] = list(status_in)
-        if rollout_id_in is not None:
-            body["rollout_id_in"] = list(rollout_id_in)
-        if rollout_id_contains is not None:
-            body["rollout_id_contains"] = rollout_id_contains
-        if sort_by is not None:
-            body["sort_by"] = sort_by
-            body["sort_order"] = sort_order
-        data = await self._request("query_rollouts", "POST", "/rollouts/search", json=body)
+    async def _query_rollouts(self, q: Query) -> PaginatedResult[Rollout]:
+        data = await self._request("query_rollouts", "POST", "/rollouts/search", json=_rest(q))
         return _page(data, _rollout)
 
     async def get_rollout_by_id(self, rollout_id: str) -> Rollout | None:
@@ -555,19 +549,9 @@ class LightningStoreClient(LightningStore):
 
     # ------------------------------------------------------------------ attempts
 
-    async def query_attempts(
-        self,
-        rollout_id: str,
-        *,
-        sort_by: str | None = "sequence_id",
-        sort_order: Literal["asc", "desc"] = "asc",
-        limit: int = -1,
-        offset: int = 0,
-    ) -> PaginatedResult[Attempt]:
-        body: dict[str, Any] = {"limit": limit, "offset": offset}
-        if sort_by is not None:
-            body["sort_by"] = sort_by
-            body["sort_order"] = sort_order
+    async def _query_attempts(self, q: Query) -> PaginatedResult[Attempt]:
+        body = _rest(q)
+        rollout_id = body.pop("rollout_id")
         data = await self._request(
             f"query_attempts({rollout_id})",
             "POST",
@@ -730,48 +714,9 @@ class LightningStoreClient(LightningStore):
             outcomes.append(SpanOutcome(status, SpanRow.from_span(stored or span)))
         return AddSpansResult(outcomes)
 
-    async def query_spans(
-        self,
-        rollout_id: str,
-        attempt_id: str | None = None,
-        *,
-        trace_id: str | None = None,
-        trace_id_contains: str | None = None,
-        span_id: str | None = None,
-        span_id_contains: str | None = None,
-        parent_id: str | None = None,
-        parent_id_contains: str | None = None,
-        name: str | None = None,
-        name_contains: str | None = None,
-        filter_logic: Literal["and", "or"] = "and",
-        limit: int = -1,
-        offset: int = 0,
-        sort_by: str | None = "sequence_id",
-        sort_order: Literal["asc", "desc"] = "asc",
-    ) -> PaginatedResult[Span]:
-        body: dict[str, Any] = {
-            "rollout_id": rollout_id,
-            "limit": limit,
-            "offset": offset,
-            "filter_logic": filter_logic,
-        }
-        for key, value in (
-            ("attempt_id", attempt_id),
-            ("trace_id", trace_id),
-            ("trace_id_contains", trace_id_contains),
-            ("span_id", span_id),
-            ("span_id_contains", span_id_contains),
-            ("parent_id", parent_id),
-            ("parent_id_contains", parent_id_contains),
-            ("name", name),
-            ("name_contains", name_contains),
-        ):
-            if value is not None:
-                body[key] = value
-        if sort_by is not None:
-            body["sort_by"] = sort_by
-            body["sort_order"] = sort_order
-        operation = f"query_spans({rollout_id})"
+    async def _query_spans(self, q: Query) -> PaginatedResult[Span]:
+        body = _rest(q)
+        operation = f"query_spans({body['rollout_id']})"
         # Ask for the compact page (span_frames.py); servers without it answer JSON.
         headers = {"Accept": f"{span_frames.MEDIA_TYPE}, application/json;q=0.9"}
         response = await self._request(
@@ -838,48 +783,14 @@ class LightningStoreClient(LightningStore):
         data = await self._request("get_latest_resources", "GET", "/resources/latest")
         return ResourcesUpdate.model_validate(data) if data is not None else None
 
-    async def query_resources(
-        self,
-        *,
-        resources_id: str | None = None,
-        resources_id_contains: str | None = None,
-        sort_by: str | None = None,
-        sort_order: Literal["asc", "desc"] = "asc",
-        limit: int = -1,
-        offset: int = 0,
-    ) -> PaginatedResult[ResourcesUpdate]:
-        params: list[tuple[str, Any]] = [("limit", limit), ("offset", offset)]
-        if sort_by is not None:
-            params += [("sort_by", sort_by), ("sort_order", sort_order)]
-        if resources_id is not None:
-            params.append(("resources_id", resources_id))
-        if resources_id_contains is not None:
-            params.append(("resources_id_contains", resources_id_contains))
-        data = await self._request("query_resources", "GET", "/resources", params=params)
+    async def _query_resources(self, q: Query) -> PaginatedResult[ResourcesUpdate]:
+        data = await self._request("query_resources", "GET", "/resources", params=_rest(q))
         return _page(data, ResourcesUpdate.model_validate)
 
     # ------------------------------------------------------------------ workers
 
-    async def query_workers(
-        self,
-        *,
-        status_in: Sequence[WorkerStatus] | None = None,
-        worker_id_contains: str | None = None,
-        filter_logic: Literal["and", "or"] = "and",
-        sort_by: str | None = None,
-        sort_order: Literal["asc", "desc"] = "asc",
-        limit: int = -1,
-        offset: int = 0,
-    ) -> PaginatedResult[Worker]:
-        body: dict[str, Any] = {"limit": limit, "offset": offset, "filter_logic": filter_logic}
-        if status_in is not None:
-            body["status_in"] = list(status_in)
-        if worker_id_contains is not None:
-            body["worker_id_contains"] = worker_id_contains
-        if sort_by is not None:
-            body["sort_by"] = sort_by
-            body["sort_order"] = sort_order
-        data = await self._request("query_workers", "POST", "/workers/search", json=body)
+    async def _query_workers(self, q: Query) -> PaginatedResult[Worker]:
+        data = await self._request("query_workers", "POST", "/workers/search", json=_rest(q))
         return _page(data, Worker.model_validate)
 
     async def get_worker_by_id(self, worker_id: str) -> Worker | None:

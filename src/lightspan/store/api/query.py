@@ -1,9 +1,14 @@
 """A backend-neutral description of a filtered, sorted, paginated query, evaluated in memory here.
 
 Why: the query semantics (how ``filter_logic`` combines filters, where nulls sort, how ties
-are broken) must be identical in memory and in SQL. The core builds a :class:`Query`; the memory
-backend evaluates it with :func:`run_query`, the SQL backends translate it (``sql.py``), and the
-conformance suite checks they agree.
+are broken) must be identical in memory and in SQL. ``LightningStore``'s query methods
+(``base.py``) build a :class:`Query` from their arguments; the memory backend evaluates it with
+:func:`run_query`, the SQL backends translate it (``sql.py``), the HTTP client sends it as REST
+parameters (:func:`param_name`), and the conformance suite checks they agree.
+
+Filter names follow the REST API's (and v0.3's keyword arguments'): ``x`` means field ``x``
+equals, ``x_in`` is one of, ``x_contains`` contains the value. :func:`conds_from_params` and
+:func:`param_name` are that rule, both ways, in one place.
 
 Rules: ``must`` conditions always apply (AND); the other conditions are combined with ``logic``
 (no conditions: everything matches). Without ``sort_by`` items come in insertion order. Nulls
@@ -13,6 +18,7 @@ keep insertion order in both directions.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -29,8 +35,40 @@ class Cond:
     value: Any
 
 
+@functools.lru_cache(maxsize=256)
+def _field_op(name: str) -> tuple[str, Literal["exact", "within", "contains"]]:
+    """``x_contains`` -> (x, contains), ``x_in`` -> (x, within), else (name, exact); cached,
+    as queries name the same few filters again and again."""
+    if name.endswith("_contains"):
+        return name[: -len("_contains")], "contains"
+    if name.endswith("_in"):
+        return name[: -len("_in")], "within"
+    return name, "exact"
+
+
+def conds_from_params(params: dict[str, Any]) -> list[Cond]:
+    """The conditions named by REST-style filter names (see the module docstring), in order;
+    ``None`` values are left out (no filter)."""
+    conds: list[Cond] = []
+    for name, value in params.items():
+        if value is not None:
+            field_name, op = _field_op(name)
+            conds.append(Cond(field_name, op, list(value) if op == "within" else value))
+    return conds
+
+
+def param_name(cond: Cond) -> str:
+    """The REST filter name of ``cond``: the inverse of :func:`conds_from_params`."""
+    if cond.op == "exact":
+        return cond.field
+    return cond.field + ("_in" if cond.op == "within" else "_contains")
+
+
 @dataclass(slots=True)
 class Query:
+    """What to read: ``must`` always applies, ``conds`` combine with ``logic``, then sort and
+    page (``limit`` -1: all)."""
+
     must: list[Cond] = field(default_factory=list)
     conds: list[Cond] = field(default_factory=list)
     logic: Literal["and", "or"] = "and"

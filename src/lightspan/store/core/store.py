@@ -3,7 +3,9 @@
 Why one implementation for all backends: the conformance suite proves the backends identical,
 and the simplest way to make that true is that only storage differs. Each public method is one
 transaction (so it appears atomic), validates its arguments first (typed errors, see
-``base.py``), and applies the rules of :mod:`lightspan.store.core.lifecycle`.
+``base.py``), and applies the rules of :mod:`lightspan.store.core.lifecycle`. Queries arrive
+already checked, as one :class:`~lightspan.store.api.query.Query` through the ``_query_*``
+hooks: ``base.py`` writes each query method's signature once, for the client as well.
 
 The background health scanner (:class:`~lightspan.store.core.scanner.HealthScanner`) calls
 :meth:`CoreStore.scan_health` every ``scan_interval`` seconds; nothing is checked lazily.
@@ -16,23 +18,19 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from lightspan.store.api.base import (
-    ATTEMPT_SORT_FIELDS,
-    RESOURCES_SORT_FIELDS,
-    ROLLOUT_SORT_FIELDS,
     UNSET,
-    WORKER_SORT_FIELDS,
     AttemptUpdate,
     InvalidRequestError,
     LightningStore,
     NotFoundError,
     StoreError,
     given,
-    validate_page,
+    paginated,
 )
 from lightspan.store.api.models import (
     FINISHED_ROLLOUT_STATUSES,
@@ -49,12 +47,11 @@ from lightspan.store.api.models import (
     RolloutMode,
     RolloutStatus,
     Worker,
-    WorkerStatus,
     new_attempt_id,
     new_resources_id,
     new_rollout_id,
 )
-from lightspan.store.api.query import Cond, Query
+from lightspan.store.api.query import Query
 from lightspan.store.core import lifecycle as lc
 from lightspan.store.core.scanner import HealthScanner
 from lightspan.store.core.span_reads import SpanReads
@@ -402,55 +399,11 @@ class CoreStore(SpanWrites, SpanReads, LightningStore):
             await self._sync_worker(tx, attempt, now)
         return AttemptedRollout(**rollout.model_dump(), attempt=attempt)
 
-    async def query_rollouts(
-        self,
-        *,
-        status_in: Sequence[RolloutStatus] | None = None,
-        rollout_id_in: Sequence[str] | None = None,
-        rollout_id_contains: str | None = None,
-        filter_logic: Literal["and", "or"] = "and",
-        sort_by: str | None = None,
-        sort_order: Literal["asc", "desc"] = "asc",
-        limit: int = -1,
-        offset: int = 0,
-        status: Sequence[RolloutStatus] | None = None,
-        rollout_ids: Sequence[str] | None = None,
-    ) -> PaginatedResult[Rollout]:
-        validate_page(
-            limit=limit,
-            offset=offset,
-            sort_by=sort_by,
-            sort_order=sort_order,
-            sortable=ROLLOUT_SORT_FIELDS,
-            what="rollouts",
-            filter_logic=filter_logic,
-        )
-        statuses = status_in if status_in is not None else status
-        ids = rollout_id_in if rollout_id_in is not None else rollout_ids
-        conds: list[Cond] = []
-        if statuses is not None:
-            conds.append(Cond("status", "within", list(statuses)))
-        if ids is not None:
-            conds.append(Cond("rollout_id", "within", list(ids)))
-        if rollout_id_contains is not None:
-            conds.append(Cond("rollout_id", "contains", rollout_id_contains))
-        q = Query(
-            conds=conds,
-            logic=filter_logic,
-            sort_by=sort_by,
-            sort_order=sort_order,
-            limit=limit,
-            offset=offset,
-        )
+    async def _query_rollouts(self, q: Query) -> PaginatedResult[Rollout]:
         async with self._tx(write=False) as tx:
             items, total = await tx.query_rollouts(q)
             latest = await tx.latest_attempts([r.rollout_id for r in items])
-        return PaginatedResult.model_construct(
-            items=[_with_attempt(r, latest.get(r.rollout_id)) for r in items],
-            limit=limit,
-            offset=offset,
-            total=total,
-        )
+        return paginated(q, [_with_attempt(r, latest.get(r.rollout_id)) for r in items], total)
 
     async def get_rollout_by_id(self, rollout_id: str) -> Rollout | None:
         async with self._tx(write=False) as tx:
@@ -532,33 +485,10 @@ class CoreStore(SpanWrites, SpanReads, LightningStore):
 
     # ------------------------------------------------------------------ attempts
 
-    async def query_attempts(
-        self,
-        rollout_id: str,
-        *,
-        sort_by: str | None = "sequence_id",
-        sort_order: Literal["asc", "desc"] = "asc",
-        limit: int = -1,
-        offset: int = 0,
-    ) -> PaginatedResult[Attempt]:
-        validate_page(
-            limit=limit,
-            offset=offset,
-            sort_by=sort_by,
-            sort_order=sort_order,
-            sortable=ATTEMPT_SORT_FIELDS,
-            what="attempts",
-        )
-        q = Query(
-            must=[Cond("rollout_id", "exact", rollout_id)],
-            sort_by=sort_by,
-            sort_order=sort_order,
-            limit=limit,
-            offset=offset,
-        )
+    async def _query_attempts(self, q: Query) -> PaginatedResult[Attempt]:
         async with self._tx(write=False) as tx:
             items, total = await tx.query_attempts(q)
-        return PaginatedResult.model_construct(items=items, limit=limit, offset=offset, total=total)
+        return paginated(q, items, total)
 
     async def get_latest_attempt(self, rollout_id: str) -> Attempt | None:
         async with self._tx(write=False) as tx:
@@ -715,72 +645,17 @@ class CoreStore(SpanWrites, SpanReads, LightningStore):
         async with self._tx(write=False) as tx:
             return await tx.latest_resources()
 
-    async def query_resources(
-        self,
-        *,
-        resources_id: str | None = None,
-        resources_id_contains: str | None = None,
-        sort_by: str | None = None,
-        sort_order: Literal["asc", "desc"] = "asc",
-        limit: int = -1,
-        offset: int = 0,
-    ) -> PaginatedResult[ResourcesUpdate]:
-        validate_page(
-            limit=limit,
-            offset=offset,
-            sort_by=sort_by,
-            sort_order=sort_order,
-            sortable=RESOURCES_SORT_FIELDS,
-            what="resources",
-        )
-        conds = []
-        if resources_id is not None:
-            conds.append(Cond("resources_id", "exact", resources_id))
-        if resources_id_contains is not None:
-            conds.append(Cond("resources_id", "contains", resources_id_contains))
-        q = Query(conds=conds, sort_by=sort_by, sort_order=sort_order, limit=limit, offset=offset)
+    async def _query_resources(self, q: Query) -> PaginatedResult[ResourcesUpdate]:
         async with self._tx(write=False) as tx:
             items, total = await tx.query_resources(q)
-        return PaginatedResult.model_construct(items=items, limit=limit, offset=offset, total=total)
+        return paginated(q, items, total)
 
     # ------------------------------------------------------------------ workers
 
-    async def query_workers(
-        self,
-        *,
-        status_in: Sequence[WorkerStatus] | None = None,
-        worker_id_contains: str | None = None,
-        filter_logic: Literal["and", "or"] = "and",
-        sort_by: str | None = None,
-        sort_order: Literal["asc", "desc"] = "asc",
-        limit: int = -1,
-        offset: int = 0,
-    ) -> PaginatedResult[Worker]:
-        validate_page(
-            limit=limit,
-            offset=offset,
-            sort_by=sort_by,
-            sort_order=sort_order,
-            sortable=WORKER_SORT_FIELDS,
-            what="workers",
-            filter_logic=filter_logic,
-        )
-        conds = []
-        if status_in is not None:
-            conds.append(Cond("status", "within", list(status_in)))
-        if worker_id_contains is not None:
-            conds.append(Cond("worker_id", "contains", worker_id_contains))
-        q = Query(
-            conds=conds,
-            logic=filter_logic,
-            sort_by=sort_by,
-            sort_order=sort_order,
-            limit=limit,
-            offset=offset,
-        )
+    async def _query_workers(self, q: Query) -> PaginatedResult[Worker]:
         async with self._tx(write=False) as tx:
             items, total = await tx.query_workers(q)
-        return PaginatedResult.model_construct(items=items, limit=limit, offset=offset, total=total)
+        return paginated(q, items, total)
 
     async def get_worker_by_id(self, worker_id: str) -> Worker | None:
         async with self._tx(write=False) as tx:
