@@ -6,6 +6,7 @@ into ``agl store`` at STORE_URL, runs one ``LitAgentRunner`` (``OtelTracer``, 10
 an agent that returns a reward at once (``noop``) or calls the LLM three times, each call in an
 ``openai.chat.completion`` span (``3step``), until the N rollouts are done, and prints
 ``{"seconds": wall time from the first dequeue poll to the last status}`` as JSON.
+``3step-alone`` (STORE_URL ignored): the 3-step agent's ``rollout_async`` alone, in a loop.
 """
 
 from __future__ import annotations
@@ -44,8 +45,21 @@ class ThreeStepAgent(agl.LitAgent[Any]):
         return 1.0
 
 
+async def agent_alone(n: int, base_url: str) -> None:
+    """The 3-step agent's ``rollout_async`` called ``n`` times in a loop, no runner, tracer or
+    store: the agent's own cost, which the runner row's time includes."""
+    agent = ThreeStepAgent(base_url)
+    t0 = time.perf_counter()
+    for i in range(n):
+        await agent.rollout_async({"x": i}, {}, None)
+    print(json.dumps({"seconds": time.perf_counter() - t0, "succeeded": n}))
+
+
 async def main() -> None:
     url, n, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    if kind == "3step-alone":
+        await agent_alone(n, sys.argv[4])
+        return
     store = agl.LightningStoreClient(url)
     await store.add_resources({"p": agl.PromptTemplate(template="{x}", engine="f-string")})
     for i in range(n):

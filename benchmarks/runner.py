@@ -25,7 +25,11 @@ HTTP requests per rollout over HTTP (counted by the client: httpx's transport pl
 rollouts/s = N rollouts / wall time from the runner's start until the N-th attempt is
 reported (spans delivered, status set). "overhead/rollout" is the 1-worker no-op figure:
 wall time per rollout when the workflow itself does nothing, i.e. dequeue + resources + run
-bookkeeping + spans + status. The reference goes over HTTP to its store server while the
+bookkeeping + spans + status. For the 3-step workflow, whose own three LLM calls through the
+``openai`` SDK cost milliseconds of client CPU on either side, the "overhead ms" column is a
+row's ms/rollout minus the workflow's alone (no runner, store or tracing) at the same
+concurrency: "3step workflow alone w=N" rows for lightspan, "agl 3step agent alone r=1" (the
+reference's agent's ``rollout_async`` called in a loop) for the reference. The reference goes over HTTP to its store server while the
 "memory"/"sqlite" rows use an in-process store; "sqlite-server" is the like-for-like row.
 
 Run:  .venv/bin/python benchmarks/runner.py [--rollouts 200] [--reference-rollouts 40]
@@ -266,6 +270,27 @@ async def lightspan_round(
                 server.stop()
 
 
+async def workflow_alone_round(
+    shape: str, workers: int, n: int, llm_url: str
+) -> tuple[float, float | None, tuple[float, float] | None]:
+    """The workflow by itself: ``n`` runs, ``workers`` at a time, no runner, no store, no
+    tracing. What a rollout costs before any runner adds to it (the 3-step workflow's three
+    calls through the ``openai`` SDK): the runner's overhead is a row's ms/rollout minus this."""
+    wf = make_workflow(shape, llm_url)
+    sem = asyncio.Semaphore(workers)
+
+    async def one(i: int) -> None:
+        async with sem:
+            (await wf.run({"input": i})).raise_for_status()
+
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    seconds = time.perf_counter() - t0
+    cpu_ms = (time.process_time() - cpu0) / n * 1000
+    await wf.aclose()
+    return seconds, None, (cpu_ms, 0.0)
+
+
 # --------------------------------------------------------------------------- reference rows
 
 
@@ -317,13 +342,14 @@ class AglStore:
         self.proc.wait(timeout=30)
 
 
-def reference_round(store: AglStore, shape: str, n: int, llm_url: str) -> float:
+def reference_round(store: AglStore | None, shape: str, n: int, llm_url: str) -> float:
+    """One reference round; ``store`` None: the agent alone (``3step-alone``, no runner)."""
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     proc = subprocess.run(
         [
             str(AGL_VENV / "bin" / "python"),
             str(HERE / "agl_runner_reference.py"),
-            store.url,
+            store.url if store is not None else "-",
             str(n),
             shape,
             llm_url,
@@ -409,6 +435,17 @@ def main() -> None:
                 ),
             )
         )
+    # The 3-step workflow by itself, at the runner rows' concurrencies: its own cost.
+    for workers in (1, 8, 32):
+        name = f"3step workflow alone w={workers}"
+        if args.only in name or args.only in f"lightspan 3step sqlite-server w={workers}":
+            jobs.append(
+                (
+                    name,
+                    n,
+                    lambda w=workers: asyncio.run(workflow_alone_round("3step", w, n, llm_url)),
+                )
+            )
     store = None if args.no_reference else AglStore()
     m = args.reference_rollouts
     if store is not None:
@@ -420,6 +457,13 @@ def main() -> None:
                     lambda sh=shape: (reference_round(store, sh, m, llm_url), None, None),
                 )
             )
+        jobs.append(
+            (
+                "agl 3step agent alone r=1",
+                m,
+                lambda: (reference_round(None, "3step-alone", m, llm_url), None, None),
+            )
+        )
     # Rounds are interleaved (every row once per pass, then the next pass), so that the load
     # of the shared machine changing over minutes reaches every row alike.
     results: dict[str, list[tuple[float, float | None, tuple[float, float] | None]]] = {}
@@ -437,18 +481,30 @@ def main() -> None:
             _row(name, count, [r[0] for r in got], [r[1] for r in got], [r[2] for r in got])
         )
     llm_proc.terminate()
+    # Overhead: a 3-step row's ms/rollout minus its workflow's own, at the same concurrency.
+    alone = {r["config"]: r["ms"] for r in rows if "alone" in r["config"]}
+    for r in rows:
+        base = None
+        if r["config"].startswith("lightspan 3step"):
+            w = r["config"].split("w=")[1].split()[0]
+            base = alone.get(f"3step workflow alone w={w}")
+        elif r["config"].startswith("agl LitAgentRunner 3step"):
+            base = alone.get("agl 3step agent alone r=1")
+        r["overhead"] = r["ms"] - base if base is not None else None
     print(f"\nrunner benchmark: {args.rounds} rounds, median [min-max]")
     print("store calls/rollout: SQLite commits (in-process) or HTTP requests (server), median")
     print("CPU ms/rollout (over HTTP): runner process + store server process, median")
+    print("overhead (3step): ms/rollout minus the workflow alone's at the same concurrency")
     print(
         f"{'configuration':<46} {'rollouts/s':>26} {'ms/rollout':>24} {'calls/rollout':>14}"
-        f" {'CPU ms/rollout':>16}"
+        f" {'CPU ms/rollout':>16} {'overhead ms':>12}"
     )
     for r in rows:
         rate = f"{r['rate']:.1f} [{r['rate_lo']:.1f}-{r['rate_hi']:.1f}]"
         ms = f"{r['ms']:.2f} [{r['ms_lo']:.2f}-{r['ms_hi']:.2f}]"
         calls = f"{r['calls']:.2f}" if r.get("calls") is not None else "-"
-        print(f"{r['config']:<46} {rate:>26} {ms:>24} {calls:>14} {r['cpu']:>16}")
+        ovh = f"{r['overhead']:.2f}" if r.get("overhead") is not None else "-"
+        print(f"{r['config']:<46} {rate:>26} {ms:>24} {calls:>14} {r['cpu']:>16} {ovh:>12}")
 
 
 if __name__ == "__main__":
