@@ -63,7 +63,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
         "--repeatable",
         action="store_true",
         help="no prompt cache: a temperature-0 answer does not depend on earlier requests "
-        "(use with --parallel 1; ~10-15%% slower)",
+        "(use with --parallel 1; slower where prompts share a prefix)",
     )
     p.add_argument("--no-fetch", action="store_true", help="fail if the model is not cached")
     p.add_argument("--verbose", action="store_true", help="llama.cpp's request log on stderr")
