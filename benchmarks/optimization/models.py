@@ -18,8 +18,16 @@ from lightspan.localllm.process import LocalModelProcess
 class ModelPool:
     """``ensure(models)`` makes exactly ``models`` run; ``endpoints`` maps name -> base URL."""
 
-    def __init__(self, *, threads: int = 1, parallel: int = 4, log_dir: Path | None = None):
+    def __init__(
+        self,
+        *,
+        threads: int = 1,
+        parallel: int = 4,
+        log_dir: Path | None = None,
+        repeatable: bool = False,
+    ):
         self.threads = threads
+        self.repeatable = repeatable
         self.parallel = parallel
         self.log_dir = log_dir
         self._servers: dict[str, LocalModelProcess] = {}
@@ -35,7 +43,12 @@ class ModelPool:
         for m in sorted(wanted - set(self._servers)):
             log = self.log_dir / f"{m}.log" if self.log_dir else None
             srv = LocalModelProcess(
-                m, threads=self.threads, parallel=self.parallel, fetch_missing=True, log_path=log
+                m,
+                threads=self.threads,
+                parallel=self.parallel,
+                fetch_missing=True,
+                log_path=log,
+                repeatable=self.repeatable,
             )
             srv.start()
             self._servers[m] = srv

@@ -113,6 +113,8 @@ class Settings:
     trainer_min_tasks: int = 4
     slots: int = 1
     """Request slots per model server (see ``--slots``)."""
+    repeatable: bool = True
+    """Model servers without a prompt cache (see ``--repeatable``)."""
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
@@ -162,6 +164,15 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         "batched, so with several slots the same request can get another answer",
     )
     p.add_argument(
+        "--repeatable",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="model servers without a prompt cache (default: with one slot). With the cache a "
+        "request's answer depends on the requests served before it (the reused prefix is "
+        "evaluated in another batch shape), so the same run in another order, or interleaved "
+        "with another arm, can get another answer; runs of either kind are cached apart",
+    )
+    p.add_argument(
         "--keep-servers",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -199,6 +210,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         trainer_min_tasks=args.trainer_min_tasks or (2 if args.quick else 4),
     )
     settings.slots = args.slots or (8 if settings.keep_servers else 1)
+    settings.repeatable = settings.slots == 1 if args.repeatable is None else args.repeatable
     return args, settings
 
 
@@ -216,7 +228,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     out = args.out or Path(__file__).parent / "out" / started.strftime("%Y%m%dT%H%M%SZ")
     out.mkdir(parents=True, exist_ok=True)
-    cache = ResultCache(args.cache_dir / "runs.jsonl")
+    # Answers from servers with and without a prompt cache differ: never mix them.
+    cache = ResultCache(
+        args.cache_dir / ("runs-repeatable.jsonl" if s.repeatable else "runs.jsonl")
+    )
 
     test: dict[str, list[Task]] = {}
     trainset: dict[str, list[Task]] = {}
@@ -290,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}
 
     with (
-        ModelPool(threads=1, parallel=s.slots) as pool,
+        ModelPool(threads=1, parallel=s.slots, repeatable=s.repeatable) as pool,
         Progress(
             "[progress.description]{task.description}",
             BarColumn(),
@@ -510,7 +525,8 @@ def write_report(
         f"{os.getloadavg()[0]:.1f}); command: `{cmd}`",
         f"- seed: {s.seed}; test tasks per family: {s.tasks}; models (weakest first): "
         f"{', '.join(s.models)}; max_tokens grid: {s.max_tokens}; runs in flight: "
-        f"{s.concurrency}; request slots per model server: {s.slots}; trainer runs per "
+        f"{s.concurrency}; request slots per model server: {s.slots}"
+        f"{' (no prompt cache: repeatable answers)' if s.repeatable else ''}; trainer runs per "
         f"(candidate, task): {args.trainer_repeats}",
         f"- baseline: every LLM step on {s.models[-1]} with max_tokens {s.max_tokens[-1]}, "
         "first-draft prompts (benchmarks/optimization/workflows.py)",

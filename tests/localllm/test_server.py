@@ -127,3 +127,28 @@ def test_bench_measures_real_tokens() -> None:
     assert result.completion_tokens == 8 and result.prompt_tokens > 40
     assert result.generation_tps > 0 and result.throughput_tps > 0
     assert "smollm2-135m: threads=1 concurrency=2" in result.summary()
+
+
+def test_repeatable_server_computes_every_prompt_from_scratch() -> None:
+    """``--repeatable``: no prompt cache, so a request's answer cannot depend on the requests
+    served before it (a reused prefix leaves the rest of the prompt to a batch of another
+    size, whose numerics differ). The same request twice: the default server reuses the
+    cached prefix (llama.cpp's ``timings.cache_n`` > 0), the repeatable one evaluates it all."""
+    body = {
+        "model": DEFAULT_MODEL,
+        "messages": [{"role": "user", "content": "Name three colours of the rainbow."}],
+        "max_tokens": 4,
+        "temperature": 0,
+    }
+    reused = {}
+    for repeatable in (False, True):
+        with LocalModelProcess(
+            DEFAULT_MODEL, threads=1, parallel=1, repeatable=repeatable, ready_timeout=120
+        ) as srv:
+            got = [
+                httpx.post(f"{srv.base_url}/chat/completions", json=body, timeout=120).json()
+                for _ in range(2)
+            ]
+        reused[repeatable] = got[1]["timings"]["cache_n"]
+        assert got[0]["choices"][0]["message"] == got[1]["choices"][0]["message"]
+    assert reused[False] > 0 and reused[True] == 0, reused

@@ -59,6 +59,12 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="CPU threads (default: all cores but one)")
     p.add_argument("--parallel", type=int, default=4, help="concurrent request slots")
     p.add_argument("--ctx", type=int, help="total context tokens (default 4096 per slot)")
+    p.add_argument(
+        "--repeatable",
+        action="store_true",
+        help="no prompt cache: a temperature-0 answer does not depend on earlier requests "
+        "(use with --parallel 1; slower where prompts share a prefix)",
+    )
     p.add_argument("--no-fetch", action="store_true", help="fail if the model is not cached")
     p.add_argument("--verbose", action="store_true", help="llama.cpp's request log on stderr")
     p.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
@@ -113,6 +119,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             n_ctx=args.ctx,
             fetch_missing=not args.no_fetch,
             verbose=args.verbose,
+            repeatable=args.repeatable,
         )
         print(
             f"loading {args.model} ({server.threads} threads, {server.parallel} slots, "

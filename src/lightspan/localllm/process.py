@@ -83,8 +83,10 @@ class LocalModelProcess:
         extra_args: Sequence[str] = (),
         ready_timeout: float = 120.0,
         python: str = sys.executable,
+        repeatable: bool = False,
     ) -> None:
         self.model = model
+        self.repeatable = repeatable
         self.host = host
         self.port = port
         self.threads = threads
@@ -116,6 +118,8 @@ class LocalModelProcess:
             cmd += ["--threads", str(self.threads)]
         if self.parallel:
             cmd += ["--parallel", str(self.parallel)]
+        if self.repeatable:
+            cmd.append("--repeatable")
         if not self.fetch_missing:
             cmd.append("--no-fetch")
         if self.log_path is not None:

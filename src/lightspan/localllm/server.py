@@ -81,6 +81,7 @@ class LocalModelServer:
         fetch_missing: bool = True,
         verbose: bool = False,
         ready_timeout: float = 120.0,
+        repeatable: bool = False,
     ) -> None:
         self.spec: ModelSpec | None = None if model_file else get_spec(model)
         self.model = model
@@ -93,6 +94,7 @@ class LocalModelServer:
         self.fetch_missing = fetch_missing
         self.verbose = verbose
         self.ready_timeout = ready_timeout
+        self.repeatable = repeatable
         self._server: Any = None
         self._url: str | None = None
 
@@ -140,6 +142,17 @@ class LocalModelServer:
         params.n_parallel = self.parallel
         params.cpuparams.n_threads = self.threads
         params.cpuparams_batch.n_threads = self.threads
+        if self.repeatable:
+            # llama.cpp reuses a slot's cached prompt prefix (and a RAM cache of earlier
+            # prompts): the rest of the prompt is then evaluated in a differently sized batch,
+            # whose numerics differ, so at temperature 0 a request's answer depends on the
+            # requests served before it (benchmarks/optimization/determinism.py: 1 of 4
+            # 256-token answers changed with the order). Without the cache every request is
+            # computed from scratch: the same answer in any order, at the price of the
+            # cache's savings (determinism.py: 98-100 s per pass instead of 56-61 s, its
+            # prompts sharing long prefixes; 33 s instead of 29 s for 4 plans).
+            params.cache_prompt = False
+            params.cache_ram_mib = 0
         # 3 = llama.cpp's info logs (every request); 1 keeps errors only.
         params.verbosity = 3 if self.verbose else 1
         started = time.monotonic()
