@@ -146,11 +146,11 @@ class LocalModelServer:
             # llama.cpp reuses a slot's cached prompt prefix (and a RAM cache of earlier
             # prompts): the rest of the prompt is then evaluated in a differently sized batch,
             # whose numerics differ, so at temperature 0 a request's answer depends on the
-            # requests served before it (benchmarks/optimization/determinism.py: 1 of 4
-            # 256-token answers changed with the order). Without the cache every request is
-            # computed from scratch: the same answer in any order, at the price of the
-            # cache's savings (determinism.py: 98-100 s per pass instead of 56-61 s, its
-            # prompts sharing long prefixes; 33 s instead of 29 s for 4 plans).
+            # requests served before it (benchmarks/optimization/determinism.py: 3 of 4
+            # 256-token plans changed between passes of the same prompts, one slot). Without
+            # the cache every request is computed from scratch: the same answer in any order,
+            # at the price of the cache's savings (determinism.py: 98-100 s per pass instead
+            # of 56-61 s, its prompts sharing long prefixes; 33 s instead of 29 s for 4 plans).
             params.cache_prompt = False
             params.cache_ram_mib = 0
         # 3 = llama.cpp's info logs (every request); 1 keeps errors only.
