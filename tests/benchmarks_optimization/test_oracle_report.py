@@ -131,3 +131,22 @@ async def test_paired_runs_alternate_the_arms_order_and_are_never_reused(tmp_pat
     # A second benchmark run measures afresh (its stamp differs): nothing comes from the cache.
     await oracle.evaluate_paired(specs, tasks, cache, stamp="s2")
     assert len(order) == 12
+
+
+def test_model_servers_are_repeatable_by_default_only_with_one_slot() -> None:
+    """One slot: no prompt cache (answers independent of the request before); several slots or
+    ``--quick`` (8 slots): the cache, since batching makes answers vary anyway; explicit flags
+    win."""
+    from benchmarks.optimization.run import parse_args
+
+    cases = {
+        (): (1, True),
+        ("--quick",): (8, False),
+        ("--slots", "4"): (4, False),
+        ("--slots", "1", "--no-repeatable"): (1, False),
+        ("--quick", "--slots", "1"): (1, True),
+        ("--slots", "4", "--repeatable"): (4, True),
+    }
+    for argv, expected in cases.items():
+        _, s = parse_args(list(argv))
+        assert (s.slots, s.repeatable) == expected, argv
