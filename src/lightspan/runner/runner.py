@@ -810,10 +810,10 @@ class WorkflowRunner:
     async def _register_workers(self) -> None:
         """Register or refresh every worker: in one exchange request where the store has the
         extension, else one ``update_worker`` each (agl store)."""
-        ex = self._exchange
-        if ex is not None and ex.supported is not False:
+        if self._exchange is not None:  # raises ExchangeUnsupported against agl store
             try:
-                await ex.heartbeat({w: self._heartbeat_stats(w) for w in self.worker_ids})
+                stats = {w: self._heartbeat_stats(w) for w in self.worker_ids}
+                await self._exchange.heartbeat(stats)
                 return
             except ExchangeUnsupported:
                 pass
