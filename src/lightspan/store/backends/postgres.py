@@ -133,4 +133,5 @@ class PostgresLightningStore(CoreStore):
             tx = SqlTx(_PgConn(conn), POSTGRES, self._span_keys)
             async with conn.transaction():
                 yield tx
+                await tx.flush()
             tx.committed()

@@ -13,6 +13,14 @@ is queued while ``queue_seq`` is not null; ``queue_seq`` orders the queue.
 Spans are the exception: they are kept in *chunks*, one row per stored batch and attempt
 (``ls_span_chunks``, see ``span_chunks.py``), and a rollout's spans are queried in memory; the
 stored JSON is sent to clients without parsing (``query_spans_json``).
+
+One write per record and transaction: a runner's exchange request moves an attempt to
+``running`` (its spans) and then to ``succeeded`` (its status), and its rollout with it, in one
+transaction. :class:`SqlTx` keeps the rollouts, attempts and workers it saved, or read under
+their rollout's lock, and writes each saved one once, in its last state, at :meth:`SqlTx.flush`
+(before the commit, and before any query that selects rows by condition); reads by key are
+answered from what it holds. Measured on the runner's no-op rollouts: 27.4 statements per
+rollout before, see ``benchmarks/runner.py``.
 """
 
 from __future__ import annotations
@@ -241,6 +249,60 @@ class SqlTx:
         # Health limits of rollouts this transaction locked or wrote: (status, timeout,
         # unresponsive), for the due time of the attempts it writes.
         self._limits: dict[str, tuple[str, float | None, float | None]] = {}
+        # Write-behind (module doc, "one write per record"): the records this transaction
+        # locked or wrote, as it sees them, and which of them to write at :meth:`flush`.
+        self._rollouts: dict[str, Rollout] = {}
+        self._attempts: dict[tuple[str, str], Attempt] = {}
+        # The latest attempt of rollouts locked or written here (None: it has none yet).
+        self._latest: dict[str, Attempt | None] = {}
+        self._workers: dict[str, Worker] = {}
+        self._dirty_rollouts: dict[str, None] = {}  # ordered: the queue follows write order
+        self._dirty_attempts: dict[tuple[str, str], None] = {}
+        self._dirty_workers: dict[str, None] = {}
+
+    async def flush(self) -> None:
+        """Write the records saved since the last flush, each once, in its last state. The
+        backends call it before COMMIT (or a savepoint's RELEASE); the queries that read
+        tables by condition call it first, so they see this transaction's writes."""
+        rollout_ids, self._dirty_rollouts = list(self._dirty_rollouts), {}
+        attempt_keys, self._dirty_attempts = list(self._dirty_attempts), {}
+        worker_ids, self._dirty_workers = list(self._dirty_workers), {}
+        if rollout_ids:
+            await self._run_many(
+                self._rollout_write_sql(upsert=True),
+                [self._rollout_params(self._rollouts[r]) for r in rollout_ids],
+            )
+        if attempt_keys:
+            await self._run_many(
+                self._upsert_sql(ATTEMPTS, ["due_at"], ["?"]),
+                [await self._attempt_row(self._attempts[k]) for k in attempt_keys],
+            )
+        if rollout_ids:
+            # Their status or limits may have changed: their attempts' due times follow (a
+            # rollout that left the running statuses has none).
+            running = {
+                r for r in rollout_ids if self._rollouts[r].status in RUNNING_ROLLOUT_STATUSES
+            }
+            await self._refresh_due([r for r in rollout_ids if r in running], "")
+            await self._refresh_due(
+                [r for r in rollout_ids if r not in running], " AND due_at IS NOT NULL"
+            )
+        if worker_ids:
+            await self._run_many(
+                self._upsert_sql(WORKERS),
+                [self._row(WORKERS, self._workers[w]) for w in worker_ids],
+            )
+
+    async def _refresh_due(self, rollout_ids: list[str], extra: str) -> None:
+        for chunk in _chunks(rollout_ids):
+            cond, params = self._in("rollout_id", chunk)
+            await self.c.execute(f"{_REFRESH_DUE} WHERE {cond}{extra}", params)
+
+    async def _run_many(self, sql: str, rows: list[list[Any]]) -> None:
+        if len(rows) == 1:
+            await self.c.execute(sql, rows[0])
+        elif rows:
+            await self.c.executemany(sql, rows)
 
     def committed(self) -> None:
         """The backend calls this once the transaction has committed."""
@@ -295,6 +357,7 @@ class SqlTx:
         return f" LIMIT {limit} OFFSET {int(q.offset)}"
 
     async def _query_docs(self, table: Table, q: Query) -> tuple[list[str], int]:
+        await self.flush()
         where, params = self._where(q)
         rows = await self.c.fetchall(
             f"SELECT doc FROM {table.name}{where}{self._order(q)}{self._page(q)}", params
@@ -327,9 +390,9 @@ class SqlTx:
     async def get_rollouts(
         self, rollout_ids: list[str], *, for_update: bool = False
     ) -> dict[str, Rollout]:
-        out: dict[str, Rollout] = {}
+        out = {r: self._rollouts[r] for r in rollout_ids if r in self._rollouts}
         lock = self.d.for_update if for_update else ""
-        for chunk in _chunks(sorted(set(rollout_ids))):
+        for chunk in _chunks(sorted(set(rollout_ids) - out.keys())):
             cond, params = self._in("rollout_id", chunk)
             rows = await self.c.fetchall(
                 f"SELECT doc FROM ls_rollouts WHERE {cond} ORDER BY rollout_id{lock}", params
@@ -337,7 +400,8 @@ class SqlTx:
             for (doc,) in rows:
                 r = Rollout.model_validate_json(doc)
                 out[r.rollout_id] = r
-                if for_update:  # locked: its limits hold until this transaction writes it
+                if for_update:  # locked: it holds until this transaction writes it
+                    self._rollouts[r.rollout_id] = r
                     self._limits[r.rollout_id] = _limits_of(r)
         return out
 
@@ -359,13 +423,18 @@ class SqlTx:
             "THEN COALESCE(ls_rollouts.queue_seq, excluded.queue_seq) ELSE NULL END"
         )
 
-    def _rollout_params(self, r: Rollout) -> list[Any]:
+    def _plain(self, r: Rollout) -> Rollout:
+        """The rollout as stored (without an ``attempt``), its limits noted for due times."""
         plain = (
             r
             if type(r) is Rollout
             else Rollout.model_validate({k: v for k, v in r.model_dump().items() if k != "attempt"})
         )
         self._limits[plain.rollout_id] = _limits_of(plain)
+        return plain
+
+    def _rollout_params(self, r: Rollout) -> list[Any]:
+        plain = self._plain(r)
         return [getattr(plain, c) for c in ROLLOUTS.columns] + [
             plain.config.timeout_seconds,
             plain.config.unresponsive_seconds,
@@ -374,35 +443,37 @@ class SqlTx:
         ]
 
     async def insert_rollouts(self, rollouts: list[Rollout], *, if_absent: bool = False) -> None:
+        await self.flush()  # queue positions follow the order of writes
         sql = self._rollout_write_sql(upsert=False, if_absent=if_absent)
-        rows = [self._rollout_params(r) for r in rollouts]
-        if if_absent:  # maybe not written: the stored row's limits are unknown
-            for r in rollouts:
+        await self._run_many(sql, [self._rollout_params(r) for r in rollouts])
+        for r in rollouts:
+            if if_absent:  # maybe not written: the stored row is unknown
                 self._limits.pop(r.rollout_id, None)
-        if len(rows) == 1:
-            await self.c.execute(sql, rows[0])
-        else:
-            await self.c.executemany(sql, rows)
+                self._rollouts.pop(r.rollout_id, None)
+            else:
+                self._rollouts[r.rollout_id] = self._plain(r)
 
     async def save_rollout(self, rollout: Rollout) -> None:
-        """Also recomputes the due times of the rollout's attempts: its status or limits may
-        have changed (a rollout leaving the running statuses clears them)."""
-        params = self._rollout_params(rollout)
-        await self.c.execute(self._rollout_write_sql(upsert=True), params)
-        running = rollout.status in RUNNING_ROLLOUT_STATUSES
-        await self.c.execute(
-            f"{_REFRESH_DUE} WHERE rollout_id = ?" + ("" if running else " AND due_at IS NOT NULL"),
-            [rollout.rollout_id],
-        )
+        """Written at :meth:`flush`, which also recomputes the due times of the rollout's
+        attempts (its status or limits may have changed)."""
+        rid = rollout.rollout_id
+        self._rollouts[rid] = self._plain(rollout)
+        self._dirty_rollouts.pop(rid, None)  # to the end: the queue follows the last write
+        self._dirty_rollouts[rid] = None
 
     async def claim_queued(self, limit: int) -> list[Rollout]:
+        await self.flush()
         rows = await self.c.fetchall(
             "SELECT doc FROM ls_rollouts WHERE queue_seq IS NOT NULL "
             f"ORDER BY queue_seq LIMIT {int(limit)}{self.d.skip_locked}"
         )
-        return [Rollout.model_validate_json(doc) for (doc,) in rows]
+        claimed = [Rollout.model_validate_json(doc) for (doc,) in rows]
+        for r in claimed:  # locked (skip_locked) or, in SQLite, serialized
+            self._rollouts[r.rollout_id] = self._plain(r)
+        return claimed
 
     async def rollouts_in_status(self, statuses: list[str]) -> list[Rollout]:
+        await self.flush()
         cond, params = self._in("status", statuses)
         rows = await self.c.fetchall(
             f"SELECT doc FROM ls_rollouts WHERE {cond} ORDER BY ins_seq", params
@@ -412,13 +483,13 @@ class SqlTx:
     async def health_due(self, now: float) -> list[str]:
         """Read through the partial index on ``due_at``: the cost follows the rollouts due, not
         the running ones (idle running rollouts have a future due time and are not read)."""
+        await self.flush()
         rows = await self.c.fetchall(HEALTH_DUE_SQL, [now + lc.HEALTH_DUE_SLACK])
         return sorted({r for (r,) in rows})
 
     async def refresh_due(self, rollout_ids: list[str]) -> None:
-        for chunk in _chunks(sorted(set(rollout_ids))):
-            cond, params = self._in("rollout_id", chunk)
-            await self.c.execute(f"{_REFRESH_DUE} WHERE {cond}", params)
+        await self.flush()
+        await self._refresh_due(sorted(set(rollout_ids)), "")
 
     async def migrate_health_due(self) -> bool:
         """Give a database written before due times existed its ``due_at`` and limit columns,
@@ -457,19 +528,25 @@ class SqlTx:
 
     async def get_attempts(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Attempt]:
         # One statement for a span batch's attempts (it spans several rollouts), not one each.
-        out: dict[tuple[str, str], Attempt] = {}
-        for chunk in _chunks(sorted(set(keys))):
+        out = {k: self._attempts[k] for k in keys if k in self._attempts}
+        for chunk in _chunks(sorted(set(keys) - out.keys())):
             cond = " OR ".join(["(rollout_id = ? AND attempt_id = ?)"] * len(chunk))
             params = [v for key in chunk for v in key]
             rows = await self.c.fetchall(f"SELECT doc FROM ls_attempts WHERE {cond}", params)
             for (doc,) in rows:
                 a = Attempt.model_validate_json(doc)
                 out[(a.rollout_id, a.attempt_id)] = a
+                if a.rollout_id in self._rollouts:  # under its rollout's lock: it holds
+                    self._attempts[(a.rollout_id, a.attempt_id)] = a
         return out
 
     async def latest_attempts(self, rollout_ids: list[str]) -> dict[str, Attempt]:
         out: dict[str, Attempt] = {}
-        for chunk in _chunks(sorted(set(rollout_ids))):
+        known = {r for r in rollout_ids if r in self._latest}
+        for r in known:
+            if (a := self._latest[r]) is not None:
+                out[r] = a
+        for chunk in _chunks(sorted(set(rollout_ids) - known)):
             cond, params = self._in("a.rollout_id", chunk)
             rows = await self.c.fetchall(
                 f"SELECT a.doc FROM ls_attempts a WHERE {cond} AND a.sequence_id = "
@@ -479,7 +556,11 @@ class SqlTx:
             )
             for (doc,) in rows:
                 a = Attempt.model_validate_json(doc)
+                a = self._attempts.get((a.rollout_id, a.attempt_id), a)  # this tx's own write
                 out[a.rollout_id] = a
+            for r in chunk:
+                if r in self._rollouts:  # locked: no other attempt can start
+                    self._latest[r] = out.get(r)
         return out
 
     async def _attempt_row(self, attempt: Attempt) -> list[Any]:
@@ -504,16 +585,35 @@ class SqlTx:
         if if_absent:
             sql += " ON CONFLICT (rollout_id, attempt_id) DO NOTHING"
         await self.c.execute(sql, await self._attempt_row(attempt))
+        key = (attempt.rollout_id, attempt.attempt_id)
+        if if_absent:  # maybe not written: the stored row is unknown
+            self._attempts.pop(key, None)
+            self._latest.pop(attempt.rollout_id, None)
+        else:
+            self._attempts[key] = attempt
+            self._note_latest(attempt)
+
+    def _note_latest(self, attempt: Attempt) -> None:
+        if attempt.rollout_id not in self._latest:
+            return
+        known = self._latest[attempt.rollout_id]
+        if (
+            known is None
+            or known.attempt_id == attempt.attempt_id
+            or attempt.sequence_id > known.sequence_id
+        ):
+            self._latest[attempt.rollout_id] = attempt
 
     async def save_attempt(self, attempt: Attempt) -> None:
         await self.save_attempts([attempt])
 
     async def save_attempts(self, attempts: list[Attempt]) -> None:
-        rows = [await self._attempt_row(a) for a in attempts]
-        if len(rows) == 1:
-            await self.c.execute(self._upsert_sql(ATTEMPTS, ["due_at"], ["?"]), rows[0])
-        elif rows:
-            await self.c.executemany(self._upsert_sql(ATTEMPTS, ["due_at"], ["?"]), rows)
+        """Written at :meth:`flush`, once per attempt whatever the number of saves."""
+        for a in attempts:
+            key = (a.rollout_id, a.attempt_id)
+            self._attempts[key] = a
+            self._dirty_attempts[key] = None
+            self._note_latest(a)
 
     async def query_attempts(self, q: Query) -> tuple[list[Attempt], int]:
         docs, total = await self._query_docs(ATTEMPTS, q)
@@ -522,11 +622,15 @@ class SqlTx:
     # ---------------------------------------------------------------- workers
 
     async def get_worker(self, worker_id: str) -> Worker | None:
+        if worker_id in self._workers:  # this transaction's own write
+            return self._workers[worker_id]
         rows = await self.c.fetchall("SELECT doc FROM ls_workers WHERE worker_id = ?", [worker_id])
         return Worker.model_validate_json(rows[0][0]) if rows else None
 
     async def save_worker(self, worker: Worker) -> None:
-        await self.c.execute(self._upsert_sql(WORKERS), self._row(WORKERS, worker))
+        """Written at :meth:`flush`, once per worker whatever the number of saves."""
+        self._workers[worker.worker_id] = worker
+        self._dirty_workers[worker.worker_id] = None
 
     async def query_workers(self, q: Query) -> tuple[list[Worker], int]:
         docs, total = await self._query_docs(WORKERS, q)
@@ -753,6 +857,7 @@ class SqlTx:
             )
 
     async def counts(self) -> dict[str, int]:
+        await self.flush()
         names = {
             "total_rollouts": "SELECT COUNT(*) FROM ls_rollouts",
             "total_attempts": "SELECT COUNT(*) FROM ls_attempts",

@@ -227,6 +227,7 @@ class SqliteLightningStore(CoreStore):
             tx = SqlTx(conn, SQLITE, self._span_keys)
             try:
                 yield tx
+                await tx.flush()
             finally:
                 await conn.execute("COMMIT")
 
@@ -257,6 +258,7 @@ class SqliteLightningStore(CoreStore):
                 await conn.execute("SAVEPOINT ls_member")
                 try:
                     yield tx
+                    await tx.flush()
                 except BaseException:
                     self._rollback_member(group)
                     raise

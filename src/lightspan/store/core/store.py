@@ -217,9 +217,14 @@ class CoreStore(SpanWrites, SpanReads, LightningStore):
         return rollout
 
     async def _new_attempt(
-        self, tx: StoreTx, rollout: Rollout, worker_id: str | None, now: float
+        self,
+        tx: StoreTx,
+        rollout: Rollout,
+        worker_id: str | None,
+        now: float,
+        latest: Attempt | None,
     ) -> Attempt:
-        latest = (await tx.latest_attempts([rollout.rollout_id])).get(rollout.rollout_id)
+        """The rollout's next attempt; ``latest``: its latest attempt, read under its lock."""
         attempt = Attempt(
             rollout_id=rollout.rollout_id,
             attempt_id=new_attempt_id(),
@@ -343,8 +348,12 @@ class CoreStore(SpanWrites, SpanReads, LightningStore):
     ) -> list[AttemptedRollout]:
         claimed: list[AttemptedRollout] = []
         now = time.time()
-        for rollout in await tx.claim_queued(limit):
-            attempt = await self._new_attempt(tx, rollout, worker_id, now)
+        rollouts = await tx.claim_queued(limit)
+        latest = await tx.latest_attempts([r.rollout_id for r in rollouts])  # one read for all
+        for rollout in rollouts:
+            attempt = await self._new_attempt(
+                tx, rollout, worker_id, now, latest.get(rollout.rollout_id)
+            )
             rollout = rollout.model_copy(update={"status": "preparing"})
             await tx.save_rollout(rollout)
             claimed.append(AttemptedRollout(**rollout.model_dump(), attempt=attempt))
@@ -393,7 +402,8 @@ class CoreStore(SpanWrites, SpanReads, LightningStore):
         async with self._tx(write=True) as tx:
             now = time.time()
             rollout = await self._lock_rollout(tx, rollout_id)
-            attempt = await self._new_attempt(tx, rollout, worker_id, now)
+            latest = (await tx.latest_attempts([rollout_id])).get(rollout_id)
+            attempt = await self._new_attempt(tx, rollout, worker_id, now, latest)
             rollout = rollout.model_copy(update={"status": "preparing"})
             await tx.save_rollout(rollout)
             await self._sync_worker(tx, attempt, now)
