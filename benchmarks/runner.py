@@ -9,8 +9,11 @@ machine's changing load reaches every row alike; median and range printed):
     3-step workflow (three LLM steps in sequence against a fake instant OpenAI-compatible
     server on 127.0.0.1);
   * the reference: Agent Lightning 0.3's ``LitAgentRunner`` (``OtelTracer``) against its own
-    ``agl store`` server (in-memory), one runner, the same two shapes (its 3-step agent makes the
-    same three HTTP calls, each in an ``openai.chat.completion`` span);
+    ``agl store`` server (in-memory, a fresh one per round, as lightspan's rows get a fresh
+    database), the same two shapes (its 3-step agent makes the same three HTTP calls, each in
+    an ``openai.chat.completion`` span), with one runner (r=1) and with eight runner processes
+    (r=8, as ``agl.Trainer(n_runners=8)`` runs them: agl's runner does one rollout at a time,
+    so this is the reference at the concurrency of lightspan's w=8 rows);
   * the same lightspan runner with ``share_requests=False`` ("unshared": each worker makes its
     own calls one at a time), no-op, SQLite in-process and over HTTP, and over HTTP with the
     v0.3 calls only ("v0.3-calls": as against ``agl store``, without our ``runner/exchange``
@@ -23,7 +26,10 @@ SQLite commits per rollout in-process (each an fsync with the default synchronou
 HTTP requests per rollout over HTTP (counted by the client: httpx's transport plus its lean path).
 
 rollouts/s = N rollouts / wall time from the runner's start until the N-th attempt is
-reported (spans delivered, status set). "overhead/rollout" is the 1-worker no-op figure:
+reported (spans delivered, status set); the reference's from its runners' common start (after
+their processes started) to the last one's end. N: 1,000 for lightspan's rows, 300 for the
+reference's (about 3 s each way; at 200 the ramp-up and drain of 32 workers was a fifth of a
+round's time). "overhead/rollout" is the 1-worker no-op figure:
 wall time per rollout when the workflow itself does nothing, i.e. dequeue + resources + run
 bookkeeping + spans + status. For the 3-step workflow, whose own three LLM calls through the
 ``openai`` SDK cost milliseconds of client CPU on either side, the "overhead ms" column is a
@@ -32,7 +38,7 @@ concurrency: "3step workflow alone w=N" rows for lightspan, "agl 3step agent alo
 reference's agent's ``rollout_async`` called in a loop) for the reference. The reference goes over HTTP to its store server while the
 "memory"/"sqlite" rows use an in-process store; "sqlite-server" is the like-for-like row.
 
-Run:  .venv/bin/python benchmarks/runner.py [--rollouts 200] [--reference-rollouts 40]
+Run:  .venv/bin/python benchmarks/runner.py [--rollouts 1000] [--reference-rollouts 300]
       [--rounds 3] [--no-reference] [--only TEXT]
 """
 
@@ -131,9 +137,16 @@ def start_fake_llm_process() -> tuple[multiprocessing.Process, str]:
 # --------------------------------------------------------------------------- lightspan rows
 
 
+async def _noop(x: Any) -> Any:
+    return x
+
+
 def make_workflow(shape: str, llm_url: str) -> Workflow:
     if shape == "noop":
-        return Workflow("bench-noop", task_step("noop", lambda x: x), evaluator=lambda i, o, e: 1.0)
+        # An async task, like the reference's agent (``async def rollout_async``): a synchronous
+        # one would run in a thread (the engine keeps blocking code off the event loop), which
+        # the reference does not pay (measured: ~0.1 ms and GIL hand-offs per rollout).
+        return Workflow("bench-noop", task_step("noop", _noop), evaluator=lambda i, o, e: 1.0)
     res = ResourceSet(
         "rs-bench",
         {
@@ -342,8 +355,20 @@ class AglStore:
         self.proc.wait(timeout=30)
 
 
-def reference_round(store: AglStore | None, shape: str, n: int, llm_url: str) -> float:
-    """One reference round; ``store`` None: the agent alone (``3step-alone``, no runner)."""
+def reference_round(shape: str, n: int, llm_url: str, runners: int = 1) -> float:
+    """One reference round on a fresh ``agl store`` with ``runners`` runner processes; the
+    shape ``3step-alone``: the agent alone (no runner, no store)."""
+    store = AglStore() if shape != "3step-alone" else None
+    try:
+        return _reference_round(store, shape, n, llm_url, runners)
+    finally:
+        if store is not None:
+            store.stop()
+
+
+def _reference_round(
+    store: AglStore | None, shape: str, n: int, llm_url: str, runners: int
+) -> float:
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     proc = subprocess.run(
         [
@@ -353,6 +378,7 @@ def reference_round(store: AglStore | None, shape: str, n: int, llm_url: str) ->
             str(n),
             shape,
             llm_url,
+            str(runners),
         ],
         capture_output=True,
         text=True,
@@ -397,8 +423,8 @@ def _row(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rollouts", type=int, default=200)
-    ap.add_argument("--reference-rollouts", type=int, default=60)
+    ap.add_argument("--rollouts", type=int, default=1000)
+    ap.add_argument("--reference-rollouts", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-reference", action="store_true")
     ap.add_argument(
@@ -446,22 +472,28 @@ def main() -> None:
                     lambda w=workers: asyncio.run(workflow_alone_round("3step", w, n, llm_url)),
                 )
             )
-    store = None if args.no_reference else AglStore()
     m = args.reference_rollouts
-    if store is not None:
+    if not args.no_reference:
+        # r=8: eight runner processes, as agl.Trainer(n_runners=8) runs them (agl's runner does
+        # one rollout at a time): the reference at the concurrency of lightspan's w=8 rows.
         for shape in ("noop", "3step"):
-            jobs.append(
-                (
-                    f"agl LitAgentRunner {shape} agl-store(http) r=1",
-                    m,
-                    lambda sh=shape: (reference_round(store, sh, m, llm_url), None, None),
+            for r in (1, 8):
+                jobs.append(
+                    (
+                        f"agl LitAgentRunner {shape} agl-store(http) r={r}",
+                        m,
+                        lambda sh=shape, r=r: (
+                            reference_round(sh, m, llm_url, r),
+                            None,
+                            None,
+                        ),
+                    )
                 )
-            )
         jobs.append(
             (
                 "agl 3step agent alone r=1",
                 m,
-                lambda: (reference_round(None, "3step-alone", m, llm_url), None, None),
+                lambda: (reference_round("3step-alone", m, llm_url), None, None),
             )
         )
     # Rounds are interleaved (every row once per pass, then the next pass), so that the load
@@ -473,14 +505,12 @@ def main() -> None:
                 results.setdefault(name, []).append(run())
             print(f"  pass {k + 1} of {args.rounds} done", file=sys.stderr)
     finally:
-        if store is not None:
-            store.stop()
+        llm_proc.terminate()
     for name, count, _ in jobs:
         got = results[name]
         rows.append(
             _row(name, count, [r[0] for r in got], [r[1] for r in got], [r[2] for r in got])
         )
-    llm_proc.terminate()
     # Overhead: a 3-step row's ms/rollout minus its workflow's own, at the same concurrency.
     alone = {r["config"]: r["ms"] for r in rows if "alone" in r["config"]}
     for r in rows:
@@ -488,7 +518,7 @@ def main() -> None:
         if r["config"].startswith("lightspan 3step"):
             w = r["config"].split("w=")[1].split()[0]
             base = alone.get(f"3step workflow alone w={w}")
-        elif r["config"].startswith("agl LitAgentRunner 3step"):
+        elif r["config"] == "agl LitAgentRunner 3step agl-store(http) r=1":
             base = alone.get("agl 3step agent alone r=1")
         r["overhead"] = r["ms"] - base if base is not None else None
     print(f"\nrunner benchmark: {args.rounds} rounds, median [min-max]")
@@ -505,6 +535,41 @@ def main() -> None:
         calls = f"{r['calls']:.2f}" if r.get("calls") is not None else "-"
         ovh = f"{r['overhead']:.2f}" if r.get("overhead") is not None else "-"
         print(f"{r['config']:<46} {rate:>26} {ms:>24} {calls:>14} {r['cpu']:>16} {ovh:>12}")
+    counts = {name: count for name, count, _ in jobs}
+    ratios = ratios_per_pass(results, counts)
+    if ratios:
+        print("\nlightspan over HTTP / the reference at the same concurrency (w=1: r=1; w=8 and")
+        print(
+            "w=32: r=8), rollouts/s, computed in each pass (both rows ran in it): median [min-max]"
+        )
+        for name, (ref, got) in ratios.items():
+            print(
+                f"{name:<46} / {ref:<40} {statistics.median(got):6.1f}x "
+                f"[{min(got):.1f}-{max(got):.1f}]"
+            )
+
+
+def ratios_per_pass(
+    results: dict[str, list[tuple[float, Any, Any]]], counts: dict[str, int]
+) -> dict[str, tuple[str, list[float]]]:
+    """For each lightspan row over HTTP (v0.3 API rows and unshared ones included), its
+    rollouts/s over the reference row's at the same concurrency, pass by pass."""
+    out: dict[str, tuple[str, list[float]]] = {}
+    for name, got in results.items():
+        if not name.startswith("lightspan ") or " sqlite-server " not in name:
+            continue
+        shape, workers = name.split()[1], int(name.split("w=")[1].split()[0])
+        ref = f"agl LitAgentRunner {shape} agl-store(http) r={1 if workers == 1 else 8}"
+        if ref not in results:
+            continue
+        out[name] = (
+            ref,
+            [
+                (counts[name] / ours[0]) / (counts[ref] / theirs[0])
+                for ours, theirs in zip(got, results[ref], strict=True)
+            ],
+        )
+    return out
 
 
 if __name__ == "__main__":
