@@ -157,6 +157,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         "--trainer-min-tasks", type=int, help="trainer's first halving rung (default 2 quick, 4)"
     )
     p.add_argument(
+        "--trainer-timeout",
+        type=float,
+        default=3 * 3600,
+        help="seconds after which a trainer still running is stopped (default 3 h; one "
+        "family x shape took 44-70 min here, more when other jobs share the cores)",
+    )
+    p.add_argument(
         "--slots",
         type=int,
         help="request slots per model server (default 1; --keep-servers: 8). One slot makes "
@@ -298,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     seed=s.seed,
                     max_rollouts=args.trainer_max_rollouts,
                     runners=s.trainer_runners,
+                    timeout_s=args.trainer_timeout,
                     min_tasks=s.trainer_min_tasks,
                     repeats=args.trainer_repeats,
                 )

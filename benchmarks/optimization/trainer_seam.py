@@ -62,6 +62,10 @@ class TrainerJob:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+            raise RuntimeError(
+                f"`{' '.join(self.cmd[2:])}` was still running after {self.timeout_s:.0f} s "
+                "(run.py --trainer-timeout) and was stopped"
+            ) from None
         report_file = self.out / "report" / "report.json"
         if not report_file.exists():
             raise RuntimeError(
@@ -86,7 +90,7 @@ def start_trainer(
     runners: int = 2,
     min_tasks: int = 4,
     repeats: int = 1,
-    timeout_s: float = 3600,
+    timeout_s: float = 3 * 3600,
 ) -> TrainerJob:
     """Start ``lightspan train run`` on ``tasks`` in the background."""
     out.mkdir(parents=True, exist_ok=True)
