@@ -137,7 +137,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help=f"default {DEFAULT_CACHE}")
     p.add_argument("--remeasure-prices", action="store_true", help="measure CPU prices again")
     p.add_argument("--no-trainer", action="store_true", help="skip `lightspan train run`")
-    p.add_argument("--algorithm", default="cost", help="trainer algorithm (default cost)")
+    p.add_argument(
+        "--algorithm",
+        default="cost",
+        choices=["cost", "apo", "both"],
+        help="trainer algorithm (default cost); apo and both: the strongest model writes APO's "
+        "critiques and edits",
+    )
     p.add_argument(
         "--train-tasks", type=int, help="train+val tasks per family (default 6 quick, 24)"
     )
@@ -306,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     max_rollouts=args.trainer_max_rollouts,
                     runners=s.trainer_runners,
                     timeout_s=args.trainer_timeout,
+                    optimizer_model=s.models[-1],
                     min_tasks=s.trainer_min_tasks,
                     repeats=args.trainer_repeats,
                 )

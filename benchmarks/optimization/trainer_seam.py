@@ -91,8 +91,11 @@ def start_trainer(
     min_tasks: int = 4,
     repeats: int = 1,
     timeout_s: float = 3 * 3600,
+    optimizer_model: str | None = None,
 ) -> TrainerJob:
-    """Start ``lightspan train run`` on ``tasks`` in the background."""
+    """Start ``lightspan train run`` on ``tasks`` in the background. ``optimizer_model``: the
+    model (one of ``endpoints``) that writes APO's critiques and edits (``apo`` and ``both``;
+    the strongest benchmarked model by default)."""
     out.mkdir(parents=True, exist_ok=True)
     wf = write_workflow_file(out / "workflow.yaml", family, shape, baseline, endpoints)
     task_file = out / "tasks.jsonl"
@@ -131,6 +134,9 @@ def start_trainer(
         "--min-tasks",
         str(min_tasks),
     ]
+    if algorithm in ("apo", "both"):
+        model = optimizer_model or list(endpoints)[-1]
+        cmd += ["--optimizer-endpoint", endpoints[model], "--optimizer-model", model]
     if max_rollouts:
         cmd += ["--max-rollouts", str(max_rollouts)]
     if repeats > 1:

@@ -347,3 +347,27 @@ async def test_test_split_runs_of_baseline_and_winner_share_one_time_window():
     base, opt = await measure_test(_Drifting(), {"a": {"v": 1}}, {"a": {"v": 2}}, tasks)
     held, why, _ = _decide(base, opt, TrainOptions())
     assert not held and "neither cheaper nor faster" in why
+
+
+def test_progress_is_printed_as_lines_when_stderr_is_not_a_terminal(capsys):
+    """A trainer writing to a log file (the optimization benchmark's subprocess) shows its
+    progress as lines; on a terminal the bars alone do."""
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from lightspan.trainer.cli import _ProgressLines
+
+    for terminal, expected in ((False, 2), (True, 0)):
+        bar = Progress(console=Console(file=io.StringIO(), force_terminal=terminal))
+        runs = bar.add_task("rollouts", total=None)
+        bar.add_task("candidates", total=None)
+        lines = _ProgressLines(bar, every=0.0)
+        for _ in range(2):
+            bar.advance(runs, 5)
+            lines.maybe_print()
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == expected, err
+        if expected:
+            assert err[-1].endswith("rollouts 10, candidates 0")

@@ -153,6 +153,25 @@ def _progress():  # type: ignore[no-untyped-def]
     )
 
 
+class _ProgressLines:
+    """Progress as a plain line every ``every`` seconds when stderr is not a terminal (a log
+    file, a benchmark's subprocess): rich draws its bars only on a terminal, so a trainer
+    writing to a file showed nothing until it ended (an hour, in the optimization benchmark)."""
+
+    def __init__(self, bar: Any, every: float = 30.0) -> None:
+        self.bar, self.every = bar, every
+        self.on = not bar.console.is_terminal
+        self.start = self.last = time.monotonic()
+
+    def maybe_print(self) -> None:
+        now = time.monotonic()
+        if not self.on or now - self.last < self.every:
+            return
+        self.last = now
+        done = ", ".join(f"{t.description} {t.completed:.0f}" for t in self.bar.tasks)
+        print(f"[{now - self.start:6.0f} s] {done}", file=sys.stderr, flush=True)
+
+
 @asynccontextmanager
 async def _evaluator(args: argparse.Namespace, prices: dict[str, tuple[float, float]], cfg: Any):  # type: ignore[no-untyped-def]
     """The runs' executor: store rollouts + runners when the runner stage is installed and
@@ -332,9 +351,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             with _progress() as bar:
                 runs = bar.add_task("rollouts", total=None)
                 cands = bar.add_task("candidates", total=None)
+                log_lines = _ProgressLines(bar)
 
                 def tick(kind: str, n: int) -> None:
                     bar.advance(runs if kind == "run" else cands, n)
+                    log_lines.maybe_print()
 
                 try:
                     return await train(
