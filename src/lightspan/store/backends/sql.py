@@ -445,13 +445,14 @@ class SqlTx:
     async def insert_rollouts(self, rollouts: list[Rollout], *, if_absent: bool = False) -> None:
         await self.flush()  # queue positions follow the order of writes
         sql = self._rollout_write_sql(upsert=False, if_absent=if_absent)
-        await self._run_many(sql, [self._rollout_params(r) for r in rollouts])
-        for r in rollouts:
+        plains = [self._plain(r) for r in rollouts]
+        await self._run_many(sql, [self._rollout_params(r) for r in plains])
+        for r in plains:
             if if_absent:  # maybe not written: the stored row is unknown
                 self._limits.pop(r.rollout_id, None)
                 self._rollouts.pop(r.rollout_id, None)
             else:
-                self._rollouts[r.rollout_id] = self._plain(r)
+                self._rollouts[r.rollout_id] = r
 
     async def save_rollout(self, rollout: Rollout) -> None:
         """Written at :meth:`flush`, which also recomputes the due times of the rollout's
