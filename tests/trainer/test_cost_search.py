@@ -279,3 +279,75 @@ async def test_a_later_step_cannot_spend_what_an_earlier_step_gained():
     assert all(c.lower_bound is not None and c.lower_bound >= -0.02 for c in b_cheap)
     # ...while against the current set (a on mid) it loses the hard tasks
     assert all(c.step_lower_bound is not None and c.step_lower_bound < -0.02 for c in b_cheap)
+
+
+class _LuckyOnVal(Evaluator):
+    """``big`` always right (cost 10), ``mid`` always right (cost 2), ``lucky`` (cost 1) right
+    on every val task (ids below 100) and wrong on a third of the train tasks (ids from 100):
+    the val split alone cannot tell it from ``mid``."""
+
+    COST = {"big": 10.0, "mid": 2.0, "lucky": 1.0}
+
+    def __init__(self) -> None:
+        super().__init__("lucky")
+        self.seen_tasks: set[str] = set()
+
+    async def _run(self, resources, tasks, progress):  # type: ignore[no-untyped-def]
+        model = step_resource(resources, "llm", "solve")["model"]
+        out = []
+        for t in tasks:
+            self.seen_tasks.add(t.id)
+            i = int(t.id[1:])
+            wrong = model == "lucky" and i >= 100 and i % 3 == 0
+            out.append(
+                Result(
+                    task_id=t.id,
+                    reward=0.0 if wrong else 1.0,
+                    status="succeeded",
+                    cost=self.COST[model],
+                    latency_s=1.0,
+                )
+            )
+        return out
+
+
+def _lucky_search(seen: list) -> CostSearch:
+    return CostSearch(
+        _LuckyOnVal(),
+        [LLMStep(name="solve", prompt="p", llm="llm")],
+        catalog=[ModelOption("http://127.0.0.1:1/v1", m) for m in ("lucky", "mid")],
+        price=lambda m: None,
+        min_tasks=4,
+        prompt_variants=False,
+        on_candidate=seen.append,
+    )
+
+
+_LUCKY_TRAIN = [Task(f"t{100 + i}", {"x": i}, i) for i in range(12)]
+
+
+async def test_a_winner_lucky_on_val_is_refused_on_val_and_train_and_the_next_one_confirmed():
+    # Seed 1 of classification x sequence: the cheapest candidate lost no val task and then
+    # lost test tasks, so the trainer's test gate refused the whole winner. Confirmed on the
+    # train tasks too, it is refused at its step and the next candidate that held is taken.
+    seen: list = []
+    search = _lucky_search(seen)
+    out = await search.run(_SCRIPTED_BASE, _SCRIPTED_VAL, [], train=_LUCKY_TRAIN)
+    assert step_resource(out.best, "llm", "solve")["model"] == "mid"
+    pooled = [c for c in seen if c.label.endswith("[val+train]")]
+    assert [("model=lucky" in c.label, c.accepted) for c in pooled] == [
+        (True, False),
+        (False, True),
+    ]
+    assert pooled[0].tasks == len(_SCRIPTED_VAL) + len(_LUCKY_TRAIN)
+    assert pooled[0].rejected_because.startswith("on val and train: lower bound")
+    lucky_val = [c for c in seen if c.label == pooled[0].label.removesuffix(" [val+train]")]
+    assert lucky_val[-1].reward == 1.0 and not lucky_val[-1].accepted
+    assert {t.id for t in _LUCKY_TRAIN} <= search.evaluator.seen_tasks
+
+
+async def test_without_train_tasks_val_alone_decides():
+    seen: list = []
+    out = await _lucky_search(seen).run(_SCRIPTED_BASE, _SCRIPTED_VAL, [])
+    assert step_resource(out.best, "llm", "solve")["model"] == "lucky"
+    assert not [c for c in seen if c.label.endswith("[val+train]")]

@@ -314,6 +314,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_rollouts=args.max_rollouts,
         min_tasks=args.min_tasks,
+        confirm_on_train=not args.no_train_confirmation,
         cost_lambda=args.cost_lambda,
         apo={
             "beam_width": args.beam_width,
@@ -573,6 +574,11 @@ def _train_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-tasks", type=int, default=4, help="first successive-halving rung")
     p.add_argument("--max-rollouts", type=int, help="budget of search rollouts")
+    p.add_argument(
+        "--no-train-confirmation",
+        action="store_true",
+        help="cost: accept a step's winner on val alone (default: confirmed on val and train)",
+    )
     p.add_argument(
         "--repeats",
         type=int,

@@ -9,6 +9,15 @@ the change modifies), so a change cannot spend what an earlier one gained. With 
 alone, a step-2 change that lost a task to the step-1 winner still passed when the step-1
 winner had gained one (seed 0 of classification x sequence: plan concise 1.00 on val, then
 solve on Qwen 0.5B 0.89 = the baseline's 0.89, accepted, and the combination lost on test).
+
+Why a step's winner is confirmed on val *and* train (``train=``) before it is accepted: the
+search picks the cheapest of a dozen candidates that held on val, so on a small val split it
+picks the one that was lucky there. Seed 1 of classification x sequence: solve on Qwen 0.5B lost
+no task of the 11 val tasks, then 2 of the 11 test tasks (0.73 vs 0.91), and the trainer's test
+gate refused the whole winner. The train split's tasks are seen by no choice of the search (they
+give step order and output lengths), so the winner's runs on them are fresh evidence; both lower
+bounds must hold on val and train pooled. A winner that fails there is rejected and the next
+candidate that held on val is confirmed (at most ``max_confirmations`` per step).
 """
 
 from __future__ import annotations
@@ -106,6 +115,12 @@ class SearchOutcome:
 CONCISE_SUFFIX = "\nAnswer as briefly as possible."
 
 
+def _model_of(resources: ResourcesMap, step: LLMStep) -> tuple[str, str]:
+    """(endpoint, model) of a step's LLM in a resource set."""
+    llm = step_resource(resources, step.llm, step.name)
+    return llm["endpoint"], llm["model"]
+
+
 def figures(results: list[Result]) -> tuple[float, float, float]:
     """(mean reward, mean cost, mean latency) of results."""
     n = len(results) or 1
@@ -160,6 +175,7 @@ class CostSearch:
         min_tasks: int = 4,
         seed: int = 0,
         prompt_variants: bool = True,
+        max_confirmations: int = 3,
         on_candidate: Callable[[Candidate], None] | None = None,
     ) -> None:
         self.evaluator = evaluator
@@ -170,6 +186,7 @@ class CostSearch:
         self.min_tasks = max(1, min_tasks)
         self.seed = seed
         self.prompt_variants = prompt_variants
+        self.max_confirmations = max(1, max_confirmations)
         self.on_candidate = on_candidate or (lambda c: None)
 
     def options(
@@ -298,10 +315,110 @@ class CostSearch:
         self.on_candidate(cand)
         return cand, results
 
+    async def _halving(
+        self,
+        pool: list[tuple[str, ResourcesMap]],
+        val: list[Task],
+        base: dict[str, float],
+        rnd: int,
+        step: str,
+        current: dict[str, float],
+        log: list[Candidate],
+    ) -> tuple[list[tuple[Candidate, list[Result]]], list[tuple[Candidate, list[Result]]]]:
+        """Successive halving over ``pool``: a cheap prefix of val first, keep the better half,
+        double. Returns the last rung's scored candidates and those of them scored on the whole
+        val split that stayed within the rung's slack, best first (``_rank``)."""
+        n = min(len(val), max(self.min_tasks, len(val) // 4))
+        alive = pool
+        scored: list[tuple[Candidate, list[Result]]] = []
+        while True:
+            tasks = val[:n]
+            # A rung's candidates are scored together: the evaluator bounds the runs in
+            # flight, so its runners stay busy (one candidate x 2 tasks would use only 2).
+            scored = list(
+                await asyncio.gather(
+                    *(self._score(lbl, res, tasks, base, rnd, step, current) for lbl, res in alive)
+                )
+            )
+            log.extend(c for c, _ in scored)
+            # the higher of the baseline's and the current set's mean on these tasks
+            ref_mean = max(
+                mean([base[t.id] for t in tasks]) or 0.0,
+                mean([current[t.id] for t in tasks]) or 0.0,
+            )
+            slack = self.delta + 0.5 / math.sqrt(n)
+            keep = []
+            for c, r in scored:
+                if c.reward - ref_mean >= -slack:
+                    keep.append((c, r))
+                else:
+                    c.rejected_because = (
+                        f"halving: reward {c.reward:.2f} vs {ref_mean:.2f} (baseline or "
+                        f"current set) on {n} val tasks"
+                    )
+            keep.sort(key=lambda cr: self._rank(cr[0]))
+            if n < len(val) and len(keep) > 1:
+                for c, _ in keep[max(1, len(keep) // 2) :]:
+                    c.rejected_because = "halving: not in the cheaper half"
+            if n >= len(val) or len(keep) <= 1:
+                break
+            alive = [(c.label, c.resources) for c, _ in keep[: max(1, len(keep) // 2)]]
+            for c, _ in keep[: max(1, len(keep) // 2)]:
+                c.advanced = True
+            n = min(len(val), n * 2)
+        if n >= len(val) or not keep:
+            return scored, keep
+        # Halving stopped early with one survivor: score it on the full val split.
+        c, r = await self._score(
+            keep[0][0].label, keep[0][0].resources, val, base, rnd, step, current
+        )
+        log.append(c)
+        keep[0][0].advanced = True
+        return [*scored, (c, r)], [(c, r)]
+
+    async def _confirm(
+        self,
+        c: Candidate,
+        val_results: list[Result],
+        train: list[Task],
+        base: dict[str, float],
+        current: dict[str, float],
+    ) -> tuple[Candidate, dict[str, float]]:
+        """Score a val winner on the train tasks too: both lower bounds on val and train
+        pooled must hold (module docstring). Returns the pooled entry (``accepted`` when it
+        held) and the winner's train rewards by task id.
+        ``base``/``current``: rewards of the baseline and of the current set, by task id, on
+        val and train."""
+        train_results = await self.evaluator.evaluate(c.resources, train)
+        results = val_results + train_results
+        reward, cost, lat = figures(results)
+        pooled = Candidate(
+            f"{c.label} [val+train]", c.resources, c.round, c.step, len(results), reward, cost, lat
+        )
+        rewards = [r.reward for r in results]
+        pooled.lower_bound = paired_bootstrap_lower(
+            rewards, [base[r.task_id] for r in results], seed=self.seed
+        )
+        if current != base:
+            pooled.step_lower_bound = paired_bootstrap_lower(
+                rewards, [current[r.task_id] for r in results], seed=self.seed
+            )
+        pooled.accepted = pooled.holds(self.delta)
+        if not pooled.accepted:
+            pooled.rejected_because = f"on val and train: {pooled.why_not_held(self.delta)}"
+            c.rejected_because = "held on val, not on val and train (its [val+train] entry)"
+        self.on_candidate(pooled)
+        return pooled, {r.task_id: r.reward for r in train_results}
+
     async def run(
-        self, baseline: ResourcesMap, val: list[Task], train_results: list[Result]
+        self,
+        baseline: ResourcesMap,
+        val: list[Task],
+        train_results: list[Result],
+        train: list[Task] | None = None,
     ) -> SearchOutcome:
-        """Search from ``baseline``; ``train_results`` (baseline runs) give token statistics."""
+        """Search from ``baseline``; ``train_results`` (baseline runs) give token statistics;
+        ``train``: tasks a step's winner is confirmed on as well (none: val alone decides)."""
         if not val:
             raise ValueError("the cost search needs at least one val task")
         base_results = await self.evaluator.evaluate(baseline, val)
@@ -328,6 +445,12 @@ class CostSearch:
         )
         cur, cur_fig = baseline, (b_reward, b_cost, b_lat)
         cur_results = base_results
+        train = [t for t in train or [] if t.id not in base]
+        base_all = dict(base)
+        if train:  # the starting set's train runs (cached when train_results measured them)
+            base_train = await self.evaluator.evaluate(baseline, train)
+            base_all.update({r.task_id: r.reward for r in base_train})
+        cur_all = dict(base_all)
         reward_of = {r.task_id: r.reward for r in train_results}
         good_threshold = mean(list(reward_of.values())) or 0.0
 
@@ -345,64 +468,48 @@ class CostSearch:
             if not pool:
                 out.notes.append(f"{step.name}: no alternative to try")
                 continue
-            # Successive halving: cheap prefix of val first, keep the better half, double.
-            n = min(len(val), max(self.min_tasks, len(val) // 4))
-            alive = pool
-            scored: list[tuple[Candidate, list[Result]]] = []
-            while True:
-                tasks = val[:n]
-                # A rung's candidates are scored together: the evaluator bounds the runs in
-                # flight, so its runners stay busy (one candidate x 2 tasks would use only 2).
-                scored = list(
-                    await asyncio.gather(
-                        *(
-                            self._score(lbl, res, tasks, base, rnd, step.name, current)
-                            for lbl, res in alive
-                        )
-                    )
-                )
-                for c, _ in scored:
-                    out.candidates.append(c)
-                # the higher of the baseline's and the current set's mean on these tasks
-                ref_mean = max(
-                    mean([base[t.id] for t in tasks]) or 0.0,
-                    mean([current[t.id] for t in tasks]) or 0.0,
-                )
-                slack = self.delta + 0.5 / math.sqrt(n)
-                keep = []
-                for c, r in scored:
-                    if c.reward - ref_mean >= -slack:
-                        keep.append((c, r))
-                    else:
-                        c.rejected_because = (
-                            f"halving: reward {c.reward:.2f} vs {ref_mean:.2f} (baseline or "
-                            f"current set) on {n} val tasks"
-                        )
-                keep.sort(key=lambda cr: self._rank(cr[0]))
-                if n < len(val) and len(keep) > 1:
-                    for c, _ in keep[max(1, len(keep) // 2) :]:
-                        c.rejected_because = "halving: not in the cheaper half"
-                if n >= len(val) or len(keep) <= 1:
-                    break
-                alive = [(c.label, c.resources) for c, _ in keep[: max(1, len(keep) // 2)]]
-                for c, _ in keep[: max(1, len(keep) // 2)]:
-                    c.advanced = True
-                n = min(len(val), n * 2)
-            winner = None
+            winner: Candidate | None = None
             winner_results: list[Result] = []
-            for c, r in keep if n >= len(val) else []:
-                if self._accepts(c, r, cur_fig[1], cur_results):
-                    winner, winner_results = c, r
-                    break
-            if winner is None and n < len(val) and keep:
-                # Halving stopped early with one survivor: confirm it on the full val split.
-                c, r = await self._score(
-                    keep[0][0].label, keep[0][0].resources, val, base, rnd, step.name, current
+            winner_train: dict[str, float] = {}
+            here = _model_of(cur, step)
+            for _ in range(self.max_confirmations if train else 1):
+                scored, final = await self._halving(
+                    pool, val, base, rnd, step.name, current, out.candidates
                 )
-                out.candidates.append(c)
-                keep[0][0].advanced = True
-                if self._accepts(c, r, cur_fig[1], cur_results):
-                    winner, winner_results = c, r
+                c_r = next(
+                    ((c, r) for c, r in final if self._accepts(c, r, cur_fig[1], cur_results)),
+                    None,
+                )
+                if c_r is None:
+                    break
+                c, r = c_r
+                if train:
+                    pooled, train_rewards = await self._confirm(c, r, train, base_all, cur_all)
+                    out.candidates.append(pooled)
+                    if not pooled.accepted:
+                        # A model that lost reward here is retired for this step (its other
+                        # caps and prompts cannot win it back); with the step's own model, only
+                        # that candidate goes. The next halving reuses cached runs.
+                        refused = _model_of(c.resources, step)
+                        pool = [
+                            (lbl, res)
+                            for lbl, res in pool
+                            if lbl != c.label
+                            and (refused == here or _model_of(res, step) != refused)
+                        ]
+                        for rest, _ in scored:
+                            if (
+                                rest is not c
+                                and not rest.advanced
+                                and rest.rejected_because is None
+                            ):
+                                rest.rejected_because = "a candidate refused on val and train"
+                        if not pool:
+                            break
+                        continue
+                    winner_train = train_rewards
+                winner, winner_results = c, r
+                break
             for c, _ in scored:
                 if c is not winner and not c.advanced and c.rejected_because is None:
                     c.rejected_because = "a cheaper or faster candidate of this step won"
@@ -410,6 +517,8 @@ class CostSearch:
                 winner.accepted = True
                 cur, cur_fig = winner.resources, (winner.reward, winner.cost, winner.latency_s)
                 cur_results = winner_results
+                cur_all.update({r.task_id: r.reward for r in winner_results})
+                cur_all.update(winner_train)
                 out.notes.append(f"accepted {winner.label}")
             else:
                 out.notes.append(f"{step.name}: kept (no candidate held the reward and saved)")

@@ -38,6 +38,8 @@ class TrainOptions:
     min_tasks: int = 4
     max_rollouts: int | None = None
     prompt_variants: bool = True
+    confirm_on_train: bool = True
+    """cost: a step's winner must hold on val and train pooled (``cost.py``), not val alone."""
     apo: dict[str, Any] = field(default_factory=dict)
     cost_lambda: float = 0.0
 
@@ -211,7 +213,12 @@ async def train(
                 prompt_variants=options.prompt_variants,
                 on_candidate=on_cand,
             )
-            res = await search.run(best, split.val, base_train + list(history or []))
+            res = await search.run(
+                best,
+                split.val,
+                base_train + list(history or []),
+                train=split.train if options.confirm_on_train else None,
+            )
             outcome.notes.extend(res.notes)
             offset = len(outcome.best_per_round)
             outcome.best_per_round.extend(
