@@ -157,18 +157,21 @@ class _Scripted(Evaluator):
     def __init__(self) -> None:
         super().__init__("scripted")
 
+    def wrong(self, model: str, i: int) -> bool:
+        return model == "cheap" and i % 4 == 3
+
     async def _run(self, resources, tasks, progress):  # type: ignore[no-untyped-def]
         model = step_resource(resources, "llm", "solve")["model"]
         out = []
         for t in tasks:
-            wrong = model == "cheap" and int(t.id[1:]) % 4 == 3
+            i = int(t.id[1:])
             out.append(
                 Result(
                     task_id=t.id,
-                    reward=0.0 if wrong else 1.0,
+                    reward=0.0 if self.wrong(model, i) else 1.0,
                     status="succeeded",
                     cost=self.COST[model],
-                    latency_s=_latency(model, int(t.id[1:])),
+                    latency_s=_latency(model, i),
                 )
             )
         return out
@@ -281,7 +284,7 @@ async def test_a_later_step_cannot_spend_what_an_earlier_step_gained():
     assert all(c.step_lower_bound is not None and c.step_lower_bound < -0.02 for c in b_cheap)
 
 
-class _LuckyOnVal(Evaluator):
+class _LuckyOnVal(_Scripted):
     """``big`` always right (cost 10), ``mid`` always right (cost 2), ``lucky`` (cost 1) right
     on every val task (ids below 100) and wrong on a third of the train tasks (ids from 100):
     the val split alone cannot tell it from ``mid``."""
@@ -289,26 +292,12 @@ class _LuckyOnVal(Evaluator):
     COST = {"big": 10.0, "mid": 2.0, "lucky": 1.0}
 
     def __init__(self) -> None:
-        super().__init__("lucky")
-        self.seen_tasks: set[str] = set()
+        super().__init__()
+        self.seen_tasks: set[int] = set()
 
-    async def _run(self, resources, tasks, progress):  # type: ignore[no-untyped-def]
-        model = step_resource(resources, "llm", "solve")["model"]
-        out = []
-        for t in tasks:
-            self.seen_tasks.add(t.id)
-            i = int(t.id[1:])
-            wrong = model == "lucky" and i >= 100 and i % 3 == 0
-            out.append(
-                Result(
-                    task_id=t.id,
-                    reward=0.0 if wrong else 1.0,
-                    status="succeeded",
-                    cost=self.COST[model],
-                    latency_s=1.0,
-                )
-            )
-        return out
+    def wrong(self, model: str, i: int) -> bool:
+        self.seen_tasks.add(i)
+        return model == "lucky" and i >= 100 and i % 3 == 0
 
 
 def _lucky_search(seen: list) -> CostSearch:
@@ -343,7 +332,7 @@ async def test_a_winner_lucky_on_val_is_refused_on_val_and_train_and_the_next_on
     assert pooled[0].rejected_because.startswith("on val and train: lower bound")
     lucky_val = [c for c in seen if c.label == pooled[0].label.removesuffix(" [val+train]")]
     assert lucky_val[-1].reward == 1.0 and not lucky_val[-1].accepted
-    assert {t.id for t in _LUCKY_TRAIN} <= search.evaluator.seen_tasks
+    assert {int(t.id[1:]) for t in _LUCKY_TRAIN} <= search.evaluator.seen_tasks
 
 
 async def test_without_train_tasks_val_alone_decides():
