@@ -56,10 +56,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -446,19 +446,23 @@ def main() -> None:
     # Shared requests, but the v0.3 API only: what the runner does against ``agl store``,
     # which lacks our ``runner/exchange`` extension (dequeue, spans, status: three requests).
     configs += [(s, "sqlite-server", 8, True, False) for s in ("noop", "3step")]
-    jobs: list[tuple[str, int, Any]] = []
+    jobs: list[Job] = []
     for shape, backend, workers, shared, extension in configs:
         name = f"lightspan {shape} {backend} w={workers}" + ("" if shared else " unshared")
         name += "" if extension else " v0.3-calls"
         if args.only not in name:
             continue
+        kind = "lightspan-http" if backend == "sqlite-server" else "lightspan"
         jobs.append(
-            (
+            Job(
                 name,
                 n,
                 lambda a=(backend, shape, workers, n, llm_url, shared, extension): asyncio.run(
                     lightspan_round(*a)
                 ),
+                kind,
+                shape,
+                workers,
             )
         )
     # The 3-step workflow by itself, at the runner rows' concurrencies: its own cost.
@@ -466,10 +470,13 @@ def main() -> None:
         name = f"3step workflow alone w={workers}"
         if args.only in name or args.only in f"lightspan 3step sqlite-server w={workers}":
             jobs.append(
-                (
+                Job(
                     name,
                     n,
                     lambda w=workers: asyncio.run(workflow_alone_round("3step", w, n, llm_url)),
+                    "alone",
+                    "3step",
+                    workers,
                 )
             )
     m = args.reference_rollouts
@@ -479,21 +486,23 @@ def main() -> None:
         for shape in ("noop", "3step"):
             for r in (1, 8):
                 jobs.append(
-                    (
+                    Job(
                         f"agl LitAgentRunner {shape} agl-store(http) r={r}",
                         m,
-                        lambda sh=shape, r=r: (
-                            reference_round(sh, m, llm_url, r),
-                            None,
-                            None,
-                        ),
+                        lambda sh=shape, r=r: (reference_round(sh, m, llm_url, r), None, None),
+                        "reference",
+                        shape,
+                        r,
                     )
                 )
         jobs.append(
-            (
+            Job(
                 "agl 3step agent alone r=1",
                 m,
                 lambda: (reference_round("3step-alone", m, llm_url), None, None),
+                "reference-alone",
+                "3step",
+                1,
             )
         )
     # Rounds are interleaved (every row once per pass, then the next pass), so that the load
@@ -501,26 +510,21 @@ def main() -> None:
     results: dict[str, list[tuple[float, float | None, tuple[float, float] | None]]] = {}
     try:
         for k in range(args.rounds):
-            for name, _, run in jobs:
-                results.setdefault(name, []).append(run())
+            for job in jobs:
+                results.setdefault(job.name, []).append(job.run())
             print(f"  pass {k + 1} of {args.rounds} done", file=sys.stderr)
     finally:
         llm_proc.terminate()
-    for name, count, _ in jobs:
-        got = results[name]
+    for job in jobs:
+        got = results[job.name]
         rows.append(
-            _row(name, count, [r[0] for r in got], [r[1] for r in got], [r[2] for r in got])
+            _row(job.name, job.count, [r[0] for r in got], [r[1] for r in got], [r[2] for r in got])
         )
     # Overhead: a 3-step row's ms/rollout minus its workflow's own, at the same concurrency.
-    alone = {r["config"]: r["ms"] for r in rows if "alone" in r["config"]}
-    for r in rows:
-        base = None
-        if r["config"].startswith("lightspan 3step"):
-            w = r["config"].split("w=")[1].split()[0]
-            base = alone.get(f"3step workflow alone w={w}")
-        elif r["config"] == "agl LitAgentRunner 3step agl-store(http) r=1":
-            base = alone.get("agl 3step agent alone r=1")
-        r["overhead"] = r["ms"] - base if base is not None else None
+    ms = {r["config"]: r["ms"] for r in rows}
+    for job, r in zip(jobs, rows, strict=True):
+        base = workflow_alone(jobs, job)
+        r["overhead"] = r["ms"] - ms[base.name] if base is not None else None
     print(f"\nrunner benchmark: {args.rounds} rounds, median [min-max]")
     print("store calls/rollout: SQLite commits (in-process) or HTTP requests (server), median")
     print("CPU ms/rollout (over HTTP): runner process + store server process, median")
@@ -535,8 +539,7 @@ def main() -> None:
         calls = f"{r['calls']:.2f}" if r.get("calls") is not None else "-"
         ovh = f"{r['overhead']:.2f}" if r.get("overhead") is not None else "-"
         print(f"{r['config']:<46} {rate:>26} {ms:>24} {calls:>14} {r['cpu']:>16} {ovh:>12}")
-    counts = {name: count for name, count, _ in jobs}
-    ratios = ratios_per_pass(results, counts)
+    ratios = ratios_per_pass(results, jobs)
     if ratios:
         print("\nlightspan over HTTP / the reference at the same concurrency (w=1: r=1; w=8 and")
         print(
@@ -549,24 +552,60 @@ def main() -> None:
             )
 
 
+class Job(NamedTuple):
+    """One row of the table: how to run a round of it, and what it is (for the pairings)."""
+
+    name: str
+    count: int
+    run: Callable[[], tuple[float, Any, Any]]
+    kind: str
+    """``lightspan`` (in-process store), ``lightspan-http``, ``alone`` (the workflow by itself),
+    ``reference`` (agl's runner) or ``reference-alone`` (agl's agent by itself)."""
+    shape: str
+    workers: int
+    """Workers, or for the reference its runner processes."""
+
+
+def workflow_alone(jobs: Sequence[Job], job: Job) -> Job | None:
+    """The row of ``job``'s workflow run by itself at its concurrency (3-step rows only)."""
+    if job.shape != "3step":
+        return None
+    want = {"lightspan": "alone", "lightspan-http": "alone"}.get(job.kind)
+    if job.kind == "reference" and job.workers == 1:
+        want = "reference-alone"
+    return next(
+        (j for j in jobs if j.kind == want and j.shape == job.shape and j.workers == job.workers),
+        None,
+    )
+
+
+def reference_for(jobs: Sequence[Job], job: Job) -> Job | None:
+    """The reference row a lightspan row over HTTP is compared with: agl's runner on the same
+    workflow, one process for one worker, eight for more."""
+    if job.kind != "lightspan-http":
+        return None
+    r = 1 if job.workers == 1 else 8
+    return next(
+        (j for j in jobs if j.kind == "reference" and j.shape == job.shape and j.workers == r),
+        None,
+    )
+
+
 def ratios_per_pass(
-    results: dict[str, list[tuple[float, Any, Any]]], counts: dict[str, int]
+    results: dict[str, list[tuple[float, Any, Any]]], jobs: Sequence[Job]
 ) -> dict[str, tuple[str, list[float]]]:
     """For each lightspan row over HTTP (v0.3 API rows and unshared ones included), its
     rollouts/s over the reference row's at the same concurrency, pass by pass."""
     out: dict[str, tuple[str, list[float]]] = {}
-    for name, got in results.items():
-        if not name.startswith("lightspan ") or " sqlite-server " not in name:
+    for job in jobs:
+        ref = reference_for(jobs, job)
+        if ref is None:
             continue
-        shape, workers = name.split()[1], int(name.split("w=")[1].split()[0])
-        ref = f"agl LitAgentRunner {shape} agl-store(http) r={1 if workers == 1 else 8}"
-        if ref not in results:
-            continue
-        out[name] = (
-            ref,
+        out[job.name] = (
+            ref.name,
             [
-                (counts[name] / ours[0]) / (counts[ref] / theirs[0])
-                for ours, theirs in zip(got, results[ref], strict=True)
+                (job.count / ours[0]) / (ref.count / theirs[0])
+                for ours, theirs in zip(results[job.name], results[ref.name], strict=True)
             ],
         )
     return out
