@@ -16,8 +16,9 @@ picks the one that was lucky there. Seed 1 of classification x sequence: solve o
 no task of the 11 val tasks, then 2 of the 11 test tasks (0.73 vs 0.91), and the trainer's test
 gate refused the whole winner. The train split's tasks are seen by no choice of the search (they
 give step order and output lengths), so the winner's runs on them are fresh evidence; both lower
-bounds must hold on val and train pooled. A winner that fails there is rejected and the next
-candidate that held on val is confirmed (at most ``max_confirmations`` per step).
+bounds must hold on val and train pooled. A winner that fails there retires its model for the
+step (for the step's own model, only that candidate) and halving runs again over the rest, its
+earlier runs from the evaluator's cache (at most ``max_confirmations`` confirmations per step).
 """
 
 from __future__ import annotations
