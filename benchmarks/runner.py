@@ -566,17 +566,21 @@ class Job(NamedTuple):
     """Workers, or for the reference its runner processes."""
 
 
+def _job(jobs: Sequence[Job], kind: str, shape: str, workers: int) -> Job | None:
+    return next(
+        (j for j in jobs if j.kind == kind and j.shape == shape and j.workers == workers), None
+    )
+
+
 def workflow_alone(jobs: Sequence[Job], job: Job) -> Job | None:
     """The row of ``job``'s workflow run by itself at its concurrency (3-step rows only)."""
     if job.shape != "3step":
         return None
-    want = {"lightspan": "alone", "lightspan-http": "alone"}.get(job.kind)
+    if job.kind in ("lightspan", "lightspan-http"):
+        return _job(jobs, "alone", job.shape, job.workers)
     if job.kind == "reference" and job.workers == 1:
-        want = "reference-alone"
-    return next(
-        (j for j in jobs if j.kind == want and j.shape == job.shape and j.workers == job.workers),
-        None,
-    )
+        return _job(jobs, "reference-alone", job.shape, 1)
+    return None
 
 
 def reference_for(jobs: Sequence[Job], job: Job) -> Job | None:
@@ -584,11 +588,7 @@ def reference_for(jobs: Sequence[Job], job: Job) -> Job | None:
     workflow, one process for one worker, eight for more."""
     if job.kind != "lightspan-http":
         return None
-    r = 1 if job.workers == 1 else 8
-    return next(
-        (j for j in jobs if j.kind == "reference" and j.shape == job.shape and j.workers == r),
-        None,
-    )
+    return _job(jobs, "reference", job.shape, 1 if job.workers == 1 else 8)
 
 
 def ratios_per_pass(
