@@ -77,6 +77,18 @@ def test_max_tokens_options_respect_length_hits_on_good_runs():
     assert max_tokens_options([*calls, cut], lambda c: False, 64) == [31, 32, 37]
 
 
+def test_a_step_cut_at_its_cap_on_a_good_run_gets_half_and_a_quarter_of_it():
+    """The length rule leaves nothing to try when a good run was cut at the cap itself (a
+    plan that writes as long as it may): shorter caps are then tried, the evaluation decides."""
+    calls = [CallRecord("s", "m", output_tokens=n, finish_reason="stop") for n in range(150, 250)]
+    cut = CallRecord("s", "m", output_tokens=256, finish_reason="length")
+    assert max_tokens_options(calls, lambda c: True, 256) == []
+    assert max_tokens_options([*calls, cut], lambda c: True, 256) == [64, 128]
+    assert max_tokens_options([*calls, cut], lambda c: False, 256) == []  # only on good runs
+    assert max_tokens_options([cut], lambda c: True, 40) == [16, 20]
+    assert max_tokens_options([cut], lambda c: True, 16) == []  # never below the minimum
+
+
 async def test_every_candidate_failing_is_an_error_naming_it(arith_llm, tmp_path):
     ev = InProcessEvaluator(write_workflow(tmp_path, arith_llm.base_url), prices=PRICES)
     wf, base = await _baseline(ev)
