@@ -77,16 +77,18 @@ def test_max_tokens_options_respect_length_hits_on_good_runs():
     assert max_tokens_options([*calls, cut], lambda c: False, 64) == [31, 32, 37]
 
 
-def test_a_step_cut_at_its_cap_on_a_good_run_gets_half_and_a_quarter_of_it():
-    """The length rule leaves nothing to try when a good run was cut at the cap itself (a
-    plan that writes as long as it may): shorter caps are then tried, the evaluation decides."""
-    calls = [CallRecord("s", "m", output_tokens=n, finish_reason="stop") for n in range(150, 250)]
+def test_a_step_writing_long_texts_gets_caps_at_half_and_a_quarter_of_its_median():
+    """The quantile caps of a step writing long texts (a plan) lie near its cap, so its length
+    is never searched: caps that cut most texts short are tried, the evaluation decides."""
+    calls = [CallRecord("s", "m", output_tokens=n, finish_reason="stop") for n in range(100, 241)]
     cut = CallRecord("s", "m", output_tokens=256, finish_reason="length")
-    assert max_tokens_options(calls, lambda c: True, 256) == []
-    assert max_tokens_options([*calls, cut], lambda c: True, 256) == [64, 128]
-    assert max_tokens_options([*calls, cut], lambda c: False, 256) == []  # only on good runs
-    assert max_tokens_options([cut], lambda c: True, 40) == [16, 20]
-    assert max_tokens_options([cut], lambda c: True, 16) == []  # never below the minimum
+    assert max_tokens_options([*calls, cut], lambda c: True, 256) == [43, 85]  # median 170.5
+    # Without a cap, the quantile caps (which keep every text) come too.
+    assert max_tokens_options(calls, lambda c: True, None) == [42, 85, 257, 263, 300]
+    short = [CallRecord("s", "m", output_tokens=n, finish_reason="stop") for n in range(20, 60)]
+    # median 40: the quantile caps only
+    assert max_tokens_options(short, lambda c: True, 256) == [63, 65, 74]
+    assert max_tokens_options(calls, lambda c: True, 60) == [42]  # only below the current cap
 
 
 async def test_every_candidate_failing_is_an_error_naming_it(arith_llm, tmp_path):

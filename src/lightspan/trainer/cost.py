@@ -144,8 +144,10 @@ def step_order(steps: list[LLMStep], results: list[Result]) -> list[LLMStep]:
 
 
 TRUNCATION_CAPS = (0.5, 0.25)
-"""Fractions of the current cap tried on a step whose good runs were cut at that cap."""
+"""Fractions of a long step's median output tried as caps (see :func:`max_tokens_options`)."""
 MIN_TRUNCATION_CAP = 16
+LONG_OUTPUT_TOKENS = 4 * MIN_TRUNCATION_CAP
+"""A step whose median output is at least this long gets :data:`TRUNCATION_CAPS`."""
 
 
 def max_tokens_options(
@@ -154,13 +156,15 @@ def max_tokens_options(
     """Caps from the output-length quantiles of successful calls, never below the longest
     output that hit ``finish_reason=length`` on a good run (cutting there changes answers).
 
-    When a good run was cut at the current cap itself, that rule leaves no cap to try: such a
-    step writes as long as it may (a plan, a chain of thought), so its output lengths say
-    little about how much of its text the next steps need. It then gets half and a quarter of
-    the current cap (:data:`TRUNCATION_CAPS`), and the candidates' evaluation decides, as for
-    any change, whether the shorter text still leads to the answer. Seed 2 of classification x
-    sequence: the plan step, half of the cost, ran to 256 tokens on 12 % of its calls on
-    Qwen 1.5B (176 tokens at the median), and no cap below 256 was ever tried."""
+    Those caps only stop runaway outputs: they keep every answer as it was. A step that writes
+    long texts (median output >= :data:`LONG_OUTPUT_TOKENS`: a plan, a chain of thought) also
+    gets caps at half and a quarter of its median output, which cut most of its texts short;
+    whether the next steps still reach the answer from the shorter text is what the
+    candidates' evaluation decides, as for any change. Why: the quantile caps of such a step
+    are near or above the current cap, so its length was never searched. Seed 2 of
+    classification x sequence: the plan step, half of the cost, wrote 176 tokens at the median
+    on Qwen 1.5B (up to the 256 cap), and no cap below 256 was tried."""
+    done = [c.output_tokens for c in calls if c.ok]
     ok = [c.output_tokens for c in calls if c.ok and c.finish_reason != "length"]
     floor = max(
         (c.output_tokens for c in calls if c.finish_reason == "length" and good(c)), default=0
@@ -170,15 +174,12 @@ def max_tokens_options(
         v = quantile(ok, q)
         if v is not None:
             opts.add(max(1, math.ceil(v * margin)))
+    opts = {o for o in opts if o >= floor and o > 0}
+    median = quantile(done, 0.5)
+    if median is not None and median >= LONG_OUTPUT_TOKENS:
+        opts.update(max(MIN_TRUNCATION_CAP, round(median * f)) for f in TRUNCATION_CAPS)
     if current is not None:
         opts = {o for o in opts if o < current}
-    opts = {o for o in opts if o >= floor and o > 0}
-    if current is not None and floor >= current:
-        opts.update(
-            cap
-            for f in TRUNCATION_CAPS
-            if (cap := max(MIN_TRUNCATION_CAP, round(current * f))) < current
-        )
     return sorted(opts)
 
 
