@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from lightspan.trainer.cost import CostSearch, ModelOption, max_tokens_options
+from lightspan.trainer.cost import CONCISE_SUFFIX, CostSearch, ModelOption, max_tokens_options
 from lightspan.trainer.data import Task, load_tasks, split_tasks
 from lightspan.trainer.evaluate import CallRecord, Evaluator, InProcessEvaluator, Result
 from lightspan.trainer.resmap import LLMStep, llm_steps, step_resource
@@ -354,3 +354,104 @@ async def test_without_train_tasks_val_alone_decides():
     out = await _lucky_search(seen).run(_SCRIPTED_BASE, _SCRIPTED_VAL, [])
     assert step_resource(out.best, "llm", "solve")["model"] == "lucky"
     assert not [c for c in seen if c.label.endswith("[val+train]")]
+
+
+class _ConciseUnlucky(_LuckyOnVal):
+    """``lucky`` is right on every task with the original prompt; with the concise prompt it
+    is cheaper still, right on val and wrong on a third of train. Cost scales with the cap.
+    When ``cut``, every call writes up to its cap (``finish_reason=length``), else 30 tokens."""
+
+    def __init__(self, *, cut: bool = False) -> None:
+        super().__init__()
+        self.cut = cut
+
+    async def _run(self, resources, tasks, progress):  # type: ignore[no-untyped-def]
+        llm = step_resource(resources, "llm", "solve")
+        model, cap = llm["model"], llm["sampling_parameters"]["max_tokens"]
+        concise = step_resource(resources, "p", "solve")["template"].endswith(CONCISE_SUFFIX)
+        out = []
+        for t in tasks:
+            i = int(t.id[1:])
+            wrong = model == "lucky" and concise and i >= 100 and i % 3 == 0
+            if self.cut:
+                call = CallRecord("solve", model, output_tokens=cap, finish_reason="length")
+            else:
+                call = CallRecord("solve", model, output_tokens=30, finish_reason="stop")
+            out.append(
+                Result(
+                    task_id=t.id,
+                    reward=0.0 if wrong else 1.0,
+                    status="succeeded",
+                    cost=self.COST[model] * (0.5 if concise else 1.0) * cap / 100,
+                    latency_s=_latency(model, i),
+                    calls=[call],
+                )
+            )
+        return out
+
+
+def _concise_search(evaluator: Evaluator, seen: list) -> CostSearch:
+    return CostSearch(
+        evaluator,
+        [LLMStep(name="solve", prompt="p", llm="llm")],
+        catalog=[ModelOption("http://127.0.0.1:1/v1", m) for m in ("lucky", "mid")],
+        price=lambda m: None,
+        min_tasks=4,
+        on_candidate=seen.append,
+    )
+
+
+def _refusals(seen: list) -> list[str]:
+    return [c.label for c in seen if c.label.endswith("[val+train]") and not c.accepted]
+
+
+async def test_a_refused_prompt_leaves_its_model_with_the_other_prompt_in_the_pool():
+    # Seed 2 of classification x sequence: the plan on Qwen 0.5B with the concise prompt was
+    # refused on val and train, and retiring the whole model dropped the original prompt on it.
+    seen: list = []
+    out = await _concise_search(_ConciseUnlucky(), seen).run(
+        _SCRIPTED_BASE, _SCRIPTED_VAL, [], train=_LUCKY_TRAIN
+    )
+    assert step_resource(out.best, "llm", "solve")["model"] == "lucky"
+    assert not step_resource(out.best, "p", "solve")["template"].endswith(CONCISE_SUFFIX)
+    refused = _refusals(seen)
+    assert len(refused) == 1 and "model=lucky" in refused[0] and "prompt=concise" in refused[0]
+
+
+_LONG_TEXTS = [
+    Result(
+        task_id=f"t{200 + i}",
+        reward=1.0,
+        status="succeeded",
+        calls=[CallRecord("solve", "big", output_tokens=60 + i, finish_reason="stop")],
+    )
+    for i in range(80)
+]
+"""Baseline train runs of a step writing long texts: it gets caps that cut them."""
+
+
+@pytest.mark.parametrize("cut", [False, True])
+async def test_a_refused_cap_retires_larger_caps_of_its_prompt_only_if_it_cut_the_text(cut):
+    """A larger cap writes the same text when the refused one cut none: retired with it. When
+    the refused cap cut the texts, a larger one may keep what the next step needs: it stays."""
+    seen: list = []
+    search = _concise_search(_ConciseUnlucky(cut=cut), seen)
+    out = await search.run(_SCRIPTED_BASE, _SCRIPTED_VAL, _LONG_TEXTS, train=_LUCKY_TRAIN)
+    refused = _refusals(seen)
+    # The cheapest is refused first: lucky, concise, at a quarter of the median output.
+    assert len(refused) == 1 and refused[0].startswith("solve: model=lucky max_tokens=")
+    assert refused[0].endswith(" prompt=concise [val+train]")
+    cap = int(refused[0].split("max_tokens=")[1].split()[0])
+    at = seen.index(next(c for c in seen if c.label == refused[0]))
+    after = {c.label for c in seen[at:]}
+    larger = {
+        label
+        for label in after
+        if label.startswith("solve: model=lucky max_tokens=")
+        and label.endswith(" prompt=concise")
+        and int(label.split("max_tokens=")[1].split()[0]) > cap
+    }
+    assert bool(larger) is cut
+    assert f"solve: model=lucky max_tokens={cap}" in after  # the other prompt stays either way
+    assert step_resource(out.best, "llm", "solve")["model"] == "lucky"
+    assert not step_resource(out.best, "p", "solve")["template"].endswith(CONCISE_SUFFIX)
