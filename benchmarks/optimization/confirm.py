@@ -38,7 +38,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from benchmarks.optimization.models import ModelPool
 
-from lightspan.trainer.cost import CostSearch, ModelOption, figures
+from lightspan.trainer.cost import CostSearch, ModelOption, figures, step_calls
 from lightspan.trainer.data import load_tasks, split_tasks
 from lightspan.trainer.evaluate import InProcessEvaluator
 from lightspan.trainer.resmap import llm_steps
@@ -88,10 +88,9 @@ async def main() -> None:
             seed=report["seed"],
         )
         step = next(s for s in search.steps if args.candidate.startswith(f"{s.name}:"))
-        calls = [c for r in base_runs for c in r.calls if c.step == step.name]
-        threshold = mean([r.reward for r in base_runs[len(split.val) :]]) or 0.0
-        reward_of = {id(c): r.reward for r in base_runs for c in r.calls}
-        options = dict(search.options(base, step, calls, lambda c: reward_of[id(c)] >= threshold))
+        n_val = len(split.val)
+        calls, good = step_calls(step, base_runs[n_val:], base_runs[:n_val])
+        options = dict(search.options(base, step, calls, good))
         if args.candidate not in options:
             raise SystemExit(f"no candidate {args.candidate!r}; the search had: {sorted(options)}")
         with Progress(console=console) as bar:
@@ -105,7 +104,6 @@ async def main() -> None:
     lb = paired_bootstrap_lower(
         [r.reward for r in cand_runs], [r.reward for r in base_runs], seed=report["seed"]
     )
-    n_val = len(split.val)
     for name, runs, bound in (("baseline", base_runs, ""), ("candidate", cand_runs, f"{lb:+.3f}")):
         reward, cost, _ = figures(runs)
         val_reward = mean([r.reward for r in runs[:n_val]])

@@ -173,6 +173,24 @@ def step_order(steps: list[LLMStep], results: list[Result]) -> list[LLMStep]:
     return sorted(steps, key=lambda s: (-cost.get(s.name, 0.0), -time_s.get(s.name, 0.0)))
 
 
+def step_calls(
+    step: LLMStep, train_results: list[Result], val_results: list[Result]
+) -> tuple[list[CallRecord], Callable[[CallRecord], bool]]:
+    """A step's calls in the baseline's train and val runs (the statistics its ``max_tokens``
+    caps come from), and whether a call was on a good run: a reward at least the mean reward
+    of the train runs (by task)."""
+    reward_of = {r.task_id: r.reward for r in train_results}
+    threshold = mean(list(reward_of.values())) or 0.0
+    runs = train_results + val_results
+    calls = [c for r in runs for c in r.calls if c.step == step.name]
+    call_reward = {id(c): r.reward for r in runs for c in r.calls}
+
+    def good(c: CallRecord) -> bool:
+        return call_reward.get(id(c), 0.0) >= threshold
+
+    return calls, good
+
+
 TRUNCATION_CAPS = (0.5, 0.25)
 """Fractions of a long step's median output tried as caps (see :func:`max_tokens_options`)."""
 MIN_TRUNCATION_CAP = 16
@@ -503,19 +521,10 @@ class CostSearch:
             base_train = await self.evaluator.evaluate(baseline, train)
             base_all.update({r.task_id: r.reward for r in base_train})
         cur_all = dict(base_all)
-        reward_of = {r.task_id: r.reward for r in train_results}
-        good_threshold = mean(list(reward_of.values())) or 0.0
 
         for rnd, step in enumerate(step_order(self.steps, base_results + train_results), 1):
             current = {r.task_id: r.reward for r in cur_results}
-            calls = [
-                c for r in train_results + base_results for c in r.calls if c.step == step.name
-            ]
-            call_reward = {id(c): r.reward for r in train_results + base_results for c in r.calls}
-
-            def good(c: CallRecord, _cr: dict[int, float] = call_reward) -> bool:
-                return _cr.get(id(c), 0.0) >= good_threshold
-
+            calls, good = step_calls(step, train_results, base_results)
             pool = self.options(cur, step, calls, good)
             if not pool:
                 out.notes.append(f"{step.name}: no alternative to try")
