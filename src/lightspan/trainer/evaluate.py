@@ -3,14 +3,16 @@
 Why an interface: the search only needs ``evaluate(resources, tasks) -> results``; whether
 the runs happen in this process (tests, quick checks) or as val rollouts in the store executed
 by runners (:mod:`lightspan.trainer.store_eval`) is a deployment choice. Results are cached
-per (resource-set digest, task id), and every run counts towards the trainer's own spend.
+per (resource-set digest, task id), and every run counts towards the trainer's own spend. A set
+that differs from one already run only in ``max_tokens`` caps no call reached takes that run
+instead of repeating it (:mod:`lightspan.trainer.cap_reuse`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,9 @@ from lightspan.engine import (
     load_workflow,
     remove_listener,
 )
+from lightspan.trainer.cap_reuse import CapView, cap_view, find_stand_in
 from lightspan.trainer.data import Task
-from lightspan.trainer.resmap import ResourcesMap, candidate_id, digest
+from lightspan.trainer.resmap import LLMStep, ResourcesMap, candidate_id, digest, llm_steps
 
 Progress = Callable[[int], None]
 """Called with the number of runs just finished (for progress bars)."""
@@ -84,10 +87,13 @@ class Spend:
     optimizer_calls: int = 0
     optimizer_tokens: int = 0
     optimizer_cost: float = 0.0
+    reused: int = 0
+    """(Set, task) results taken from a run of a set differing only in caps no call reached."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "rollouts": self.rollouts,
+            "reused_runs": self.reused,
             "rollout_cost": self.rollout_cost,
             "rollout_tokens": self.rollout_tokens,
             "optimizer_calls": self.optimizer_calls,
@@ -123,12 +129,22 @@ class EvaluationError(RuntimeError):
 
 
 class Evaluator:
-    """Base: caching and spend accounting; subclasses implement :meth:`_run`."""
+    """Base: caching and spend accounting; subclasses implement :meth:`_run`.
 
-    def __init__(self, workflow_name: str) -> None:
+    ``steps``: the workflow's LLM steps; with them, a (set, task) pair that a run of another
+    set stands for (:mod:`lightspan.trainer.cap_reuse`) is not run. Sets evaluated together
+    coordinate: the first to start a task runs it, and the others of the same set but for
+    their caps wait for that run before they decide whether to run their own."""
+
+    def __init__(self, workflow_name: str, steps: list[LLMStep] | None = None) -> None:
         self.workflow_name = workflow_name
+        self.steps = steps
         self.spend = Spend()
         self._cache: dict[tuple[str, str], Result] = {}
+        self._runs: dict[str, tuple[CapView, dict[str, Result]]] = {}
+        """Fresh runs by set digest, in the order sets were first run (the stand-in sources)."""
+        self._inflight: dict[tuple[str, str], list[asyncio.Future[None]]] = {}
+        """(set-but-caps, task id) -> runs of it under way."""
         self.repeats = 1
         """Runs per (resource set, task), averaged into one result: where the model server's
         answers vary between runs (llama.cpp batches concurrent requests, and its numerics
@@ -144,13 +160,79 @@ class Evaluator:
     async def evaluate(
         self, resources: ResourcesMap, tasks: list[Task], *, progress: Progress | None = None
     ) -> list[Result]:
-        """Results in task order; cached (resource set, task) pairs are not run again."""
+        """Results in task order; cached (resource set, task) pairs are not run again, nor
+        pairs a run of another set stands for."""
         self.check_interrupted()
         key = digest(resources)
         todo = [t for t in tasks if (key, t.id) not in self._cache]
-        if progress is not None and len(todo) < len(tasks):
-            progress(len(tasks) - len(todo))
-        if todo:
+        view = cap_view(resources, self.steps) if todo and self.steps is not None else None
+        lead: list[Task] = []
+        waits: list[asyncio.Future[None]] = []
+        followers: list[Task] = []
+        for t in todo:
+            if view is not None:
+                if self._stand_in(key, view, t):
+                    continue
+                pending = self._inflight.get((view.rest, t.id))
+                if pending:
+                    waits.extend(pending)
+                    followers.append(t)
+                    continue
+            lead.append(t)
+        settled = len(tasks) - len(lead) - len(followers)  # cached or stood in for
+        if progress is not None and settled:
+            progress(settled)
+
+        async def after_others() -> None:
+            await asyncio.gather(*waits, return_exceptions=True)
+            rest = [t for t in followers if view is None or not self._stand_in(key, view, t)]
+            if progress is not None and len(rest) < len(followers):
+                progress(len(followers) - len(rest))
+            await self._run_fresh(resources, key, view, rest, progress)
+
+        # Marked before the first await, so that sets evaluated at the same time see the runs.
+        lead_run = self._run_fresh(resources, key, view, lead, progress)
+        await asyncio.gather(lead_run, *([after_others()] if followers else []))
+        return [self._cache[(key, t.id)] for t in tasks]
+
+    def _stand_in(self, key: str, view: CapView, task: Task) -> bool:
+        run = find_stand_in(task.id, view, self._runs)
+        if run is None:
+            return False
+        self._cache[(key, task.id)] = run
+        self.spend.reused += 1
+        return True
+
+    def _run_fresh(
+        self,
+        resources: ResourcesMap,
+        key: str,
+        view: CapView | None,
+        todo: list[Task],
+        progress: Progress | None,
+    ) -> Coroutine[Any, Any, None]:
+        """Run ``todo`` (``repeats`` times each), cache and account the results; while they
+        run, sets differing only in caps wait for them (``_inflight``). Not a coroutine
+        function: the runs are marked as under way when it is called, not when it is first
+        awaited (``asyncio.gather`` starts coroutines one loop iteration later)."""
+        loop = asyncio.get_running_loop()
+        marks = [] if view is None else [((view.rest, t.id), loop.create_future()) for t in todo]
+        for where, fut in marks:
+            self._inflight.setdefault(where, []).append(fut)
+        return self._run_marked(resources, key, view, todo, progress, marks)
+
+    async def _run_marked(
+        self,
+        resources: ResourcesMap,
+        key: str,
+        view: CapView | None,
+        todo: list[Task],
+        progress: Progress | None,
+        marks: list[tuple[tuple[str, str], asyncio.Future[None]]],
+    ) -> None:
+        if not todo:
+            return
+        try:
             k = max(1, self.repeats)
             runs = [t for t in todo for _ in range(k)]
             fresh = await self._run(resources, runs, progress)
@@ -159,8 +241,16 @@ class Evaluator:
                 self.spend.rollout_cost += r.cost
                 self.spend.rollout_tokens += r.tokens
             for i, t in enumerate(todo):
-                self._cache[(key, t.id)] = average(fresh[i * k : (i + 1) * k])
-        return [self._cache[(key, t.id)] for t in tasks]
+                result = average(fresh[i * k : (i + 1) * k])
+                self._cache[(key, t.id)] = result
+                if view is not None:
+                    self._runs.setdefault(key, (view, {}))[1][t.id] = result
+        finally:
+            for where, fut in marks:
+                fut.set_result(None)
+                self._inflight[where].remove(fut)
+                if not self._inflight[where]:
+                    del self._inflight[where]
 
     async def _run(
         self, resources: ResourcesMap, tasks: list[Task], progress: Progress | None
@@ -224,7 +314,7 @@ class InProcessEvaluator(Evaluator):
                 f"workflow {probe.name!r} ({self.path}) has no evaluator: the trainer needs "
                 "one (`evaluator: module:function` in the workflow file) to compute rewards"
             )
-        super().__init__(probe.name)
+        super().__init__(probe.name, llm_steps(probe))
         self.concurrency = max(1, concurrency)
 
     def load(self) -> Workflow:

@@ -23,7 +23,7 @@ from lightspan.engine import PriceTable, load_workflow
 from lightspan.store.api.models import EnqueueRolloutRequest
 from lightspan.trainer.data import Task
 from lightspan.trainer.evaluate import EvaluationError, Evaluator, Progress, Result
-from lightspan.trainer.resmap import ResourcesMap, candidate_id
+from lightspan.trainer.resmap import ResourcesMap, candidate_id, llm_steps
 from lightspan.trainer.sidestate import write_aside
 from lightspan.trainer.spans import run_from_spans
 
@@ -55,7 +55,7 @@ class StoreEvaluator(Evaluator):
                 f"workflow {self.workflow.name!r} ({self.path}) has no evaluator: the trainer "
                 "needs one (`evaluator: module:function` in the workflow file) for rewards"
             )
-        super().__init__(self.workflow.name)
+        super().__init__(self.workflow.name, llm_steps(self.workflow))
         self.store = store
         self.runners = runners
         self.poll_interval = poll_interval
