@@ -172,6 +172,35 @@ async def _train(ev, tmp_path, base_url, **opts):
     return rep, published
 
 
+async def test_the_rollouts_progress_counts_the_searchs_runs_as_they_finish(arith_llm, tmp_path):
+    """Once only the train split's baseline runs were counted: the bar stood still through the
+    search (an hour and more on real models)."""
+    ev = InProcessEvaluator(write_workflow(tmp_path, arith_llm.base_url), prices=PRICES)
+    wf = ev.load()
+    ticked = {"run": 0, "candidate": 0}
+    seen: list[tuple[int, int]] = []
+
+    def on_progress(kind: str, n: int) -> None:
+        ticked[kind] += n
+        if kind == "candidate":
+            seen.append((ticked["run"], ev.spend.rollouts))
+
+    rep = await train(
+        evaluator=ev,
+        workflow=wf,
+        baseline=(await wf.resources.get_resources()).to_dict(),
+        tasks=load_tasks(write_tasks(tmp_path, 30)),
+        catalog=[ModelOption(arith_llm.base_url, "small")],
+        price=lambda m: None,
+        options=TrainOptions(),
+        out=tmp_path / "out",
+        on_progress=on_progress,
+    )
+    assert rep["status"] == "completed" and len(seen) > 3
+    assert all(runs >= made for runs, made in seen)
+    assert seen[-1][0] > rep["split"]["train"] + rep["split"]["val"]
+
+
 async def test_interrupt_writes_a_partial_report_and_publishes_nothing(arith_llm, tmp_path):
     ev = _Interrupting(write_workflow(tmp_path, arith_llm.base_url), prices=PRICES)
     rep, published = await _train(ev, tmp_path, arith_llm.base_url)

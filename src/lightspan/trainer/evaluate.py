@@ -158,11 +158,25 @@ class Evaluator:
             raise asyncio.CancelledError("interrupted")
 
     async def evaluate(
-        self, resources: ResourcesMap, tasks: list[Task], *, progress: Progress | None = None
+        self,
+        resources: ResourcesMap,
+        tasks: list[Task],
+        *,
+        progress: Progress | None = None,
+        runs: Progress | None = None,
     ) -> list[Result]:
         """Results in task order; cached (resource set, task) pairs are not run again, nor
-        pairs a run of another set stands for."""
+        pairs a run of another set stands for. ``progress`` counts every task settled (cached,
+        stood in for or run); ``runs`` only the runs made."""
         self.check_interrupted()
+        if runs is not None:
+            ticks = [f for f in (progress, runs) if f is not None]
+
+            def progress_of_runs(n: int) -> None:
+                for f in ticks:
+                    f(n)
+        else:
+            progress_of_runs = progress  # type: ignore[assignment]
         key = digest(resources)
         todo = [t for t in tasks if (key, t.id) not in self._cache]
         view = cap_view(resources, self.steps) if todo and self.steps is not None else None
@@ -188,10 +202,10 @@ class Evaluator:
             rest = [t for t in followers if view is None or not self._stand_in(key, view, t)]
             if progress is not None and len(rest) < len(followers):
                 progress(len(followers) - len(rest))
-            await self._run_fresh(resources, key, view, rest, progress)
+            await self._run_fresh(resources, key, view, rest, progress_of_runs)
 
         # Marked before the first await, so that sets evaluated at the same time see the runs.
-        lead_run = self._run_fresh(resources, key, view, lead, progress)
+        lead_run = self._run_fresh(resources, key, view, lead, progress_of_runs)
         await asyncio.gather(lead_run, *([after_others()] if followers else []))
         return [self._cache[(key, t.id)] for t in tasks]
 

@@ -45,19 +45,30 @@ class TrainOptions:
 
 
 class Budgeted(Evaluator):
-    """Wraps an evaluator; refuses work beyond ``max_rollouts`` fresh runs."""
+    """Wraps an evaluator; refuses work beyond ``max_rollouts`` fresh runs. ``on_run`` is told
+    of every run made through it (the trainer's "rollouts" progress)."""
 
-    def __init__(self, inner: Evaluator, max_rollouts: int | None) -> None:
+    def __init__(
+        self,
+        inner: Evaluator,
+        max_rollouts: int | None,
+        on_run: Callable[[int], None] | None = None,
+    ) -> None:
         super().__init__(inner.workflow_name)
         self.inner = inner
         self.spend = inner.spend
         self.max_rollouts = max_rollouts
+        self.on_run = on_run
 
-    async def evaluate(self, resources: ResourcesMap, tasks: list[Task], *, progress=None):  # type: ignore[no-untyped-def]
+    async def evaluate(
+        self, resources: ResourcesMap, tasks: list[Task], *, progress=None, runs=None
+    ):  # type: ignore[no-untyped-def]
         before = self.inner.spend.rollouts
         if self.max_rollouts is not None and before >= self.max_rollouts:
             raise BudgetExhausted(f"rollout budget of {self.max_rollouts} used up")
-        return await self.inner.evaluate(resources, tasks, progress=progress)
+        return await self.inner.evaluate(
+            resources, tasks, progress=progress, runs=runs or self.on_run
+        )
 
 
 def _decide(
@@ -143,8 +154,8 @@ async def train(
     split = split_tasks(
         tasks, seed=options.seed, val=options.val_fraction, test=options.test_fraction
     )
-    ev = Budgeted(evaluator, options.max_rollouts)
     tick = on_progress or (lambda kind, n: None)
+    ev = Budgeted(evaluator, options.max_rollouts, on_run=lambda n: tick("run", n))
     candidates: list[Candidate] = []
     report: dict[str, Any] = {
         "workflow": workflow.name,
@@ -174,7 +185,7 @@ async def train(
 
     status = "completed"
     try:
-        base_train = await ev.evaluate(baseline, split.train, progress=lambda n: tick("run", n))
+        base_train = await ev.evaluate(baseline, split.train)
         if all(not r.ok for r in base_train):
             raise RuntimeError(
                 f"every baseline run failed on the train split; first error: {base_train[0].error}"
