@@ -6,9 +6,11 @@ import asyncio
 import copy
 from pathlib import Path
 
+import pytest
+
 from lightspan.trainer.cap_reuse import cap_view, find_stand_in, stands_for
 from lightspan.trainer.data import Task, load_tasks
-from lightspan.trainer.evaluate import CallRecord, InProcessEvaluator, Result
+from lightspan.trainer.evaluate import CallRecord, Evaluator, InProcessEvaluator, Result
 from lightspan.trainer.resmap import LLMStep, ResourcesMap, with_step_resource
 from tests.trainer.conftest import PRICES, ArithLLM, write_tasks, write_workflow
 
@@ -129,3 +131,29 @@ async def test_caps_evaluated_together_run_only_what_no_other_run_stands_for(
     llm["sampling_parameters"]["max_tokens"] = 24
     await ev.evaluate(with_step_resource(base, "default", "solve", llm), tasks)
     assert len(arith_llm.requests) == 18 and ev.spend.reused == 12
+
+
+class _Stuck(Evaluator):
+    """Runs that never finish (until cancelled)."""
+
+    def __init__(self) -> None:
+        super().__init__("stuck", STEPS)
+
+    async def _run(self, resources, tasks, progress):  # type: ignore[no-untyped-def]
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_cancelled_evaluation_leaves_no_run_marked_as_under_way() -> None:
+    """Else a set equal but for its caps, evaluated later, would wait for it forever."""
+    ev = _Stuck()
+    tasks = [Task("t1", {}, None), Task("t2", {}, None)]
+    for turns in (0, 3):  # cancelled before its runs started, and while they run
+        first = asyncio.create_task(ev.evaluate(BASE, tasks))
+        for _ in range(turns + 1):
+            await asyncio.sleep(0)
+        assert ev._inflight, "the runs are marked as under way"
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert ev._inflight == {}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,16 +224,27 @@ class Evaluator:
         view: CapView | None,
         todo: list[Task],
         progress: Progress | None,
-    ) -> Coroutine[Any, Any, None]:
+    ) -> asyncio.Future[None]:
         """Run ``todo`` (``repeats`` times each), cache and account the results; while they
-        run, sets differing only in caps wait for them (``_inflight``). Not a coroutine
-        function: the runs are marked as under way when it is called, not when it is first
-        awaited (``asyncio.gather`` starts coroutines one loop iteration later)."""
+        run, sets differing only in caps wait for them (``_inflight``). The runs are marked as
+        under way when this is called (a task, not a coroutine: ``asyncio.gather`` would start
+        a coroutine one loop turn later, after the other sets had looked), and the marks are
+        cleared when the task ends, even cancelled before it started."""
         loop = asyncio.get_running_loop()
         marks = [] if view is None else [((view.rest, t.id), loop.create_future()) for t in todo]
         for where, fut in marks:
             self._inflight.setdefault(where, []).append(fut)
-        return self._run_marked(resources, key, view, todo, progress, marks)
+        task = loop.create_task(self._run_marked(resources, key, view, todo, progress))
+
+        def clear(_: object) -> None:
+            for where, fut in marks:
+                fut.set_result(None)
+                self._inflight[where].remove(fut)
+                if not self._inflight[where]:
+                    del self._inflight[where]
+
+        task.add_done_callback(clear)
+        return task
 
     async def _run_marked(
         self,
@@ -242,29 +253,21 @@ class Evaluator:
         view: CapView | None,
         todo: list[Task],
         progress: Progress | None,
-        marks: list[tuple[tuple[str, str], asyncio.Future[None]]],
     ) -> None:
         if not todo:
             return
-        try:
-            k = max(1, self.repeats)
-            runs = [t for t in todo for _ in range(k)]
-            fresh = await self._run(resources, runs, progress)
-            for r in fresh:
-                self.spend.rollouts += 1
-                self.spend.rollout_cost += r.cost
-                self.spend.rollout_tokens += r.tokens
-            for i, t in enumerate(todo):
-                result = average(fresh[i * k : (i + 1) * k])
-                self._cache[(key, t.id)] = result
-                if view is not None:
-                    self._runs.setdefault(key, (view, {}))[1][t.id] = result
-        finally:
-            for where, fut in marks:
-                fut.set_result(None)
-                self._inflight[where].remove(fut)
-                if not self._inflight[where]:
-                    del self._inflight[where]
+        k = max(1, self.repeats)
+        runs = [t for t in todo for _ in range(k)]
+        fresh = await self._run(resources, runs, progress)
+        for r in fresh:
+            self.spend.rollouts += 1
+            self.spend.rollout_cost += r.cost
+            self.spend.rollout_tokens += r.tokens
+        for i, t in enumerate(todo):
+            result = average(fresh[i * k : (i + 1) * k])
+            self._cache[(key, t.id)] = result
+            if view is not None:
+                self._runs.setdefault(key, (view, {}))[1][t.id] = result
 
     async def _run(
         self, resources: ResourcesMap, tasks: list[Task], progress: Progress | None
