@@ -234,7 +234,24 @@ class Evaluator:
         marks = [] if view is None else [((view.rest, t.id), loop.create_future()) for t in todo]
         for where, fut in marks:
             self._inflight.setdefault(where, []).append(fut)
-        task = loop.create_task(self._run_marked(resources, key, view, todo, progress))
+
+        async def run() -> None:
+            if not todo:
+                return
+            k = max(1, self.repeats)
+            runs = [t for t in todo for _ in range(k)]
+            fresh = await self._run(resources, runs, progress)
+            for r in fresh:
+                self.spend.rollouts += 1
+                self.spend.rollout_cost += r.cost
+                self.spend.rollout_tokens += r.tokens
+            for i, t in enumerate(todo):
+                result = average(fresh[i * k : (i + 1) * k])
+                self._cache[(key, t.id)] = result
+                if view is not None:
+                    self._runs.setdefault(key, (view, {}))[1][t.id] = result
+
+        task = loop.create_task(run())
 
         def clear(_: object) -> None:
             for where, fut in marks:
@@ -245,29 +262,6 @@ class Evaluator:
 
         task.add_done_callback(clear)
         return task
-
-    async def _run_marked(
-        self,
-        resources: ResourcesMap,
-        key: str,
-        view: CapView | None,
-        todo: list[Task],
-        progress: Progress | None,
-    ) -> None:
-        if not todo:
-            return
-        k = max(1, self.repeats)
-        runs = [t for t in todo for _ in range(k)]
-        fresh = await self._run(resources, runs, progress)
-        for r in fresh:
-            self.spend.rollouts += 1
-            self.spend.rollout_cost += r.cost
-            self.spend.rollout_tokens += r.tokens
-        for i, t in enumerate(todo):
-            result = average(fresh[i * k : (i + 1) * k])
-            self._cache[(key, t.id)] = result
-            if view is not None:
-                self._runs.setdefault(key, (view, {}))[1][t.id] = result
 
     async def _run(
         self, resources: ResourcesMap, tasks: list[Task], progress: Progress | None
