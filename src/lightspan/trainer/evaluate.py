@@ -169,14 +169,13 @@ class Evaluator:
         pairs a run of another set stands for. ``progress`` counts every task settled (cached,
         stood in for or run); ``runs`` only the runs made."""
         self.check_interrupted()
-        if runs is not None:
-            ticks = [f for f in (progress, runs) if f is not None]
+        ticks = [f for f in (progress, runs) if f is not None]
 
-            def progress_of_runs(n: int) -> None:
-                for f in ticks:
-                    f(n)
-        else:
-            progress_of_runs = progress  # type: ignore[assignment]
+        def tick_runs(n: int) -> None:
+            for f in ticks:
+                f(n)
+
+        progress_of_runs = tick_runs if ticks else None
         key = digest(resources)
         todo = [t for t in tasks if (key, t.id) not in self._cache]
         view = cap_view(resources, self.steps) if todo and self.steps is not None else None
