@@ -160,6 +160,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         "--trainer-runners", type=int, help="trainer's runs in flight (default 4 quick, 2)"
     )
     p.add_argument(
+        "--trainer-keep-model-first",
+        action="store_true",
+        help="the trainer's --keep-model-first: per step, the step's own model (caps, "
+        "prompts) before other models",
+    )
+    p.add_argument(
         "--trainer-min-tasks", type=int, help="trainer's first halving rung (default 2 quick, 4)"
     )
     p.add_argument(
@@ -315,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     optimizer_model=s.models[-1],
                     min_tasks=s.trainer_min_tasks,
                     repeats=args.trainer_repeats,
+                    keep_model_first=args.trainer_keep_model_first,
                 )
             except Exception as e:  # reported, the other arms still stand
                 trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}

@@ -92,6 +92,7 @@ def start_trainer(
     repeats: int = 1,
     timeout_s: float = 3 * 3600,
     optimizer_model: str | None = None,
+    keep_model_first: bool = False,
 ) -> TrainerJob:
     """Start ``lightspan train run`` on ``tasks`` in the background. ``optimizer_model``: the
     model (one of ``endpoints``) that writes APO's critiques and edits (``apo`` and ``both``;
@@ -141,6 +142,8 @@ def start_trainer(
         cmd += ["--max-rollouts", str(max_rollouts)]
     if repeats > 1:
         cmd += ["--repeats", str(repeats)]
+    if keep_model_first:
+        cmd.append("--keep-model-first")
     with (out / "trainer.log").open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     return TrainerJob(cmd, out, proc, timeout_s)

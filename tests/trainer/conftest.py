@@ -2,7 +2,8 @@
 
 Its behaviour makes the search's choices matter without a real model: model ``big`` always
 sums correctly but rambles (20 filler words after the answer) unless the prompt asks for
-brevity; model ``small`` answers in 4 words and is right only when the sum is even;
+brevity; model ``small`` answers in 3 words and is right only when the sum is even; model
+``mini`` answers in 3 words and is always right (a cheaper model that is as good);
 ``max_tokens`` truncates the answer word by word with ``finish_reason=length``. Usage counts
 words. Claims about real cost or quality are never made against it.
 """
@@ -37,6 +38,8 @@ def answer(model: str, prompt: str) -> str:
     brief = "briefly" in prompt.lower()
     if model == "small":
         return f"it is {total if total % 2 == 0 else total + 1}"
+    if model == "mini":
+        return f"it is {total}"
     return f"the answer is {total}" + ("" if brief else " " + FILLER)
 
 
@@ -87,7 +90,11 @@ def arith_llm() -> Iterator[ArithLLM]:
         yield state
 
 
-PRICES = {"big": {"input": 1.0, "output": 10.0}, "small": {"input": 0.1, "output": 1.0}}
+PRICES = {
+    "big": {"input": 1.0, "output": 10.0},
+    "small": {"input": 0.1, "output": 1.0},
+    "mini": {"input": 0.1, "output": 1.0},
+}
 
 
 def write_workflow(

@@ -56,6 +56,46 @@ async def test_search_keeps_reward_and_cuts_cost(arith_llm, tmp_path):
     assert out.best_per_round[0]["label"] == "baseline" and len(out.best_per_round) == 2
 
 
+async def test_keep_model_first_takes_the_steps_own_model_when_a_change_on_it_holds(
+    arith_llm, tmp_path
+):
+    """``mini`` is as good as ``big`` and cheaper still than ``big`` asked for brevity: the
+    default search moves the step to it; with ``keep_model_first`` the concise prompt on
+    ``big`` holds and saves, so ``mini`` is never tried. When nothing on ``big`` saves (no
+    prompt variants; caps that cut nothing cost the same), ``mini`` is tried and taken."""
+    path = write_workflow(tmp_path, arith_llm.base_url)
+    split = split_tasks(load_tasks(write_tasks(tmp_path, 30)), seed=1)
+    ev = InProcessEvaluator(path, prices=PRICES, concurrency=4)
+    wf, base = await _baseline(ev)
+    train_results = await ev.evaluate(base, split.train)
+
+    async def search(**kw):
+        seen = []
+        s = CostSearch(
+            ev,
+            llm_steps(wf),
+            catalog=[ModelOption(arith_llm.base_url, "mini")],
+            price=_prices,
+            min_tasks=4,
+            on_candidate=seen.append,
+            **kw,
+        )
+        return await s.run(base, split.val, train_results, split.train), seen
+
+    default, _ = await search()
+    assert default.best["default@solve"]["model"] == "mini"
+    first, seen = await search(keep_model_first=True)
+    assert first.best["default@solve"]["model"] == "big"
+    assert first.best["solve@solve"]["template"].endswith(CONCISE_SUFFIX)
+    assert seen and not [c for c in seen if "model=mini" in c.label]
+    only_mini, seen = await search(keep_model_first=True, prompt_variants=False)
+    assert only_mini.best["default@solve"]["model"] == "mini"
+    labels = [c.label for c in seen if c.step]
+    big = [i for i, lbl in enumerate(labels) if "model=big" in lbl]
+    mini = [i for i, lbl in enumerate(labels) if "model=mini" in lbl]
+    assert big and mini and max(big) < min(mini), "the step's own model is tried first"
+
+
 async def test_cache_means_no_second_run(arith_llm, tmp_path):
     ev = InProcessEvaluator(write_workflow(tmp_path, arith_llm.base_url), prices=PRICES)
     _, base = await _baseline(ev)

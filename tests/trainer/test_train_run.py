@@ -349,6 +349,22 @@ def test_on_test_equal_cost_needs_a_task_by_task_speedup():
     assert held and "faster" in why
 
 
+def test_a_refusal_on_test_counts_the_tasks_the_winner_lost_and_gained():
+    from lightspan.trainer.evaluate import Result
+    from lightspan.trainer.run import _decide
+
+    def runs(rewards, cost):
+        return [
+            Result(f"t{i}", r, "succeeded", cost=cost, latency_s=1.0) for i, r in enumerate(rewards)
+        ]
+
+    base = runs([1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 1], 10.0)
+    opt = runs([1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 1], 3.0)
+    held, why, lb = _decide(base, opt, TrainOptions())
+    assert not held and lb < -0.02
+    assert "the winner scored lower on 2 and higher on 1 of 11 test tasks" in why
+
+
 async def test_test_split_runs_of_baseline_and_winner_share_one_time_window():
     # The machine gets quieter halfway (run latencies 10 s, then 1 s). Measured one after the
     # other, the winner (the same answers) looked faster on every task; scored together, the

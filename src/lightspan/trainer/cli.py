@@ -315,6 +315,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         max_rollouts=args.max_rollouts,
         min_tasks=args.min_tasks,
         confirm_on_train=not args.no_train_confirmation,
+        keep_model_first=args.keep_model_first,
         cost_lambda=args.cost_lambda,
         apo={
             "beam_width": args.beam_width,
@@ -578,6 +579,12 @@ def _train_run_args(p: argparse.ArgumentParser) -> None:
         "--no-train-confirmation",
         action="store_true",
         help="cost: accept a step's winner on val alone (default: confirmed on val and train)",
+    )
+    p.add_argument(
+        "--keep-model-first",
+        action="store_true",
+        help="cost: per step, try shorter caps and prompts on the step's own model first, "
+        "other models only when none of those held and saved (fewer answers change)",
     )
     p.add_argument(
         "--repeats",

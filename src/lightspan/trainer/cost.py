@@ -246,6 +246,7 @@ class CostSearch:
         seed: int = 0,
         prompt_variants: bool = True,
         max_confirmations: int = 3,
+        keep_model_first: bool = False,
         on_candidate: Callable[[Candidate], None] | None = None,
     ) -> None:
         self.evaluator = evaluator
@@ -257,6 +258,7 @@ class CostSearch:
         self.seed = seed
         self.prompt_variants = prompt_variants
         self.max_confirmations = max(1, max_confirmations)
+        self.keep_model_first = keep_model_first
         self.on_candidate = on_candidate or (lambda c: None)
 
     def options(
@@ -309,6 +311,22 @@ class CostSearch:
                         res = with_step_resource(res, step.prompt, step.name, p)
                     out.append((f"{step.name}: model={m.model} max_tokens={cap}{plabel}", res))
         return out
+
+    def _tiers(
+        self, options: list[tuple[str, ResourcesMap]], current: ResourcesMap, step: LLMStep
+    ) -> list[list[tuple[str, ResourcesMap]]]:
+        """The pools a step's search goes through, one after the other until one yields a
+        winner: all options at once, or with ``keep_model_first`` the changes on the step's
+        own model (caps, prompt variants) first and the other models only when none of those
+        held and saved. Why: with 0/1 rewards a change passes the test gate only if it loses
+        no task, and moving a step to a weaker model changes more answers than shortening
+        what the same model writes (benchmarks/optimization/flips.py, docs/performance.md 1c)."""
+        if not self.keep_model_first:
+            return [options]
+        here = _model_of(current, step)
+        same = [(lbl, res) for lbl, res in options if _model_of(res, step) == here]
+        other = [(lbl, res) for lbl, res in options if _model_of(res, step) != here]
+        return [pool for pool in (same, other) if pool]
 
     def expected_cost(self, llm_model: str, calls: list[CallRecord]) -> float:
         """Price-based guess of a model's cost on this step's calls (for ordering only)."""
@@ -525,50 +543,55 @@ class CostSearch:
         for rnd, step in enumerate(step_order(self.steps, base_results + train_results), 1):
             current = {r.task_id: r.reward for r in cur_results}
             calls, good = step_calls(step, train_results, base_results)
-            pool = self.options(cur, step, calls, good)
-            if not pool:
+            options = self.options(cur, step, calls, good)
+            if not options:
                 out.notes.append(f"{step.name}: no alternative to try")
                 continue
             winner: Candidate | None = None
             winner_results: list[Result] = []
             winner_train: dict[str, float] = {}
-            for _ in range(self.max_confirmations if train else 1):
-                scored, final = await self._halving(
-                    pool, val, base, rnd, step.name, current, out.candidates
-                )
-                c_r = next(
-                    ((c, r) for c, r in final if self._accepts(c, r, cur_fig[1], cur_results)),
-                    None,
-                )
-                if c_r is None:
+            for pool in self._tiers(options, cur, step):
+                for _ in range(self.max_confirmations if train else 1):
+                    scored, final = await self._halving(
+                        pool, val, base, rnd, step.name, current, out.candidates
+                    )
+                    c_r = next(
+                        ((c, r) for c, r in final if self._accepts(c, r, cur_fig[1], cur_results)),
+                        None,
+                    )
+                    if c_r is None:
+                        break
+                    c, r = c_r
+                    if train:
+                        pooled, train_rewards = await self._confirm(c, r, train, base_all, cur_all)
+                        out.candidates.append(pooled)
+                        if not pooled.accepted:
+                            # What cannot do better is retired for this step (see _retires);
+                            # the next halving reuses cached runs.
+                            retired = _retires(c, r, step)
+                            pool = [
+                                (lbl, res)
+                                for lbl, res in pool
+                                if lbl != c.label and not retired(res)
+                            ]
+                            for rest, _ in scored:
+                                if (
+                                    rest is not c
+                                    and not rest.advanced
+                                    and rest.rejected_because is None
+                                ):
+                                    rest.rejected_because = "a candidate refused on val and train"
+                            if not pool:
+                                break
+                            continue
+                        winner_train = train_rewards
+                    winner, winner_results = c, r
                     break
-                c, r = c_r
-                if train:
-                    pooled, train_rewards = await self._confirm(c, r, train, base_all, cur_all)
-                    out.candidates.append(pooled)
-                    if not pooled.accepted:
-                        # What cannot do better is retired for this step (see _retires);
-                        # the next halving reuses cached runs.
-                        retired = _retires(c, r, step)
-                        pool = [
-                            (lbl, res) for lbl, res in pool if lbl != c.label and not retired(res)
-                        ]
-                        for rest, _ in scored:
-                            if (
-                                rest is not c
-                                and not rest.advanced
-                                and rest.rejected_because is None
-                            ):
-                                rest.rejected_because = "a candidate refused on val and train"
-                        if not pool:
-                            break
-                        continue
-                    winner_train = train_rewards
-                winner, winner_results = c, r
-                break
-            for c, _ in scored:
-                if c is not winner and not c.advanced and c.rejected_because is None:
-                    c.rejected_because = "a cheaper or faster candidate of this step won"
+                for c, _ in scored:
+                    if c is not winner and not c.advanced and c.rejected_because is None:
+                        c.rejected_because = "a cheaper or faster candidate of this step won"
+                if winner is not None:
+                    break
             if winner is not None:
                 winner.accepted = True
                 cur, cur_fig = winner.resources, (winner.reward, winner.cost, winner.latency_s)

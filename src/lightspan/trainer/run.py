@@ -40,6 +40,8 @@ class TrainOptions:
     prompt_variants: bool = True
     confirm_on_train: bool = True
     """cost: a step's winner must hold on val and train pooled (``cost.py``), not val alone."""
+    keep_model_first: bool = False
+    """cost: try a step's own model (caps, prompt variants) before the catalog's other models."""
     apo: dict[str, Any] = field(default_factory=dict)
     cost_lambda: float = 0.0
 
@@ -85,7 +87,11 @@ def _decide(
     if all(not r.ok for r in opt):
         return False, "every run of the winner failed on test", lb
     if lb < -delta:
-        return False, f"reward lower bound {lb:.3f} on test is below -{delta}", lb
+        return (
+            False,
+            f"reward lower bound {lb:.3f} on test is below -{delta} ({_tally(base, opt)})",
+            lb,
+        )
     same_cost = abs(o["cost_per_run"] - b["cost_per_run"]) <= 1e-12
     saves = o["cost_per_run"] < b["cost_per_run"] and not same_cost
     # At equal cost, "faster" must hold task by task (paired lower bound of the latency gain
@@ -106,6 +112,17 @@ def _decide(
         return False, "on test it is neither cheaper nor faster (nor better, for apo)", lb
     why = "cheaper" if saves else "faster" if faster else "better"
     return True, f"held on test: {why}, reward lower bound {lb:.3f} >= -{delta}", lb
+
+
+def _tally(base: list[Result], opt: list[Result]) -> str:
+    """Where the winner's test reward differs from the baseline's, task by task.
+
+    Why in the refusal: with 0/1 rewards on a dozen tasks one lost task puts the bound far
+    below -delta (1 of 11: -0.27), so a reader needs the count, not the bound alone, to tell
+    a change that is worse from one that lost a single task (docs/performance.md 1c)."""
+    lower = sum(o.reward < b.reward for b, o in zip(base, opt, strict=True))
+    higher = sum(o.reward > b.reward for b, o in zip(base, opt, strict=True))
+    return f"the winner scored lower on {lower} and higher on {higher} of {len(base)} test tasks"
 
 
 async def measure_test(
@@ -222,6 +239,7 @@ async def train(
                 min_tasks=options.min_tasks,
                 seed=options.seed,
                 prompt_variants=options.prompt_variants,
+                keep_model_first=options.keep_model_first,
                 on_candidate=on_cand,
             )
             res = await search.run(

@@ -1,0 +1,204 @@
+"""Which of the trainer's levers change the baseline's answers, and does a confidence flag them?
+
+    .venv/bin/python benchmarks/optimization/flips.py [--tasks 30] [--seed 99]
+
+Why: the goal of issue 11 asks for equal quality with a one-sided 95 % paired-bootstrap lower
+bound of the reward difference >= -0.02; with 0/1 rewards on ten or eleven test tasks that
+bound is met only when the optimized workflow loses no task to the baseline (one lost task of
+11: -0.27). So what decides the goal is how often a lever turns a right answer into a wrong one.
+This runs classification x sequence (plan -> solve -> format, the workflow file's prompts,
+temperature 0) under the baseline (every step on Qwen 1.5B @256), the trainer's usual winner
+(plan on Qwen 0.5B cut at 48 tokens, solve with the concise prompt, format on Qwen 0.5B) and
+each of its three changes alone, and the same with the plan kept on the 1.5B (cut at 48 tokens,
+concise prompt) instead of moved to the 0.5B, on tasks of a development seed's train split (never a
+benchmark test task), and counts per variant the tasks it loses and gains against the baseline,
+by difficulty. It also records the probability of the format step's first answer token (the
+label), to see whether a confidence-based cascade (escalate to the baseline when the cheap
+run is unsure) would catch the lost tasks. Servers: one slot, no prompt cache (repeatable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import httpx
+from benchmarks.optimization.evaluators import classification_reward
+from benchmarks.optimization.run import DEFAULT_CACHE
+from benchmarks.optimization.tasks import Task, generate
+from benchmarks.optimization.workflows import PROMPTS
+from rich.console import Console
+from rich.table import Table
+
+from lightspan.localllm.server import LocalModelServer
+from lightspan.trainer.cost import CONCISE_SUFFIX
+
+SMALL, LARGE = "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
+Step = tuple[str, int, str]  # model, max_tokens, prompt suffix
+BASELINE: dict[str, Step] = {s: (LARGE, 256, "") for s in ("plan", "solve", "format")}
+VARIANTS: dict[str, dict[str, Step]] = {
+    "winner (all three changes)": {
+        "plan": (SMALL, 48, ""),
+        "solve": (LARGE, 256, CONCISE_SUFFIX),
+        "format": (SMALL, 256, ""),
+    },
+    "plan on 0.5B @48 alone": {**BASELINE, "plan": (SMALL, 48, "")},
+    "solve concise alone": {**BASELINE, "solve": (LARGE, 256, CONCISE_SUFFIX)},
+    "format on 0.5B alone": {**BASELINE, "format": (SMALL, 256, "")},
+    "plan on 1.5B @48 concise alone": {**BASELINE, "plan": (LARGE, 48, CONCISE_SUFFIX)},
+    "winner with the plan on 1.5B @48 concise": {
+        "plan": (LARGE, 48, CONCISE_SUFFIX),
+        "solve": (LARGE, 256, CONCISE_SUFFIX),
+        "format": (SMALL, 256, ""),
+    },
+}
+P = PROMPTS["classification"]
+
+
+async def _ask(
+    client: httpx.AsyncClient, url: str, content: str, step: Step, logprobs: bool = False
+) -> tuple[str, float | None]:
+    model, max_tokens, _ = step
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+    }
+    if logprobs:
+        body |= {"logprobs": True, "top_logprobs": 1}
+    r = await client.post(f"{url}/chat/completions", json=body, timeout=900)
+    r.raise_for_status()
+    choice = r.json()["choices"][0]
+    first = ((choice.get("logprobs") or {}).get("content") or [None])[0]
+    return choice["message"]["content"], math.exp(first["logprob"]) if first else None
+
+
+async def run_chain(
+    client: httpx.AsyncClient, urls: dict[str, str], cfg: dict[str, Step], task: Task
+) -> tuple[float, float | None]:
+    """The workflow's three LLM steps as the engine runs them (the glue steps strip the text);
+    returns (reward, probability of the format answer's first token)."""
+    inp = task.input
+    plan, _ = await _ask(
+        client, urls[cfg["plan"][0]], (P["plan"] + cfg["plan"][2]).format(**inp), cfg["plan"]
+    )
+    solve = (P["solve"] + cfg["solve"][2]).format(**inp, plan=plan.strip())
+    solution, _ = await _ask(client, urls[cfg["solve"][0]], solve, cfg["solve"])
+    fmt = (P["format"] + cfg["format"][2]).format(**inp, solution=solution.strip())
+    out, p_first = await _ask(client, urls[cfg["format"][0]], fmt, cfg["format"], logprobs=True)
+    return classification_reward(inp, out, task.expected), p_first
+
+
+class ChainCache:
+    """(configuration, task) -> (reward, probability), on disk: a rerun with another variant
+    runs only that variant (the servers repeat their answers exactly: one slot, no cache)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: dict[str, tuple[float, float | None]] = {}
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                self.rows[row["key"]] = (row["reward"], row["p_first"])
+
+    @staticmethod
+    def key(cfg: dict[str, Step], task: Task) -> str:
+        return json.dumps([sorted(cfg.items()), P, task.id, task.input], sort_keys=True)
+
+    def put(self, key: str, value: tuple[float, float | None]) -> None:
+        self.rows[key] = value
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"key": key, "reward": value[0], "p_first": value[1]}) + "\n")
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    console = Console()
+    tasks = generate("classification", "train", args.tasks, seed=args.seed)
+    arms = {"baseline": BASELINE, **VARIANTS}
+    cache = ChainCache(args.cache)
+    servers = [LocalModelServer(m, parallel=1, repeatable=True).start() for m in (SMALL, LARGE)]
+    urls = {s.model: s.base_url for s in servers}
+    results: dict[str, dict[str, tuple[float, float | None]]] = {a: {} for a in arms}
+    sem = asyncio.Semaphore(2)  # two chains in flight: the two servers, one core each
+    t0 = time.monotonic()
+    done = 0
+    try:
+        async with httpx.AsyncClient() as client:
+
+            async def one(arm: str, task: Task) -> None:
+                nonlocal done
+                key = cache.key(arms[arm], task)
+                if key in cache.rows:
+                    results[arm][task.id] = cache.rows[key]
+                else:
+                    async with sem:
+                        results[arm][task.id] = await run_chain(client, urls, arms[arm], task)
+                    cache.put(key, results[arm][task.id])
+                done += 1
+                console.print(f"[{time.monotonic() - t0:5.0f} s] {done}/{len(arms) * len(tasks)}")
+
+            await asyncio.gather(*(one(a, t) for t in tasks for a in arms))
+    finally:
+        for s in servers:
+            s.stop()
+
+    base = results["baseline"]
+    table = Table(
+        title=f"classification x sequence, {len(tasks)} tasks (seed {args.seed}, train split): "
+        "answers against the baseline's (Qwen 1.5B @256 on every step)"
+    )
+    for col in (
+        "arm",
+        "right",
+        "lost",
+        "gained",
+        "lost/gained by difficulty",
+        "format's label probability: lost tasks | others (median)",
+    ):
+        table.add_column(col, justify="left" if col == "arm" else "right")
+    for arm in arms:
+        got = results[arm]
+        lost = [t for t in tasks if got[t.id][0] < base[t.id][0]]
+        gained = [t for t in tasks if got[t.id][0] > base[t.id][0]]
+        by_d = Counter((t.difficulty, "-") for t in lost) + Counter(
+            (t.difficulty, "+") for t in gained
+        )
+        probs_lost = sorted(p for t in lost if (p := got[t.id][1]) is not None)
+        probs_rest = sorted(p for t in tasks if t not in lost and (p := got[t.id][1]) is not None)
+        table.add_row(
+            arm,
+            f"{sum(r for r, _ in got.values()):.0f}/{len(tasks)}",
+            "" if arm == "baseline" else str(len(lost)),
+            "" if arm == "baseline" else str(len(gained)),
+            " ".join(f"d{d}{s}{n}" for (d, s), n in sorted(by_d.items())) or "",
+            (" ".join(f"{p:.2f}" for p in probs_lost) or "-")
+            + f" | {probs_rest[len(probs_rest) // 2]:.2f}"
+            if probs_rest
+            else "",
+        )
+    console.print(table)
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=99, help="task seed (99: not a benchmark seed)")
+    ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "flips.jsonl")
+    return asyncio.run(main_async(ap.parse_args()))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""benchmarks/optimization/flips.py sends the requests the benchmark's workflow file sends.
+
+Why: flips.py calls the model servers directly (it needs the answer's token probability and
+one chain per variant), and its counts stand for what the trainer's winner does in the
+workflow; that holds only if each step gets the same messages and sampling."""
+
+from __future__ import annotations
+
+import httpx
+from benchmarks.optimization.flips import BASELINE, VARIANTS, ChainCache, run_chain
+from benchmarks.optimization.tasks import generate
+from benchmarks.optimization.workflows import StepChoice, workflow_spec
+
+from lightspan.engine import workflow_from_dict
+
+
+def _sent(requests: list[dict]) -> list[tuple[str, str, int, float]]:
+    return [
+        (r["model"], r["messages"][-1]["content"], r["max_tokens"], r["temperature"])
+        for r in requests
+    ]
+
+
+async def test_each_chain_sends_what_the_workflow_sends(fake_llm) -> None:
+    task = generate("classification", "train", 1, seed=99)[0]
+    for cfg in (BASELINE, VARIANTS["winner (all three changes)"]):
+        config = {step: StepChoice(m, mt) for step, (m, mt, _) in cfg.items()}
+        endpoints = {m: fake_llm.base_url for m, _, _ in cfg.values()}
+        spec = workflow_spec("classification", "sequence", config, endpoints)
+        for step, (_, _, suffix) in cfg.items():  # the trainer's concise variant: a suffix
+            spec["resources"]["prompts"][step] += suffix
+        wf = workflow_from_dict(spec, source="<test>")
+        fake_llm.requests.clear()
+        assert (await wf.run(task.input)).ok
+        by_workflow = _sent(fake_llm.requests)
+        fake_llm.requests.clear()
+        async with httpx.AsyncClient() as client:
+            await run_chain(client, endpoints, cfg, task)
+        assert _sent(fake_llm.requests) == by_workflow
+        assert len(by_workflow) == 3
+
+
+def test_the_chain_cache_survives_a_reload(tmp_path) -> None:
+    task = generate("classification", "train", 1, seed=99)[0]
+    cache = ChainCache(tmp_path / "flips.jsonl")
+    key = cache.key(BASELINE, task)
+    cache.put(key, (1.0, 0.5))
+    assert ChainCache(tmp_path / "flips.jsonl").rows == {key: (1.0, 0.5)}
+    assert cache.key(VARIANTS["format on 0.5B alone"], task) != key
