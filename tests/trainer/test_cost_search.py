@@ -26,21 +26,34 @@ async def _baseline(ev):
     return wf, (await wf.resources.get_resources()).to_dict()
 
 
-async def test_search_keeps_reward_and_cuts_cost(arith_llm, tmp_path):
+async def _thirty_tasks(arith_llm, tmp_path):
+    """An in-process evaluator of the arithmetic workflow, its baseline, 30 tasks split, and
+    the baseline's train runs."""
     path = write_workflow(tmp_path, arith_llm.base_url)
     split = split_tasks(load_tasks(write_tasks(tmp_path, 30)), seed=1)
     ev = InProcessEvaluator(path, prices=PRICES, concurrency=4)
     wf, base = await _baseline(ev)
-    train_results = await ev.evaluate(base, split.train)
-    seen = []
+    return ev, wf, base, split, await ev.evaluate(base, split.train)
+
+
+def _search(ev, wf, arith_llm, model: str, **kw) -> tuple[CostSearch, list]:
+    """A search whose catalog adds ``model``, and the list its candidates are reported to."""
+    seen: list = []
     search = CostSearch(
         ev,
         llm_steps(wf),
-        catalog=[ModelOption(arith_llm.base_url, "small")],
+        catalog=[ModelOption(arith_llm.base_url, model)],
         price=_prices,
         min_tasks=4,
         on_candidate=seen.append,
+        **kw,
     )
+    return search, seen
+
+
+async def test_search_keeps_reward_and_cuts_cost(arith_llm, tmp_path):
+    ev, wf, base, split, train_results = await _thirty_tasks(arith_llm, tmp_path)
+    search, seen = _search(ev, wf, arith_llm, "small")
     out = await search.run(base, split.val, train_results)
     best = out.best["default@solve"]
     assert best["model"] == "big", "small is wrong half the time: the bootstrap must reject it"
@@ -63,23 +76,10 @@ async def test_keep_model_first_takes_the_steps_own_model_when_a_change_on_it_ho
     default search moves the step to it; with ``keep_model_first`` the concise prompt on
     ``big`` holds and saves, so ``mini`` is never tried. When nothing on ``big`` saves (no
     prompt variants; caps that cut nothing cost the same), ``mini`` is tried and taken."""
-    path = write_workflow(tmp_path, arith_llm.base_url)
-    split = split_tasks(load_tasks(write_tasks(tmp_path, 30)), seed=1)
-    ev = InProcessEvaluator(path, prices=PRICES, concurrency=4)
-    wf, base = await _baseline(ev)
-    train_results = await ev.evaluate(base, split.train)
+    ev, wf, base, split, train_results = await _thirty_tasks(arith_llm, tmp_path)
 
     async def search(**kw):
-        seen = []
-        s = CostSearch(
-            ev,
-            llm_steps(wf),
-            catalog=[ModelOption(arith_llm.base_url, "mini")],
-            price=_prices,
-            min_tasks=4,
-            on_candidate=seen.append,
-            **kw,
-        )
+        s, seen = _search(ev, wf, arith_llm, "mini", **kw)
         return await s.run(base, split.val, train_results, split.train), seen
 
     default, _ = await search()
