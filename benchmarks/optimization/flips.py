@@ -123,6 +123,13 @@ class ChainCache:
             f.write(json.dumps({"key": key, "reward": value[0], "p_first": value[1]}) + "\n")
 
 
+def _probabilities(lost: list[float], rest: list[float]) -> str:
+    """The table's last cell: the lost tasks' label probabilities | the others' median."""
+    if not rest:
+        return ""
+    return f"{' '.join(f'{p:.2f}' for p in lost) or '-'} | {rest[len(rest) // 2]:.2f}"
+
+
 async def main_async(args: argparse.Namespace) -> int:
     console = Console()
     tasks = generate("classification", "train", args.tasks, seed=args.seed)
@@ -182,11 +189,8 @@ async def main_async(args: argparse.Namespace) -> int:
             f"{sum(r for r, _ in got.values()):.0f}/{len(tasks)}",
             "" if arm == "baseline" else str(len(lost)),
             "" if arm == "baseline" else str(len(gained)),
-            " ".join(f"d{d}{s}{n}" for (d, s), n in sorted(by_d.items())) or "",
-            (" ".join(f"{p:.2f}" for p in probs_lost) or "-")
-            + f" | {probs_rest[len(probs_rest) // 2]:.2f}"
-            if probs_rest
-            else "",
+            " ".join(f"d{d}{s}{n}" for (d, s), n in sorted(by_d.items())),
+            _probabilities(probs_lost, probs_rest),
         )
     console.print(table)
     return 0
