@@ -389,7 +389,7 @@ async def test_test_split_runs_of_baseline_and_winner_share_one_time_window():
             return out
 
     tasks = [Task(f"t{i}", {}, 1) for i in range(12)]
-    base, opt = await measure_test(_Drifting(), {"a": {"v": 1}}, {"a": {"v": 2}}, tasks)
+    base, opt = await measure_test(_Drifting(), [{"a": {"v": 1}}, {"a": {"v": 2}}], tasks)
     held, why, _ = _decide(base, opt, TrainOptions())
     assert not held and "neither cheaper nor faster" in why
 

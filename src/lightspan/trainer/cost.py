@@ -112,6 +112,12 @@ class SearchOutcome:
     candidates: list[Candidate] = field(default_factory=list)
     best_per_round: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    fallback: ResourcesMap | None = None
+    """When ``best`` moved a step to another model: the last set the search accepted while
+    every step kept the starting set's model (``None`` when there is none, or it is the start).
+    Why: the test gate refuses a winner that loses one task of a dozen, and a model swap is
+    what loses tasks (``_tiers``); this set, fixed before test, is the trainer's second try
+    (``run.py``)."""
 
 
 CONCISE_SUFFIX = "\nAnswer as briefly as possible."
@@ -121,6 +127,11 @@ def _model_of(resources: ResourcesMap, step: LLMStep) -> tuple[str, str]:
     """(endpoint, model) of a step's LLM in a resource set."""
     llm = step_resource(resources, step.llm, step.name)
     return llm["endpoint"], llm["model"]
+
+
+def _models(resources: ResourcesMap, steps: list[LLMStep]) -> list[tuple[str, str]]:
+    """(endpoint, model) of every step, in order."""
+    return [_model_of(resources, s) for s in steps]
 
 
 def _retires(
@@ -533,6 +544,7 @@ class CostSearch:
         )
         cur, cur_fig = baseline, (b_reward, b_cost, b_lat)
         cur_results = base_results
+        start_models, same_models = _models(baseline, self.steps), baseline
         train = [t for t in train or [] if t.id not in base]
         base_all = dict(base)
         if train:  # the starting set's train runs (cached when train_results measured them)
@@ -599,6 +611,8 @@ class CostSearch:
                 cur_all.update({r.task_id: r.reward for r in winner_results})
                 cur_all.update(winner_train)
                 out.notes.append(f"accepted {winner.label}")
+                if _models(cur, self.steps) == start_models:
+                    same_models = cur
             else:
                 out.notes.append(f"{step.name}: kept (no candidate held the reward and saved)")
             out.best_per_round.append(
@@ -611,4 +625,9 @@ class CostSearch:
                 }
             )
         out.best = cur
+        if _models(cur, self.steps) != start_models and same_models is not baseline:
+            out.fallback = same_models
+            out.notes.append(
+                "fallback for the test gate: the last accepted set on the starting models"
+            )
         return out

@@ -107,6 +107,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         )
     if b.get("reward_ci95") or o.get("reward_ci95"):
         lines.append(f"| reward 95% CI | {b.get('reward_ci95')} | {o.get('reward_ci95')} | |")
+    lines += _fallback_lines(report)
     lines += ["", "## Per step", "", "| step | before | after |", "|---|---|---|"]
     for row in report.get("steps", []):
 
@@ -126,6 +127,29 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     if notes:
         lines += ["", "## Search notes", ""] + [f"- {n}" for n in notes]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _fallback_lines(report: dict[str, Any]) -> list[str]:
+    """The winner and its fallback side by side on test, when the search named a fallback."""
+    fb, w, b = report.get("fallback"), report.get("winner"), report.get("baseline") or {}
+    if not fb or not w:
+        return []
+    lines = [
+        "",
+        f"The search's winner moved a step to another model; its fallback (the last set "
+        f"accepted on the starting models) was tested beside it and "
+        f"{'was' if fb.get('chosen') else 'was not'} chosen.",
+        "",
+        "| figure (test split) | winner | fallback |",
+        "|---|---|---|",
+    ]
+    for key in ("reward_mean", "cost_per_run", "latency_p50_s"):
+        wv, fv = w.get(key), fb["summary"].get(key)
+        lines.append(
+            f"| {key} | {'-' if wv is None else f'{wv:.6g}'} ({_pct(wv, b.get(key))}) | "
+            f"{'-' if fv is None else f'{fv:.6g}'} ({_pct(fv, b.get(key))}) |"
+        )
+    return lines
 
 
 def write_plots(report: dict[str, Any], out: Path) -> list[str]:

@@ -2,8 +2,11 @@
 
 Why confirm on the held-out test split: the search picks the best of many candidates on val,
 so its val figures are optimistic; only a winner whose paired-bootstrap lower bound on test is
->= -delta, and that is cheaper (or faster), may be published. Anything else, including Ctrl-C
-or a budget running out, writes a partial report and leaves the published set alone.
+>= -delta, and that is cheaper (or faster), may be published. When the winner moved a step to
+another model, the search also names a fallback fixed before test (the last set it accepted on
+the starting models); both face the gate at half the error rate each (Bonferroni), and the
+fallback is published only when the winner is refused. Anything else, including Ctrl-C or a
+budget running out, writes a partial report and leaves the published set alone.
 """
 
 from __future__ import annotations
@@ -73,15 +76,23 @@ class Budgeted(Evaluator):
         )
 
 
+LEVEL = 0.95
+"""Confidence of the test gate's lower bounds, shared by the sets it tests (Bonferroni)."""
+
+
 def _decide(
-    base: list[Result], opt: list[Result], options: TrainOptions
+    base: list[Result],
+    opt: list[Result],
+    options: TrainOptions,
+    level: float = LEVEL,
+    name: str = "the winner",
 ) -> tuple[bool, str, float]:
-    """Did the winner hold on test? Its reward lower bound must be >= -delta, and it must be
-    cheaper (equal cost: faster, task by task); for apo/both a higher ``reward - lambda*cost`` also
-    counts."""
+    """Did the winner hold on test? Its reward lower bound (at ``level``) must be >= -delta,
+    and it must be cheaper (equal cost: faster, task by task); for apo/both a higher
+    ``reward - lambda*cost`` also counts."""
     delta = options.delta
     lb = paired_bootstrap_lower(
-        [r.reward for r in opt], [r.reward for r in base], seed=options.seed
+        [r.reward for r in opt], [r.reward for r in base], level=level, seed=options.seed
     )
     b, o = summarize(base), summarize(opt)
     if all(not r.ok for r in opt):
@@ -89,7 +100,7 @@ def _decide(
     if lb < -delta:
         return (
             False,
-            f"reward lower bound {lb:.3f} on test is below -{delta} ({_tally(base, opt)})",
+            f"reward lower bound {lb:.3f} on test is below -{delta} ({_tally(base, opt, name)})",
             lb,
         )
     same_cost = abs(o["cost_per_run"] - b["cost_per_run"]) <= 1e-12
@@ -100,7 +111,7 @@ def _decide(
     faster = (
         same_cost
         and paired_bootstrap_lower(
-            [r.latency_s for r in base], [r.latency_s for r in opt], seed=options.seed
+            [r.latency_s for r in base], [r.latency_s for r in opt], level=level, seed=options.seed
         )
         > 0
     )
@@ -114,7 +125,7 @@ def _decide(
     return True, f"held on test: {why}, reward lower bound {lb:.3f} >= -{delta}", lb
 
 
-def _tally(base: list[Result], opt: list[Result]) -> str:
+def _tally(base: list[Result], opt: list[Result], name: str = "the winner") -> str:
     """Where the winner's test reward differs from the baseline's, task by task.
 
     Why in the refusal: with 0/1 rewards on a dozen tasks one lost task puts the bound far
@@ -122,30 +133,51 @@ def _tally(base: list[Result], opt: list[Result]) -> str:
     a change that is worse from one that lost a single task (docs/performance.md 1c)."""
     lower = sum(o.reward < b.reward for b, o in zip(base, opt, strict=True))
     higher = sum(o.reward > b.reward for b, o in zip(base, opt, strict=True))
-    return f"the winner scored lower on {lower} and higher on {higher} of {len(base)} test tasks"
+    return f"{name} scored lower on {lower} and higher on {higher} of {len(base)} test tasks"
 
 
 async def measure_test(
     evaluator: Evaluator,
-    baseline: ResourcesMap,
-    best: ResourcesMap,
+    sets: list[ResourcesMap],
     tasks: list[Task],
     progress: Callable[[int], None] | None = None,
-) -> tuple[list[Result], list[Result]]:
-    """The baseline's and the winner's test runs, scored together (one time window).
+) -> list[list[Result]]:
+    """The test runs of each set (the baseline first, then the winner and its fallback),
+    scored together (one time window); equal sets are run once.
 
     Why together: measured one after the other, a change of the machine's load between the
     two windows shows up as a latency difference on every task, which a paired test then
-    takes for a real one ("faster" at equal cost). Scored together, the runs of both sets
+    takes for a real one ("faster" at equal cost). Scored together, the runs of all sets
     share the evaluator's slots and the load they see."""
-    if best == baseline:
-        base = await evaluator.evaluate(baseline, tasks, progress=progress)
-        return base, base
-    base, opt = await asyncio.gather(
-        evaluator.evaluate(baseline, tasks, progress=progress),
-        evaluator.evaluate(best, tasks, progress=progress),
+    unique: list[ResourcesMap] = []
+    for res in sets:
+        if res not in unique:
+            unique.append(res)
+    runs = await asyncio.gather(
+        *(evaluator.evaluate(res, tasks, progress=progress) for res in unique)
     )
-    return base, opt
+    return [runs[unique.index(res)] for res in sets]
+
+
+def _gate(
+    base: list[Result],
+    tried: list[tuple[str, list[Result]]],
+    options: TrainOptions,
+) -> tuple[int | None, str, float | None]:
+    """The test gate over the winner and, when there is one, its fallback: the index of the
+    first of ``tried`` that held (``None``: none did), the decision and its lower bound.
+
+    Each is tested at ``1 - (1 - LEVEL) / k`` for ``k`` sets tried (Bonferroni), so the chance
+    that a worse set passes stays within ``1 - LEVEL`` though two were tested; for a set that
+    loses no task the bound is 0 at any level."""
+    level = 1 - (1 - LEVEL) / len(tried)
+    whys, lb = [], None
+    for i, (name, runs) in enumerate(tried):
+        held, why, lb = _decide(base, runs, options, level, name)
+        whys.append(why if i == 0 else f"{name}: {why}")
+        if held:
+            return i, "; ".join(whys), lb
+    return None, "; ".join(whys), lb
 
 
 async def train(
@@ -254,6 +286,7 @@ async def train(
                 {**r, "round": r["round"] + offset} for r in res.best_per_round
             )
             best = res.best
+            outcome.fallback = res.fallback
         outcome.best = best
     except BudgetExhausted as e:
         status = "budget_exhausted"
@@ -278,23 +311,41 @@ async def train(
         try:
             # Test split: measured once for the baseline and once for the winner (fresh runs
             # are not re-budgeted: the decision needs both).
-            base_test, opt_test = await measure_test(
-                evaluator, baseline, outcome.best, split.test, lambda n: tick("run", n)
+            tried = [("the winner", outcome.best)]
+            if outcome.fallback is not None:
+                tried.append(("its fallback on the starting models", outcome.fallback))
+            base_test, *tried_test = await measure_test(
+                evaluator,
+                [baseline, *(res for _, res in tried)],
+                split.test,
+                lambda n: tick("run", n),
             )
             report["baseline"] = summarize(base_test)
-            report["optimized"] = summarize(opt_test)
-            report["steps"] = step_table(base_test, opt_test)
+            chosen, chosen_test = outcome.best, tried_test[0]
             if outcome.best == baseline:
                 report["decision"] = "no change beat the baseline; baseline kept"
                 held = False
             else:
-                held, why, lb = _decide(base_test, opt_test, options)
+                runs = [(name, r) for (name, _), r in zip(tried, tried_test, strict=True)]
+                which, why, lb = _gate(base_test, runs, options)
+                held = which is not None
+                if which is not None:
+                    chosen, chosen_test = tried[which][1], tried_test[which]
                 report["decision"] = why
                 report["test_reward_lower_bound"] = lb
+            if outcome.fallback is not None:
+                # Both sets' test figures, whichever was chosen: what the model swap added.
+                report["winner"] = summarize(tried_test[0])
+                report["fallback"] = {
+                    "summary": summarize(tried_test[1]),
+                    "chosen": held and chosen is outcome.fallback,
+                }
+            report["optimized"] = summarize(chosen_test)
+            report["steps"] = step_table(base_test, chosen_test)
             report["held_on_test"] = held
-            report["resources"] = outcome.best if held else baseline
+            report["resources"] = chosen if held else baseline
             if held and publish is not None and not evaluator.interrupted:
-                report["published"] = await publish(outcome.best)
+                report["published"] = await publish(chosen)
         except (KeyboardInterrupt, asyncio.CancelledError):
             status = "interrupted"
             report["notes"].append("interrupted (Ctrl-C) on test: nothing published")
