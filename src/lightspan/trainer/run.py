@@ -163,21 +163,23 @@ def _gate(
     base: list[Result],
     tried: list[tuple[str, list[Result]]],
     options: TrainOptions,
-) -> tuple[int | None, str, float | None]:
+) -> tuple[int | None, str, float]:
     """The test gate over the winner and, when there is one, its fallback: the index of the
-    first of ``tried`` that held (``None``: none did), the decision and its lower bound.
+    first of ``tried`` that held (``None``: none did), the decision, and the reward lower
+    bound of the set chosen (none chosen: of the winner).
 
     Each is tested at ``1 - (1 - LEVEL) / k`` for ``k`` sets tried (Bonferroni), so the chance
     that a worse set passes stays within ``1 - LEVEL`` though two were tested; for a set that
     loses no task the bound is 0 at any level."""
     level = 1 - (1 - LEVEL) / len(tried)
-    whys, lb = [], None
+    whys, bounds = [], []
     for i, (name, runs) in enumerate(tried):
         held, why, lb = _decide(base, runs, options, level, name)
         whys.append(why if i == 0 else f"{name}: {why}")
+        bounds.append(lb)
         if held:
             return i, "; ".join(whys), lb
-    return None, "; ".join(whys), lb
+    return None, "; ".join(whys), bounds[0]
 
 
 async def train(
