@@ -242,6 +242,29 @@ def max_tokens_options(
     return sorted(opts)
 
 
+@dataclass(slots=True)
+class _Round:
+    """What one step's search compares against: the val tasks and the baseline's rewards on
+    them, the current set's val figures and runs, and both sets' rewards by task id on val
+    and train (``train``: the tasks a winner is confirmed on; empty: val alone decides)."""
+
+    rnd: int
+    step: LLMStep
+    val: list[Task]
+    base: dict[str, float]
+    train: list[Task]
+    base_all: dict[str, float]
+    cur_all: dict[str, float]
+    cur_cost: float
+    cur_results: list[Result]
+    log: list[Candidate]
+
+    @property
+    def current(self) -> dict[str, float]:
+        """The current set's rewards on val, by task id."""
+        return {r.task_id: r.reward for r in self.cur_results}
+
+
 class CostSearch:
     """See the module docstring. ``on_candidate`` is called after each evaluation."""
 
@@ -509,6 +532,54 @@ class CostSearch:
         self.on_candidate(pooled)
         return pooled, {r.task_id: r.reward for r in train_results}
 
+    async def _pool_winner(
+        self, pool: list[tuple[str, ResourcesMap]], r: _Round
+    ) -> tuple[Candidate | None, list[Result], dict[str, float]]:
+        """One pool of a step (``_tiers``): successive halving on val, and the best candidate
+        that ``_accepts`` confirmed on val and train. A refused one retires what cannot do
+        better (``_retires``) and halving runs again over the rest, at most
+        ``max_confirmations`` times. Returns the winner (``None``: none), its val runs and
+        its train rewards by task id."""
+        winner: Candidate | None = None
+        winner_results: list[Result] = []
+        winner_train: dict[str, float] = {}
+        step, current = r.step, r.current
+        scored: list[tuple[Candidate, list[Result]]] = []
+        for _ in range(self.max_confirmations if r.train else 1):
+            scored, final = await self._halving(
+                pool, r.val, r.base, r.rnd, step.name, current, r.log
+            )
+            c_r = next(
+                ((c, res) for c, res in final if self._accepts(c, res, r.cur_cost, r.cur_results)),
+                None,
+            )
+            if c_r is None:
+                break
+            c, results = c_r
+            if r.train:
+                pooled, train_rewards = await self._confirm(
+                    c, results, r.train, r.base_all, r.cur_all
+                )
+                r.log.append(pooled)
+                if not pooled.accepted:
+                    # What cannot do better is retired for this step (see _retires); the next
+                    # halving reuses cached runs.
+                    retired = _retires(c, results, step)
+                    pool = [(lbl, res) for lbl, res in pool if lbl != c.label and not retired(res)]
+                    for rest, _ in scored:
+                        if rest is not c and not rest.advanced and rest.rejected_because is None:
+                            rest.rejected_because = "a candidate refused on val and train"
+                    if not pool:
+                        break
+                    continue
+                winner_train = train_rewards
+            winner, winner_results = c, results
+            break
+        for c, _ in scored:
+            if c is not winner and not c.advanced and c.rejected_because is None:
+                c.rejected_because = "a cheaper or faster candidate of this step won"
+        return winner, winner_results, winner_train
+
     async def run(
         self,
         baseline: ResourcesMap,
@@ -553,55 +624,28 @@ class CostSearch:
         cur_all = dict(base_all)
 
         for rnd, step in enumerate(step_order(self.steps, base_results + train_results), 1):
-            current = {r.task_id: r.reward for r in cur_results}
             calls, good = step_calls(step, train_results, base_results)
             options = self.options(cur, step, calls, good)
             if not options:
                 out.notes.append(f"{step.name}: no alternative to try")
                 continue
+            state = _Round(
+                rnd=rnd,
+                step=step,
+                val=val,
+                base=base,
+                train=train,
+                base_all=base_all,
+                cur_all=cur_all,
+                cur_cost=cur_fig[1],
+                cur_results=cur_results,
+                log=out.candidates,
+            )
             winner: Candidate | None = None
             winner_results: list[Result] = []
             winner_train: dict[str, float] = {}
             for pool in self._tiers(options, cur, step):
-                for _ in range(self.max_confirmations if train else 1):
-                    scored, final = await self._halving(
-                        pool, val, base, rnd, step.name, current, out.candidates
-                    )
-                    c_r = next(
-                        ((c, r) for c, r in final if self._accepts(c, r, cur_fig[1], cur_results)),
-                        None,
-                    )
-                    if c_r is None:
-                        break
-                    c, r = c_r
-                    if train:
-                        pooled, train_rewards = await self._confirm(c, r, train, base_all, cur_all)
-                        out.candidates.append(pooled)
-                        if not pooled.accepted:
-                            # What cannot do better is retired for this step (see _retires);
-                            # the next halving reuses cached runs.
-                            retired = _retires(c, r, step)
-                            pool = [
-                                (lbl, res)
-                                for lbl, res in pool
-                                if lbl != c.label and not retired(res)
-                            ]
-                            for rest, _ in scored:
-                                if (
-                                    rest is not c
-                                    and not rest.advanced
-                                    and rest.rejected_because is None
-                                ):
-                                    rest.rejected_because = "a candidate refused on val and train"
-                            if not pool:
-                                break
-                            continue
-                        winner_train = train_rewards
-                    winner, winner_results = c, r
-                    break
-                for c, _ in scored:
-                    if c is not winner and not c.advanced and c.rejected_because is None:
-                        c.rejected_because = "a cheaper or faster candidate of this step won"
+                winner, winner_results, winner_train = await self._pool_winner(pool, state)
                 if winner is not None:
                     break
             if winner is not None:
