@@ -168,6 +168,10 @@ async def test_train_publishes_the_fallback_when_the_winner_loses_a_test_task(
         rep["winner"]["cost_per_run"] == 4.0 and rep["fallback"]["summary"]["cost_per_run"] == 5.0
     )
     assert rep["optimized"]["cost_per_run"] == (5.0 if winner_loses_on_test else 4.0)
+    rewards = rep["test_rewards"]
+    assert rewards["task"] == [t.id for t in split.test] and rewards["baseline"] == [1.0] * 11
+    assert rewards["fallback"] == [1.0] * 11
+    assert rewards["winner"] == [0.0 if t.id in hard else 1.0 for t in split.test]
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["fallback"]["chosen"] is winner_loses_on_test
     md = (tmp_path / "report.md").read_text()

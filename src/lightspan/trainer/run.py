@@ -323,6 +323,15 @@ async def train(
                 lambda n: tick("run", n),
             )
             report["baseline"] = summarize(base_test)
+            # Task by task, so a reader can tell which tasks a refused set lost.
+            report["test_rewards"] = {
+                "task": [r.task_id for r in base_test],
+                "baseline": [r.reward for r in base_test],
+                **{
+                    ("winner", "fallback")[i]: [r.reward for r in runs]
+                    for i, runs in enumerate(tried_test)
+                },
+            }
             chosen, chosen_test = outcome.best, tried_test[0]
             if outcome.best == baseline:
                 report["decision"] = "no change beat the baseline; baseline kept"
