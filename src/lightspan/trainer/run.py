@@ -311,8 +311,8 @@ async def train(
         report["cost_axis"] = "latency"
     if status == "completed":
         try:
-            # Test split: measured once for the baseline and once for the winner (fresh runs
-            # are not re-budgeted: the decision needs both).
+            # Test split: measured once for the baseline, the winner and its fallback (fresh
+            # runs are not re-budgeted: the decision needs them all).
             tried = [("the winner", outcome.best)]
             if outcome.fallback is not None:
                 tried.append(("its fallback on the starting models", outcome.fallback))
@@ -328,8 +328,8 @@ async def train(
                 "task": [r.task_id for r in base_test],
                 "baseline": [r.reward for r in base_test],
                 **{
-                    ("winner", "fallback")[i]: [r.reward for r in runs]
-                    for i, runs in enumerate(tried_test)
+                    key: [r.reward for r in runs]
+                    for key, runs in zip(("winner", "fallback"), tried_test, strict=False)
                 },
             }
             chosen, chosen_test = outcome.best, tried_test[0]
