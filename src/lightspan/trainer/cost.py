@@ -115,9 +115,10 @@ class SearchOutcome:
     fallback: ResourcesMap | None = None
     """When ``best`` moved a step to another model: the last set the search accepted while
     every step kept the starting set's model (``None`` when there is none, or it is the start).
-    Why: the test gate refuses a winner that loses one task of a dozen, and a model swap is
-    what loses tasks (``_tiers``); this set, fixed before test, is the trainer's second try
-    (``run.py``)."""
+    Why: the test gate refuses a winner that loses one task of a dozen, and on development
+    tasks the model swaps were what lost them (``_tiers``); this set, fixed before test, is the
+    trainer's second try (``run.py``). Measured: on seed 1 of classification x sequence it lost
+    a test task too (docs/performance.md 1c', "The fallback")."""
 
 
 CONCISE_SUFFIX = "\nAnswer as briefly as possible."

@@ -87,6 +87,11 @@ def _pct(new: float | None, old: float | None) -> str:
     return f"{100 * (new - old) / old:+.1f}%"
 
 
+def _num(v: float | None) -> str:
+    """A figure of the report's tables (``-`` when missing)."""
+    return "-" if v is None else f"{v:.6g}"
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     b, o = report.get("baseline") or {}, report.get("optimized") or {}
     lines = [
@@ -101,10 +106,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     ]
     for key in ("reward_mean", "cost_per_run", "latency_p50_s", "latency_p95_s", "tokens_per_run"):
         bv, ov = b.get(key), o.get(key)
-        lines.append(
-            f"| {key} | {'-' if bv is None else f'{bv:.6g}'} | "
-            f"{'-' if ov is None else f'{ov:.6g}'} | {_pct(ov, bv)} |"
-        )
+        lines.append(f"| {key} | {_num(bv)} | {_num(ov)} | {_pct(ov, bv)} |")
     if b.get("reward_ci95") or o.get("reward_ci95"):
         lines.append(f"| reward 95% CI | {b.get('reward_ci95')} | {o.get('reward_ci95')} | |")
     lines += _fallback_lines(report)
@@ -146,8 +148,7 @@ def _fallback_lines(report: dict[str, Any]) -> list[str]:
     for key in ("reward_mean", "cost_per_run", "latency_p50_s"):
         wv, fv = w.get(key), fb["summary"].get(key)
         lines.append(
-            f"| {key} | {'-' if wv is None else f'{wv:.6g}'} ({_pct(wv, b.get(key))}) | "
-            f"{'-' if fv is None else f'{fv:.6g}'} ({_pct(fv, b.get(key))}) |"
+            f"| {key} | {_num(wv)} ({_pct(wv, b.get(key))}) | {_num(fv)} ({_pct(fv, b.get(key))}) |"
         )
     return lines
 
