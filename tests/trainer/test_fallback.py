@@ -1,5 +1,6 @@
-"""The fallback of a winner that moved a step to another model: named by the cost search,
-tested beside the winner on the test split (Bonferroni), published when the winner is refused.
+"""The fallbacks of a winner: the sets the cost search accepted on its way to it, latest
+first, tested beside the winner on the test split (Bonferroni); the first that holds is
+published.
 
 The scripted workflow replays seed 1 of classification x sequence (docs/performance.md 1c'):
 a concise ``plan`` prompt on the same model saves most of the cost and loses nothing; moving
@@ -63,34 +64,34 @@ def _search(ev: Evaluator, **kw) -> CostSearch:  # type: ignore[no-untyped-def]
     )
 
 
-async def test_the_search_names_the_last_set_on_the_starting_models_as_fallback():
+async def test_the_search_names_the_sets_it_accepted_before_its_winner_as_fallbacks():
     tasks = _tasks(24)
     out = await _search(_PlanThenFormat(), keep_model_first=True).run(
         BASE, tasks[:12], [], train=tasks[12:]
     )
     assert step_resource(out.best, "llm", "format")["model"] == "mini"
     assert step_resource(out.best, "p", "plan")["template"].endswith(CONCISE_SUFFIX)
-    fb = out.fallback
-    assert fb is not None
+    ((label, fb),) = out.fallbacks
+    assert label.startswith("plan: ") and "prompt=concise" in label
     assert [step_resource(fb, "llm", s.name)["model"] for s in STEPS] == ["big", "big"]
     assert step_resource(fb, "p", "plan")["template"].endswith(CONCISE_SUFFIX)
     assert not step_resource(fb, "p", "format")["template"].endswith(CONCISE_SUFFIX)
 
 
-async def test_no_fallback_without_a_model_swap_or_without_a_set_before_it():
+async def test_no_fallback_when_the_search_accepted_one_change():
     tasks = _tasks(24)
-    # mini loses every task: format keeps big, the winner is on the starting models.
+    # mini loses every task: format keeps big, the concise plan is the only change.
     plan_only = await _search(_PlanThenFormat(hard={t.id for t in tasks})).run(
         BASE, tasks[:12], [], train=tasks[12:]
     )
     assert step_resource(plan_only.best, "llm", "format")["model"] == "big"
-    assert plan_only.fallback is None
-    # The swap is the only accepted change: nothing on the starting models to fall back to.
+    assert plan_only.fallbacks == []
+    # Without prompt variants the swap is the only accepted change.
     no_prompts = await _search(_PlanThenFormat(), prompt_variants=False).run(
         BASE, tasks[:12], [], train=tasks[12:]
     )
     assert step_resource(no_prompts.best, "llm", "format")["model"] == "mini"
-    assert no_prompts.fallback is None
+    assert no_prompts.fallbacks == []
 
 
 def _runs(rewards: list[int], cost: float) -> list[Result]:
@@ -162,18 +163,79 @@ async def test_train_publishes_the_fallback_when_the_winner_loses_a_test_task(
     )
     assert rep["held_on_test"] is True and published == [rep["resources"]]
     fmt = step_resource(rep["resources"], "llm", "format")["model"]
-    assert rep["fallback"]["chosen"] is winner_loses_on_test
+    (fallback,) = rep["fallbacks"]
+    assert fallback["chosen"] is winner_loses_on_test
     assert fmt == ("big" if winner_loses_on_test else "mini")
-    assert (
-        rep["winner"]["cost_per_run"] == 4.0 and rep["fallback"]["summary"]["cost_per_run"] == 5.0
-    )
+    assert rep["winner"]["cost_per_run"] == 4.0 and fallback["summary"]["cost_per_run"] == 5.0
     assert rep["optimized"]["cost_per_run"] == (5.0 if winner_loses_on_test else 4.0)
     rewards = rep["test_rewards"]
     assert rewards["task"] == [t.id for t in split.test] and rewards["baseline"] == [1.0] * 11
-    assert rewards["fallback"] == [1.0] * 11
+    assert rewards["fallback 1"] == [1.0] * 11
     assert rewards["winner"] == [0.0 if t.id in hard else 1.0 for t in split.test]
     saved = json.loads((tmp_path / "report.json").read_text())
-    assert saved["fallback"]["chosen"] is winner_loses_on_test
+    assert saved["fallbacks"][0]["chosen"] is winner_loses_on_test
     md = (tmp_path / "report.md").read_text()
-    assert "| figure (test split) | winner | fallback |" in md
-    assert ("was chosen" in md) is winner_loses_on_test
+    assert "| figure (test split) | winner | fallback 1 |" in md
+    assert ("fallback 1 was chosen" in md) is winner_loses_on_test
+
+
+class _ThreeChanges(Evaluator):
+    """``plan`` and ``solve`` on ``big``: the concise prompt saves 7 on plan (answers unchanged)
+    and 3 on solve, where it is wrong on ``hard_solve`` tasks; ``format`` on ``mini`` saves 1
+    and is wrong on ``hard_format`` tasks."""
+
+    def __init__(self, hard_solve: set[str], hard_format: set[str]) -> None:
+        super().__init__("three-changes")
+        self.hard_solve, self.hard_format = hard_solve, hard_format
+
+    async def _run(self, resources, tasks, progress):  # type: ignore[no-untyped-def]
+        def concise(step: str) -> bool:
+            return step_resource(resources, "p", step)["template"].endswith(CONCISE_SUFFIX)
+
+        models = [step_resource(resources, "llm", s)["model"] for s in ("plan", "solve", "format")]
+        out = []
+        for t in tasks:
+            wrong = models[0] != "big" or models[1] != "big"
+            wrong |= concise("solve") and t.id in self.hard_solve
+            wrong |= models[2] == "mini" and t.id in self.hard_format
+            cost = (3.0 if concise("plan") else 10.0) + (2.0 if concise("solve") else 5.0)
+            cost += 1.0 if models[2] == "mini" else 2.0
+            out.append(Result(t.id, 0.0 if wrong else 1.0, "succeeded", cost=cost, latency_s=1.0))
+        return out
+
+
+async def test_train_publishes_the_latest_earlier_set_that_holds_on_test(tmp_path):
+    # Test task 0 is lost by the concise solve, task 1 by format on mini: the winner (all three
+    # changes) loses two, fallback 1 (plan + solve concise) one, fallback 2 (plan concise) none.
+    tasks = _tasks(36)
+    split = split_tasks(tasks, seed=0)
+    wf = Workflow(
+        "plan-solve-format",
+        sequence(
+            "s",
+            llm_task("plan", prompt="p", llm="llm"),
+            llm_task("solve", prompt="p", llm="llm"),
+            llm_task("format", prompt="p", llm="llm"),
+        ),
+    )
+    rep = await train(
+        evaluator=_ThreeChanges({split.test[0].id}, {split.test[1].id}),
+        workflow=wf,
+        baseline=BASE,
+        tasks=tasks,
+        catalog=[ModelOption(URL, "mini")],
+        price=lambda m: None,
+        options=TrainOptions(keep_model_first=True, min_tasks=4),
+        out=tmp_path,
+    )
+    assert [f["chosen"] for f in rep["fallbacks"]] == [False, True]
+    assert [f["label"].split(":")[0] for f in rep["fallbacks"]] == ["solve", "plan"]
+    assert rep["held_on_test"] is True
+    assert step_resource(rep["resources"], "p", "plan")["template"].endswith(CONCISE_SUFFIX)
+    assert not step_resource(rep["resources"], "p", "solve")["template"].endswith(CONCISE_SUFFIX)
+    assert step_resource(rep["resources"], "llm", "format")["model"] == "big"
+    assert rep["optimized"]["cost_per_run"] == 10.0 and rep["winner"]["cost_per_run"] == 6.0
+    lost = {k: v.count(0.0) for k, v in rep["test_rewards"].items() if k != "task"}
+    assert lost == {"baseline": 0, "winner": 2, "fallback 1": 1, "fallback 2": 0}
+    assert "fallback 2 (accepted up to plan: " in rep["decision"]
+    assert "fallback 2 was chosen" in (tmp_path / "report.md").read_text()

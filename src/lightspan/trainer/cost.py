@@ -112,13 +112,14 @@ class SearchOutcome:
     candidates: list[Candidate] = field(default_factory=list)
     best_per_round: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    fallback: ResourcesMap | None = None
-    """When ``best`` moved a step to another model: the last set the search accepted while
-    every step kept the starting set's model (``None`` when there is none, or it is the start).
-    Why: the test gate refuses a winner that loses one task of a dozen, and on development
-    tasks the model swaps were what lost them (``_tiers``); this set, fixed before test, is the
-    trainer's second try (``run.py``). Measured: on seed 1 of classification x sequence it lost
-    a test task too (docs/performance.md 1c', "The fallback")."""
+    fallbacks: list[tuple[str, ResourcesMap]] = field(default_factory=list)
+    """The sets the search accepted on its way to ``best``, latest first, each with the label
+    of the change that made it (the starting set is not one of them): the trainer's further
+    tries when the test gate refuses ``best`` (``run.py``: each is tested beside it, the first
+    that holds is published). Why: every accepted change saved and held on val and train, but
+    with 0/1 rewards on a dozen test tasks one lost task refuses a set, and the more changes a
+    set carries the more chances it has to lose one; an earlier set carries fewer and still
+    saves. Fixed before the test split is seen (docs/trainer.md, "Fallbacks")."""
 
 
 CONCISE_SUFFIX = "\nAnswer as briefly as possible."
@@ -128,11 +129,6 @@ def _model_of(resources: ResourcesMap, step: LLMStep) -> tuple[str, str]:
     """(endpoint, model) of a step's LLM in a resource set."""
     llm = step_resource(resources, step.llm, step.name)
     return llm["endpoint"], llm["model"]
-
-
-def _models(resources: ResourcesMap, steps: list[LLMStep]) -> list[tuple[str, str]]:
-    """(endpoint, model) of every step, in order."""
-    return [_model_of(resources, s) for s in steps]
 
 
 def _retires(
@@ -616,7 +612,6 @@ class CostSearch:
         )
         cur, cur_fig = baseline, (b_reward, b_cost, b_lat)
         cur_results = base_results
-        start_models, same_models = _models(baseline, self.steps), baseline
         train = [t for t in train or [] if t.id not in base]
         base_all = dict(base)
         if train:  # the starting set's train runs (cached when train_results measured them)
@@ -656,8 +651,7 @@ class CostSearch:
                 cur_all.update({r.task_id: r.reward for r in winner_results})
                 cur_all.update(winner_train)
                 out.notes.append(f"accepted {winner.label}")
-                if _models(cur, self.steps) == start_models:
-                    same_models = cur
+                out.fallbacks.insert(0, (winner.label, cur))
             else:
                 out.notes.append(f"{step.name}: kept (no candidate held the reward and saved)")
             out.best_per_round.append(
@@ -670,9 +664,10 @@ class CostSearch:
                 }
             )
         out.best = cur
-        if _models(cur, self.steps) != start_models and same_models is not baseline:
-            out.fallback = same_models
+        out.fallbacks = out.fallbacks[1:]  # the first is ``best`` itself
+        if out.fallbacks:
             out.notes.append(
-                "fallback for the test gate: the last accepted set on the starting models"
+                f"fallbacks for the test gate: the {len(out.fallbacks)} set(s) accepted before"
+                " the winner"
             )
         return out

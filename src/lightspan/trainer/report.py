@@ -132,23 +132,29 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
 
 
 def _fallback_lines(report: dict[str, Any]) -> list[str]:
-    """The winner and its fallback side by side on test, when the search named a fallback."""
-    fb, w, b = report.get("fallback"), report.get("winner"), report.get("baseline") or {}
-    if not fb or not w:
+    """The winner and its fallbacks side by side on test, when the search named fallbacks."""
+    fbs, w, b = report.get("fallbacks"), report.get("winner"), report.get("baseline") or {}
+    if not fbs or not w:
         return []
+    chosen = next((f"fallback {k}" for k, fb in enumerate(fbs, 1) if fb.get("chosen")), None)
     lines = [
         "",
-        f"The search's winner moved a step to another model; its fallback (the last set "
-        f"accepted on the starting models) was tested beside it and "
-        f"{'was' if fb.get('chosen') else 'was not'} chosen.",
+        "The search's fallbacks (the sets it accepted before its winner, latest first) were"
+        f" tested beside it; {chosen or 'none'} was chosen in its place.",
         "",
-        "| figure (test split) | winner | fallback |",
-        "|---|---|---|",
+        "| fallback | accepted up to |",
+        "|---|---|",
+        *(f"| {k} | {fb['label']} |" for k, fb in enumerate(fbs, 1)),
+        "",
+        "| figure (test split) | winner | "
+        + " | ".join(f"fallback {k}" for k in range(1, len(fbs) + 1))
+        + " |",
+        "|---|---|" + "---|" * len(fbs),
     ]
     for key in ("reward_mean", "cost_per_run", "latency_p50_s"):
-        wv, fv = w.get(key), fb["summary"].get(key)
+        cells = [w.get(key)] + [fb["summary"].get(key) for fb in fbs]
         lines.append(
-            f"| {key} | {_num(wv)} ({_pct(wv, b.get(key))}) | {_num(fv)} ({_pct(fv, b.get(key))}) |"
+            f"| {key} | " + " | ".join(f"{_num(v)} ({_pct(v, b.get(key))})" for v in cells) + " |"
         )
     return lines
 

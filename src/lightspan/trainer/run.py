@@ -2,11 +2,12 @@
 
 Why confirm on the held-out test split: the search picks the best of many candidates on val,
 so its val figures are optimistic; only a winner whose paired-bootstrap lower bound on test is
->= -delta, and that is cheaper (or faster), may be published. When the winner moved a step to
-another model, the search also names a fallback fixed before test (the last set it accepted on
-the starting models); both face the gate at half the error rate each (Bonferroni), and the
-fallback is published only when the winner is refused. Anything else, including Ctrl-C or a
-budget running out, writes a partial report and leaves the published set alone.
+>= -delta, and that is cheaper (or faster), may be published. The search also names its
+fallbacks, fixed before test: the sets it accepted on its way to the winner, latest first. All
+face the gate, each at ``1/k`` of the error rate for ``k`` sets (Bonferroni), and the first that
+holds is published: the winner when it holds, else the latest earlier set that does. Anything
+else, including Ctrl-C or a budget running out, writes a partial report and leaves the
+published set alone.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ async def measure_test(
     tasks: list[Task],
     progress: Callable[[int], None] | None = None,
 ) -> list[list[Result]]:
-    """The test runs of each set (the baseline first, then the winner and its fallback),
+    """The test runs of each set (the baseline first, then the winner and its fallbacks),
     scored together (one time window); equal sets are run once.
 
     Why together: measured one after the other, a change of the machine's load between the
@@ -164,13 +165,13 @@ def _gate(
     tried: list[tuple[str, list[Result]]],
     options: TrainOptions,
 ) -> tuple[int | None, str, float]:
-    """The test gate over the winner and, when there is one, its fallback: the index of the
-    first of ``tried`` that held (``None``: none did), the decision, and the reward lower
-    bound of the set chosen (none chosen: of the winner).
+    """The test gate over the winner and its fallbacks: the index of the first of ``tried``
+    that held (``None``: none did), the decision, and the reward lower bound of the set chosen
+    (none chosen: of the winner).
 
     Each is tested at ``1 - (1 - LEVEL) / k`` for ``k`` sets tried (Bonferroni), so the chance
-    that a worse set passes stays within ``1 - LEVEL`` though two were tested; for a set that
-    loses no task the bound is 0 at any level."""
+    that a worse set passes stays within ``1 - LEVEL`` though several were tested; for a set
+    that loses no task the bound is 0 at any level."""
     level = 1 - (1 - LEVEL) / len(tried)
     whys, bounds = [], []
     for i, (name, runs) in enumerate(tried):
@@ -288,7 +289,7 @@ async def train(
                 {**r, "round": r["round"] + offset} for r in res.best_per_round
             )
             best = res.best
-            outcome.fallback = res.fallback
+            outcome.fallbacks = res.fallbacks
         outcome.best = best
     except BudgetExhausted as e:
         status = "budget_exhausted"
@@ -311,11 +312,14 @@ async def train(
         report["cost_axis"] = "latency"
     if status == "completed":
         try:
-            # Test split: measured once for the baseline, the winner and its fallback (fresh
+            # Test split: measured once for the baseline, the winner and its fallbacks (fresh
             # runs are not re-budgeted: the decision needs them all).
             tried = [("the winner", outcome.best)]
-            if outcome.fallback is not None:
-                tried.append(("its fallback on the starting models", outcome.fallback))
+            tried += [
+                (f"fallback {k} (accepted up to {label})", res)
+                for k, (label, res) in enumerate(outcome.fallbacks, 1)
+            ]
+            keys = ["winner"] + [f"fallback {k}" for k in range(1, len(tried))]
             base_test, *tried_test = await measure_test(
                 evaluator,
                 [baseline, *(res for _, res in tried)],
@@ -329,7 +333,7 @@ async def train(
                 "baseline": [r.reward for r in base_test],
                 **{
                     key: [r.reward for r in runs]
-                    for key, runs in zip(("winner", "fallback"), tried_test, strict=False)
+                    for key, runs in zip(keys, tried_test, strict=True)
                 },
             }
             chosen, chosen_test = outcome.best, tried_test[0]
@@ -344,13 +348,17 @@ async def train(
                     chosen, chosen_test = tried[which][1], tried_test[which]
                 report["decision"] = why
                 report["test_reward_lower_bound"] = lb
-            if outcome.fallback is not None:
-                # Both sets' test figures, whichever was chosen: what the model swap added.
+            if outcome.fallbacks:
+                # Every set's test figures, whichever was chosen: what each later change added.
                 report["winner"] = summarize(tried_test[0])
-                report["fallback"] = {
-                    "summary": summarize(tried_test[1]),
-                    "chosen": held and chosen is outcome.fallback,
-                }
+                report["fallbacks"] = [
+                    {
+                        "label": label,
+                        "summary": summarize(runs),
+                        "chosen": held and chosen is res,
+                    }
+                    for (label, res), runs in zip(outcome.fallbacks, tried_test[1:], strict=True)
+                ]
             report["optimized"] = summarize(chosen_test)
             report["steps"] = step_table(base_test, chosen_test)
             report["held_on_test"] = held
