@@ -10,6 +10,7 @@ task, so the test gate refused the whole winner and the baseline was kept.
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -239,3 +240,45 @@ async def test_train_publishes_the_latest_earlier_set_that_holds_on_test(tmp_pat
     assert lost == {"baseline": 0, "winner": 2, "fallback 1": 1, "fallback 2": 0}
     assert "fallback 2 (accepted up to plan: " in rep["decision"]
     assert "fallback 2 was chosen" in (tmp_path / "report.md").read_text()
+
+
+async def test_with_both_algorithms_apos_prompts_are_the_last_fallback(tmp_path, monkeypatch):
+    # apo's result (here: a concise solve prompt) is a set accepted before the cost search's
+    # changes: when those lose test tasks, apo's prompts alone are tried last.
+    from lightspan.trainer import apo
+
+    async def concise_solve(self, seed, train_tasks, val_tasks):  # type: ignore[no-untyped-def]
+        out = copy.deepcopy(seed)
+        out["p@solve"] = {**step_resource(seed, "p", "solve")}
+        out["p@solve"]["template"] += CONCISE_SUFFIX
+        self.outcome.best = out
+        return self.outcome
+
+    monkeypatch.setattr(apo.APOSearch, "run", concise_solve)
+    tasks = _tasks(36)
+    split = split_tasks(tasks, seed=0)
+    wf = Workflow(
+        "plan-solve-format",
+        sequence(
+            "s",
+            llm_task("plan", prompt="p", llm="llm"),
+            llm_task("solve", prompt="p", llm="llm"),
+            llm_task("format", prompt="p", llm="llm"),
+        ),
+    )
+    # Test task 0 is lost by format on mini: the winner (apo's solve, then the concise plan and
+    # format on mini) loses it, fallback 1 (apo's solve and the concise plan) holds.
+    rep = await train(
+        evaluator=_ThreeChanges(set(), {split.test[0].id}),
+        workflow=wf,
+        baseline=BASE,
+        tasks=tasks,
+        catalog=[ModelOption(URL, "mini")],
+        price=lambda m: None,
+        options=TrainOptions(algorithm="both", keep_model_first=True, min_tasks=4),
+        out=tmp_path,
+        optimizer=object(),
+    )
+    assert [f["label"].split(":")[0] for f in rep["fallbacks"]] == ["plan", "apo"]
+    assert [f["chosen"] for f in rep["fallbacks"]] == [True, False]
+    assert step_resource(rep["resources"], "llm", "format")["model"] == "big"

@@ -288,8 +288,10 @@ async def train(
             outcome.best_per_round.extend(
                 {**r, "round": r["round"] + offset} for r in res.best_per_round
             )
+            outcome.fallbacks = list(res.fallbacks)
+            if best != baseline and res.best != best:  # `both`: apo's prompts came first
+                outcome.fallbacks.append(("apo: the prompts it found", best))
             best = res.best
-            outcome.fallbacks = res.fallbacks
         outcome.best = best
     except BudgetExhausted as e:
         status = "budget_exhausted"
