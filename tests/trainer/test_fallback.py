@@ -205,11 +205,8 @@ class _ThreeChanges(Evaluator):
         return out
 
 
-async def test_train_publishes_the_latest_earlier_set_that_holds_on_test(tmp_path):
-    # Test task 0 is lost by the concise solve, task 1 by format on mini: the winner (all three
-    # changes) loses two, fallback 1 (plan + solve concise) one, fallback 2 (plan concise) none.
-    tasks = _tasks(36)
-    split = split_tasks(tasks, seed=0)
+async def _train_three(tmp_path, ev: Evaluator, **options):  # type: ignore[no-untyped-def]
+    """``train`` on plan -> solve -> format, every step on ``big``, ``mini`` in the catalog."""
     wf = Workflow(
         "plan-solve-format",
         sequence(
@@ -219,16 +216,24 @@ async def test_train_publishes_the_latest_earlier_set_that_holds_on_test(tmp_pat
             llm_task("format", prompt="p", llm="llm"),
         ),
     )
-    rep = await train(
-        evaluator=_ThreeChanges({split.test[0].id}, {split.test[1].id}),
+    return await train(
+        evaluator=ev,
         workflow=wf,
         baseline=BASE,
-        tasks=tasks,
+        tasks=_tasks(36),
         catalog=[ModelOption(URL, "mini")],
         price=lambda m: None,
-        options=TrainOptions(keep_model_first=True, min_tasks=4),
+        options=TrainOptions(keep_model_first=True, min_tasks=4, **options),
         out=tmp_path,
+        optimizer=object(),
     )
+
+
+async def test_train_publishes_the_latest_earlier_set_that_holds_on_test(tmp_path):
+    # Test task 0 is lost by the concise solve, task 1 by format on mini: the winner (all three
+    # changes) loses two, fallback 1 (plan + solve concise) one, fallback 2 (plan concise) none.
+    split = split_tasks(_tasks(36), seed=0)
+    rep = await _train_three(tmp_path, _ThreeChanges({split.test[0].id}, {split.test[1].id}))
     assert [f["chosen"] for f in rep["fallbacks"]] == [False, True]
     assert [f["label"].split(":")[0] for f in rep["fallbacks"]] == ["solve", "plan"]
     assert rep["held_on_test"] is True
@@ -255,30 +260,10 @@ async def test_with_both_algorithms_apos_prompts_are_the_last_fallback(tmp_path,
         return self.outcome
 
     monkeypatch.setattr(apo.APOSearch, "run", concise_solve)
-    tasks = _tasks(36)
-    split = split_tasks(tasks, seed=0)
-    wf = Workflow(
-        "plan-solve-format",
-        sequence(
-            "s",
-            llm_task("plan", prompt="p", llm="llm"),
-            llm_task("solve", prompt="p", llm="llm"),
-            llm_task("format", prompt="p", llm="llm"),
-        ),
-    )
+    split = split_tasks(_tasks(36), seed=0)
     # Test task 0 is lost by format on mini: the winner (apo's solve, then the concise plan and
     # format on mini) loses it, fallback 1 (apo's solve and the concise plan) holds.
-    rep = await train(
-        evaluator=_ThreeChanges(set(), {split.test[0].id}),
-        workflow=wf,
-        baseline=BASE,
-        tasks=tasks,
-        catalog=[ModelOption(URL, "mini")],
-        price=lambda m: None,
-        options=TrainOptions(algorithm="both", keep_model_first=True, min_tasks=4),
-        out=tmp_path,
-        optimizer=object(),
-    )
+    rep = await _train_three(tmp_path, _ThreeChanges(set(), {split.test[0].id}), algorithm="both")
     assert [f["label"].split(":")[0] for f in rep["fallbacks"]] == ["plan", "apo"]
     assert [f["chosen"] for f in rep["fallbacks"]] == [True, False]
     assert step_resource(rep["resources"], "llm", "format")["model"] == "big"
