@@ -316,12 +316,11 @@ async def train(
         try:
             # Test split: measured once for the baseline, the winner and its fallbacks (fresh
             # runs are not re-budgeted: the decision needs them all).
-            tried = [("the winner", outcome.best)]
-            tried += [
-                (f"fallback {k} (accepted up to {label})", res)
-                for k, (label, res) in enumerate(outcome.fallbacks, 1)
+            keys = ["winner"] + [f"fallback {k}" for k in range(1, len(outcome.fallbacks) + 1)]
+            tried = [("the winner", outcome.best)] + [
+                (f"{key} (accepted up to {label})", res)
+                for key, (label, res) in zip(keys[1:], outcome.fallbacks, strict=True)
             ]
-            keys = ["winner"] + [f"fallback {k}" for k in range(1, len(tried))]
             base_test, *tried_test = await measure_test(
                 evaluator,
                 [baseline, *(res for _, res in tried)],
