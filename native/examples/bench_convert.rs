@@ -6,10 +6,11 @@ fn main() {
     let path = std::env::args().nth(1).expect("usage: bench_convert BODY_FILE");
     let body = std::fs::read(path).expect("read body");
     let mut spans = 0usize;
+    let mut docs = Vec::new();
     let start = Instant::now();
     let iters: usize = std::env::args().nth(2).map_or(200, |s| s.parse().unwrap());
     for _ in 0..iters {
-        match _otlp_native::convert_body(&body).expect("decode") {
+        match _otlp_native::convert_body(&body, &mut docs).expect("decode") {
             _otlp_native::Outcome::Rows(rows, _) => spans += rows.len(),
             _otlp_native::Outcome::Punt(why) => panic!("punt: {why}"),
         }

@@ -2,13 +2,15 @@
 //!
 //! Why: converting a span in Python (protobuf field access, dicts, JSON) costs 20-40 us on the
 //! machines we measure on, which caps one store process at a few ten thousand spans per second;
-//! this does the same work in ~1-2 us. `lightspan/store/intake/otlp.py` remains the
+//! this does the same work in ~3 us (realistic spans). `lightspan/store/intake/otlp.py` remains the
 //! specification and the fallback (`lightspan.store.intake.convert.convert` uses this module when
 //! it is built).
 
 mod conversion;
 mod json;
 mod wire;
+
+use std::cell::RefCell;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -42,6 +44,16 @@ impl<'py> StringCache<'py> {
     }
 }
 
+thread_local! {
+    /// The documents buffer of [`conversion::convert`], kept per thread from one request to
+    /// the next (its pages stay mapped: see there).
+    static DOCS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The most a thread keeps of its documents buffer between requests (a rare huge request
+/// should not hold its memory for the life of the server).
+const DOCS_KEPT: usize = 16 << 20;
+
 /// Convert an ``ExportTraceServiceRequest`` body.
 ///
 /// Returns ``(rows, rejected)``: each row a tuple ``(rollout_id, attempt_id, span_id, trace_id,
@@ -52,7 +64,23 @@ impl<'py> StringCache<'py> {
 /// body that is not a valid request.
 #[pyfunction]
 fn convert<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Option<Bound<'py, PyTuple>>> {
-    let outcome = py.detach(|| conversion::convert(body)).map_err(PyValueError::new_err)?;
+    DOCS.with(|cell| {
+        // A thread converting (the GIL released) cannot enter again: the borrow always succeeds.
+        let mut docs = cell.try_borrow_mut().map_err(|_| PyValueError::new_err("convert: re-entered"))?;
+        let result = rows_to_python(py, body, &mut docs);
+        if docs.capacity() > DOCS_KEPT {
+            *docs = Vec::new();
+        }
+        result
+    })
+}
+
+fn rows_to_python<'py>(
+    py: Python<'py>,
+    body: &[u8],
+    docs: &mut Vec<u8>,
+) -> PyResult<Option<Bound<'py, PyTuple>>> {
+    let outcome = py.detach(|| conversion::convert(body, docs)).map_err(PyValueError::new_err)?;
     let (rows, rejected) = match outcome {
         Outcome::Rows(rows, rejected) => (rows, rejected),
         Outcome::Punt(_) => return Ok(None),
@@ -62,15 +90,15 @@ fn convert<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Option<Bound<'py, PyTu
     let mut strings = StringCache::default();
     let out_rows = PyList::empty(py);
     for r in rows {
-        let doc = PyBytes::new(py, &r.doc);
-        let parent = r.parent_id.map(|p| PyString::new(py, &p));
+        let doc = PyBytes::new(py, &docs[r.doc.clone()]);
+        let parent = r.parent_id.map(|p| PyString::new(py, p.as_str()));
         let item = (
             strings.get(py, 0, &r.rollout_id),
             strings.get(py, 1, &r.attempt_id),
-            PyString::new(py, &r.span_id),
-            strings.get(py, 2, &r.trace_id),
+            PyString::new(py, r.span_id.as_str()),
+            strings.get(py, 2, r.trace_id.as_str()),
             parent,
-            strings.get(py, 3, &r.name),
+            strings.get(py, 3, r.name),
             r.start_time,
             r.end_time,
             strings.get(py, 4, r.status_code),
@@ -91,7 +119,8 @@ fn convert<'py>(py: Python<'py>, body: &[u8]) -> PyResult<Option<Bound<'py, PyTu
 /// tests and diagnostics).
 #[pyfunction]
 fn punt_reason(py: Python<'_>, body: &[u8]) -> PyResult<Option<&'static str>> {
-    match py.detach(|| conversion::convert(body)).map_err(PyValueError::new_err)? {
+    let mut docs = Vec::new();
+    match py.detach(|| conversion::convert(body, &mut docs)).map_err(PyValueError::new_err)? {
         Outcome::Punt(why) => Ok(Some(why)),
         Outcome::Rows(..) => Ok(None),
     }
