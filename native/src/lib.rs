@@ -13,6 +13,7 @@ mod wire;
 use std::cell::RefCell;
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
@@ -126,33 +127,35 @@ fn punt_reason(py: Python<'_>, body: &[u8]) -> PyResult<Option<&'static str>> {
     }
 }
 
-/// The span documents of a chunk joined by newlines, with the sequence id the store issued
-/// spliced into each document that carries the ``"sequence_id":null`` placeholder.
+/// A chunk's documents and its range of sequence ids, in one pass over its rows (``SpanRow``
+/// objects): ``(docs, seq_lo, seq_hi, ordered)``, ``docs`` the documents joined by newlines with
+/// the sequence id the store issued spliced into each that carries the ``"sequence_id":null``
+/// placeholder (a row whose ``sequence_id_pending`` is set), ``ordered`` whether the ids ascend.
 ///
-/// ``seqs[i]`` is the id for ``docs[i]``, or ``-1`` when the document already holds its id.
-/// What ``b"\n".join(row.doc_bytes() ...)`` makes, in one pass without a Python object per span.
+/// What ``span_row.chunk_docs`` computes in Python, without a Python list per field. Raises
+/// ``OverflowError`` for a sequence id beyond 64 bits (the caller then takes the Python path).
 #[pyfunction]
-fn join_docs<'py>(
-    py: Python<'py>,
-    docs: Vec<Bound<'py, PyBytes>>,
-    seqs: Vec<i64>,
-) -> PyResult<Bound<'py, PyBytes>> {
+fn chunk_docs<'py>(py: Python<'py>, rows: &Bound<'py, PyList>) -> PyResult<(Bound<'py, PyBytes>, i64, i64, bool)> {
     const PLACEHOLDER: &[u8] = b"\"sequence_id\":null";
-    if docs.len() != seqs.len() {
-        return Err(PyValueError::new_err("join_docs: docs and seqs differ in length"));
+    if rows.is_empty() {
+        return Err(PyValueError::new_err("chunk_docs: a chunk holds at least one span"));
     }
-    let total: usize = docs.iter().map(|d| d.as_bytes().len() + 21).sum();
-    let mut out = Vec::with_capacity(total);
-    for (i, (doc, &seq)) in docs.iter().zip(&seqs).enumerate() {
-        if i > 0 {
+    let mut out: Vec<u8> = Vec::new();
+    let (mut lo, mut hi, mut ordered, mut prev) = (i64::MAX, i64::MIN, true, i64::MIN);
+    for (i, row) in rows.iter().enumerate() {
+        let doc_obj = row.getattr(intern!(py, "_doc"))?;
+        let doc = doc_obj.cast::<PyBytes>()?.as_bytes();
+        let seq: i64 = row.getattr(intern!(py, "sequence_id"))?.extract()?;
+        let pending = row.getattr(intern!(py, "sequence_id_pending"))?.is_truthy()?;
+        (lo, hi) = (lo.min(seq), hi.max(seq));
+        ordered &= prev <= seq;
+        prev = seq;
+        if i == 0 {
+            out.reserve(doc.len() * rows.len() + rows.len() * 21);
+        } else {
             out.push(b'\n');
         }
-        let doc = doc.as_bytes();
-        let at = if seq >= 0 {
-            doc.windows(PLACEHOLDER.len()).position(|w| w == PLACEHOLDER)
-        } else {
-            None
-        };
+        let at = if pending { doc.windows(PLACEHOLDER.len()).position(|w| w == PLACEHOLDER) } else { None };
         match at {
             Some(at) => {
                 out.extend_from_slice(&doc[..at]);
@@ -163,13 +166,13 @@ fn join_docs<'py>(
             None => out.extend_from_slice(doc),
         }
     }
-    Ok(PyBytes::new(py, &out))
+    Ok((PyBytes::new(py, &out), lo, hi, ordered))
 }
 
 #[pymodule]
 fn _otlp_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert, m)?)?;
-    m.add_function(wrap_pyfunction!(join_docs, m)?)?;
+    m.add_function(wrap_pyfunction!(chunk_docs, m)?)?;
     m.add_function(wrap_pyfunction!(punt_reason, m)?)?;
     m.add("MAX_NESTING_DEPTH", conversion::MAX_NESTING_DEPTH)?;
     Ok(())

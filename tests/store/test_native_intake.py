@@ -526,11 +526,31 @@ async def test_sqlite_stores_the_same_documents_either_way(
 
 
 @native
-def test_rust_join_of_documents_equals_the_python_join() -> None:
+def test_rust_chunk_documents_equal_the_python_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = rows_from_protobuf(_rich_request())[0]
     rows += rows_from_protobuf(make_request(3, span_attrs={SEQ: "9"})[0].SerializeToString())[0]
     assert any(r.sequence_id_pending for r in rows) and not all(r.sequence_id_pending for r in rows)
     for k, r in enumerate(rows):
         if r.sequence_id_pending:
             r.sequence_id = 1000 + k
-    assert span_row.join_row_docs(rows) == b"\n".join(r.doc_bytes() for r in rows)
+    native = span_row.chunk_docs(rows)
+    seqs = [r.sequence_id for r in rows]
+    assert native == (
+        b"\n".join(r.doc_bytes() for r in rows),
+        min(seqs),
+        max(seqs),
+        seqs == sorted(seqs),
+    )
+    assert native[3] is False  # the carried id 9 comes after issued ids in the 1000s
+    assert span_row.chunk_docs(rows[-1:])[1:] == (9, 9, True)
+    monkeypatch.setattr(span_row, "_native_chunk_docs", None)
+    assert span_row.chunk_docs(rows) == native
+
+
+@native
+def test_a_sequence_id_beyond_64_bits_takes_the_python_join() -> None:
+    rows = rows_from_protobuf(make_request(2, span_attrs={SEQ: "9"})[0].SerializeToString())[0]
+    rows[1].sequence_id = 2**70
+    docs, lo, hi, ascending = span_row.chunk_docs(rows)
+    assert (lo, hi, ascending) == (9, 2**70, True)
+    assert docs == b"\n".join(r.doc_bytes() for r in rows)

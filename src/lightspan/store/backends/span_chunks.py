@@ -27,10 +27,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
-from lightspan.store.intake.span_row import SpanRow, join_row_docs
+from lightspan.store.intake.span_row import SpanRow, chunk_docs
 
 try:
     import orjson
@@ -108,16 +107,14 @@ class EncodedChunk:
 
 def encode_chunk(spans: Sequence[SpanRow]) -> EncodedChunk:
     """The chunk row holding ``spans`` (all of one rollout and attempt, at least one)."""
-    seqs = [s.sequence_id for s in spans]
     compress = _zstd()[0].compress
     rows = [
         [s.span_id, s.trace_id, s.parent_id, s.name, s.sequence_id, s.start_time, s.end_time]
         for s in spans
     ]
     cols = compress(_dumps(rows))
-    docs = compress(join_row_docs(list(spans)))
-    ordered = all(a <= b for a, b in pairwise(seqs))
-    return EncodedChunk(len(spans), cols, docs, min(seqs), max(seqs), ordered)
+    docs, seq_lo, seq_hi, ordered = chunk_docs(list(spans))
+    return EncodedChunk(len(spans), cols, compress(docs), seq_lo, seq_hi, ordered)
 
 
 def decode_docs(docs: bytes) -> list[str]:

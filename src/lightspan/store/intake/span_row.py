@@ -23,6 +23,7 @@ comes after only ``rollout_id`` and ``attempt_id``, and a quote inside a JSON st
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from typing import Any
 
 from pydantic_core import PydanticSerializationError, to_json
@@ -35,11 +36,11 @@ except ImportError:  # optional: the ``store`` extra installs it
 from lightspan.store.api.models import Span
 
 try:  # built with the Rust converter (native/) by `pip install` when cargo is available
-    from lightspan.store.intake._otlp_native import join_docs as _native_join_docs
+    from lightspan.store.intake._otlp_native import chunk_docs as _native_chunk_docs
 except ImportError:
-    _native_join_docs = None
+    _native_chunk_docs = None
 
-__all__ = ["SpanRow", "SpanRowError", "join_row_docs"]
+__all__ = ["SpanRow", "SpanRowError", "chunk_docs"]
 
 _PENDING = b'"sequence_id":null'
 _SEQUENCE = re.compile(rb'"sequence_id":-?[0-9]+')
@@ -188,11 +189,16 @@ class SpanRow:
         return self._span
 
 
-def join_row_docs(rows: list[SpanRow]) -> bytes:
-    """``b"\\n".join(row.doc_bytes() for row in rows)``: one Rust pass when the module is
-    built (no per-span ``bytes.replace``), else exactly that."""
-    if _native_join_docs is not None:
-        return _native_join_docs(
-            [r._doc for r in rows], [r.sequence_id if r.sequence_id_pending else -1 for r in rows]
-        )
-    return b"\n".join([r.doc_bytes() for r in rows])
+def chunk_docs(rows: list[SpanRow]) -> tuple[bytes, int, int, bool]:
+    """A chunk's documents and sequence ids: ``(docs, lowest, highest, ascending)``, ``docs``
+    being ``b"\\n".join(row.doc_bytes() for row in rows)``. One Rust pass over the rows when the
+    module is built (no per-span ``bytes.replace``, no list per field), else exactly that in
+    Python (also for a sequence id beyond 64 bits, which the Rust pass refuses)."""
+    if _native_chunk_docs is not None:
+        try:
+            return _native_chunk_docs(rows)
+        except OverflowError:
+            pass
+    seqs = [r.sequence_id for r in rows]
+    ascending = all(a <= b for a, b in pairwise(seqs))
+    return b"\n".join([r.doc_bytes() for r in rows]), min(seqs), max(seqs), ascending
