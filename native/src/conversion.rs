@@ -101,12 +101,8 @@ pub struct HexId<const N: usize>([u8; N]);
 impl<const N: usize> HexId<N> {
     /// The hex of `bytes`, which the caller checked to be `N / 2` long.
     fn of(bytes: &[u8]) -> Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = [0u8; N];
-        for (i, b) in bytes.iter().take(N / 2).enumerate() {
-            out[2 * i] = DIGITS[(b >> 4) as usize];
-            out[2 * i + 1] = DIGITS[(b & 15) as usize];
-        }
+        hex_into(&bytes[..bytes.len().min(N / 2)], &mut out);
         HexId(out)
     }
 
@@ -173,13 +169,18 @@ fn punt(why: &'static str) -> PuntError {
 
 // ------------------------------------------------------------------------------ values
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex digits of `bytes` into `out` (at least twice as long).
+fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = Vec::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize]);
-        out.push(DIGITS[(b & 15) as usize]);
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[(b >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(b & 15) as usize];
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(bytes, &mut out);
     // Only ASCII hex digits were written.
     String::from_utf8(out).unwrap_or_default()
 }
@@ -780,7 +781,6 @@ fn convert_request<'a>(body: &'a [u8], docs: &mut Vec<u8>) -> Result<Outcome<'a>
             // Owned ids for the row (a borrow of the body, unless an id came from bytes), as
             // `attrs` is reused by the next span.
             let (rollout_id, attempt_id) = (owned_id(rollout), owned_id(attempt));
-            let (rollout, attempt) = (rollout.map_or("", |c| c.as_ref()), attempt.map_or("", |c| c.as_ref()));
             let sequence_id = match seq_raw {
                 None => None,
                 Some(v) => sequence_id(v)?,
@@ -806,9 +806,9 @@ fn convert_request<'a>(body: &'a [u8], docs: &mut Vec<u8>) -> Result<Outcome<'a>
 
             let doc_start = docs.len();
             docs.extend_from_slice(b"{\"rollout_id\":");
-            write_str(docs, rollout);
+            write_str(docs, &rollout_id);
             docs.extend_from_slice(b",\"attempt_id\":");
-            write_str(docs, attempt);
+            write_str(docs, &attempt_id);
             docs.extend_from_slice(b",\"sequence_id\":");
             match sequence_id {
                 Some(s) => docs.extend_from_slice(itoa::Buffer::new().format(s).as_bytes()),
