@@ -336,11 +336,13 @@ class SpanWrites:
             if rollout_moves:
                 rollout = await self._set_rollout_status(tx, rollout, "running", now)
             if auto:
+                # Only root spans (no parent) carry a run's input and its verdict: one cheap
+                # pass over the attempt's spans, the two readers then see its few roots.
+                roots = [spans[i] for i in idxs if not spans[i].parent_id]
                 found = None
                 if rollout.input is None:  # the run's root span carries it (once per rollout)
                     found = next(
-                        (f for i in idxs if (f := lc.production_input(spans[i])) is not None),
-                        None,
+                        (f for s in roots if (f := lc.production_input(s)) is not None), None
                     )
                 if found is not None:
                     row, extra = found
@@ -348,7 +350,7 @@ class SpanWrites:
                         update={"input": row, "metadata": {**rollout.metadata, **extra}}
                     )
                     await tx.save_rollout(rollout)
-                verdicts = [v for i in idxs if (v := lc.root_span_verdict(spans[i])) is not None]
+                verdicts = [v for s in roots if (v := lc.root_span_verdict(s)) is not None]
                 if verdicts and attempt.status not in lc.ENDED_ATTEMPT_STATUSES:
                     attempt = attempt.model_copy(update={"status": verdicts[-1], "end_time": now})
                     await tx.save_attempt(attempt)
