@@ -9,7 +9,8 @@ rollouts) by default, ``--workload synthetic`` for the earlier one. The speed-up
 per round and reported as median (min-max).
 
 Usage: ``.venv/bin/python benchmarks/otlp_convert.py [--batches 40] [--rounds 5]
-[--workload realistic|synthetic]``
+[--workload realistic|synthetic] [--write-bodies DIR]`` (``--write-bodies``: two request bodies
+as files for ``native/``'s ``bench_convert`` example, which times the Rust conversion alone).
 """
 
 from __future__ import annotations
@@ -48,8 +49,24 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40, help="batches of 512 spans per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workload", choices=("realistic", "synthetic"), default="realistic")
+    parser.add_argument(
+        "--write-bodies",
+        metavar="DIR",
+        type=Path,
+        help="write the first two request bodies (realistic: an Agent Lightning-shaped one, then "
+        "one of ours) as DIR/body0.bin, DIR/body1.bin for native/'s bench_convert, and exit",
+    )
     args = parser.parse_args()
     console = Console()
+    if args.write_bodies is not None:
+        attempts = [Attempt(f"ro-{i:012x}", f"at-{i:08x}") for i in range(64)]
+        args.write_bodies.mkdir(parents=True, exist_ok=True)
+        for i, body in enumerate(workload(args.workload, attempts, 2, BATCH, seed=1)):
+            (args.write_bodies / f"body{i}.bin").write_bytes(body)
+            console.print(
+                f"{args.write_bodies / f'body{i}.bin'}: {len(body):,} bytes, {BATCH} spans"
+            )
+        return
     if conversion._native_convert is None:
         console.print("the Rust module is not built (no cargo at install time): nothing to compare")
         sys.exit(1)

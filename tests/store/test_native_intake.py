@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -554,3 +556,29 @@ def test_a_sequence_id_beyond_64_bits_takes_the_python_join() -> None:
     docs, lo, hi, ascending = span_row.chunk_docs(rows)
     assert (lo, hi, ascending) == (9, 2**70, True)
     assert docs == b"\n".join(r.doc_bytes() for r in rows)
+
+
+@native
+def test_the_bodies_written_for_bench_convert_are_what_the_benchmark_converts(
+    tmp_path: Path,
+) -> None:
+    """`otlp_convert.py --write-bodies` (native/README.md): two realistic 512-span requests, an
+    Agent Lightning-shaped one (a resource per span) and one of ours, that the Rust converter
+    takes and converts like the Python one."""
+    repo = Path(__file__).resolve().parents[2]
+    script = repo / "benchmarks" / "otlp_convert.py"
+    subprocess.run(
+        [sys.executable, str(script), "--write-bodies", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    resources = []
+    for name in ("body0.bin", "body1.bin"):
+        body = (tmp_path / name).read_bytes()
+        request = ExportTraceServiceRequest.FromString(body)
+        resources.append(len(request.resource_spans))
+        rows = native_rows(body)
+        assert rows is not None and len(rows.rows) == 512 and not rows.rejected
+        python = rows_from_protobuf(body)[0]
+        assert [r.doc_bytes() for r in rows.rows] == [r.doc_bytes() for r in python]
+    assert resources == [512, 1]
