@@ -23,6 +23,10 @@ from tests.fixtures.ports import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
+class _AddressInUse(Exception):
+    """The server exited because one of its ports was taken before it could bind it."""
+
+
 class StoreProcess:
     """One ``lightspan store serve`` process; ``address`` is its REST root."""
 
@@ -61,10 +65,34 @@ class StoreProcess:
     def grpc_address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def log(self, since: int = 0) -> str:
+        """The server's log (from byte ``since``: what one start wrote)."""
+        with self.log_path.open("rb") as f:
+            f.seek(since)
+            return f.read().decode(errors="replace")
 
-    def start(self, timeout: float = 30.0) -> StoreProcess:
+    def start(self, timeout: float = 30.0, *, port_attempts: int = 3) -> StoreProcess:
+        """Start the server and wait until it answers its health check.
+
+        A free port can be taken between :func:`free_port` and the server's bind (outgoing
+        connections of other tests draw from the same range): when the server exits because it
+        cannot listen on its ports, it is started again on new ones, up to ``port_attempts``
+        times."""
+        for attempt in range(port_attempts):
+            logged = self.log_path.stat().st_size
+            try:
+                return self._start(timeout)
+            except _AddressInUse:
+                if attempt == port_attempts - 1:
+                    raise RuntimeError(
+                        f"store server found its ports taken {port_attempts} times:\n"
+                        f"{self.log(logged)[-3000:]}"
+                    ) from None
+                self.port, self.grpc_port = free_port(), free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> StoreProcess:
+        logged = self.log_path.stat().st_size
         args = [
             sys.executable,
             "-m",
@@ -96,6 +124,9 @@ class StoreProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                # The server's words for a port it could not bind (HTTP or gRPC).
+                if "cannot listen for" in self.log(logged):
+                    raise _AddressInUse
                 raise RuntimeError(
                     f"store server exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
                 )
