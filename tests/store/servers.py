@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class _AddressInUse(Exception):
-    """The server exited because one of its ports was taken before it could bind it."""
+    """The server exited because one of its ports was taken before it could bind it; the
+    message is what that start wrote to the log."""
 
 
 class StoreProcess:
@@ -78,18 +79,17 @@ class StoreProcess:
         connections of other tests draw from the same range): when the server exits because it
         cannot listen on its ports, it is started again on new ones, up to ``port_attempts``
         times."""
-        for attempt in range(port_attempts):
-            logged = self.log_path.stat().st_size
+        for _ in range(port_attempts - 1):
             try:
                 return self._start(timeout)
             except _AddressInUse:
-                if attempt == port_attempts - 1:
-                    raise RuntimeError(
-                        f"store server found its ports taken {port_attempts} times:\n"
-                        f"{self.log(logged)[-3000:]}"
-                    ) from None
                 self.port, self.grpc_port = free_port(), free_port()
-        raise AssertionError("unreachable")
+        try:
+            return self._start(timeout)
+        except _AddressInUse as e:
+            raise RuntimeError(
+                f"store server found its ports taken {port_attempts} times:\n{str(e)[-3000:]}"
+            ) from None
 
     def _start(self, timeout: float) -> StoreProcess:
         logged = self.log_path.stat().st_size
@@ -125,8 +125,8 @@ class StoreProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 # The server's words for a port it could not bind (HTTP or gRPC).
-                if "cannot listen for" in self.log(logged):
-                    raise _AddressInUse
+                if "cannot listen for" in (written := self.log(logged)):
+                    raise _AddressInUse(written)
                 raise RuntimeError(
                     f"store server exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
                 )
