@@ -1,5 +1,5 @@
-"""``GET /metrics`` of a real server: Prometheus text with intake, request, queue, rollout and
-database figures that match what the test did."""
+"""``GET /metrics`` of a real server: Prometheus text with intake, request, queue, rollout,
+database and span-id cache figures that match what the test did."""
 
 from __future__ import annotations
 
@@ -74,3 +74,7 @@ def test_metrics_count_what_happened(server: StoreProcess) -> None:
     assert after[("lightspan_store_rollouts", (("status", "running"),))] == 1  # spans started it
     assert after[("lightspan_store_database_bytes", ())] > 10_000
     assert after[("process_resident_memory_bytes", ())] > 10_000_000
+    # The span-id cache: the attempt's 5 stored ids, its default bound, nothing read back.
+    assert delta("lightspan_store_span_id_cache_ids") == 5
+    assert after[("lightspan_store_span_id_cache_limit", ())] == 250_000
+    assert after[("lightspan_store_span_ids_reread_total", ())] == 0

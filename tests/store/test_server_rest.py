@@ -478,3 +478,47 @@ def test_runner_exchange_records_worker_heartbeats(http: httpx.Client) -> None:
     r = http.post("/runner/exchange", json={"workers": many})
     assert r.status_code == 400 and "workers per request" in r.json()["detail"]
     assert not http.get("/workers", params={"worker_id_contains": "hb-x"}).json()["items"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--span-id-cache", "0"], "--span-id-cache must be a positive number, got 0"),
+        (
+            ["--backend", "memory", "--span-id-cache", "5"],
+            "--span-id-cache applies to --backend sqlite or postgres",
+        ),
+    ],
+)
+def test_a_bad_span_id_cache_is_a_clear_error(tmp_path, args: list[str], message: str) -> None:
+    import subprocess
+    import sys
+
+    from tests.fixtures.ports import free_port
+
+    cmd = [sys.executable, "-m", "lightspan.store.server.cli", "serve", "--db", str(tmp_path / "s")]
+    proc = subprocess.run(
+        [*cmd, *args, "--port", str(free_port()), "--grpc-port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_span_id_cache_flag_reaches_the_store(tmp_path) -> None:
+    import argparse
+
+    from lightspan.store.backends.factory import create_store
+    from lightspan.store.server.cli import add_store_commands, store_options
+
+    parser = argparse.ArgumentParser()
+    add_store_commands(parser.add_subparsers())
+    db = str(tmp_path / "s.db")
+    args = parser.parse_args(["store", "serve", "--db", db, "--span-id-cache", "1000"])
+    store = create_store(args.backend, **store_options(args))
+    assert store._span_keys.max_spans == 1000  # type: ignore[attr-defined]
+    default = parser.parse_args(["store", "serve", "--db", db])
+    assert "span_id_cache" not in store_options(default)

@@ -237,3 +237,42 @@ def test_the_default_span_id_cache_stays_within_its_memory_budget() -> None:
         tracemalloc.stop()
     assert len(cache) <= cache.max_spans
     assert held < 40 * 2**20, held
+
+
+@pytest.mark.parametrize("bound", [100, 40])
+async def test_the_span_id_cache_bound_decides_whether_batches_re_read_their_attempts(
+    tmp_path: Path, bound: int
+) -> None:
+    """Three attempts receiving 6 spans per batch in turn, 90 ids in all: a bound that holds
+    them all reads no attempt back; a smaller one makes the attempts evict each other, so
+    batches read their attempt's stored ids back (the cliff in docs/store.md, counted for
+    ``/metrics``); duplicates are found either way."""
+    store = create_store("sqlite", db=str(tmp_path / "s.db"), scan_interval=0, span_id_cache=bound)
+    await store.start()
+    try:
+        attempts = [await store.start_rollout(i) for i in range(3)]
+        batches = []
+        for turn in range(5):
+            for k, ar in enumerate(attempts):
+                rid, aid = ar.rollout_id, ar.attempt.attempt_id
+                ids = range(turn * 6 + 1, turn * 6 + 7)
+                batch = [span(rid, aid, i, span_id=f"{k:04x}{i:012x}") for i in ids]
+                batches.append(batch)
+                assert (await store.add_many_spans(batch)).duplicate_count == 0
+        cache = store.span_id_cache  # type: ignore[attr-defined]
+        assert cache.max_spans == bound
+        if bound >= 90:
+            assert cache.ids_reread == 0
+        else:
+            # Once the attempts outgrow the bound, batches find their attempt evicted and read
+            # it back whole: more ids read back than were ever stored (90).
+            assert cache.ids_reread > 90
+        assert (await store.add_many_spans(batches[0])).duplicate_count == 6
+        assert (await store.statistics())["total_spans"] == 90
+    finally:
+        await store.close()
+
+
+def test_the_span_id_cache_bound_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="span_id_cache must be a positive integer, got 0"):
+        SpanKeyCache(0)

@@ -20,8 +20,8 @@ def create_store(backend: str, **options: Any) -> LightningStore:
 
     Options: ``memory``: ``scan_interval``, ``auto_register_rollouts``,
     ``auto_rollout_timeout``, ``wait_poll_interval``;
-    ``sqlite``: also ``path`` (alias ``db``), ``synchronous``; ``postgres``: also ``dsn``
-    (alias ``db``), ``min_size``, ``max_size``.
+    ``sqlite``: also ``path`` (alias ``db``), ``synchronous``, ``span_id_cache``; ``postgres``:
+    also ``dsn`` (alias ``db``), ``min_size``, ``max_size``, ``span_id_cache``.
     """
     name = _ALIASES.get(backend.lower(), backend.lower())
     if name == "memory":

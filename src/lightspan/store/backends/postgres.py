@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from lightspan.store.backends.span_chunks import SpanKeyCache
+from lightspan.store.backends.span_chunks import DEFAULT_SPAN_ID_CACHE, SpanKeyCache
 from lightspan.store.backends.sql import Dialect, SqlTx, schema
 from lightspan.store.core.store import DEFAULT_AUTO_ROLLOUT_TIMEOUT, CoreStore
 
@@ -74,7 +74,10 @@ class PostgresLightningStore(CoreStore):
         auto_register_rollouts: bool = True,
         auto_rollout_timeout: float | None = DEFAULT_AUTO_ROLLOUT_TIMEOUT,
         wait_poll_interval: float = 0.2,
+        span_id_cache: int = DEFAULT_SPAN_ID_CACHE,
     ) -> None:
+        """``span_id_cache``: span ids kept in memory for the duplicate check (``SpanKeyCache``;
+        it must hold the ids of every attempt receiving spans)."""
         super().__init__(
             scan_interval=scan_interval,
             auto_register_rollouts=auto_register_rollouts,
@@ -85,7 +88,13 @@ class PostgresLightningStore(CoreStore):
         self._min_size = min_size
         self._max_size = max_size
         self._pool: Any = None
-        self._span_keys = SpanKeyCache()
+        self._span_keys = SpanKeyCache(span_id_cache)
+
+    @property
+    def span_id_cache(self) -> SpanKeyCache:
+        """The span ids kept for the duplicate check (size, bound, ids read back: the
+        server's ``/metrics``)."""
+        return self._span_keys
 
     async def _open(self) -> None:
         if self._pool is not None:

@@ -48,6 +48,7 @@ except ImportError:  # pragma: no cover - the store extra installs orjson
 
 __all__ = [
     "CHUNK_COLUMNS",
+    "DEFAULT_SPAN_ID_CACHE",
     "EncodedChunk",
     "SpanKeyCache",
     "StoredSpan",
@@ -68,6 +69,8 @@ CHUNK_COLUMNS = (
 )
 _INDEX = {name: i for i, name in enumerate(CHUNK_COLUMNS)}
 _ZSTD_LEVEL = 1
+DEFAULT_SPAN_ID_CACHE = 250_000
+"""Span ids the SQL backends keep in memory for the duplicate check (see :class:`SpanKeyCache`)."""
 
 StoredSpan = tuple[str, str, list[Any], str]
 """A span read back: ``(rollout_id, attempt_id, columns, document)``."""
@@ -160,13 +163,22 @@ class SpanKeyCache:
     an evicted attempt is read back from its chunks the next time it receives spans). An id
     costs ~115 bytes here (16-character string in a set), so the default bound is ~30 MB of
     the server's memory: the soak benchmark found the earlier 2,000,000 (~230 MB) to be most
-    of the RSS growth under sustained ingestion. 250,000 ids still hold every attempt that
-    is receiving spans (a miss costs one read of that attempt's chunk columns)."""
+    of the RSS growth under sustained ingestion. A miss costs one read of that attempt's
+    chunk columns, so the bound must hold the ids of every attempt receiving spans: when those
+    exceed it, the attempts evict each other and every batch re-reads its attempts whole
+    (ingestion measured ~15x slower, docs/store.md); ``lightspan store serve --span-id-cache``
+    raises it."""
 
-    def __init__(self, max_spans: int = 250_000) -> None:
+    def __init__(self, max_spans: int = DEFAULT_SPAN_ID_CACHE) -> None:
+        if type(max_spans) is not int or max_spans < 1:
+            raise ValueError(f"span_id_cache must be a positive integer, got {max_spans!r}")
         self.max_spans = max_spans
         self._entries: OrderedDict[tuple[str, str], tuple[int, set[str]]] = OrderedDict()
         self._size = 0
+        self.ids_reread = 0
+        """Span ids read back from the chunks of attempts that were not cached (evicted, or
+        written before this process started): it grows about as fast as spans are stored
+        when the bound is too small for the attempts receiving spans."""
 
     def get(self, key: tuple[str, str]) -> tuple[int, set[str]] | None:
         entry = self._entries.get(key)
@@ -183,6 +195,8 @@ class SpanKeyCache:
         before = len(known)
         known.update(ids)
         self._size += len(known) - before
+        if entry is None:
+            self.ids_reread += len(known)
         self._entries[key] = (max(watermark, entry[0]) if entry is not None else watermark, known)
         self._evict()
         return known

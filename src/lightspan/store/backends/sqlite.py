@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from lightspan.store.backends.span_chunks import SpanKeyCache
+from lightspan.store.backends.span_chunks import DEFAULT_SPAN_ID_CACHE, SpanKeyCache
 from lightspan.store.backends.sql import Dialect, SqlTx, schema
 from lightspan.store.core.store import DEFAULT_AUTO_ROLLOUT_TIMEOUT, CoreStore
 
@@ -98,7 +98,10 @@ class SqliteLightningStore(CoreStore):
         auto_register_rollouts: bool = True,
         auto_rollout_timeout: float | None = DEFAULT_AUTO_ROLLOUT_TIMEOUT,
         wait_poll_interval: float = 0.2,
+        span_id_cache: int = DEFAULT_SPAN_ID_CACHE,
     ) -> None:
+        """``span_id_cache``: span ids kept in memory for the duplicate check (``SpanKeyCache``;
+        it must hold the ids of every attempt receiving spans)."""
         super().__init__(
             scan_interval=scan_interval,
             auto_register_rollouts=auto_register_rollouts,
@@ -119,7 +122,7 @@ class SqliteLightningStore(CoreStore):
         self.write_commits = 0
         """Write transactions committed (each one fsync with synchronous=FULL)."""
         self._open_lock = asyncio.Lock()
-        self._span_keys = SpanKeyCache()
+        self._span_keys = SpanKeyCache(span_id_cache)
         self._scan_conn: tuple[_SqliteConn, sqlite3.Connection, ThreadPoolExecutor] | None = None
         self._scan_lock = asyncio.Lock()
 
@@ -150,6 +153,12 @@ class SqliteLightningStore(CoreStore):
             conn.execute("ROLLBACK")
             raise
         return conn
+
+    @property
+    def span_id_cache(self) -> SpanKeyCache:
+        """The span ids kept for the duplicate check (size, bound, ids read back: the
+        server's ``/metrics``)."""
+        return self._span_keys
 
     async def _open(self) -> None:
         async with self._open_lock:
@@ -326,7 +335,7 @@ class SqliteLightningStore(CoreStore):
                 with contextlib.suppress(sqlite3.Error):
                     raw.execute("ROLLBACK")
             # Members may have cached span ids of chunks that are now rolled back.
-            self._span_keys = SpanKeyCache()
+            self._span_keys.clear()
             if not group.done.done():
                 group.done.set_exception(
                     e if isinstance(e, Exception) else RuntimeError(f"commit interrupted: {e!r}")

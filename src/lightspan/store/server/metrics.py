@@ -5,12 +5,13 @@ registry per server): operators scrape stores with the tools they already run, a
 health is read from intake rates, rejections, error statuses and the queue, not from logs.
 The registry is per server (not the library's global one) so several servers, or tests, in one
 process do not mix their counts. Gauges read from the store (rollouts by status, queue depth,
-database size) are refreshed at scrape time.
+database size, the SQL backends' span-id cache) are refreshed at scrape time.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
@@ -23,6 +24,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,6 +49,35 @@ def _api(path: str) -> str:
     return "other"
 
 
+class _SpanIdCacheCollector:
+    """The SQL backends' span-id cache (docs/store.md, "The span-id cache and large attempts"):
+    ids held, its bound, and ids read back from disk, whose rate nearing the stored spans' rate
+    says the bound is too small for the attempts in flight."""
+
+    def __init__(self, store: LightningStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        cache = getattr(self.store, "span_id_cache", None)
+        if cache is None:  # the memory backend keeps no such cache
+            return
+        yield GaugeMetricFamily(
+            "lightspan_store_span_id_cache_ids",
+            "Span ids held for the duplicate check",
+            value=len(cache),
+        )
+        yield GaugeMetricFamily(
+            "lightspan_store_span_id_cache_limit",
+            "Bound of the span-id cache (lightspan store serve --span-id-cache)",
+            value=cache.max_spans,
+        )
+        yield CounterMetricFamily(
+            "lightspan_store_span_ids_reread",
+            "Span ids read back from disk for attempts not in the span-id cache",
+            value=cache.ids_reread,
+        )
+
+
 def _file_sizes(*paths: Path) -> int:
     """Bytes of the files that exist (two stat calls: not worth a thread hop)."""
     return sum(p.stat().st_size for p in paths if p.exists())
@@ -60,6 +91,7 @@ class StoreMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)  # RSS, CPU seconds, open fds of the server process
+        r.register(_SpanIdCacheCollector(store))
         self.spans = Counter(
             "lightspan_store_spans",
             "Spans received over OTLP, by transport and outcome (stored, duplicate, rejected)",
