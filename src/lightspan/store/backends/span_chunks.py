@@ -166,7 +166,7 @@ class SpanKeyCache:
     of the RSS growth under sustained ingestion. A miss costs one read of that attempt's
     chunk columns, so the bound must hold the ids of every attempt receiving spans: when those
     exceed it, the attempts evict each other and every batch re-reads its attempts whole
-    (ingestion measured ~15x slower, docs/store.md); ``lightspan store serve --span-id-cache``
+    (ingestion measured 13-14x slower, docs/store.md); ``lightspan store serve --span-id-cache``
     raises it."""
 
     def __init__(self, max_spans: int = DEFAULT_SPAN_ID_CACHE) -> None:
