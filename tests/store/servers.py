@@ -75,8 +75,9 @@ class StoreProcess:
     def start(self, timeout: float = 30.0, *, port_attempts: int = 3) -> StoreProcess:
         """Start the server and wait until it answers its health check.
 
-        A free port can be taken between :func:`free_port` and the server's bind (outgoing
-        connections of other tests draw from the same range): when the server exits because it
+        A free port can be taken between :func:`free_port` and the server's bind: by an
+        outgoing connection before ports were drawn outside the ephemeral range (CI failed once
+        so), now only by another process starting to listen: when the server exits because it
         cannot listen on its ports, it is started again on new ones, up to ``port_attempts``
         times."""
         for _ in range(port_attempts - 1):
