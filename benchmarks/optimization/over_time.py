@@ -9,9 +9,10 @@ What a user's deployment does, end to end, on the real local models:
    content capture on and switched to store resources with ``ResourcesProvider.attach``;
 2. production traffic: runs with an expected value, which the store auto-registers as labeled
    rollouts (docs/runner.md "Production runs");
-3. ``lightspan train profile`` (where cost goes) and ``lightspan train run --tasks store
-   --store URL --publish`` (the cost search on those stored rollouts, the winner published
-   only if it held on the trainer's own test split);
+3. ``lightspan train profile`` (where cost goes) and the schedule, ``lightspan train schedule
+   --once --tasks store --store URL -- --catalog ...`` (due at once in a fresh store: the cost
+   search on those stored rollouts as store rollouts run by runners, the winner published only
+   if it held on the trainer's own test split);
 4. more production traffic in the same process, which adopts the published set within the
    provider's TTL without restart.
 
@@ -96,6 +97,7 @@ async def production(
 ) -> list[dict[str, Any]]:
     """Run ``tasks`` as production traffic (expected value given); one row per run."""
     sem = asyncio.Semaphore(concurrency)
+    done: list[int] = []  # progress: runs finished
 
     async def one(i: int, t: Task) -> dict[str, Any]:
         async with sem:
@@ -109,6 +111,12 @@ async def production(
             status=res.status,
             latency_s=latency,
             calls=call_records(res),
+        )
+        done.append(i)
+        print(
+            f"{phase} training: run {len(done)}/{len(tasks)} reward {rec.reward:.2f}, "
+            f"{latency:.1f} s, resources {rec.config}",
+            flush=True,
         )
         return {"run": first + i, "phase": phase, "end": time.time(), **asdict(rec)}
 
@@ -178,6 +186,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=2, help="production runs in flight")
     p.add_argument("--out", type=Path, help="default benchmarks/optimization/out/over-time-<UTC>")
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="price measurements")
+    p.add_argument(
+        "--slots",
+        type=int,
+        default=1,
+        help="request slots per model server (default 1: repeatable temperature-0 answers, "
+        "as run.py; more slots batch concurrent requests and change answers)",
+    )
+    p.add_argument(
+        "--min-tasks", type=int, default=2, help="the trainer's first successive-halving rung"
+    )
     args = p.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     started = dt.datetime.now(dt.UTC)
@@ -194,7 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     store_proc, url, grpc_port = start_store(out / "store.db", out / "store.log")
     try:
-        with ModelPool(threads=1, parallel=4, log_dir=out) as pool:
+        with ModelPool(
+            threads=1, parallel=args.slots, repeatable=args.slots == 1, log_dir=out
+        ) as pool:
             endpoints = pool.ensure(models)
             baseline = uniform_config(args.shape, StepChoice(models[-1], args.max_tokens))
             wf_file = write_workflow_file(
@@ -224,6 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "grpc_address": f"127.0.0.1:{grpc_port}",
                             },
                             "tracing": {"capture_content": True},
+                            # The schedule: due at once in this fresh store, cost search.
+                            "optimization": {
+                                "enabled": True,
+                                "algorithm": "cost",
+                                "training_interval": "daily",
+                            },
                         },
                         "llm": {
                             "prices": {
@@ -306,36 +332,19 @@ async def scenario(
         [*lightspan_cmd, "train", "profile", "--store", url, "--workflow", wf.name],
         env,
     )
-    train_cmd = [
-        *lightspan_cmd,
-        "train",
-        "run",
-        "--workflow",
-        str(wf_file),
-        "--tasks",
-        "store",
-        "--store",
-        url,
-        "--config",
-        str(cfg_file),
-        "--catalog",
-        str(out / "catalog.yaml"),
-        "--algorithm",
-        "cost",
-        "--publish",
-        "--runners",
-        "2",
-        "--min-tasks",
-        "2",
-        "--seed",
-        str(args.seed),
-        "--out",
-        str(out / "train"),
+    # The schedule, as a deployment runs it from cron: due at once (a fresh store), it trains
+    # with optimization.algorithm and publishes a winner that held on the trainer's test split.
+    sched_cmd = [
+        *(*lightspan_cmd, "train", "schedule", "--once", "--workflow", str(wf_file)),
+        *("--tasks", "store", "--store", url, "--config", str(cfg_file)),
+        *("--out", str(out / "train"), "--"),
+        *("--catalog", str(out / "catalog.yaml"), "--runners", "2"),
+        *("--min-tasks", str(args.min_tasks), "--seed", str(args.seed)),
     ]
-    train_log = await _run(train_cmd, env)
-    (out / "train.log").write_text(train_log)
-    report_file = out / "train" / "report.json"
-    report = json.loads(report_file.read_text()) if report_file.exists() else {"error": train_log}
+    print(f"training (lightspan train schedule --once): progress in {out / 'train.log'}")
+    train_log = await _run(sched_cmd, env, out / "train.log")
+    reports = sorted((out / "train").glob("*/report.json"))
+    report = json.loads(reports[-1].read_text()) if reports else {"error": train_log[-2000:]}
     await asyncio.sleep(2.5)  # past the provider's TTL
     rows += await production(wf, after, "after", len(before), args.concurrency)
     handle.force_flush()
@@ -344,12 +353,21 @@ async def scenario(
     return rows, report, profile
 
 
-async def _run(cmd: list[str], env: dict[str, str]) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
-    stdout, _ = await proc.communicate()
-    return stdout.decode(errors="replace")
+async def _run(cmd: list[str], env: dict[str, str], log: Path | None = None) -> str:
+    """Run ``cmd``; its output goes to ``log`` as it comes (a trainer's progress lines can be
+    followed there) and is returned."""
+    if log is None:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        stdout, _ = await proc.communicate()
+        return stdout.decode(errors="replace")
+    with log.open("wb") as f:
+        proc = await asyncio.create_subprocess_exec(
+            *cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT
+        )
+        await proc.wait()
+    return await asyncio.to_thread(log.read_text, errors="replace")
 
 
 if __name__ == "__main__":

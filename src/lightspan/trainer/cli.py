@@ -671,6 +671,13 @@ def add_trainer_commands(sub: Any) -> None:
     p.add_argument("--out", default="lightspan-train", help="report directory root")
     p.add_argument("--once", action="store_true", help="run if due, then exit (for cron)")
     p.add_argument("--config")
+    p.add_argument(
+        "run_options",
+        nargs=argparse.REMAINDER,
+        metavar="-- TRAIN_RUN_OPTIONS",
+        help="options of `lightspan train run` for each run, after `--` (e.g. "
+        "-- --catalog models.yaml --min-tasks 2)",
+    )
     p.set_defaults(func=_cmd_schedule)
 
     p = sub.add_parser("eval", help="figures of one resource set on tasks")

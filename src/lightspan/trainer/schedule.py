@@ -3,13 +3,16 @@
 State lives in the store (``trainer.<workflow>.state``: last run, lease owner and expiry), so
 any number of schedulers on any machines can run and only one trains a workflow at a time:
 a scheduler takes the lease, waits a moment and reads it back; if another took it since, it
-backs off. ``--once`` runs if due and exits (for cron).
+backs off. ``--once`` runs if due and exits (for cron). Options of ``lightspan train run``
+given after ``--`` (a model catalog, successive-halving rungs, a budget) apply to every run;
+they are checked before the first one, so a typo stops the scheduler at once, not a week later.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -59,6 +62,25 @@ async def release(store: Any, workflow: str, owner: str, report: dict[str, Any] 
         await write_json(store, state_id(workflow), st)
 
 
+# Set by the scheduler itself for each run: given after ``--`` they would fight it.
+OWN_OPTIONS = ("--workflow", "--tasks", "--store", "--token", "--config", "--out")
+
+
+def run_options(extra: list[str]) -> list[str]:
+    """``train run`` options given after ``--``, without the ``--``; a ``ValueError`` names an
+    option the scheduler sets itself."""
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    for opt in extra:
+        name = opt.split("=", 1)[0]
+        if name in OWN_OPTIONS:
+            raise ValueError(
+                f"{name} is an option of `train schedule`: give it before `--`, "
+                "not among the `train run` options"
+            )
+    return extra
+
+
 def schedule_main(args: argparse.Namespace) -> int:
     from lightspan.config import load_config
     from lightspan.engine import load_workflow
@@ -75,6 +97,24 @@ def schedule_main(args: argparse.Namespace) -> int:
 
     from lightspan.trainer.cli import _cmd_run, open_store, parse_run_args
 
+    try:
+        extra = run_options(list(getattr(args, "run_options", None) or []))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    def run_argv(out: Path) -> list[str]:
+        argv = ["--workflow", args.workflow, "--tasks", args.tasks, "--store", store_url]
+        argv += ["--algorithm", opt.algorithm.value.lower(), "--out", str(out), "--publish"]
+        argv += ["--seed", str(int(time.time()) % 1000)]
+        if args.token:
+            argv += ["--token", args.token]
+        if args.config:
+            argv += ["--config", args.config]
+        return argv + extra  # the user's options last: they win (e.g. --algorithm, --seed)
+
+    parse_run_args(run_argv(Path(args.out)))  # a bad option exits here, naming it
+
     async def gate() -> tuple[bool, str]:
         async with open_store(store_url, args.token) as store:
             return await try_acquire(store, name, interval, owner)
@@ -88,14 +128,7 @@ def schedule_main(args: argparse.Namespace) -> int:
         print(f"{name}: {why}")
         if ok:
             out = Path(args.out) / time.strftime("%Y%m%dT%H%M%S")
-            argv = ["--workflow", args.workflow, "--tasks", args.tasks, "--store", store_url]
-            argv += ["--algorithm", opt.algorithm.value.lower(), "--out", str(out), "--publish"]
-            argv += ["--seed", str(int(time.time()) % 1000)]
-            if args.token:
-                argv += ["--token", args.token]
-            if args.config:
-                argv += ["--config", args.config]
-            run_args = parse_run_args(argv)
+            run_args = parse_run_args(run_argv(out))
             report = None
             try:
                 _cmd_run(run_args)
