@@ -244,12 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 "grpc_address": f"127.0.0.1:{grpc_port}",
                             },
                             "tracing": {"capture_content": True},
-                            # The schedule: due at once in this fresh store, cost search.
-                            "optimization": {
-                                "enabled": True,
-                                "algorithm": "cost",
-                                "training_interval": "daily",
-                            },
+                            # The schedule: due at once in this fresh store.
+                            "optimization": {"enabled": True, "training_interval": "daily"},
                         },
                         "llm": {
                             "prices": {
@@ -332,13 +328,14 @@ async def scenario(
         [*lightspan_cmd, "train", "profile", "--store", url, "--workflow", wf.name],
         env,
     )
-    # The schedule, as a deployment runs it from cron: due at once (a fresh store), it trains
-    # with optimization.algorithm and publishes a winner that held on the trainer's test split.
+    # The schedule, as a deployment runs it from cron: due at once (a fresh store), it runs the
+    # cost search (the configuration's optimization.algorithm names only APO or VERL) and
+    # publishes a winner that held on the trainer's test split.
     sched_cmd = [
         *(*lightspan_cmd, "train", "schedule", "--once", "--workflow", str(wf_file)),
         *("--tasks", "store", "--store", url, "--config", str(cfg_file)),
         *("--out", str(out / "train"), "--"),
-        *("--catalog", str(out / "catalog.yaml"), "--runners", "2"),
+        *("--algorithm", "cost", "--catalog", str(out / "catalog.yaml"), "--runners", "2"),
         *("--min-tasks", str(args.min_tasks), "--seed", str(args.seed)),
     ]
     print(f"training (lightspan train schedule --once): progress in {out / 'train.log'}")
