@@ -319,6 +319,7 @@ async def scenario(
     wf = load_workflow(wf_file, prices=cfg.llm.prices)  # priced, as `lightspan run` does
     ResourcesProvider.attach(wf, client, ttl=2.0)
     rows = await production(wf, before, "before", 0, args.concurrency)
+    (out / "runs-before.json").write_text(json.dumps(rows, indent=1))  # kept if a later step fails
     handle.force_flush()
     await asyncio.sleep(2)  # the store registers rollouts as the root spans arrive
 

@@ -88,9 +88,9 @@ def test_schedule_passes_train_run_options_given_after_the_double_dash(tmp_path,
 def test_schedule_refuses_its_own_options_and_unknown_ones_after_the_double_dash(
     tmp_path, arith_llm, capsys
 ):
-    rc = _schedule(tmp_path, arith_llm, "--", "--out", str(tmp_path / "elsewhere"))
-    assert rc == 2
-    assert "--out is an option of `train schedule`: give it before `--`" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        _schedule(tmp_path, arith_llm, "--", "--out", str(tmp_path / "elsewhere"))
+    assert "error: --out is an option of `train schedule`: give it before `--`" in str(e.value)
     with pytest.raises(SystemExit) as e:
         _schedule(tmp_path, arith_llm, "--", "--catalogue", "x.yaml")
     assert e.value.code == 2 and "unrecognized arguments: --catalogue" in capsys.readouterr().err

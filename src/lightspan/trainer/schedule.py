@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -67,15 +66,15 @@ OWN_OPTIONS = ("--workflow", "--tasks", "--store", "--token", "--config", "--out
 
 
 def run_options(extra: list[str]) -> list[str]:
-    """``train run`` options given after ``--``, without the ``--``; a ``ValueError`` names an
-    option the scheduler sets itself."""
+    """``train run`` options given after ``--``, without the ``--``; stops naming an option the
+    scheduler sets itself."""
     if extra[:1] == ["--"]:
         extra = extra[1:]
     for opt in extra:
         name = opt.split("=", 1)[0]
         if name in OWN_OPTIONS:
-            raise ValueError(
-                f"{name} is an option of `train schedule`: give it before `--`, "
+            raise SystemExit(
+                f"error: {name} is an option of `train schedule`: give it before `--`, "
                 "not among the `train run` options"
             )
     return extra
@@ -97,11 +96,7 @@ def schedule_main(args: argparse.Namespace) -> int:
 
     from lightspan.trainer.cli import _cmd_run, open_store, parse_run_args
 
-    try:
-        extra = run_options(list(getattr(args, "run_options", None) or []))
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    extra = run_options(list(getattr(args, "run_options", None) or []))
 
     def run_argv(out: Path) -> list[str]:
         argv = ["--workflow", args.workflow, "--tasks", args.tasks, "--store", store_url]
