@@ -1,7 +1,7 @@
 """Ingestion speed as the attempts receiving spans outgrow the span-id cache (SQLite, in-process).
 
     .venv/bin/python benchmarks/span_id_cache.py [--attempts 40] [--batches 800] \
-        [--bounds 250000,1000000]
+        [--bounds 250000,2000000]
 
 Why: the SQL backends find duplicate spans through an in-memory cache of span ids per attempt
 (``SpanKeyCache``, bounded, LRU by attempt). While the ids of every attempt receiving spans fit
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--attempts", type=int, default=40, help="attempts receiving spans (40)")
     parser.add_argument("--batches", type=int, default=800, help="requests of 512 spans (800)")
     parser.add_argument(
-        "--bounds", default="250000,1000000", help="span-id cache bounds to compare (ids)"
+        "--bounds", default="250000,2000000", help="span-id cache bounds to compare (ids)"
     )
     args = parser.parse_args()
     rows = asyncio.run(run(args))

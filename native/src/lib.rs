@@ -7,6 +7,7 @@
 //! it is built).
 
 mod conversion;
+mod id_set;
 mod json;
 mod wire;
 
@@ -174,6 +175,7 @@ fn _otlp_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(convert, m)?)?;
     m.add_function(wrap_pyfunction!(chunk_docs, m)?)?;
     m.add_function(wrap_pyfunction!(punt_reason, m)?)?;
+    m.add_class::<id_set::SpanIdSet>()?;
     m.add("MAX_NESTING_DEPTH", conversion::MAX_NESTING_DEPTH)?;
     Ok(())
 }

@@ -11,6 +11,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 from prometheus_client.parser import text_string_to_metric_families
 
+from lightspan.store.backends.span_chunks import DEFAULT_SPAN_ID_CACHE
 from tests.store.otlp_payloads import make_request
 from tests.store.servers import StoreProcess
 
@@ -76,5 +77,5 @@ def test_metrics_count_what_happened(server: StoreProcess) -> None:
     assert after[("process_resident_memory_bytes", ())] > 10_000_000
     # The span-id cache: the attempt's 5 stored ids, its default bound, nothing read back.
     assert delta("lightspan_store_span_id_cache_ids") == 5
-    assert after[("lightspan_store_span_id_cache_limit", ())] == 250_000
+    assert after[("lightspan_store_span_id_cache_limit", ())] == DEFAULT_SPAN_ID_CACHE
     assert after[("lightspan_store_span_ids_reread_total", ())] == 0

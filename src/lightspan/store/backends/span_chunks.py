@@ -27,9 +27,14 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from lightspan.store.intake.span_row import SpanRow, chunk_docs
+
+try:  # built with the Rust converter (native/): ~19 bytes per span id instead of ~129
+    from lightspan.store.intake._otlp_native import SpanIdSet as _SpanIdSet
+except ImportError:  # pragma: no cover - depends on the build
+    _SpanIdSet = None
 
 try:
     import orjson
@@ -50,11 +55,13 @@ __all__ = [
     "CHUNK_COLUMNS",
     "DEFAULT_SPAN_ID_CACHE",
     "EncodedChunk",
+    "IdSet",
     "SpanKeyCache",
     "StoredSpan",
     "decode_chunk",
     "decode_docs",
     "encode_chunk",
+    "new_id_set",
     "span_field",
 ]
 
@@ -69,8 +76,9 @@ CHUNK_COLUMNS = (
 )
 _INDEX = {name: i for i, name in enumerate(CHUNK_COLUMNS)}
 _ZSTD_LEVEL = 1
-DEFAULT_SPAN_ID_CACHE = 250_000
-"""Span ids the SQL backends keep in memory for the duplicate check (see :class:`SpanKeyCache`)."""
+DEFAULT_SPAN_ID_CACHE = 2_000_000 if _SpanIdSet is not None else 250_000
+"""Span ids the SQL backends keep in memory for the duplicate check (see :class:`SpanKeyCache`):
+~40 MB either way (~19 bytes an id with the native set, ~129 in a Python set)."""
 
 StoredSpan = tuple[str, str, list[Any], str]
 """A span read back: ``(rollout_id, attempt_id, columns, document)``."""
@@ -156,42 +164,56 @@ def span_ids_of(cols: bytes) -> Iterable[str]:
     return (c[0] for c in decode_cols(cols))
 
 
+class IdSet(Protocol):
+    """What the duplicate check uses of an attempt's span ids: ``update``, ``in``, ``len``."""
+
+    def update(self, ids: Iterable[str], /) -> None: ...
+    def __contains__(self, span_id: object, /) -> bool: ...
+    def __len__(self) -> int: ...
+
+
+def new_id_set() -> IdSet:
+    """An empty set of span ids: the native one when built (see ``DEFAULT_SPAN_ID_CACHE``)."""
+    return _SpanIdSet() if _SpanIdSet is not None else set()
+
+
 class SpanKeyCache:
     """Span ids per ``(rollout_id, attempt_id)``, with the highest chunk id they account for.
 
     Bounded: at most ``max_spans`` ids (whole attempts are evicted, least recently used first;
-    an evicted attempt is read back from its chunks the next time it receives spans). An id
-    costs ~115 bytes here (16-character string in a set), so the default bound is ~30 MB of
-    the server's memory: the soak benchmark found the earlier 2,000,000 (~230 MB) to be most
-    of the RSS growth under sustained ingestion. A miss costs one read of that attempt's
-    chunk columns, so the bound must hold the ids of every attempt receiving spans: when those
-    exceed it, the attempts evict each other and every batch re-reads its attempts whole
-    (ingestion measured 13-14x slower, docs/store.md); ``lightspan store serve --span-id-cache``
-    raises it."""
+    an evicted attempt is read back from its chunks the next time it receives spans). An
+    attempt's ids are a native ``SpanIdSet`` (an OTLP span id as a 64-bit number: ~19 bytes
+    an id) when the Rust converter is built, else a Python ``set`` (~129 bytes: the string and
+    the set's slots); the default bound keeps either near 40 MB of the server's memory (the
+    soak benchmark found 2,000,000 ids in Python sets, ~230 MB, to be most of the RSS growth
+    under sustained ingestion). A miss costs one read of that attempt's chunk columns, so the
+    bound must hold the ids of every attempt receiving spans: when those exceed it, the
+    attempts evict each other and every batch re-reads its attempts whole (ingestion measured
+    13-14x slower, docs/store.md); ``lightspan store serve --span-id-cache`` raises it."""
 
     def __init__(self, max_spans: int = DEFAULT_SPAN_ID_CACHE) -> None:
         if type(max_spans) is not int or max_spans < 1:
             raise ValueError(f"span_id_cache must be a positive integer, got {max_spans!r}")
         self.max_spans = max_spans
-        self._entries: OrderedDict[tuple[str, str], tuple[int, set[str]]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[int, IdSet]] = OrderedDict()
         self._size = 0
         self.ids_reread = 0
         """Span ids read back from the chunks of attempts that were not cached (evicted, or
         written before this process started): it grows about as fast as spans are stored
         when the bound is too small for the attempts receiving spans."""
 
-    def get(self, key: tuple[str, str]) -> tuple[int, set[str]] | None:
+    def get(self, key: tuple[str, str]) -> tuple[int, IdSet] | None:
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
         return entry
 
-    def add(self, key: tuple[str, str], watermark: int, ids: Iterable[str]) -> set[str]:
+    def add(self, key: tuple[str, str], watermark: int, ids: Iterable[str]) -> IdSet:
         """Record committed ids of an attempt up to chunk ``watermark`` (the attempt is created
         when new); returns the attempt's whole set. The set is grown in place, and the size
         bound counts the growth."""
         entry = self._entries.pop(key, None)
-        known = entry[1] if entry is not None else set()
+        known = entry[1] if entry is not None else new_id_set()
         before = len(known)
         known.update(ids)
         self._size += len(known) - before

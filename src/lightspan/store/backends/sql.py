@@ -45,6 +45,7 @@ from lightspan.store.api.query import Cond, Query, run_query
 from lightspan.store.api.span_frames import compress_docs
 from lightspan.store.backends.span_chunks import (
     EncodedChunk,
+    IdSet,
     SpanKeyCache,
     decode_chunk,
     decode_docs,
@@ -661,7 +662,7 @@ class SqlTx:
 
     # ---------------------------------------------------------------- spans
 
-    async def _stored_span_ids(self, key: tuple[str, str]) -> set[str]:
+    async def _stored_span_ids(self, key: tuple[str, str]) -> IdSet:
         """Span ids stored for an attempt by committed transactions: the cache, brought up to
         date with chunks written since its watermark (by other processes or servers). Chunks
         this transaction wrote are left out: they are not committed yet (see :meth:`committed`),
