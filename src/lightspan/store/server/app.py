@@ -290,14 +290,24 @@ class StoreServer:
 
     async def serve_forever(self) -> None:
         """Start, then run until SIGTERM/SIGINT, then stop gracefully (as the server process:
-        the garbage collector is tuned for ingestion, see :func:`_tune_gc`)."""
-        await self.start()
-        _tune_gc()
-        _tune_malloc()
+        the garbage collector is tuned for ingestion, see :func:`_tune_gc`).
+
+        The signal handlers come first: the server answers its health check as soon as
+        :meth:`start` returns, and a SIGTERM sent then (a supervisor, a test stopping it at
+        once) must still stop it gracefully, not kill it (it did, on a loaded machine, while
+        the garbage collector was being tuned)."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        try:
+            await self.start()
+        except BaseException:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            raise
+        _tune_gc()
+        _tune_malloc()
         try:
             assert self._http_task is not None
             http_done = self._http_task
