@@ -155,7 +155,7 @@ def plot(rows: list[dict[str, Any]], cpu: Any, trained_at: int, path: Path) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     for rid in dict.fromkeys(r["config"] for r in rows):
         rs = [r for r in rows if r["config"] == rid]
         ax.scatter(
@@ -164,11 +164,13 @@ def plot(rows: list[dict[str, Any]], cpu: Any, trained_at: int, path: Path) -> N
             label=rid,
             s=18,
         )
-    ax.axvline(trained_at - 0.5, color="grey", linestyle="--", label="lightspan train run")
+    ax.axvline(
+        trained_at - 0.5, color="grey", linestyle="--", label="lightspan train schedule --once"
+    )
     ax.set_xlabel("production run (in order)")
     ax.set_ylabel("cost per run, µUSD (CPU table)")
     ax.set_title("cost per production run, before and after training")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
