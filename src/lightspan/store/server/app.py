@@ -294,8 +294,8 @@ class StoreServer:
 
         The signal handlers come first: the server answers its health check as soon as
         :meth:`start` returns, and a SIGTERM sent then (a supervisor, a test stopping it at
-        once) must still stop it gracefully, not kill it (it did, on a loaded machine, while
-        the garbage collector was being tuned)."""
+        once) must still stop it gracefully, not kill it (it did, on a loaded machine, when
+        the handlers came after :meth:`start` and the tuning below)."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
