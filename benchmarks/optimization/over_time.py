@@ -330,6 +330,7 @@ async def scenario(
     profile = await _run(
         [*lightspan_cmd, "train", "profile", "--store", url, "--workflow", wf.name],
         env,
+        out / "profile.log",
     )
     # The schedule, as a deployment runs it from cron: due at once (a fresh store), it runs the
     # cost search (the configuration's optimization.algorithm names only APO or VERL) and
@@ -353,15 +354,9 @@ async def scenario(
     return rows, report, profile
 
 
-async def _run(cmd: list[str], env: dict[str, str], log: Path | None = None) -> str:
+async def _run(cmd: list[str], env: dict[str, str], log: Path) -> str:
     """Run ``cmd``; its output goes to ``log`` as it comes (a trainer's progress lines can be
     followed there) and is returned."""
-    if log is None:
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        stdout, _ = await proc.communicate()
-        return stdout.decode(errors="replace")
     with log.open("wb") as f:
         proc = await asyncio.create_subprocess_exec(
             *cmd, cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT

@@ -91,6 +91,9 @@ def test_schedule_refuses_its_own_options_and_unknown_ones_after_the_double_dash
     with pytest.raises(SystemExit) as e:
         _schedule(tmp_path, arith_llm, "--", "--out", str(tmp_path / "elsewhere"))
     assert "error: --out is an option of `train schedule`: give it before `--`" in str(e.value)
+    with pytest.raises(SystemExit) as e:  # argparse would take `--ou` for `--out`
+        _schedule(tmp_path, arith_llm, "--", "--ou=elsewhere")
+    assert "error: --ou is an option of `train schedule`" in str(e.value)
     with pytest.raises(SystemExit) as e:
         _schedule(tmp_path, arith_llm, "--", "--catalogue", "x.yaml")
     assert e.value.code == 2 and "unrecognized arguments: --catalogue" in capsys.readouterr().err

@@ -72,7 +72,8 @@ def run_options(extra: list[str]) -> list[str]:
         extra = extra[1:]
     for opt in extra:
         name = opt.split("=", 1)[0]
-        if name in OWN_OPTIONS:
+        # argparse takes an unambiguous prefix (`--ou` for `--out`): refuse those too.
+        if len(name) > 2 and any(own.startswith(name) for own in OWN_OPTIONS):
             raise SystemExit(
                 f"error: {name} is an option of `train schedule`: give it before `--`, "
                 "not among the `train run` options"
