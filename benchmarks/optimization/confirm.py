@@ -38,11 +38,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from benchmarks.optimization.models import ModelPool
 
-from lightspan.trainer.cost import CostSearch, ModelOption, figures, step_calls
 from lightspan.trainer.data import load_tasks, split_tasks
-from lightspan.trainer.evaluate import InProcessEvaluator
+from lightspan.trainer.evaluation.evaluate import InProcessEvaluator
+from lightspan.trainer.evaluation.stats import mean, paired_bootstrap_lower
 from lightspan.trainer.resmap import llm_steps
-from lightspan.trainer.stats import mean, paired_bootstrap_lower
+from lightspan.trainer.search.cost import CostSearch, ModelOption, figures, step_calls
 
 console = Console()
 

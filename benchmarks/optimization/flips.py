@@ -41,7 +41,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lightspan.localllm.server import LocalModelServer
-from lightspan.trainer.cost import CONCISE_SUFFIX
+from lightspan.trainer.search.cost import CONCISE_SUFFIX
 
 SMALL, LARGE = "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"
 Step = tuple[str, int, str]  # model, max_tokens, prompt suffix

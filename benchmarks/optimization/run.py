@@ -433,7 +433,7 @@ def goal_lines(
     """Per trained pair, issue 11's goal checked on the interleaved test runs: cost cut >= 30 %,
     p50 cut >= 15 %, one-sided 95 % paired-bootstrap lower bound of the reward difference
     >= -0.02 (the trainer's own rule), optimized cost within 10 % of the oracle's."""
-    from lightspan.trainer.stats import paired_bootstrap_lower
+    from lightspan.trainer.evaluation.stats import paired_bootstrap_lower
 
     lines = []
     for c in cells:

@@ -14,7 +14,7 @@ import pytest
 
 from lightspan.store.api.client import LightningStoreClient
 from lightspan.trainer.data import load_tasks
-from lightspan.trainer.store_eval import StoreEvaluator
+from lightspan.trainer.evaluation.store_eval import StoreEvaluator
 from tests.store.servers import StoreProcess
 
 from .conftest import PRICES, write_tasks, write_workflow

@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 
-from lightspan.trainer.apo import APOSearch, clean_edit
 from lightspan.trainer.data import load_tasks, split_tasks
-from lightspan.trainer.evaluate import InProcessEvaluator
-from lightspan.trainer.optimizer_llm import OptimizerLLM, OptimizerUnavailable
+from lightspan.trainer.evaluation.evaluate import InProcessEvaluator
+from lightspan.trainer.search.apo import APOSearch, clean_edit
+from lightspan.trainer.search.optimizer_llm import OptimizerLLM, OptimizerUnavailable
 
 from .conftest import PRICES, write_tasks, write_workflow
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lightspan.trainer.cap_reuse import cap_view, find_stand_in, stands_for
 from lightspan.trainer.data import Task, load_tasks
-from lightspan.trainer.evaluate import CallRecord, Evaluator, InProcessEvaluator, Result
+from lightspan.trainer.evaluation.cap_reuse import cap_view, find_stand_in, stands_for
+from lightspan.trainer.evaluation.evaluate import CallRecord, Evaluator, InProcessEvaluator, Result
 from lightspan.trainer.resmap import LLMStep, ResourcesMap, with_step_resource
 from tests.trainer.conftest import PRICES, ArithLLM, write_tasks, write_workflow
 

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from lightspan.trainer.cost import CONCISE_SUFFIX, CostSearch, ModelOption, max_tokens_options
 from lightspan.trainer.data import Task, load_tasks, split_tasks
-from lightspan.trainer.evaluate import CallRecord, Evaluator, InProcessEvaluator, Result
+from lightspan.trainer.evaluation.evaluate import CallRecord, Evaluator, InProcessEvaluator, Result
 from lightspan.trainer.resmap import LLMStep, llm_steps, step_resource
+from lightspan.trainer.search.cost import (
+    CONCISE_SUFFIX,
+    CostSearch,
+    ModelOption,
+    max_tokens_options,
+)
 
 from .conftest import PRICES, write_tasks, write_workflow
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from lightspan.trainer.data import TaskFileError, load_tasks, split_tasks
-from lightspan.trainer.stats import bootstrap_mean_ci, paired_bootstrap_lower, quantile
+from lightspan.trainer.evaluation.stats import bootstrap_mean_ci, paired_bootstrap_lower, quantile
 
 
 def _write(tmp_path, rows, name="t.jsonl"):

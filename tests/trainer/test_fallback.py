@@ -16,11 +16,11 @@ import json
 import pytest
 
 from lightspan.engine import Workflow, llm_task, sequence
-from lightspan.trainer.cost import CONCISE_SUFFIX, CostSearch, ModelOption
 from lightspan.trainer.data import Task, split_tasks
-from lightspan.trainer.evaluate import Evaluator, Result
+from lightspan.trainer.evaluation.evaluate import Evaluator, Result
 from lightspan.trainer.resmap import LLMStep, step_resource
 from lightspan.trainer.run import TrainOptions, _gate, train
+from lightspan.trainer.search.cost import CONCISE_SUFFIX, CostSearch, ModelOption
 
 URL = "http://127.0.0.1:1/v1"
 BASE = {
@@ -250,7 +250,7 @@ async def test_train_publishes_the_latest_earlier_set_that_holds_on_test(tmp_pat
 async def test_with_both_algorithms_apos_prompts_are_the_last_fallback(tmp_path, monkeypatch):
     # apo's result (here: a concise solve prompt) is a set accepted before the cost search's
     # changes: when those lose test tasks, apo's prompts alone are tried last.
-    from lightspan.trainer import apo
+    from lightspan.trainer.search import apo
 
     async def concise_solve(self, seed, train_tasks, val_tasks):  # type: ignore[no-untyped-def]
         out = copy.deepcopy(seed)

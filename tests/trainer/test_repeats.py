@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from lightspan.trainer.data import Task
-from lightspan.trainer.evaluate import CallRecord, Evaluator, Result
+from lightspan.trainer.evaluation.evaluate import CallRecord, Evaluator, Result
 
 
 class _Flaky(Evaluator):

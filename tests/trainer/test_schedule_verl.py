@@ -9,8 +9,8 @@ import yaml
 
 from lightspan.cli import main
 from lightspan.store.backends.factory import open_store
-from lightspan.trainer.schedule import release, try_acquire
-from lightspan.trainer.verl import verl_unavailable
+from lightspan.trainer.publishing.schedule import release, try_acquire
+from lightspan.trainer.search.verl import verl_unavailable
 
 from .conftest import PRICES, write_tasks, write_workflow
 

@@ -8,12 +8,12 @@ import json
 
 from lightspan.store.backends.factory import open_store
 from lightspan.trainer.data import load_tasks
-from lightspan.trainer.evaluate import InProcessEvaluator
-from lightspan.trainer.export import export
-from lightspan.trainer.profile import profile_runs, render_profile
-from lightspan.trainer.publish import history, publish, rollback
-from lightspan.trainer.spans import collect_runs
-from lightspan.trainer.store_eval import StoreEvaluator
+from lightspan.trainer.evaluation.evaluate import InProcessEvaluator
+from lightspan.trainer.evaluation.store_eval import StoreEvaluator
+from lightspan.trainer.publishing.publish import history, publish, rollback
+from lightspan.trainer.traces.export import export
+from lightspan.trainer.traces.profile import profile_runs, render_profile
+from lightspan.trainer.traces.spans import collect_runs
 
 from .conftest import PRICES, write_tasks, write_workflow
 
@@ -91,7 +91,7 @@ async def test_publish_history_rollback(tmp_path):
 async def test_labeled_production_runs_become_tasks(arith_llm, tmp_path):
     from lightspan.engine import load_workflow
     from lightspan.runner.spans import SpanSink, runner_tracing
-    from lightspan.trainer.spans import tasks_from_store
+    from lightspan.trainer.traces.spans import tasks_from_store
 
     store = await open_store("memory")
     wf = load_workflow(write_workflow(tmp_path, arith_llm.base_url))

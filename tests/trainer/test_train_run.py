@@ -9,10 +9,10 @@ import json
 import yaml
 
 from lightspan.cli import main
-from lightspan.trainer.cost import ModelOption
 from lightspan.trainer.data import load_tasks
-from lightspan.trainer.evaluate import InProcessEvaluator
+from lightspan.trainer.evaluation.evaluate import InProcessEvaluator
 from lightspan.trainer.run import TrainOptions, train
+from lightspan.trainer.search.cost import ModelOption
 
 from .conftest import PRICES, write_tasks, write_workflow
 
@@ -334,7 +334,7 @@ def test_every_run_failing_reports_the_error_and_publishes_nothing(arith_llm, tm
 
 
 def test_on_test_equal_cost_needs_a_task_by_task_speedup():
-    from lightspan.trainer.evaluate import Result
+    from lightspan.trainer.evaluation.evaluate import Result
     from lightspan.trainer.run import _decide
 
     def runs(lat):
@@ -350,7 +350,7 @@ def test_on_test_equal_cost_needs_a_task_by_task_speedup():
 
 
 def test_a_refusal_on_test_counts_the_tasks_the_winner_lost_and_gained():
-    from lightspan.trainer.evaluate import Result
+    from lightspan.trainer.evaluation.evaluate import Result
     from lightspan.trainer.run import _decide
 
     def runs(rewards, cost):
@@ -372,7 +372,7 @@ async def test_test_split_runs_of_baseline_and_winner_share_one_time_window():
     import itertools
 
     from lightspan.trainer.data import Task
-    from lightspan.trainer.evaluate import Evaluator, Result
+    from lightspan.trainer.evaluation.evaluate import Evaluator, Result
     from lightspan.trainer.run import _decide, measure_test
 
     class _Drifting(Evaluator):

@@ -7,7 +7,7 @@ one way: the trainer imports the engine, the store and the runner, never the rev
 """
 
 from lightspan.trainer.data import Split, Task, TaskFileError, load_tasks, split_tasks
-from lightspan.trainer.evaluate import Evaluator, InProcessEvaluator, Result
+from lightspan.trainer.evaluation.evaluate import Evaluator, InProcessEvaluator, Result
 
 __all__ = [
     "Evaluator",

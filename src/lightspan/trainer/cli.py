@@ -78,8 +78,8 @@ def _err(message: object) -> None:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from lightspan.trainer.profile import profile_runs, render_profile
-    from lightspan.trainer.spans import collect_runs
+    from lightspan.trainer.traces.profile import profile_runs, render_profile
+    from lightspan.trainer.traces.spans import collect_runs
 
     since = _parse_since(args.since)
 
@@ -119,7 +119,7 @@ def _catalog(path: str | None, cfg: Any) -> tuple[list[Any], dict[str, tuple[flo
     api_key?, price: {input, output}?}); prices also come from ``llm.prices``."""
     import yaml
 
-    from lightspan.trainer.cost import ModelOption
+    from lightspan.trainer.search.cost import ModelOption
 
     prices = {m: (p.input, p.output) for m, p in cfg.llm.prices.items()}
     if not path:
@@ -176,13 +176,13 @@ class _ProgressLines:
 async def _evaluator(args: argparse.Namespace, prices: dict[str, tuple[float, float]], cfg: Any):  # type: ignore[no-untyped-def]
     """The runs' executor: store rollouts + runners when the runner stage is installed and
     ``--store`` is given, else in-process runs."""
-    from lightspan.trainer.evaluate import InProcessEvaluator
+    from lightspan.trainer.evaluation.evaluate import InProcessEvaluator
 
     table = {m: {"input": i, "output": o} for m, (i, o) in prices.items()}
     store_url = getattr(args, "store", None)
     if store_url and not getattr(args, "in_process", False):
         try:
-            from lightspan.trainer.store_eval import StoreEvaluator
+            from lightspan.trainer.evaluation.store_eval import StoreEvaluator
         except ImportError:
             StoreEvaluator = None  # type: ignore[assignment,misc]
         if StoreEvaluator is not None:
@@ -221,7 +221,7 @@ def _tasks(args: argparse.Namespace, workflow: str) -> list[Any]:
         return load_tasks(args.tasks)
     if not args.store or args.store in ("in_memory", "memory"):
         raise TaskFileError("--tasks store needs --store URL (the store holding the runs)")
-    from lightspan.trainer.spans import tasks_from_store
+    from lightspan.trainer.traces.spans import tasks_from_store
 
     async def fetch() -> list[Any]:
         async with open_store(args.store, args.token) as store:
@@ -278,14 +278,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from lightspan.config import load_config
     from lightspan.engine import load_workflow
     from lightspan.trainer.data import TaskFileError
-    from lightspan.trainer.evaluate import EvaluationError
+    from lightspan.trainer.evaluation.evaluate import EvaluationError
     from lightspan.trainer.run import TrainOptions, train
 
     console = Console(stderr=True)
     cfg = load_config(args.config)
     algorithm = (args.algorithm or cfg.agentLightning.optimization.algorithm.value).lower()
     if algorithm == "verl":
-        from lightspan.trainer.verl import verl_unavailable
+        from lightspan.trainer.search.verl import verl_unavailable
 
         _err(verl_unavailable())
         return 2
@@ -298,7 +298,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     catalog, prices = _catalog(args.catalog, cfg)
     optimizer = None
     if algorithm in ("apo", "both"):
-        from lightspan.trainer.optimizer_llm import OptimizerLLM
+        from lightspan.trainer.search.optimizer_llm import OptimizerLLM
 
         opt_model = args.optimizer_model or cfg.llm.model
         optimizer = OptimizerLLM(
@@ -339,14 +339,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
             if args.publish:
                 if store is None:
                     raise SystemExit("error: --publish needs --store")
-                from lightspan.trainer.publish import publish as _publish
+                from lightspan.trainer.publishing.publish import publish as _publish
 
                 async def publish(res: dict[str, Any]) -> str:  # type: ignore[no-redef]
                     return await _publish(store, wf.name, res)
 
             history = None
             if store is not None and args.store not in ("in_memory", "memory"):
-                from lightspan.trainer.spans import collect_runs
+                from lightspan.trainer.traces.spans import collect_runs
 
                 stored = await collect_runs(store, wf.name, limit=args.history_runs)
                 history = [r.result for r in stored if r.mode is None]
@@ -378,7 +378,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                     if optimizer is not None:
                         await optimizer.aclose()
 
-    from lightspan.trainer.optimizer_llm import OptimizerUnavailable
+    from lightspan.trainer.search.optimizer_llm import OptimizerUnavailable
 
     try:
         report = asyncio.run(main())
@@ -415,7 +415,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from lightspan.config import load_config
     from lightspan.engine import load_workflow
     from lightspan.trainer.data import TaskFileError, load_tasks
-    from lightspan.trainer.evaluate import EvaluationError
+    from lightspan.trainer.evaluation.evaluate import EvaluationError
     from lightspan.trainer.report import per_step, summarize
 
     console = Console(stderr=True)
@@ -474,7 +474,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
-    from lightspan.trainer.publish import PublishError, history, publish, rollback
+    from lightspan.trainer.publishing.publish import PublishError, history, publish, rollback
 
     async def main() -> Any:
         async with open_store(args.store, args.token) as store:
@@ -501,7 +501,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from lightspan.trainer.export import export
+    from lightspan.trainer.traces.export import export
 
     async def main() -> int:
         async with open_store(args.store, args.token) as store:
@@ -515,7 +515,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_verl(args: argparse.Namespace) -> int:
-    from lightspan.trainer.verl import verl_unavailable
+    from lightspan.trainer.search.verl import verl_unavailable
 
     msg = verl_unavailable()
     print(
@@ -529,7 +529,7 @@ def _cmd_verl(args: argparse.Namespace) -> int:
 
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
-    from lightspan.trainer.schedule import schedule_main
+    from lightspan.trainer.publishing.schedule import schedule_main
 
     return schedule_main(args)
 

@@ -13,8 +13,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from lightspan.trainer.evaluate import Result
-from lightspan.trainer.stats import bootstrap_mean_ci, quantile
+from lightspan.trainer.evaluation.evaluate import Result
+from lightspan.trainer.evaluation.stats import bootstrap_mean_ci, quantile
 
 
 def summarize(results: list[Result]) -> dict[str, Any]:

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightspan.trainer.cost import Candidate, CostSearch, ModelOption, SearchOutcome
 from lightspan.trainer.data import Task, split_tasks
-from lightspan.trainer.evaluate import Evaluator, Result
+from lightspan.trainer.evaluation.evaluate import Evaluator, Result
+from lightspan.trainer.evaluation.stats import paired_bootstrap_lower
 from lightspan.trainer.report import step_table, summarize, write_markdown, write_plots
 from lightspan.trainer.resmap import ResourcesMap, llm_steps
-from lightspan.trainer.stats import paired_bootstrap_lower
+from lightspan.trainer.search.cost import Candidate, CostSearch, ModelOption, SearchOutcome
 
 
 class BudgetExhausted(RuntimeError):
@@ -244,7 +244,7 @@ async def train(
             )
         best = baseline
         if options.algorithm in ("apo", "both"):
-            from lightspan.trainer.apo import APOSearch
+            from lightspan.trainer.search.apo import APOSearch
 
             if optimizer is None:
                 raise RuntimeError(

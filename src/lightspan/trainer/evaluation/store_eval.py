@@ -22,10 +22,10 @@ from typing import Any
 from lightspan.engine import PriceTable, load_workflow
 from lightspan.store.api.models import EnqueueRolloutRequest
 from lightspan.trainer.data import Task
-from lightspan.trainer.evaluate import EvaluationError, Evaluator, Progress, Result
+from lightspan.trainer.evaluation.evaluate import EvaluationError, Evaluator, Progress, Result
+from lightspan.trainer.publishing.sidestate import write_aside
 from lightspan.trainer.resmap import ResourcesMap, candidate_id, llm_steps
-from lightspan.trainer.sidestate import write_aside
-from lightspan.trainer.spans import run_from_spans
+from lightspan.trainer.traces.spans import run_from_spans
 
 FINISHED = {"succeeded", "failed", "cancelled", "timeout"}
 

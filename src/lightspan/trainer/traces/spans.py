@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightspan.semconv import REWARD_VALUE
-from lightspan.trainer.evaluate import CallRecord, Result
+from lightspan.trainer.evaluation.evaluate import CallRecord, Result
 
 LLM_SPAN = "openai.chat.completion"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightspan.trainer.evaluate import Spend
+from lightspan.trainer.evaluation.evaluate import Spend
 
 
 class OptimizerUnavailable(RuntimeError):

@@ -17,11 +17,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from lightspan.trainer.cost import Candidate, SearchOutcome, figures
 from lightspan.trainer.data import Task
-from lightspan.trainer.evaluate import Evaluator, Result
-from lightspan.trainer.optimizer_llm import trace_text
+from lightspan.trainer.evaluation.evaluate import Evaluator, Result
 from lightspan.trainer.resmap import ResourcesMap, check_template_edit, prompt_names
+from lightspan.trainer.search.cost import Candidate, SearchOutcome, figures
+from lightspan.trainer.search.optimizer_llm import trace_text
 
 CRITIC_TEMPLATES = [
     "A prompt template was used by an AI workflow. Some runs got a low reward.\n"

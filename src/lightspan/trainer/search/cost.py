@@ -31,14 +31,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightspan.trainer.data import Task
-from lightspan.trainer.evaluate import CallRecord, Evaluator, Result
+from lightspan.trainer.evaluation.evaluate import CallRecord, Evaluator, Result
+from lightspan.trainer.evaluation.stats import mean, paired_bootstrap_lower, quantile
 from lightspan.trainer.resmap import (
     LLMStep,
     ResourcesMap,
     step_resource,
     with_step_resource,
 )
-from lightspan.trainer.stats import mean, paired_bootstrap_lower, quantile
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from lightspan.trainer.resmap import LLMStep, resolve
 
 if TYPE_CHECKING:  # evaluate.py imports this module
-    from lightspan.trainer.evaluate import Result
+    from lightspan.trainer.evaluation.evaluate import Result
 
 Caps = dict[str, float]
 """Step name -> its ``max_tokens`` (``inf`` when unset)."""

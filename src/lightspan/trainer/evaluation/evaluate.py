@@ -2,10 +2,10 @@
 
 Why an interface: the search only needs ``evaluate(resources, tasks) -> results``; whether
 the runs happen in this process (tests, quick checks) or as val rollouts in the store executed
-by runners (:mod:`lightspan.trainer.store_eval`) is a deployment choice. Results are cached
-per (resource-set digest, task id), and every run counts towards the trainer's own spend. A set
-that differs from one already run only in ``max_tokens`` caps no call reached takes that run
-instead of repeating it (:mod:`lightspan.trainer.cap_reuse`).
+by runners (:mod:`lightspan.trainer.evaluation.store_eval`) is a deployment choice. Results are
+cached per (resource-set digest, task id), and every run counts towards the trainer's own
+spend. A set that differs from one already run only in ``max_tokens`` caps no call reached
+takes that run instead of repeating it (:mod:`lightspan.trainer.evaluation.cap_reuse`).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from lightspan.engine import (
     load_workflow,
     remove_listener,
 )
-from lightspan.trainer.cap_reuse import CapView, cap_view, find_stand_in
 from lightspan.trainer.data import Task
+from lightspan.trainer.evaluation.cap_reuse import CapView, cap_view, find_stand_in
 from lightspan.trainer.resmap import LLMStep, ResourcesMap, candidate_id, digest, llm_steps
 
 Progress = Callable[[int], None]
@@ -132,8 +132,8 @@ class Evaluator:
     """Base: caching and spend accounting; subclasses implement :meth:`_run`.
 
     ``steps``: the workflow's LLM steps; with them, a (set, task) pair that a run of another
-    set stands for (:mod:`lightspan.trainer.cap_reuse`) is not run. Sets evaluated together
-    coordinate: the first to start a task runs it, and the others of the same set but for
+    set stands for (:mod:`lightspan.trainer.evaluation.cap_reuse`) is not run. Sets evaluated
+    together coordinate: the first to start a task runs it, and the others of the same set but for
     their caps wait for that run before they decide whether to run their own."""
 
     def __init__(self, workflow_name: str, steps: list[LLMStep] | None = None) -> None:

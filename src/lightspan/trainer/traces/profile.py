@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from lightspan.trainer.spans import RunTrace
-from lightspan.trainer.stats import mean, quantile
+from lightspan.trainer.evaluation.stats import mean, quantile
+from lightspan.trainer.traces.spans import RunTrace
 
 
 def _q(values: list[float]) -> dict[str, float | None]:

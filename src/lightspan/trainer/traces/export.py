@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lightspan.trainer.spans import LLM_SPAN, run_from_spans
+from lightspan.trainer.traces.spans import LLM_SPAN, run_from_spans
 
 
 async def export(

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from lightspan.trainer.sidestate import read_json, write_json
+from lightspan.trainer.publishing.sidestate import read_json, write_json
 
 INTERVALS = {"daily": 86400.0, "weekly": 7 * 86400.0, "monthly": 30 * 86400.0}
 LEASE_S = 6 * 3600.0
