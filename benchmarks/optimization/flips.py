@@ -26,6 +26,7 @@ import math
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from benchmarks.optimization.workflows import PROMPTS
 from rich.console import Console
 from rich.table import Table
 
+from lightspan.engine import PriceTable
 from lightspan.localllm.server import LocalModelServer
 from lightspan.trainer.search.cost import CONCISE_SUFFIX
 
@@ -65,8 +67,28 @@ VARIANTS: dict[str, dict[str, Step]] = {
 P = PROMPTS["classification"]
 
 
+@dataclass(slots=True)
+class Chain:
+    """One run of the three steps: reward, the format answer's first-token probability, tokens
+    per model (``{model: [prompt, completion]}``) and wall seconds."""
+
+    reward: float
+    p_first: float | None
+    tokens: dict[str, list[int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def cost(self, prices: PriceTable) -> float:
+        """USD of the chain's tokens under ``prices`` (a model without a price costs 0)."""
+        return sum(prices.cost(m, p, c)[0] for m, (p, c) in self.tokens.items())
+
+
 async def _ask(
-    client: httpx.AsyncClient, url: str, content: str, step: Step, logprobs: bool = False
+    client: httpx.AsyncClient,
+    url: str,
+    content: str,
+    step: Step,
+    tokens: dict[str, list[int]],
+    logprobs: bool = False,
 ) -> tuple[str, float | None]:
     model, max_tokens, _ = step
     body: dict[str, Any] = {
@@ -79,65 +101,75 @@ async def _ask(
         body |= {"logprobs": True, "top_logprobs": 1}
     r = await client.post(f"{url}/chat/completions", json=body, timeout=900)
     r.raise_for_status()
-    choice = r.json()["choices"][0]
+    data = r.json()
+    usage = data.get("usage") or {}
+    used = tokens.setdefault(model, [0, 0])
+    used[0] += int(usage.get("prompt_tokens") or 0)
+    used[1] += int(usage.get("completion_tokens") or 0)
+    choice = data["choices"][0]
     first = ((choice.get("logprobs") or {}).get("content") or [None])[0]
     return choice["message"]["content"], math.exp(first["logprob"]) if first else None
 
 
 async def run_chain(
     client: httpx.AsyncClient, urls: dict[str, str], cfg: dict[str, Step], task: Task
-) -> tuple[float, float | None]:
-    """The workflow's three LLM steps as the engine runs them (the glue steps strip the text);
-    returns (reward, probability of the format answer's first token)."""
+) -> Chain:
+    """The workflow's three LLM steps as the engine runs them (the glue steps strip the text)."""
     inp = task.input
+    tokens: dict[str, list[int]] = {}
+    t0 = time.monotonic()
     plan, _ = await _ask(
-        client, urls[cfg["plan"][0]], (P["plan"] + cfg["plan"][2]).format(**inp), cfg["plan"]
+        client,
+        urls[cfg["plan"][0]],
+        (P["plan"] + cfg["plan"][2]).format(**inp),
+        cfg["plan"],
+        tokens,
     )
     solve = (P["solve"] + cfg["solve"][2]).format(**inp, plan=plan.strip())
-    solution, _ = await _ask(client, urls[cfg["solve"][0]], solve, cfg["solve"])
+    solution, _ = await _ask(client, urls[cfg["solve"][0]], solve, cfg["solve"], tokens)
     fmt = (P["format"] + cfg["format"][2]).format(**inp, solution=solution.strip())
-    out, p_first = await _ask(client, urls[cfg["format"][0]], fmt, cfg["format"], logprobs=True)
-    return classification_reward(inp, out, task.expected), p_first
+    out, p_first = await _ask(
+        client, urls[cfg["format"][0]], fmt, cfg["format"], tokens, logprobs=True
+    )
+    reward = classification_reward(inp, out, task.expected)
+    return Chain(reward, p_first, tokens, time.monotonic() - t0)
 
 
 class ChainCache:
-    """(configuration, task) -> (reward, probability), on disk: a rerun with another variant
-    runs only that variant (the servers repeat their answers exactly: one slot, no cache)."""
+    """(configuration, task) -> :class:`Chain`, on disk: a rerun with another variant runs only
+    that variant (the servers repeat their answers exactly: one slot, no cache)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.rows: dict[str, tuple[float, float | None]] = {}
+        self.rows: dict[str, Chain] = {}
         if path.is_file():
             for line in path.read_text().splitlines():
                 row = json.loads(line)
-                self.rows[row["key"]] = (row["reward"], row["p_first"])
+                self.rows[row["key"]] = Chain(
+                    row["reward"], row["p_first"], row.get("tokens", {}), row.get("seconds", 0.0)
+                )
 
     @staticmethod
     def key(cfg: dict[str, Step], task: Task) -> str:
         return json.dumps([sorted(cfg.items()), P, task.id, task.input], sort_keys=True)
 
-    def put(self, key: str, value: tuple[float, float | None]) -> None:
+    def put(self, key: str, value: Chain) -> None:
         self.rows[key] = value
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        row = {"key": key, "reward": value.reward, "p_first": value.p_first}
+        row |= {"tokens": value.tokens, "seconds": value.seconds}
         with self.path.open("a") as f:
-            f.write(json.dumps({"key": key, "reward": value[0], "p_first": value[1]}) + "\n")
+            f.write(json.dumps(row) + "\n")
 
 
-def _probabilities(lost: list[float], rest: list[float]) -> str:
-    """The table's last cell: the lost tasks' label probabilities | the others' median."""
-    if not rest:
-        return ""
-    return f"{' '.join(f'{p:.2f}' for p in lost) or '-'} | {rest[len(rest) // 2]:.2f}"
-
-
-async def main_async(args: argparse.Namespace) -> int:
-    console = Console()
-    tasks = generate("classification", "train", args.tasks, seed=args.seed)
-    arms = {"baseline": BASELINE, **VARIANTS}
-    cache = ChainCache(args.cache)
+async def run_arms(
+    arms: dict[str, dict[str, Step]], tasks: list[Task], cache: ChainCache, console: Console
+) -> dict[str, dict[str, Chain]]:
+    """Every arm on every task, two chains in flight (one per model server), cached runs
+    reused; progress on the console."""
     servers = [LocalModelServer(m, parallel=1, repeatable=True).start() for m in (SMALL, LARGE)]
     urls = {s.model: s.base_url for s in servers}
-    results: dict[str, dict[str, tuple[float, float | None]]] = {a: {} for a in arms}
+    results: dict[str, dict[str, Chain]] = {a: {} for a in arms}
     sem = asyncio.Semaphore(2)  # two chains in flight: the two servers, one core each
     t0 = time.monotonic()
     done = 0
@@ -160,6 +192,21 @@ async def main_async(args: argparse.Namespace) -> int:
     finally:
         for s in servers:
             s.stop()
+    return results
+
+
+def _probabilities(lost: list[float], rest: list[float]) -> str:
+    """The table's last cell: the lost tasks' label probabilities | the others' median."""
+    if not rest:
+        return ""
+    return f"{' '.join(f'{p:.2f}' for p in lost) or '-'} | {rest[len(rest) // 2]:.2f}"
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    console = Console()
+    tasks = generate("classification", "train", args.tasks, seed=args.seed)
+    arms = {"baseline": BASELINE, **VARIANTS}
+    results = await run_arms(arms, tasks, ChainCache(args.cache), console)
 
     base = results["baseline"]
     table = Table(
@@ -177,16 +224,18 @@ async def main_async(args: argparse.Namespace) -> int:
         table.add_column(col, justify="left" if col == "arm" else "right")
     for arm in arms:
         got = results[arm]
-        lost = [t for t in tasks if got[t.id][0] < base[t.id][0]]
-        gained = [t for t in tasks if got[t.id][0] > base[t.id][0]]
+        lost = [t for t in tasks if got[t.id].reward < base[t.id].reward]
+        gained = [t for t in tasks if got[t.id].reward > base[t.id].reward]
         by_d = Counter((t.difficulty, "-") for t in lost) + Counter(
             (t.difficulty, "+") for t in gained
         )
-        probs_lost = sorted(p for t in lost if (p := got[t.id][1]) is not None)
-        probs_rest = sorted(p for t in tasks if t not in lost and (p := got[t.id][1]) is not None)
+        probs_lost = sorted(p for t in lost if (p := got[t.id].p_first) is not None)
+        probs_rest = sorted(
+            p for t in tasks if t not in lost and (p := got[t.id].p_first) is not None
+        )
         table.add_row(
             arm,
-            f"{sum(r for r, _ in got.values()):.0f}/{len(tasks)}",
+            f"{sum(c.reward for c in got.values()):.0f}/{len(tasks)}",
             "" if arm == "baseline" else str(len(lost)),
             "" if arm == "baseline" else str(len(gained)),
             " ".join(f"d{d}{s}{n}" for (d, s), n in sorted(by_d.items())),

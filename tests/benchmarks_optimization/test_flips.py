@@ -7,11 +7,11 @@ workflow; that holds only if each step gets the same messages and sampling."""
 from __future__ import annotations
 
 import httpx
-from benchmarks.optimization.flips import BASELINE, VARIANTS, ChainCache, run_chain
+from benchmarks.optimization.flips import BASELINE, VARIANTS, Chain, ChainCache, run_chain
 from benchmarks.optimization.tasks import generate
 from benchmarks.optimization.workflows import StepChoice, workflow_spec
 
-from lightspan.engine import workflow_from_dict
+from lightspan.engine import PriceTable, workflow_from_dict
 
 
 def _sent(requests: list[dict]) -> list[tuple[str, str, int, float]]:
@@ -35,15 +35,21 @@ async def test_each_chain_sends_what_the_workflow_sends(fake_llm) -> None:
         by_workflow = _sent(fake_llm.requests)
         fake_llm.requests.clear()
         async with httpx.AsyncClient() as client:
-            await run_chain(client, endpoints, cfg, task)
+            chain = await run_chain(client, endpoints, cfg, task)
         assert _sent(fake_llm.requests) == by_workflow
         assert len(by_workflow) == 3
+        # Tokens per model, as the server reported them (the fake reports usage per call).
+        assert sum(c for _, c in chain.tokens.values()) > 0
+        assert set(chain.tokens) == {m for m, _, _ in cfg.values()}
 
 
 def test_the_chain_cache_survives_a_reload(tmp_path) -> None:
     task = generate("classification", "train", 1, seed=99)[0]
     cache = ChainCache(tmp_path / "flips.jsonl")
     key = cache.key(BASELINE, task)
-    cache.put(key, (1.0, 0.5))
-    assert ChainCache(tmp_path / "flips.jsonl").rows == {key: (1.0, 0.5)}
+    chain = Chain(1.0, 0.5, {"qwen2.5-coder-1.5b": [120, 40]}, 3.5)
+    cache.put(key, chain)
+    assert ChainCache(tmp_path / "flips.jsonl").rows == {key: chain}
+    prices = PriceTable({"qwen2.5-coder-1.5b": {"input": 1.0, "output": 2.0}})
+    assert chain.cost(prices) == (120 * 1.0 + 40 * 2.0) / 1e6
     assert cache.key(VARIANTS["format on 0.5B alone"], task) != key
