@@ -145,8 +145,10 @@ class ChainCache:
         if path.is_file():
             for line in path.read_text().splitlines():
                 row = json.loads(line)
+                if "tokens" not in row:  # written before chains recorded tokens: run it again
+                    continue
                 self.rows[row["key"]] = Chain(
-                    row["reward"], row["p_first"], row.get("tokens", {}), row.get("seconds", 0.0)
+                    row["reward"], row["p_first"], row["tokens"], row["seconds"]
                 )
 
     @staticmethod
@@ -156,8 +158,13 @@ class ChainCache:
     def put(self, key: str, value: Chain) -> None:
         self.rows[key] = value
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        row = {"key": key, "reward": value.reward, "p_first": value.p_first}
-        row |= {"tokens": value.tokens, "seconds": value.seconds}
+        row = {
+            "key": key,
+            "reward": value.reward,
+            "p_first": value.p_first,
+            "tokens": value.tokens,
+            "seconds": value.seconds,
+        }
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -195,6 +202,15 @@ async def run_arms(
     return results
 
 
+def lost_and_gained(
+    got: dict[str, Chain], base: dict[str, Chain], tasks: list[Task]
+) -> tuple[list[Task], list[Task]]:
+    """The tasks an arm answers worse than the baseline, and those it answers better."""
+    lost = [t for t in tasks if got[t.id].reward < base[t.id].reward]
+    gained = [t for t in tasks if got[t.id].reward > base[t.id].reward]
+    return lost, gained
+
+
 def _probabilities(lost: list[float], rest: list[float]) -> str:
     """The table's last cell: the lost tasks' label probabilities | the others' median."""
     if not rest:
@@ -224,8 +240,7 @@ async def main_async(args: argparse.Namespace) -> int:
         table.add_column(col, justify="left" if col == "arm" else "right")
     for arm in arms:
         got = results[arm]
-        lost = [t for t in tasks if got[t.id].reward < base[t.id].reward]
-        gained = [t for t in tasks if got[t.id].reward > base[t.id].reward]
+        lost, gained = lost_and_gained(got, base, tasks)
         by_d = Counter((t.difficulty, "-") for t in lost) + Counter(
             (t.difficulty, "+") for t in gained
         )

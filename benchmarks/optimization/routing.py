@@ -34,6 +34,7 @@ from benchmarks.optimization.flips import (
     VARIANTS,
     Chain,
     ChainCache,
+    lost_and_gained,
     run_arms,
 )
 from benchmarks.optimization.prices import (
@@ -69,13 +70,15 @@ def _row(
 ) -> list[str]:
     ids = [t.id for t in tasks]
     mine, theirs = [got[i].reward for i in ids], [base[i].reward for i in ids]
-    lost = sum(a < b for a, b in zip(mine, theirs, strict=True))
-    gained = sum(a > b for a, b in zip(mine, theirs, strict=True))
     cells = [label, f"{sum(mine):.0f}/{len(ids)}"]
     if got is base:
         cells += ["", ""]
     else:
-        cells += [f"{lost} / {gained}", f"{paired_bootstrap_lower(mine, theirs):+.3f}"]
+        lost, gained = lost_and_gained(got, base, tasks)
+        cells += [
+            f"{len(lost)} / {len(gained)}",
+            f"{paired_bootstrap_lower(mine, theirs):+.3f}",
+        ]
     for prices in tables.values():
         cost = statistics.mean(got[i].cost(prices) for i in ids) * 1e6
         base_cost = statistics.mean(base[i].cost(prices) for i in ids) * 1e6
@@ -109,7 +112,7 @@ async def main_async(args: argparse.Namespace) -> int:
         table.add_row(*_row(f"  routed at {args.max_chars} characters", route, base, tasks, tables))
     console.print(table)
     for arm in ARMS:
-        lost = [t for t in tasks if results[arm][t.id].reward < base[t.id].reward]
+        lost, _ = lost_and_gained(results[arm], base, tasks)
         where = ", ".join(f"{t.id} (d{t.difficulty}, {input_chars(t)} chars)" for t in lost)
         console.print(f"{arm}: lost {where or 'none'}")
     return 0

@@ -6,6 +6,8 @@ workflow; that holds only if each step gets the same messages and sampling."""
 
 from __future__ import annotations
 
+import json
+
 import httpx
 from benchmarks.optimization.flips import BASELINE, VARIANTS, Chain, ChainCache, run_chain
 from benchmarks.optimization.tasks import generate
@@ -53,3 +55,12 @@ def test_the_chain_cache_survives_a_reload(tmp_path) -> None:
     prices = PriceTable({"qwen2.5-coder-1.5b": {"input": 1.0, "output": 2.0}})
     assert chain.cost(prices) == (120 * 1.0 + 40 * 2.0) / 1e6
     assert cache.key(VARIANTS["format on 0.5B alone"], task) != key
+
+
+def test_a_cached_chain_without_tokens_is_run_again(tmp_path) -> None:
+    """A row from before chains recorded tokens would price its chain at 0."""
+    task = generate("classification", "train", 1, seed=99)[0]
+    path = tmp_path / "flips.jsonl"
+    key = ChainCache.key(BASELINE, task)
+    path.write_text(json.dumps({"key": key, "reward": 1.0, "p_first": 0.5}) + "\n")
+    assert ChainCache(path).rows == {}
