@@ -483,6 +483,9 @@ def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
                 "; the resources it returned (and the optimized arm) are the baseline's, "
                 "re-run: the gap between those two rows is run-to-run noise"
             )
+        chosen = next((f for f in rep.get("fallbacks") or [] if f.get("chosen")), None)
+        if chosen is not None:
+            line += f"; adopted in the winner's place: {chosen['label']}"
         cell = by_name.get(name)
         if rep.get("held_on_test") is False:
             pass  # nothing adopted: a "saving" between two runs of one set is noise

@@ -21,7 +21,7 @@ import yaml
 from benchmarks.optimization.tasks import Task
 from benchmarks.optimization.workflows import Config, write_workflow_file
 
-from lightspan.engine import PriceTable
+from lightspan.engine import LONG_INPUT, PriceTable
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -158,13 +158,16 @@ def resources_to_spec_section(resources: Mapping[str, Any], resources_id: str) -
     """A resources map (Agent Lightning shape) -> a workflow file's ``resources:`` section.
 
     The trainer may add per-step entries ``<name>@<step>``; in these workflows every resource
-    serves one step, so such an entry replaces ``<name>`` (applied after the plain ones).
+    serves one step, so such an entry replaces ``<name>`` (applied after the plain ones). A
+    routed winner's long-input variants ``<name>@<step>|input>N`` become ``<name>|input>N``,
+    which the engine applies per run (:meth:`lightspan.engine.ResourceSet.for_input`).
     """
     prompts: dict[str, Any] = {}
     llms: dict[str, Any] = {}
-    ordered = sorted(resources.items(), key=lambda kv: "@" in kv[0])
+    ordered = sorted(resources.items(), key=lambda kv: "@" in kv[0].split(LONG_INPUT, 1)[0])
     for full_name, r in ordered:
-        name = full_name.split("@", 1)[0]
+        key, route, limit = full_name.partition(LONG_INPUT)
+        name = key.split("@", 1)[0] + route + limit
         kind = r.get("resource_type")
         if kind == "prompt_template":
             prompts[name] = {"template": r["template"], "engine": r.get("engine", "f-string")}

@@ -17,6 +17,7 @@ from benchmarks.optimization.trainer_seam import resources_to_spec_section
 from benchmarks.optimization.workflows import StepChoice, config_key, workflow_spec
 
 from lightspan.engine import PriceTable, ResourceSet, workflow_from_dict
+from lightspan.engine.loader import parse_resources
 
 PRICES = PriceTable({"s": {"input": 1.0, "output": 1.0}, "b": {"input": 10.0, "output": 10.0}})
 
@@ -105,6 +106,21 @@ def test_per_step_entries_of_a_trainer_winner_replace_the_plain_ones() -> None:
         }
     }
     assert section["prompts"]["item"]["template"] == "{sentence}"
+
+
+def test_a_routed_winners_long_input_variants_stay_variants() -> None:
+    llm = {"resource_type": "llm", "endpoint": "http://h/v1", "model": "b"}
+    winner = {
+        "worker_llm": {**llm, "sampling_parameters": {"max_tokens": 512}},
+        "worker_llm@worker": {**llm, "model": "s"},
+        "worker_llm@worker|input>144": {**llm, "sampling_parameters": {"max_tokens": 512}},
+    }
+    section = resources_to_spec_section(winner, "rs")
+    assert sorted(section["llms"]) == ["worker_llm", "worker_llm|input>144"]
+    assert section["llms"]["worker_llm"]["model"] == "s"
+    rs = parse_resources(section)
+    assert rs.for_input("x" * 144).llm("worker_llm").model == "s"
+    assert rs.for_input("x" * 145).llm("worker_llm").model == "b"
 
 
 async def test_paired_runs_alternate_the_arms_order_and_are_never_reused(tmp_path, monkeypatch):

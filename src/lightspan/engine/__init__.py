@@ -26,11 +26,13 @@ from lightspan.engine.events import (
 from lightspan.engine.llm import Price, PriceTable
 from lightspan.engine.loader import load_workflow, workflow_from_dict
 from lightspan.engine.resources import (
+    LONG_INPUT,
     LLMResource,
     PromptTemplate,
     ResourceSet,
     ResourcesProvider,
     StaticResources,
+    input_chars,
 )
 from lightspan.engine.runtime import LLMCallRecord, RunResult, TaskContext, Workflow
 from lightspan.engine.steps import (
@@ -45,6 +47,7 @@ from lightspan.engine.steps import (
 )
 
 __all__ = [
+    "LONG_INPUT",
     "BaseListener",
     "EngineError",
     "EngineListener",
@@ -79,6 +82,7 @@ __all__ = [
     "WorkflowDefinitionError",
     "add_listener",
     "fork",
+    "input_chars",
     "llm_task",
     "load_workflow",
     "organizer_worker",

@@ -41,8 +41,13 @@ from typing import Any
 
 import yaml
 
-from lightspan.engine.errors import WorkflowDefinitionError
-from lightspan.engine.resources import LLMResource, PromptTemplate, ResourceSet
+from lightspan.engine.errors import ResourceError, WorkflowDefinitionError
+from lightspan.engine.resources import (
+    LLMResource,
+    PromptTemplate,
+    ResourceSet,
+    long_input_routes,
+)
 from lightspan.engine.runtime import Workflow
 from lightspan.engine.steps import (
     Fork,
@@ -271,6 +276,10 @@ def parse_resources(raw: Any, where: str = "resources") -> ResourceSet:
             sampling_parameters=dict(llm.get("sampling_parameters") or {}),
             provider=str(llm.get("provider", "openai")),
         )
+    try:
+        long_input_routes(res)
+    except ResourceError as e:
+        raise WorkflowDefinitionError(f"{where}: {e}") from None
     return ResourceSet(str(raw.get("id", "rs-static")), res, int(raw.get("version", 1)))
 
 

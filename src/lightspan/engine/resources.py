@@ -98,6 +98,45 @@ class PromptTemplate:
 
 Resource = LLMResource | PromptTemplate
 
+LONG_INPUT = "|input>"
+"""Marks a long-input variant: ``<key>|input>N`` stands in for ``<key>`` in runs whose input
+is longer than ``N`` characters (:func:`input_chars`)."""
+
+
+def input_chars(value: Any) -> int:
+    """The length of a run's input as a route measures it: a string's characters; a
+    structured input's strings summed (keys not counted); other scalars as printed.
+
+    Why text length: it is what a process sees before any model call, and on generated and
+    real tasks alike the longer inputs are where a smaller model loses answers first
+    (docs/performance.md 1c'')."""
+    if value is None:
+        return 0
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(input_chars(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(input_chars(v) for v in value)
+    return len(str(value))
+
+
+def long_input_routes(names: Any) -> list[tuple[int, str, str]]:
+    """``(N, key, variant name)`` of every ``<key>|input>N`` among ``names``, by N ascending;
+    a malformed threshold is an error that names the resource."""
+    routes = []
+    for name in names:
+        if LONG_INPUT not in name:
+            continue
+        key, _, limit = name.rpartition(LONG_INPUT)
+        if not key or not limit.isdigit():
+            raise ResourceError(
+                f"resource {name!r}: a long-input variant is named <key>{LONG_INPUT}N "
+                "with N a whole number of characters"
+            )
+        routes.append((int(limit), key, name))
+    return sorted(routes)
+
 
 @dataclass(frozen=True, slots=True)
 class ResourceSet:
@@ -148,6 +187,26 @@ class ResourceSet:
         }
         return replace(self, resources=routed)
 
+    def for_input(self, value: Any) -> ResourceSet:
+        """The resources a run on input ``value`` uses: every ``<key>|input>N`` variant whose
+        ``N`` the input's length exceeds replaces ``<key>`` (the largest such ``N`` wins), and
+        the variants themselves are dropped; the set itself when it has none.
+
+        Why in the set: a trainer may find a cheaper set that loses answers only on long
+        inputs and publish it with the old resources kept for those (``lightspan train run``,
+        docs/trainer.md "Routing long inputs"); every process running the workflow then
+        applies the same route, with the same ``resources_id`` in its traces."""
+        routes = long_input_routes(self.resources)
+        if not routes:
+            return self
+        n = input_chars(value)
+        variants = {name for _, _, name in routes}
+        chosen = {k: v for k, v in self.resources.items() if k not in variants}
+        for limit, key, name in routes:
+            if n > limit:
+                chosen[key] = self.resources[name]
+        return replace(self, resources=chosen)
+
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Agent Lightning's resources map (name -> resource with ``resource_type``)."""
         out: dict[str, dict[str, Any]] = {}
@@ -195,6 +254,7 @@ class ResourceSet:
                     f"resource {name!r}: resource_type {kind!r} is not supported "
                     "(use llm, proxy_llm or prompt_template)"
                 )
+        long_input_routes(parsed)
         return cls(resources_id=resources_id, resources=parsed, version=version)
 
 

@@ -333,6 +333,7 @@ class Workflow:
         listeners = (*listeners, *_events.listeners()) if listeners else _events.listeners()
         if resources is None:
             resources = await self.resources.get_resources(resources_id)
+        resources = resources.for_input(input)
         if rollout_id is not None and attempt_id is not None:
             resources = resources.for_rollout(rollout_id, attempt_id)
         info = RunInfo(

@@ -316,6 +316,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         min_tasks=args.min_tasks,
         confirm_on_train=not args.no_train_confirmation,
         keep_model_first=args.keep_model_first,
+        route=not args.no_route,
         cost_lambda=args.cost_lambda,
         apo={
             "beam_width": args.beam_width,
@@ -585,6 +586,12 @@ def _train_run_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="cost: per step, try shorter caps and prompts on the step's own model first, "
         "other models only when none of those held and saved (fewer answers change)",
+    )
+    p.add_argument(
+        "--no-route",
+        action="store_true",
+        help="do not offer the winner with long inputs on the baseline as a fallback "
+        "(the route is fitted on train and val: docs/trainer.md 'Routing long inputs')",
     )
     p.add_argument(
         "--repeats",

@@ -139,12 +139,13 @@ def _fallback_lines(report: dict[str, Any]) -> list[str]:
     chosen = next((f"fallback {k}" for k, fb in enumerate(fbs, 1) if fb.get("chosen")), None)
     lines = [
         "",
-        "The search's fallbacks (the sets it accepted before its winner, latest first) were"
+        "The fallbacks (the winner routed, when a route was fitted, then the sets the search"
+        " accepted before its winner, latest first) were"
         f" tested beside it; {chosen or 'none'} was chosen in its place.",
         "",
-        "| fallback | accepted up to |",
+        "| fallback | set |",
         "|---|---|",
-        *(f"| {k} | {fb['label']} |" for k, fb in enumerate(fbs, 1)),
+        *(f"| {k} | {_fallback_set(fb)} |" for k, fb in enumerate(fbs, 1)),
         "",
         "| figure (test split) | winner | "
         + " | ".join(f"fallback {k}" for k in range(1, len(fbs) + 1))
@@ -157,6 +158,10 @@ def _fallback_lines(report: dict[str, Any]) -> list[str]:
             f"| {key} | " + " | ".join(f"{_num(v)} ({_pct(v, b.get(key))})" for v in cells) + " |"
         )
     return lines
+
+
+def _fallback_set(fb: dict[str, Any]) -> str:
+    return fb["label"] if fb.get("kind") == "routed" else f"accepted up to {fb['label']}"
 
 
 def write_plots(report: dict[str, Any], out: Path) -> list[str]:

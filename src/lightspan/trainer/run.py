@@ -2,11 +2,13 @@
 
 Why confirm on the held-out test split: the search picks the best of many candidates on val,
 so its val figures are optimistic; only a winner whose paired-bootstrap lower bound on test is
->= -delta, and that is cheaper (or faster), may be published. The search also names its
-fallbacks, fixed before test: the sets it accepted on its way to the winner, latest first. All
-face the gate, each at ``1/k`` of the error rate for ``k`` sets (Bonferroni), and the first that
-holds is published: the winner when it holds, else the latest earlier set that does. Anything
-else, including Ctrl-C or a budget running out, writes a partial report and leaves the
+>= -delta, and that is cheaper (or faster), may be published. Fallbacks are fixed before test:
+the winner routed (inputs as long as the shortest train or val input a cheaper set lost stay on
+the baseline's resources, :mod:`lightspan.trainer.evaluation.route`), then the sets the search
+accepted on its way to the winner, latest first. All face the gate, each at ``1/k`` of the
+error rate for ``k`` sets (Bonferroni), and the first that holds is published: the winner when
+it holds, else the first fallback that does. Anything else, including Ctrl-C or a budget
+running out, writes a partial report and leaves the
 published set alone.
 """
 
@@ -22,9 +24,10 @@ from typing import Any
 
 from lightspan.trainer.data import Task, split_tasks
 from lightspan.trainer.evaluation.evaluate import Evaluator, Result
+from lightspan.trainer.evaluation.route import Route, compose, fit_route, routed_resources
 from lightspan.trainer.evaluation.stats import paired_bootstrap_lower
 from lightspan.trainer.report import step_table, summarize, write_markdown, write_plots
-from lightspan.trainer.resmap import ResourcesMap, llm_steps
+from lightspan.trainer.resmap import ResourcesMap, digest, llm_steps
 from lightspan.trainer.search.cost import Candidate, CostSearch, ModelOption, SearchOutcome
 
 
@@ -48,6 +51,8 @@ class TrainOptions:
     """cost: try a step's own model (caps, prompt variants) before the catalog's other models."""
     apo: dict[str, Any] = field(default_factory=dict)
     cost_lambda: float = 0.0
+    route: bool = True
+    """Offer the winner routed (long inputs on the baseline) as the first fallback."""
 
 
 class Budgeted(Evaluator):
@@ -312,21 +317,29 @@ async def train(
     report["best_per_round"] = outcome.best_per_round
     if not any(c.cost for c in candidates) and any(c.latency_s for c in candidates):
         report["cost_axis"] = "latency"
+    route: Route | None = None
+    if status == "completed" and outcome.best != baseline and options.route:
+        route = _fit_route(evaluator, baseline, split.train + split.val, report)
+        if route is not None:
+            label = f"the winner, inputs over {route.max_chars} characters on the baseline"
+            outcome.fallbacks.insert(0, (label, routed_resources(outcome.best, baseline, route)))
     if status == "completed":
         try:
             # Test split: measured once for the baseline, the winner and its fallbacks (fresh
-            # runs are not re-budgeted: the decision needs them all).
+            # runs are not re-budgeted: the decision needs them all); the routed winner's
+            # runs are the winner's and the baseline's, composed.
             keys = ["winner"] + [f"fallback {k}" for k in range(1, len(outcome.fallbacks) + 1)]
+            kinds = ["routed" if route and k == 0 else "accepted" for k in range(len(keys) - 1)]
             tried = [("the winner", outcome.best)] + [
-                (f"{key} (accepted up to {label})", res)
-                for key, (label, res) in zip(keys[1:], outcome.fallbacks, strict=True)
+                (f"{key} ({label})" if kind == "routed" else f"{key} (accepted up to {label})", res)
+                for key, kind, (label, res) in zip(keys[1:], kinds, outcome.fallbacks, strict=True)
             ]
+            measured = [res for i, (_, res) in enumerate(tried) if not (route and i == 1)]
             base_test, *tried_test = await measure_test(
-                evaluator,
-                [baseline, *(res for _, res in tried)],
-                split.test,
-                lambda n: tick("run", n),
+                evaluator, [baseline, *measured], split.test, lambda n: tick("run", n)
             )
+            if route is not None:
+                tried_test.insert(1, compose(tried_test[0], base_test, split.test, route))
             report["baseline"] = summarize(base_test)
             # Task by task, so a reader can tell which tasks a refused set lost.
             report["test_rewards"] = {
@@ -355,10 +368,13 @@ async def train(
                 report["fallbacks"] = [
                     {
                         "label": label,
+                        "kind": kind,
                         "summary": summarize(runs),
                         "chosen": held and chosen is res,
                     }
-                    for (label, res), runs in zip(outcome.fallbacks, tried_test[1:], strict=True)
+                    for kind, (label, res), runs in zip(
+                        kinds, outcome.fallbacks, tried_test[1:], strict=True
+                    )
                 ]
             report["optimized"] = summarize(chosen_test)
             report["steps"] = step_table(base_test, chosen_test)
@@ -374,6 +390,18 @@ async def train(
     report["elapsed_s"] = time.time() - t0
     _write(out, report)
     return report
+
+
+def _fit_route(
+    evaluator: Evaluator, baseline: ResourcesMap, tasks: list[Task], report: dict[str, Any]
+) -> Route | None:
+    """The route fitted on every train and val result the search settled (never a test
+    one: the test split has not run yet); ``report["route"]`` says what it is or why none."""
+    by_set = evaluator.results_by_set()
+    base = by_set.pop(digest(baseline), {})
+    route, why = fit_route(base, by_set, tasks)
+    report["route"] = {"why": why, **(route.as_dict() if route else {"max_chars": None})}
+    return route
 
 
 def _prepare(out: Path) -> None:

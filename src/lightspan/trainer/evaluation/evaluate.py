@@ -208,6 +208,14 @@ class Evaluator:
         await asyncio.gather(lead_run, *([after_others()] if followers else []))
         return [self._cache[(key, t.id)] for t in tasks]
 
+    def results_by_set(self) -> dict[str, dict[str, Result]]:
+        """Every result settled so far, by resource-set digest, then task id (what a route
+        to the baseline is fitted on: :mod:`lightspan.trainer.evaluation.route`)."""
+        out: dict[str, dict[str, Result]] = {}
+        for (key, task_id), result in self._cache.items():
+            out.setdefault(key, {})[task_id] = result
+        return out
+
     def _stand_in(self, key: str, view: CapView, task: Task) -> bool:
         run = find_stand_in(task.id, view, self._runs)
         if run is None:
