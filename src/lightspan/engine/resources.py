@@ -131,7 +131,7 @@ def long_input_routes(names: Any) -> list[tuple[int, str, str]]:
         key, _, limit = name.rpartition(LONG_INPUT)
         if not key or not limit.isdigit():
             raise ResourceError(
-                f"resource {name!r}: a long-input variant is named <key>{LONG_INPUT}N "
+                f"resource {name!r}: a long-input variant is named <key>|input>N "
                 "with N a whole number of characters"
             )
         routes.append((int(limit), key, name))

@@ -391,6 +391,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 130
     b, o = report.get("baseline") or {}, report.get("optimized") or {}
     console.print(f"status: {report['status']}; decision: {report.get('decision')}")
+    if report.get("route"):
+        console.print(f"route (the first fallback): {report['route']['why']}")
     if b and o:
         for k in (
             "reward_mean",
