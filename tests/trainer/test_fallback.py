@@ -21,17 +21,8 @@ from lightspan.trainer.evaluation.evaluate import Evaluator, Result
 from lightspan.trainer.resmap import LLMStep, step_resource
 from lightspan.trainer.run import TrainOptions, _gate, train
 from lightspan.trainer.search.cost import CONCISE_SUFFIX, CostSearch, ModelOption
+from tests.trainer.plan_format import BASE, URL, train_plan_format
 
-URL = "http://127.0.0.1:1/v1"
-BASE = {
-    "llm": {
-        "resource_type": "llm",
-        "endpoint": URL,
-        "model": "big",
-        "sampling_parameters": {"max_tokens": 100},
-    },
-    "p": {"resource_type": "prompt_template", "template": "Q {x}", "engine": "f-string"},
-}
 STEPS = [LLMStep(name="plan", prompt="p", llm="llm"), LLMStep(name="format", prompt="p", llm="llm")]
 
 
@@ -139,29 +130,7 @@ async def test_train_publishes_the_fallback_when_the_winner_loses_a_test_task(
     tasks = _tasks(36)
     split = split_tasks(tasks, seed=0)
     hard = {split.test[0].id} if winner_loses_on_test else set()
-    wf = Workflow(
-        "plan-format",
-        sequence(
-            "s", llm_task("plan", prompt="p", llm="llm"), llm_task("format", prompt="p", llm="llm")
-        ),
-    )
-    published: list = []
-
-    async def publish(res):  # type: ignore[no-untyped-def]
-        published.append(res)
-        return "v1"
-
-    rep = await train(
-        evaluator=_PlanThenFormat(hard),
-        workflow=wf,
-        baseline=BASE,
-        tasks=tasks,
-        catalog=[ModelOption(URL, "mini")],
-        price=lambda m: None,
-        options=TrainOptions(keep_model_first=True, min_tasks=4),
-        out=tmp_path,
-        publish=publish,
-    )
+    rep, published = await train_plan_format(tmp_path, _PlanThenFormat(hard), tasks)
     assert rep["held_on_test"] is True and published == [rep["resources"]]
     fmt = step_resource(rep["resources"], "llm", "format")["model"]
     (fallback,) = rep["fallbacks"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from lightspan.engine import ResourceSet, Workflow, llm_task, sequence
+from lightspan.engine import ResourceSet
 from lightspan.trainer.data import Task, split_tasks
 from lightspan.trainer.evaluation.evaluate import Evaluator, Result
 from lightspan.trainer.evaluation.route import (
@@ -16,19 +16,8 @@ from lightspan.trainer.evaluation.route import (
     routed_resources,
 )
 from lightspan.trainer.resmap import step_resource
-from lightspan.trainer.run import TrainOptions, train
-from lightspan.trainer.search.cost import CONCISE_SUFFIX, ModelOption
-
-URL = "http://127.0.0.1:1/v1"
-BASE = {
-    "llm": {
-        "resource_type": "llm",
-        "endpoint": URL,
-        "model": "big",
-        "sampling_parameters": {"max_tokens": 100},
-    },
-    "p": {"resource_type": "prompt_template", "template": "Q {x}", "engine": "f-string"},
-}
+from lightspan.trainer.search.cost import CONCISE_SUFFIX
+from tests.trainer.plan_format import BASE, train_plan_format
 
 
 def _task(i: int, chars: int) -> Task:
@@ -137,30 +126,7 @@ def _long_tasks() -> list[Task]:
 
 
 async def _train(tmp_path, hard: set[str], **options):  # type: ignore[no-untyped-def]
-    wf = Workflow(
-        "plan-format",
-        sequence(
-            "s", llm_task("plan", prompt="p", llm="llm"), llm_task("format", prompt="p", llm="llm")
-        ),
-    )
-    published: list = []
-
-    async def publish(res):  # type: ignore[no-untyped-def]
-        published.append(res)
-        return "v1"
-
-    rep = await train(
-        evaluator=_LongInputsHard(hard),
-        workflow=wf,
-        baseline=BASE,
-        tasks=_long_tasks(),
-        catalog=[ModelOption(URL, "mini")],
-        price=lambda m: None,
-        options=TrainOptions(keep_model_first=True, min_tasks=4, **options),
-        out=tmp_path,
-        publish=publish,
-    )
-    return rep, published
+    return await train_plan_format(tmp_path, _LongInputsHard(hard), _long_tasks(), **options)
 
 
 async def test_train_publishes_the_routed_winner_when_the_winner_loses_a_long_test_input(
