@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from lightspan.engine import LLMResource, PromptTemplate, ResourceError, ResourceSet
+from lightspan.engine import (
+    LLMResource,
+    PromptTemplate,
+    ResourceError,
+    ResourceSet,
+    Workflow,
+    task,
+)
 from lightspan.runner import (
     InputError,
     InputMapping,
@@ -182,5 +189,31 @@ async def test_publish_round_trips_engine_resources() -> None:
         assert got.resources_id == "wf:cand-1"
         assert got.llm("default", "judge").max_tokens == 4
         assert got.prompt("ask").template == "Short {q}"
+    finally:
+        await store.close()
+
+
+async def test_a_published_routed_set_sends_long_inputs_to_their_variant() -> None:
+    """What a trainer's routed winner publishes: ``<key>|input>N`` entries, overlaid on the
+    workflow's own set and applied per run by the engine."""
+    store = await open_store("memory")
+    try:
+        await store.update_resources(
+            "wf:v1",
+            {
+                "default@judge": LLM(endpoint="http://a/v1", model="small"),
+                "default@judge|input>10": LLM(endpoint="http://a/v1", model="big"),
+            },
+        )
+        seen: list[str] = []
+
+        def judge(value, ctx):  # type: ignore[no-untyped-def]
+            seen.append(ctx.resources.llm("default", "judge").model)
+            return value
+
+        wf = Workflow("wf", task("judge", judge), resources=ResourcesProvider(store, "wf", BASE))
+        await wf.run({"q": "short"})
+        await wf.run({"q": "a longer question"})
+        assert seen == ["small", "big"]
     finally:
         await store.close()

@@ -155,6 +155,7 @@ async def test_train_publishes_the_routed_winner_when_the_winner_loses_a_long_te
     md = (tmp_path / "report.md").read_text()
     assert "| 1 | the winner, inputs over 59 characters on the baseline |" in md
     assert "fallback 1 was chosen" in md
+    assert "- route (fitted on train and val): inputs over 59 characters on the baseline" in md
 
 
 async def test_no_route_asked_keeps_the_earlier_fallback(tmp_path):

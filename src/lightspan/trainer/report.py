@@ -100,6 +100,11 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"- algorithm: {report.get('algorithm')}; status: **{report.get('status')}**",
         f"- tasks: {report.get('split')}; published: {report.get('published')}",
         f"- decision: {report.get('decision')}",
+        *(
+            [f"- route (fitted on train and val): {report['route']['why']}"]
+            if report.get("route")
+            else []
+        ),
         "",
         "| figure (test split) | baseline | optimized | change |",
         "|---|---|---|---|",
