@@ -3,12 +3,12 @@
 Why confirm on the held-out test split: the search picks the best of many candidates on val,
 so its val figures are optimistic; only a winner whose paired-bootstrap lower bound on test is
 >= -delta, and that is cheaper (or faster), may be published. Fallbacks are fixed before test:
-the winner routed (inputs as long as the shortest train or val input a cheaper set lost stay on
-the baseline's resources, :mod:`lightspan.trainer.evaluation.route`), then the sets the search
-accepted on its way to the winner, latest first. All face the gate, each at ``1/k`` of the
-error rate for ``k`` sets (Bonferroni), and the first that holds is published: the winner when
-it holds, else the first fallback that does. Anything else, including Ctrl-C or a budget
-running out, writes a partial report and leaves the
+the winner routed (inputs longer than every train or val input shorter than one a cheaper set
+lost stay on the baseline's resources, :mod:`lightspan.trainer.evaluation.route`), then the
+sets the search accepted on its way to the winner, latest first. All face the gate, each at
+``1/k`` of the error rate for ``k`` sets (Bonferroni), and the first that holds is published:
+the winner when it holds, else the first fallback that does. Anything else, including Ctrl-C
+or a budget running out, writes a partial report and leaves the
 published set alone.
 """
 

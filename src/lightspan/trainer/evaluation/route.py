@@ -6,12 +6,16 @@ benchmark's tasks every answer a cheaper set lost was on the longest, hardest in
 characters and the baseline's resources for longer ones, a rule a runner applies before any
 model call (``<key>|input>N`` variants, :meth:`lightspan.engine.ResourceSet.for_input`).
 
-The threshold comes from the trainer's own data, never from test: one below the shortest
-train or val input on which any set the search evaluated scored lower than the baseline.
-A set that lost more than ``MAX_LOSS_SHARE`` of the tasks the baseline solved is left out:
-it shows the set is bad, not which inputs are hard. Its test runs need no rollout of their
-own: on each test task the routed set *is* the winner or the baseline, whose test runs the
-gate has already, so it is composed from them (:func:`compose`).
+The threshold comes from the trainer's own data, never from test: the longest train or val
+input shorter than every input on which a set the search evaluated scored lower than the
+baseline. Inputs between that one and the shortest lost input go to the baseline too: no run
+says a cheaper set is safe there (seed 1 in docs/performance.md, "The route in the trainer":
+a threshold one below the shortest lost input, 176 characters, left a test input of 171 on
+the winner, which lost it; the longest shorter train or val input had 144). A set that lost
+more than ``MAX_LOSS_SHARE`` of the tasks the baseline solved is left out: it shows the set
+is bad, not which inputs are hard. The routed set's test runs need no rollout of their own:
+on each test task it *is* the winner or the baseline, whose test runs the gate has already,
+so they are composed from them (:func:`compose`).
 """
 
 from __future__ import annotations
@@ -81,12 +85,14 @@ def fit_route(
         if left_out:
             why += f" (besides {left_out} that lost more than {MAX_LOSS_SHARE:.0%} of them)"
         return None, why
-    limit = min(chars[i] for i in lost_by) - 1
-    if limit < min(chars.values()):
+    shortest = min(chars[i] for i in lost_by)
+    shorter = [c for c in chars.values() if c < shortest]
+    if not shorter:
         return None, (
-            f"a set lost the shortest input ({limit + 1} characters): a route would send every "
+            f"a set lost the shortest input ({shortest} characters): a route would send every "
             "input to the baseline"
         )
+    limit = max(shorter)
     lost = sorted(
         ({"task": i, "chars": chars[i], "sets": n} for i, n in lost_by.items()),
         key=lambda d: d["chars"],
@@ -95,7 +101,8 @@ def fit_route(
     route = Route(limit, lost, counted, left_out, share)
     return route, (
         f"inputs over {limit} characters on the baseline ({share:.0%} of train and val): "
-        f"the shortest of {len(lost)} input(s) a cheaper set lost has {limit + 1}"
+        f"the shortest of {len(lost)} input(s) a cheaper set lost has {shortest}, the longest "
+        f"shorter one {limit}"
     )
 
 
