@@ -46,7 +46,6 @@ from lightspan.engine.resources import (
     LLMResource,
     PromptTemplate,
     ResourceSet,
-    long_input_routes,
 )
 from lightspan.engine.runtime import Workflow
 from lightspan.engine.steps import (
@@ -277,10 +276,9 @@ def parse_resources(raw: Any, where: str = "resources") -> ResourceSet:
             provider=str(llm.get("provider", "openai")),
         )
     try:
-        long_input_routes(res)
-    except ResourceError as e:
+        return ResourceSet(str(raw.get("id", "rs-static")), res, int(raw.get("version", 1)))
+    except ResourceError as e:  # a malformed long-input variant
         raise WorkflowDefinitionError(f"{where}: {e}") from None
-    return ResourceSet(str(raw.get("id", "rs-static")), res, int(raw.get("version", 1)))
 
 
 def workflow_from_dict(data: Any, *, source: str = "<dict>", **workflow_kw: Any) -> Workflow:

@@ -145,6 +145,12 @@ class ResourceSet:
     resources_id: str
     resources: Mapping[str, Resource]
     version: int = 1
+    routes: tuple[tuple[int, str, str], ...] = field(init=False, repr=False, compare=False)
+    """The long-input variants (:func:`long_input_routes`), parsed once per set: every run
+    start asks for them (:meth:`for_input`); a malformed one is refused here."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "routes", tuple(long_input_routes(self.resources)))
 
     def _get(self, name: str, kind: type, label: str) -> Any:
         res = self.resources.get(name)
@@ -196,7 +202,7 @@ class ResourceSet:
         inputs and publish it with the old resources kept for those (``lightspan train run``,
         docs/trainer.md "Routing long inputs"); every process running the workflow then
         applies the same route, with the same ``resources_id`` in its traces."""
-        routes = long_input_routes(self.resources)
+        routes = self.routes
         if not routes:
             return self
         n = input_chars(value)
@@ -254,7 +260,6 @@ class ResourceSet:
                     f"resource {name!r}: resource_type {kind!r} is not supported "
                     "(use llm, proxy_llm or prompt_template)"
                 )
-        long_input_routes(parsed)
         return cls(resources_id=resources_id, resources=parsed, version=version)
 
 
