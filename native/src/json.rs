@@ -20,6 +20,27 @@ fn word_needs_escape(w: u64) -> bool {
     below_space | quote | slash != 0
 }
 
+/// Whether any byte of `bytes` needs escaping, a word at a time: the last (partial) word is
+/// read overlapping the one before it, or padded with spaces when the text is shorter than a
+/// word, so no byte-by-byte tail (most keys and values are a few words long).
+#[inline]
+fn any_needs_escape(bytes: &[u8]) -> bool {
+    let n = bytes.len();
+    if n < 8 {
+        let mut w = [b' '; 8];
+        w[..n].copy_from_slice(bytes);
+        return word_needs_escape(u64::from_le_bytes(w));
+    }
+    let mut i = 0;
+    while i + 8 <= n {
+        if word_needs_escape(u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap())) {
+            return true;
+        }
+        i += 8;
+    }
+    i < n && word_needs_escape(u64::from_le_bytes(bytes[n - 8..].try_into().unwrap()))
+}
+
 /// A JSON string literal: `"`, `\` and control characters escaped, everything else as is.
 /// Text without any of those (nearly all of it) is copied in 8-byte steps.
 pub fn write_str(buf: &mut Vec<u8>, s: &str) {
@@ -27,21 +48,13 @@ pub fn write_str(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     buf.reserve(bytes.len() + 2);
     buf.push(b'"');
-    let mut i = 0;
-    while i + 8 <= bytes.len() {
-        let w = u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
-        if word_needs_escape(w) {
-            break;
-        }
-        i += 8;
-    }
-    if i == bytes.len() || !bytes[i..].iter().any(|&b| needs_escape(b)) {
+    if !any_needs_escape(bytes) {
         buf.extend_from_slice(bytes);
         buf.push(b'"');
         return;
     }
     let mut start = 0;
-    for (j, &b) in bytes.iter().enumerate().skip(i) {
+    for (j, &b) in bytes.iter().enumerate() {
         if !needs_escape(b) {
             continue;
         }
@@ -117,6 +130,24 @@ mod tests {
             write_str(&mut buf, text);
             let naive = text.bytes().any(needs_escape);
             assert_eq!(buf.len() > text.len() + 2, naive, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_word_check_finds_every_escape_at_every_length_and_place() {
+        for n in 0..40 {
+            let plain = vec![b'x'; n];
+            assert!(!any_needs_escape(&plain), "{n}");
+            for at in 0..n {
+                for bad in [b'"', b'\\', b'\n', 0x00, 0x1f] {
+                    let mut text = plain.clone();
+                    text[at] = bad;
+                    assert!(any_needs_escape(&text), "{n} {at} {bad}");
+                }
+                let mut text = plain.clone();
+                text[at] = b' '; // the padding byte itself needs no escape
+                assert!(!any_needs_escape(&text), "{n} {at}");
+            }
         }
     }
 

@@ -12,11 +12,12 @@ mod json;
 mod wire;
 
 use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyList, PyString, PyTuple};
 
 pub use conversion::{convert as convert_body, Outcome, Rejected, Row, MAX_NESTING_DEPTH};
 
@@ -58,10 +59,13 @@ const DOCS_KEPT: usize = 16 << 20;
 
 /// Convert an ``ExportTraceServiceRequest`` body.
 ///
-/// Returns ``(rows, rejected)``: each row a tuple ``(rollout_id, attempt_id, span_id, trace_id,
-/// parent_id, name, start_time, end_time, status_code, sequence_id, doc)`` with ``doc`` the
-/// span's JSON (bytes; ``"sequence_id":null`` when the store must issue one), each rejection
-/// ``(span_id_hex, name, reason)``. Returns ``None`` when the batch needs the Python converter
+/// Returns ``(rows, rejected, groups, clean)``: each row a tuple ``(rollout_id, attempt_id,
+/// span_id, trace_id, parent_id, name, start_time, end_time, status_code, sequence_id, doc)``
+/// with ``doc`` the span's JSON (bytes; ``"sequence_id":null`` when the store must issue one),
+/// each rejection ``(span_id_hex, name, reason)``; ``groups`` the rows per attempt, what
+/// ``span_row.group_rows`` computes: ``(rollout_id, attempt_id, indices, pending,
+/// max_carried)`` in the order the attempts first appear, ``clean`` whether every row names
+/// its rollout and attempt and no (rollout, attempt, span id) comes twice. Returns ``None`` when the batch needs the Python converter
 /// (values whose conversion follows Python's ``str()``/``int()``). Raises ``ValueError`` for a
 /// body that is not a valid request.
 #[pyfunction]
@@ -91,6 +95,7 @@ fn rows_to_python<'py>(
     // string each, not one per span: fewer allocations, and equal keys are the same object.
     let mut strings = StringCache::default();
     let out_rows = PyList::empty(py);
+    let groups = group_rows(&rows);
     for r in rows {
         let doc = PyBytes::new(py, &docs[r.doc.clone()]);
         let parent = r.parent_id.map(|p| PyString::new(py, p.as_str()));
@@ -114,7 +119,69 @@ fn rows_to_python<'py>(
     for j in rejected {
         out_rejected.append((j.span_id, j.name, j.reason).into_pyobject(py)?)?;
     }
-    Ok(Some(PyTuple::new(py, [out_rows.into_any(), out_rejected.into_any()])?))
+    let out_groups = PyList::empty(py);
+    for g in groups.groups {
+        let item = (
+            strings.get(py, 0, &g.rollout_id),
+            strings.get(py, 1, &g.attempt_id),
+            PyList::new(py, &g.indices)?,
+            g.pending,
+            g.max_carried,
+        );
+        out_groups.append(item.into_pyobject(py)?)?;
+    }
+    let clean = PyBool::new(py, groups.clean).to_owned();
+    Ok(Some(PyTuple::new(
+        py,
+        [out_rows.into_any(), out_rejected.into_any(), out_groups.into_any(), clean.into_any()],
+    )?))
+}
+
+/// The rows of one attempt (see [`group_rows`]).
+struct Group {
+    rollout_id: String,
+    attempt_id: String,
+    indices: Vec<usize>,
+    /// Rows whose sequence id the store issues.
+    pending: usize,
+    /// The highest sequence id the other rows carry (`None`: every row is pending).
+    max_carried: Option<i64>,
+}
+
+struct Groups {
+    groups: Vec<Group>,
+    clean: bool,
+}
+
+/// The batch's rows per attempt, in the order the attempts first appear, and whether it is
+/// clean (every row owned, no span twice in an attempt): one pass here instead of the store's
+/// Python passes over every span (`span_row.group_rows` is the same in Python).
+fn group_rows(rows: &[Row<'_>]) -> Groups {
+    let mut at: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut seen: HashSet<(usize, &str)> = HashSet::with_capacity(rows.len());
+    let mut clean = true;
+    for (i, r) in rows.iter().enumerate() {
+        let (rollout, attempt) = (r.rollout_id.as_ref(), r.attempt_id.as_ref());
+        let g = *at.entry((rollout, attempt)).or_insert_with(|| {
+            groups.push(Group {
+                rollout_id: rollout.to_string(),
+                attempt_id: attempt.to_string(),
+                indices: Vec::new(),
+                pending: 0,
+                max_carried: None,
+            });
+            groups.len() - 1
+        });
+        clean &= !rollout.is_empty() && !attempt.is_empty() && seen.insert((g, r.span_id.as_str()));
+        let group = &mut groups[g];
+        group.indices.push(i);
+        match r.sequence_id {
+            None => group.pending += 1,
+            Some(seq) => group.max_carried = Some(group.max_carried.map_or(seq, |m| m.max(seq))),
+        }
+    }
+    Groups { groups, clean }
 }
 
 /// Why the Python converter must take a batch, or ``None`` when this module converts it (for

@@ -111,8 +111,38 @@ pub fn bytes<'a>(v: Value<'a>, what: &str) -> Result<&'a [u8], WireError> {
 }
 
 /// A string field: UTF-8 checked, as protobuf requires of proto3 strings.
+///
+/// ASCII (nearly every key and id) is checked a word at a time first: `from_utf8` walks short
+/// strings byte by byte (measured: 1.5 M of a 512-span request's 32 M instructions).
 pub fn string<'a>(v: Value<'a>, what: &str) -> Result<&'a str, WireError> {
-    std::str::from_utf8(bytes(v, what)?).map_err(|_| WireError(format!("{what}: invalid UTF-8")))
+    let b = bytes(v, what)?;
+    if is_ascii(b) {
+        // SAFETY: ASCII is valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(b) });
+    }
+    std::str::from_utf8(b).map_err(|_| WireError(format!("{what}: invalid UTF-8")))
+}
+
+/// Whether every byte is ASCII, a word at a time with no byte-by-byte tail (the last word
+/// overlaps the one before it; a text shorter than a word is padded): `[u8]::is_ascii` walks
+/// texts shorter than two words byte by byte, and most keys and ids are that short.
+#[inline]
+pub fn is_ascii(b: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = b.len();
+    if n < 8 {
+        let mut w = [0u8; 8];
+        w[..n].copy_from_slice(b);
+        return u64::from_le_bytes(w) & HIGH == 0;
+    }
+    let mut acc = 0u64;
+    let mut i = 0;
+    while i + 8 <= n {
+        acc |= u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        i += 8;
+    }
+    acc |= u64::from_le_bytes(b[n - 8..].try_into().unwrap());
+    acc & HIGH == 0
 }
 
 pub fn varint(v: Value<'_>, what: &str) -> Result<u64, WireError> {
@@ -154,5 +184,25 @@ mod tests {
         assert!(r.next_field().unwrap().is_none());
         assert!(Reader::new(&[0x12, 0x05, b'a']).next_field().is_err());
         assert!(Reader::new(&[0x0b]).next_field().is_err()); // group start
+    }
+}
+
+#[cfg(test)]
+mod ascii_tests {
+    use super::is_ascii;
+
+    #[test]
+    fn the_word_check_finds_a_non_ascii_byte_at_every_length_and_place() {
+        for n in 0..40 {
+            let plain = vec![b'a'; n];
+            assert!(is_ascii(&plain), "{n}");
+            for at in 0..n {
+                let mut text = plain.clone();
+                text[at] = 0x80;
+                assert!(!is_ascii(&text), "{n} {at}");
+                text[at] = 0xff;
+                assert!(!is_ascii(&text), "{n} {at}");
+            }
+        }
     }
 }

@@ -28,7 +28,7 @@ from lightspan.store.intake import span_row
 from lightspan.store.intake.convert import convert, native_rows
 from lightspan.store.intake.ingest import ingest
 from lightspan.store.intake.otlp import OtlpSpans, spans_from_protobuf
-from lightspan.store.intake.span_row import SpanRow
+from lightspan.store.intake.span_row import SpanRow, group_rows
 from tests.store.otlp_payloads import any_value, kvs, make_request
 from tests.store.raw_otlp import RawRequest
 from tests.store.test_fast_intake import FIXTURE_BODIES, FIXTURE_IDS, _rich_request
@@ -316,6 +316,7 @@ def assert_same_rows(body: bytes) -> int:
     assert out is not None, conversion._native_convert and _punt(body)
     rows, rejected = out
     ref_rows, ref = _python_rows(body)
+    want_groups = group_rows(ref_rows)  # before the ids are set below
     assert rejected == ref.rejected
     assert len(rows) == len(ref_rows)
     for got, want in zip(rows, ref_rows, strict=True):
@@ -325,6 +326,10 @@ def assert_same_rows(body: bytes) -> int:
         got.sequence_id = want.sequence_id = 5
         assert got.doc() == want.doc()
         assert json.loads(got.doc()) == json.loads(want.doc()) or "NaN" in want.doc()
+    # The rows per attempt the store's rules read: the Rust converter's, as group_rows makes them.
+    groups = native_rows(body).groups  # type: ignore[union-attr]
+    assert groups == want_groups
+    assert list(groups.groups) == list(want_groups.groups)  # first-appearance order
     return len(rows)
 
 
@@ -343,6 +348,7 @@ def test_rust_rows_equal_python_rows(body: bytes) -> None:
 @native
 def test_rust_rows_equal_python_rows_on_random_spans() -> None:
     stored = punted = rejections = 0
+    shapes: set[tuple[bool, bool]] = set()
     for seed in range(120):
         body = random_request(seed)
         if _punt(body) is not None:
@@ -350,9 +356,12 @@ def test_rust_rows_equal_python_rows_on_random_spans() -> None:
             continue
         stored += assert_same_rows(body)
         rejections += len(rows_from_protobuf(body)[1])
+        groups = native_rows(body).groups  # type: ignore[union-attr]
+        shapes.add((groups.clean, len(groups.groups) > 1))
     # The generator must mostly produce batches the Rust side converts, and real rows.
     assert punted < 40 and stored > 1500, (punted, stored)
     assert rejections > 100, rejections
+    assert (True, True) in shapes, shapes  # several attempts in one batch
 
 
 @native
@@ -582,3 +591,54 @@ def test_the_bodies_written_for_bench_convert_are_what_the_benchmark_converts(
         python = rows_from_protobuf(body)[0]
         assert [r.doc_bytes() for r in rows.rows] == [r.doc_bytes() for r in python]
     assert resources == [512, 1]
+
+
+def _unclean_request() -> bytes:
+    """One attempt's spans with one of them twice, a second attempt of the same rollout whose
+    spans carry sequence ids beside spans that ask for one, and spans that name no rollout."""
+    req, _ = make_request(4, rollout_id="ro-u", attempt_id="at-1")
+    spans = req.resource_spans[0].scope_spans[0].spans
+    spans.add().CopyFrom(spans[1])  # the same span id twice in the batch
+    second, _ = make_request(3, rollout_id="ro-u", attempt_id="at-2")
+    carried, _ = make_request(2, rollout_id="ro-u", attempt_id="at-2", span_attrs={SEQ: "40"})
+    no_owner, _ = make_request(2, rollout_id=None)
+    for part in (second, carried, no_owner):
+        req.resource_spans.extend(part.resource_spans)
+    return req.SerializeToString()
+
+
+@native
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_batch_with_a_span_twice_and_spans_without_owner_is_sorted_out_either_way(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Rust converter's grouping says the batch is not clean; the store then sorts it out
+    as it does rows grouped in Python: the same counts, the same stored documents."""
+    from lightspan.store.backends.memory import InMemoryLightningStore
+
+    body = _unclean_request()
+    groups = native_rows(body).groups  # type: ignore[union-attr]
+    assert groups is not None and not groups.clean
+    assert groups.groups[("ro-u", "at-2")].pending == 3
+    assert groups.groups[("ro-u", "at-2")].max_carried == 40
+    results, docs = [], []
+    for mode in ("1", "0"):
+        monkeypatch.setenv(conversion.NATIVE_INTAKE_ENV, mode)
+        store = (
+            SqliteLightningStore(tmp_path / f"u{mode}.db")
+            if backend == "sqlite"
+            else InMemoryLightningStore()
+        )
+        await store.start()
+        try:
+            assert (convert(body).groups is not None) == (mode == "1")
+            got = await ingest(store, convert(body))
+            results.append((got.received, got.stored, got.duplicates, got.rejected))
+            docs.append((await store.query_spans_json("ro-u"))[0])
+        finally:
+            await store.close()
+    assert results[0] == results[1] == (12, 9, 1, 2)
+    assert docs[0] == docs[1]
+    seqs = sorted(json.loads(d)["sequence_id"] for d in docs[0])
+    # Carried ids move the rollout's counter up; the 7 spans that asked get the next ones.
+    assert seqs == [40, 40, *range(41, 48)]

@@ -1,7 +1,8 @@
 """The span write path of :class:`~lightspan.store.core.store.CoreStore`: one batch of rows in.
 
 Why its own module: it is the store's hot path (every OTLP batch goes through it) and has rules
-of its own: rows only (models become rows at :meth:`SpanWrites.add_many_spans`), duplicates
+of its own: rows only (models become rows at :meth:`SpanWrites.add_many_spans`), taken per
+attempt (``RowGroups``: the Rust converter's, or ``span_row.group_rows``), duplicates
 found within the batch and against what is stored, sequence ids issued in the storing
 transaction, unknown rollouts auto-registered, the root span's status applied to an
 auto-registered attempt, and group commit (batches that arrive while a transaction runs share
@@ -29,7 +30,7 @@ from lightspan.store.api.models import (
 )
 from lightspan.store.core import lifecycle as lc
 from lightspan.store.core.tx import StoreTx
-from lightspan.store.intake.span_row import SpanRow
+from lightspan.store.intake.span_row import RowGroup, RowGroups, SpanRow, group_rows
 
 
 def _as_rows(
@@ -54,13 +55,12 @@ def _as_rows(
 
 @dataclass(slots=True)
 class SpanJob:
-    """One ``add_many_spans`` call: its spans, the indices still to decide, the outcomes, the
-    indices whose sequence id the store issues, and (under group commit) its future."""
+    """One ``add_many_spans`` call: its spans, those still to decide per attempt, the outcomes,
+    and (under group commit) its future."""
 
     spans: list[SpanRow]
-    candidates: list[int]
+    groups: dict[tuple[str, str], RowGroup]
     outcomes: list[SpanOutcome | None]
-    assign: frozenset[int]
     fut: asyncio.Future[None] | None = None
     then: Callable[[StoreTx], Awaitable[Any]] | None = None
     then_result: Any = None
@@ -108,24 +108,28 @@ class SpanWrites:
         without its spans); its result is in :attr:`AddSpansResult.then_result`. It runs
         even when no span is left to store (in its own transaction)."""
         rows, models = _as_rows(spans, assign_sequence_ids)
-        result = await self._add_rows(rows, then)
+        result = await self.add_span_rows(rows, then=then)
         for i, model in models:  # the v0.3 API: issued ids are written into the models
             model.sequence_id = rows[i].sequence_id
         return result
 
-    async def _add_rows(
-        self, spans: list[SpanRow], then: Callable[[StoreTx], Awaitable[Any]] | None
+    async def add_span_rows(
+        self,
+        spans: list[SpanRow],
+        *,
+        groups: RowGroups | None = None,
+        then: Callable[[StoreTx], Awaitable[Any]] | None = None,
     ) -> AddSpansResult:
-        assign = frozenset(i for i, row in enumerate(spans) if row.sequence_id_pending)
+        """:meth:`add_many_spans` for rows (the intake's way in); ``groups``: the rows per
+        attempt when the converter computed them (``Converted.groups``), else grouped here."""
+        if groups is None:
+            groups = group_rows(spans)
         outcomes: list[SpanOutcome | None] = [None] * len(spans)
-        keys = [(s.rollout_id, s.attempt_id, s.span_id) for s in spans]
-        candidates: list[int]
-        if len(set(keys)) == len(keys) and all(r and a for r, a, _ in keys):
-            candidates = list(range(len(spans)))  # the common batch: all owned, all distinct
-        else:
+        if not groups.clean:  # rows without an owner, or a span twice: sorted out first
             seen: set[tuple[str, str, str]] = set()
-            candidates = []
-            for i, (s, key) in enumerate(zip(spans, keys, strict=True)):
+            candidates: list[int] = []
+            for i, s in enumerate(spans):
+                key = (s.rollout_id, s.attempt_id, s.span_id)
                 if not s.rollout_id or not s.attempt_id:
                     outcomes[i] = SpanOutcome("rejected", s, "span has no rollout_id or attempt_id")
                     continue
@@ -134,10 +138,11 @@ class SpanWrites:
                     continue
                 seen.add(key)
                 candidates.append(i)
-        job = SpanJob(spans, candidates, outcomes, assign, then=then)
-        if candidates and self.group_commit:
+            groups = group_rows(spans, candidates)
+        job = SpanJob(spans, groups.groups, outcomes, then=then)
+        if job.groups and self.group_commit:
             await self._group_add(job)
-        elif candidates or then is not None:
+        elif job.groups or then is not None:
             async with self._tx(write=True) as tx:
                 await self._add_spans_tx(tx, job)
         if job.all_stored:
@@ -169,8 +174,9 @@ class SpanWrites:
                 # that only the failing caller sees the error.
                 for job in jobs:
                     job.all_stored = False
-                    for i in job.candidates:
-                        job.outcomes[i] = None
+                    for group in job.groups.values():
+                        for i in group.indices:
+                            job.outcomes[i] = None
                     try:
                         async with self._tx(write=True) as tx:
                             await self._add_spans_tx(tx, job)
@@ -183,27 +189,16 @@ class SpanWrites:
                 job.finish(None)
 
     async def _add_spans_tx(self, tx: StoreTx, job: SpanJob) -> None:
-        if job.candidates:
+        if job.groups:
             await self._add_candidates_tx(tx, job)
         if job.then is not None:
             job.then_result = await job.then(tx)
 
     async def _add_candidates_tx(self, tx: StoreTx, job: SpanJob) -> None:
-        # The spans are handled per attempt (one group, in the common OTLP batch): a few passes
-        # over the spans, not one per rule (this runs for every span the intake receives).
-        spans, outcomes = job.spans, job.outcomes
+        # The spans are handled per attempt (``RowGroups``, computed by the Rust converter for
+        # the OTLP intake): the rules read no span's fields but the few they need.
+        spans, outcomes, groups = job.spans, job.outcomes, job.groups
         now = time.time()
-        owners = [(spans[i].rollout_id, spans[i].attempt_id) for i in job.candidates]
-        groups: dict[tuple[str, str], list[int]] = {}
-        if len(set(owners)) == 1:
-            groups[owners[0]] = list(job.candidates)
-        else:
-            for i, key in zip(job.candidates, owners, strict=True):
-                group = groups.get(key)
-                if group is None:
-                    groups[key] = [i]
-                else:
-                    group.append(i)
         rollout_ids = sorted({r for r, _ in groups})
         rollouts = await tx.get_rollouts(rollout_ids, for_update=True)
         pairs = sorted(groups)
@@ -220,7 +215,7 @@ class SpanWrites:
             if rollout is not None and not (rollout.metadata or {}).get(lc.AUTO_REGISTERED_KEY):
                 continue
             first = min(
-                (spans[i] for (r, _), g in groups.items() if r == rollout_id for i in g),
+                (spans[i] for (r, _), g in groups.items() if r == rollout_id for i in g.indices),
                 key=lambda s: s.start_time if s.start_time is not None else now,
             )
             start = min(first.start_time or now, now)
@@ -251,35 +246,32 @@ class SpanWrites:
             latest = {**latest, **await tx.latest_attempts([rollout_id])}
 
         accepted_groups: dict[tuple[str, str], list[int]] = {}
-        for key, idxs in groups.items():
+        max_seq: dict[str, int] = {}
+        need: dict[str, list[int]] = {}
+        for key, group in groups.items():
             rollout_id, attempt_id = key
             if rollout_id not in rollouts:
                 reason = f"rollout {rollout_id!r} not found"
             elif key not in attempts:
                 reason = f"attempt {attempt_id!r} not found for rollout {rollout_id!r}"
             else:
-                accepted_groups[key] = idxs
+                idxs = accepted_groups[key] = group.indices
+                # Sequence ids: ids carried by spans move the rollout's counter up; spans that
+                # asked for one get the next ids, issued in this transaction, in arrival order.
+                if group.pending == len(idxs):
+                    need.setdefault(rollout_id, []).extend(idxs)
+                elif group.pending:
+                    need.setdefault(rollout_id, []).extend(
+                        i for i in idxs if spans[i].sequence_id_pending
+                    )
+                if group.max_carried is not None:
+                    max_seq[rollout_id] = max(max_seq.get(rollout_id, 0), group.max_carried)
                 continue
-            for i in idxs:
+            for i in group.indices:
                 outcomes[i] = SpanOutcome("rejected", spans[i], reason)
         if not accepted_groups:
             return
-        # Sequence ids: ids carried by spans move the rollout's counter up; spans that asked
-        # for one get the next ids, issued in this same transaction, in arrival order.
-        max_seq: dict[str, int] = {}
-        need: dict[str, list[int]] = {}
-        assign = job.assign
         n_accepted = sum(len(g) for g in accepted_groups.values())
-        if len(accepted_groups) == 1 and len(assign) == len(spans):
-            (((rollout_id, _), idxs),) = accepted_groups.items()
-            need[rollout_id] = idxs  # all of one rollout, all to issue
-        else:
-            for (rollout_id, _), idxs in accepted_groups.items():
-                carried = [spans[i].sequence_id for i in idxs if i not in assign]
-                if len(carried) < len(idxs):
-                    need.setdefault(rollout_id, []).extend(i for i in idxs if i in assign)
-                if carried:
-                    max_seq[rollout_id] = max(max_seq.get(rollout_id, 0), max(carried))
         await tx.raise_span_seqs(max_seq)
         for rollout_id, idxs in sorted(need.items()):
             if len(accepted_groups) > 1:

@@ -26,7 +26,7 @@ from lightspan.store.intake.otlp import (
     request_from_json,
     spans_from_protobuf,
 )
-from lightspan.store.intake.span_row import SpanRow, SpanRowError
+from lightspan.store.intake.span_row import RowGroups, SpanRow, SpanRowError
 
 try:  # the Rust conversion (native/), built by `pip install` when cargo is available
     from lightspan.store.intake._otlp_native import convert as _native_convert
@@ -56,6 +56,9 @@ class Converted:
 
     rows: list[SpanRow] = field(default_factory=list)
     rejected: list[RejectedSpan] = field(default_factory=list)
+    groups: RowGroups | None = None
+    """The rows per attempt when the converter computed them (the Rust one does; the store
+    groups the others itself, with ``span_row.group_rows``)."""
 
 
 def native_intake() -> bool:
@@ -79,9 +82,13 @@ def native_rows(body: bytes) -> Converted | None:
         return None
     if out is None:
         return None
-    raw_rows, raw_rejected = out
+    raw_rows, raw_rejected, raw_groups, clean = out
     from_native = SpanRow.from_native
-    return Converted([from_native(t) for t in raw_rows], [RejectedSpan(*r) for r in raw_rejected])
+    return Converted(
+        [from_native(t) for t in raw_rows],
+        [RejectedSpan(*r) for r in raw_rejected],
+        RowGroups.from_native(raw_groups, clean),
+    )
 
 
 def python_rows(body: bytes) -> Converted:

@@ -55,12 +55,12 @@ class IngestResult:
 
 
 async def _store_rows(
-    store: CoreStore, rows: list[SpanRow], then: Then | None = None
+    store: CoreStore, converted: Converted, then: Then | None = None
 ) -> AddSpansResult | None:
     """Store rows, sequence ids issued in the storing transaction for those that carry none."""
-    if not rows and then is None:
+    if not converted.rows and then is None:
         return None
-    return await store.add_many_spans(rows, then=then)
+    return await store.add_span_rows(converted.rows, groups=converted.groups, then=then)
 
 
 async def _add_to_other_store(
@@ -100,7 +100,7 @@ async def ingest(
     rows = converted.rows
     received = len(rows) + len(rejected)
     if isinstance(store, CoreStore):
-        result = await _store_rows(store, rows, then)
+        result = await _store_rows(store, converted, then)
     elif then is not None:
         raise TypeError("then= needs one of lightspan's own stores")
     else:
