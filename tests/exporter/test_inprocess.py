@@ -102,13 +102,13 @@ async def test_store_calls_run_on_the_exporters_loop_not_the_workflows(fake_llm)
     """The store's coroutines never run in the workflow's thread or event loop."""
     seen: list[tuple[int, asyncio.AbstractEventLoop]] = []
     store = InMemoryLightningStore()
-    original = store.add_many_spans
+    original = store.add_span_rows  # the intake's way into the store
 
     async def spy(spans, *args, **kwargs):
         seen.append((threading.get_ident(), asyncio.get_running_loop()))
         return await original(spans, *args, **kwargs)
 
-    store.add_many_spans = spy  # type: ignore[method-assign]
+    store.add_span_rows = spy  # type: ignore[method-assign]
     exporter = LightningStoreSpanExporter.in_process(store)
     pipe = start_pipeline(config(store={"type": "in_memory"}), exporter)
     try:
