@@ -223,9 +223,10 @@ class RowGroups:
     """A batch of rows per ``(rollout_id, attempt_id)``, in the order the attempts first appear.
 
     Why: the store applies its rules per attempt (lookups, sequence ids, one chunk each), and
-    reading every row's fields in Python to group them cost more than the rules themselves
-    (~2.5 us per span even for one attempt); the Rust converter hands the grouping over with
-    the rows (its ``convert``), other rows are grouped by :func:`group_rows`."""
+    its own passes over every row's fields to group them were ~2 M of a 512-span request's 33 M
+    instructions (``benchmarks/intake_inprocess.py --instructions``); the Rust converter hands
+    the grouping over with the rows (its ``convert``), other rows are grouped by
+    :func:`group_rows`."""
 
     groups: dict[tuple[str, str], RowGroup]
     clean: bool
