@@ -12,7 +12,7 @@ mod json;
 mod wire;
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
@@ -159,7 +159,9 @@ struct Groups {
 fn group_rows(rows: &[Row<'_>]) -> Groups {
     let mut at: HashMap<(&str, &str), usize> = HashMap::new();
     let mut groups: Vec<Group> = Vec::new();
-    let mut seen: HashSet<(usize, &str)> = HashSet::with_capacity(rows.len());
+    // (group, span id): a span twice in an attempt shows as equal neighbours once sorted
+    // (cheaper than hashing every span id, and as safe against chosen ids).
+    let mut keys: Vec<(usize, [u8; 16])> = Vec::with_capacity(rows.len());
     let mut clean = true;
     for (i, r) in rows.iter().enumerate() {
         let (rollout, attempt) = (r.rollout_id.as_ref(), r.attempt_id.as_ref());
@@ -173,13 +175,18 @@ fn group_rows(rows: &[Row<'_>]) -> Groups {
             });
             groups.len() - 1
         });
-        clean &= !rollout.is_empty() && !attempt.is_empty() && seen.insert((g, r.span_id.as_str()));
+        clean &= !rollout.is_empty() && !attempt.is_empty();
+        keys.push((g, r.span_id.0));
         let group = &mut groups[g];
         group.indices.push(i);
         match r.sequence_id {
             None => group.pending += 1,
             Some(seq) => group.max_carried = Some(group.max_carried.map_or(seq, |m| m.max(seq))),
         }
+    }
+    if clean {
+        keys.sort_unstable();
+        clean = keys.windows(2).all(|w| w[0] != w[1]);
     }
     Groups { groups, clean }
 }

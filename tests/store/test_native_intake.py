@@ -364,6 +364,50 @@ def test_rust_rows_equal_python_rows_on_random_spans() -> None:
     assert (True, True) in shapes, shapes  # several attempts in one batch
 
 
+def wide_map_request(width: int, distinct: int, seed: int) -> bytes:
+    """Spans with ``width`` attributes over ``distinct`` keys (so keys repeat on both sides of
+    the Rust map's index threshold), and a kvlist value as wide."""
+    rng = random.Random(seed)
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    rs.resource.attributes.extend(kvs({ROLLOUT: "ro-wide", ATTEMPT: "at-wide"}))
+    ss = rs.scope_spans.add()
+    for n in range(4):
+        s = ss.spans.add()
+        s.trace_id, s.span_id, s.name = bytes(range(1, 17)), bytes([n + 1] * 8), "wide"
+        s.start_time_unix_nano, s.end_time_unix_nano = 10**18, 10**18 + 5
+        keys = [f"k{rng.randrange(distinct)}" for _ in range(width)]
+        s.attributes.extend(KeyValue(key=k, value=any_value(i)) for i, k in enumerate(keys))
+        kv = s.attributes.add(key="wide.kvlist").value.kvlist_value
+        for i, k in enumerate(keys):
+            kv.values.add(key=k).value.CopyFrom(any_value(f"v{i}"))
+    return req.SerializeToString()
+
+
+@native
+@pytest.mark.parametrize(
+    "width, distinct", [(31, 31), (32, 20), (33, 33), (34, 30), (80, 45), (400, 150)]
+)
+def test_rust_rows_equal_python_rows_on_wide_maps_with_repeated_keys(
+    width: int, distinct: int
+) -> None:
+    """The Rust map scans its keys up to 32 entries and indexes them beyond: a repeated key
+    keeps its first place and takes its last value on either side, as a Python dict does."""
+    for seed in range(3):
+        body = wide_map_request(width, distinct, seed)
+        assert _punt(body) is None
+        assert assert_same_rows(body) == 4
+    # And both are what a dict makes of them (first place, last value), not merely equal.
+    rng = random.Random(0)
+    want: dict[str, int] = {}
+    for i in range(width):
+        want[f"k{rng.randrange(distinct)}"] = i
+    out = rows_from_protobuf(wide_map_request(width, distinct, 0))
+    assert out is not None
+    attrs = json.loads(out[0][0].doc())["attributes"]
+    assert [(k, v) for k, v in attrs.items() if k.startswith("k")] == list(want.items())
+
+
 @native
 def test_rust_rows_and_rejections_equal_python_on_deep_and_wide_values() -> None:
     """Acceptance and rejection agree around the depth limit, in every place a value can be."""
