@@ -18,14 +18,19 @@ Instructions are not time (the Python interpreter runs fewer per cycle than the 
 converter), so a cut is confirmed in CPU time too, when the machine is quiet. Needs
 ``valgrind`` (Debian: ``apt install valgrind``); 5-10 minutes.
 
+``--gc-threshold N``: the garbage collector's young-generation threshold (the server process
+raises it to 50,000, ``server.app._tune_gc``; this process keeps Python's 700 unless told);
+every run prints the collections and their time per request.
+
 Usage: ``.venv/bin/python benchmarks/intake_inprocess.py [--rounds 3] [--batches 60]
-[--instructions]``
+[--instructions] [--gc-threshold N]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import re
 import shutil
@@ -61,15 +66,34 @@ except ImportError:  # the code before issue 14
     VERSION = "before issue 14"
 
 
-async def one_round(bodies: list[bytes], db: Path) -> float:
+class GcClock:
+    """The cyclic garbage collector's collections and time while the requests are stored (the
+    server process collects far less often: ``--gc-threshold``)."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        else:
+            self.collections += 1
+            self.seconds += time.perf_counter() - self._start
+
+
+async def one_round(bodies: list[bytes], db: Path, clock: GcClock) -> float:
     store = SqliteLightningStore(db, scan_interval=0)
     await store.start()
+    gc.callbacks.append(clock)
     try:
         cpu = time.process_time()
         for body in bodies:
             await intake(store, body)
         return (time.process_time() - cpu) * 1e6 / (len(bodies) * 512)
     finally:
+        gc.callbacks.remove(clock)
         await store.close()
 
 
@@ -165,8 +189,17 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batches", type=int, default=60)
     parser.add_argument("--instructions", action="store_true", help="count instructions (valgrind)")
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=None,
+        help="the young generation's threshold (the server process raises it to 50,000: "
+        "server.app._tune_gc); default: Python's (700)",
+    )
     parser.add_argument("--store-only", type=int, metavar="N", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.gc_threshold is not None:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
     if args.instructions:
         instructions(args.batches)
         return
@@ -175,12 +208,16 @@ async def main() -> None:
     if args.store_only is not None:
         await store_only(bodies, args.store_only)
         return
+    clock = GcClock()
     with tempfile.TemporaryDirectory() as tmp:
-        cpus = [await one_round(bodies, Path(tmp) / f"r{r}.db") for r in range(args.rounds)]
+        cpus = [await one_round(bodies, Path(tmp) / f"r{r}.db", clock) for r in range(args.rounds)]
+    requests = len(bodies) * args.rounds
     print(
         f"{VERSION}: convert + store into SQLite, {len(bodies) * 512} spans: "
         f"{statistics.median(cpus):.2f} ({min(cpus):.2f}-{max(cpus):.2f}) us CPU/span, "
-        f"rounds: {' '.join(f'{c:.2f}' for c in cpus)}"
+        f"rounds: {' '.join(f'{c:.2f}' for c in cpus)}; garbage collector (threshold "
+        f"{gc.get_threshold()[0]}): {clock.collections / requests:.2f} collections, "
+        f"{clock.seconds * 1e6 / requests:.0f} us per request"
     )
 
 
