@@ -111,6 +111,8 @@ class Settings:
     a small model on one thread is bound by memory bandwidth, so a larger batch is nearly free."""
     trainer_runners: int = 2
     trainer_min_tasks: int = 4
+    trainer_models: list[str] | None = None
+    """The models the trainer's catalog offers (``--trainer-models``; ``None``: all)."""
     slots: int = 1
     """Request slots per model server (see ``--slots``)."""
     repeatable: bool = True
@@ -166,6 +168,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         "prompts) before other models",
     )
     p.add_argument(
+        "--trainer-models",
+        help="comma list of the benchmarked models the trainer's catalog offers (default: all "
+        "of --models). Only the baseline's model: the trainer searches caps and prompts on it "
+        "and moves no step to another model",
+    )
+    p.add_argument(
         "--trainer-min-tasks", type=int, help="trainer's first halving rung (default 2 quick, 4)"
     )
     p.add_argument(
@@ -212,6 +220,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     for s in shapes:
         if s not in SHAPES:
             p.error(f"unknown workflow shape {s!r}; known: {', '.join(SHAPES)}")
+    trainer_models = csv(args.trainer_models, models)
+    for m in trainer_models:
+        if m not in models:
+            p.error(f"--trainer-models: {m!r} is not one of --models ({', '.join(models)})")
     if args.quick and not (args.families or args.shapes):
         pairs = list(QUICK_PAIRS)
     else:
@@ -227,6 +239,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         keep_servers=args.quick if args.keep_servers is None else args.keep_servers,
         trainer_runners=args.trainer_runners or (4 if args.quick else 2),
         trainer_min_tasks=args.trainer_min_tasks or (2 if args.quick else 4),
+        trainer_models=trainer_models,
     )
     settings.slots = args.slots or (8 if settings.keep_servers else 1)
     settings.repeatable = settings.slots == 1 if args.repeatable is None else args.repeatable
@@ -322,6 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     min_tasks=s.trainer_min_tasks,
                     repeats=args.trainer_repeats,
                     keep_model_first=args.trainer_keep_model_first,
+                    catalog_models=s.trainer_models,
                 )
             except Exception as e:  # reported, the other arms still stand
                 trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}

@@ -93,24 +93,18 @@ def start_trainer(
     timeout_s: float = 3 * 3600,
     optimizer_model: str | None = None,
     keep_model_first: bool = False,
+    catalog_models: Sequence[str] | None = None,
 ) -> TrainerJob:
     """Start ``lightspan train run`` on ``tasks`` in the background. ``optimizer_model``: the
     model (one of ``endpoints``) that writes APO's critiques and edits (``apo`` and ``both``;
-    the strongest benchmarked model by default)."""
+    the strongest benchmarked model by default). ``catalog_models``: the models its catalog
+    offers (:func:`trainer_catalog`)."""
     out.mkdir(parents=True, exist_ok=True)
     wf = write_workflow_file(out / "workflow.yaml", family, shape, baseline, endpoints)
     task_file = out / "tasks.jsonl"
     task_file.write_text("".join(json.dumps(t.to_row()) + "\n" for t in tasks))
     catalog = out / "catalog.yaml"
-    catalog.write_text(
-        yaml.safe_dump(
-            [
-                {"endpoint": url, "model": m, "price": {"input": p[0], "output": p[1]}}
-                for m, url in endpoints.items()
-                for p in [prices[m]]
-            ]
-        )
-    )
+    catalog.write_text(yaml.safe_dump(trainer_catalog(endpoints, prices, catalog_models)))
     cmd = [
         sys.executable,
         "-m",
@@ -147,6 +141,25 @@ def start_trainer(
     with (out / "trainer.log").open("wb") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     return TrainerJob(cmd, out, proc, timeout_s)
+
+
+def trainer_catalog(
+    endpoints: Mapping[str, str],
+    prices: Mapping[str, tuple[float, float]],
+    models: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The ``--catalog`` entries the trainer may move steps to: every served model, or only
+    ``models`` (with just the baseline's model the search changes caps and prompts and moves
+    no step: model swaps are what changes answers, docs/performance.md 1c')."""
+    chosen = list(endpoints) if models is None else [m for m in endpoints if m in models]
+    missing = sorted(set(models or ()) - set(endpoints))
+    if missing or not chosen:
+        raise ValueError(f"trainer catalog: no served model {missing or list(models or ())}")
+    return [
+        {"endpoint": endpoints[m], "model": m, "price": {"input": p[0], "output": p[1]}}
+        for m in chosen
+        for p in [prices[m]]
+    ]
 
 
 def run_trainer(*args: Any, **kwargs: Any) -> dict[str, Any]:
