@@ -150,7 +150,8 @@ def trainer_catalog(
 ) -> list[dict[str, Any]]:
     """The ``--catalog`` entries the trainer may move steps to: every served model, or only
     ``models`` (with just the baseline's model the search changes caps and prompts and moves
-    no step: model swaps are what changes answers, docs/performance.md 1c')."""
+    no step: on development tasks only the swaps changed answers, docs/performance.md 1c'; on
+    the seeds' test splits caps and prompts did too, 1c'')."""
     chosen = list(endpoints) if models is None else [m for m in endpoints if m in models]
     missing = sorted(set(models or ()) - set(endpoints))
     if missing or not chosen:
