@@ -14,7 +14,9 @@ concise prompt) instead of moved to the 0.5B, on tasks of a development seed's t
 benchmark test task), and counts per variant the tasks it loses and gains against the baseline,
 by difficulty. It also records the probability of the format step's first answer token (the
 label), to see whether a confidence-based cascade (escalate to the baseline when the cheap
-run is unsure) would catch the lost tasks. Servers: one slot, no prompt cache (repeatable).
+run is unsure) would catch the lost tasks; every chain also keeps each step's confidence
+(:func:`confidence`) and its answer's label, which escalation.py reads. Servers: one slot, no
+prompt cache (repeatable).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import httpx
-from benchmarks.optimization.evaluators import classification_reward
+from benchmarks.optimization.evaluators import classification_reward, first_label
 from benchmarks.optimization.run import DEFAULT_CACHE
 from benchmarks.optimization.tasks import Task, generate
 from benchmarks.optimization.workflows import PROMPTS
@@ -70,12 +72,16 @@ P = PROMPTS["classification"]
 @dataclass(slots=True)
 class Chain:
     """One run of the three steps: reward, the format answer's first-token probability, tokens
-    per model (``{model: [prompt, completion]}``) and wall seconds."""
+    per model (``{model: [prompt, completion]}``), wall seconds, and per step how sure the model
+    was of what it wrote (:func:`confidence`: ``{"solve_mean_lp": ..., ...}``) and the label the
+    run answered (escalation.py compares both with a cheap check)."""
 
     reward: float
     p_first: float | None
     tokens: dict[str, list[int]] = field(default_factory=dict)
     seconds: float = 0.0
+    signals: dict[str, float] = field(default_factory=dict)
+    label: str | None = None
 
     def cost(self, prices: PriceTable) -> float:
         """USD of the chain's tokens under ``prices`` (a model without a price costs 0)."""
@@ -88,17 +94,18 @@ async def _ask(
     content: str,
     step: Step,
     tokens: dict[str, list[int]],
-    logprobs: bool = False,
-) -> tuple[str, float | None]:
+) -> tuple[str, list[dict[str, Any]]]:
+    """One step's request; its text and the per-token log-probabilities (with the runner-up
+    token's: ``top_logprobs`` 2). Asking for them does not change what a greedy decode writes."""
     model, max_tokens, _ = step
     body: dict[str, Any] = {
         "model": model,
         "messages": [{"role": "user", "content": content}],
         "max_tokens": max_tokens,
         "temperature": 0.0,
+        "logprobs": True,
+        "top_logprobs": 2,
     }
-    if logprobs:
-        body |= {"logprobs": True, "top_logprobs": 1}
     r = await client.post(f"{url}/chat/completions", json=body, timeout=900)
     r.raise_for_status()
     data = r.json()
@@ -107,8 +114,31 @@ async def _ask(
     used[0] += int(usage.get("prompt_tokens") or 0)
     used[1] += int(usage.get("completion_tokens") or 0)
     choice = data["choices"][0]
-    first = ((choice.get("logprobs") or {}).get("content") or [None])[0]
-    return choice["message"]["content"], math.exp(first["logprob"]) if first else None
+    return choice["message"]["content"], (choice.get("logprobs") or {}).get("content") or []
+
+
+def _p_first(logprobs: list[dict[str, Any]]) -> float | None:
+    return math.exp(logprobs[0]["logprob"]) if logprobs else None
+
+
+def confidence(step: str, logprobs: list[dict[str, Any]], labels: list[str]) -> dict[str, float]:
+    """How sure a step was of what it wrote: the mean log-probability of its tokens, the lowest
+    token probability, and the probability of the first token that starts a label (where a
+    classification is decided) with its margin over the runner-up token. Empty for no tokens."""
+    if not logprobs:
+        return {}
+    lps = [t["logprob"] for t in logprobs]
+    out = {f"{step}_mean_lp": sum(lps) / len(lps), f"{step}_min_p": math.exp(min(lps))}
+    for t in logprobs:
+        word = t.get("token", "").strip().lower()
+        if len(word) >= 3 and any(label.startswith(word) for label in labels):
+            top = sorted((x["logprob"] for x in t.get("top_logprobs") or []), reverse=True)
+            out[f"{step}_label_p"] = math.exp(t["logprob"])
+            out[f"{step}_label_margin"] = math.exp(t["logprob"]) - (
+                math.exp(top[1]) if len(top) > 1 else 0.0
+            )
+            break
+    return out
 
 
 async def run_chain(
@@ -116,23 +146,27 @@ async def run_chain(
 ) -> Chain:
     """The workflow's three LLM steps as the engine runs them (the glue steps strip the text)."""
     inp = task.input
+    labels = [x.strip() for x in inp["labels"].split(",")]
     tokens: dict[str, list[int]] = {}
+    signals: dict[str, float] = {}
     t0 = time.monotonic()
-    plan, _ = await _ask(
+    plan, lp = await _ask(
         client,
         urls[cfg["plan"][0]],
         (P["plan"] + cfg["plan"][2]).format(**inp),
         cfg["plan"],
         tokens,
     )
+    signals |= confidence("plan", lp, labels)
     solve = (P["solve"] + cfg["solve"][2]).format(**inp, plan=plan.strip())
-    solution, _ = await _ask(client, urls[cfg["solve"][0]], solve, cfg["solve"], tokens)
+    solution, lp = await _ask(client, urls[cfg["solve"][0]], solve, cfg["solve"], tokens)
+    signals |= confidence("solve", lp, labels)
     fmt = (P["format"] + cfg["format"][2]).format(**inp, solution=solution.strip())
-    out, p_first = await _ask(
-        client, urls[cfg["format"][0]], fmt, cfg["format"], tokens, logprobs=True
-    )
+    out, lp = await _ask(client, urls[cfg["format"][0]], fmt, cfg["format"], tokens)
+    signals |= confidence("format", lp, labels)
     reward = classification_reward(inp, out, task.expected)
-    return Chain(reward, p_first, tokens, time.monotonic() - t0)
+    label = first_label(out, labels)
+    return Chain(reward, _p_first(lp), tokens, time.monotonic() - t0, signals, label)
 
 
 class ChainCache:
@@ -145,10 +179,15 @@ class ChainCache:
         if path.is_file():
             for line in path.read_text().splitlines():
                 row = json.loads(line)
-                if "tokens" not in row:  # written before chains recorded tokens: run it again
+                if "signals" not in row:  # written before chains recorded them: run it again
                     continue
                 self.rows[row["key"]] = Chain(
-                    row["reward"], row["p_first"], row["tokens"], row["seconds"]
+                    row["reward"],
+                    row["p_first"],
+                    row["tokens"],
+                    row["seconds"],
+                    row["signals"],
+                    row["label"],
                 )
 
     @staticmethod
@@ -164,6 +203,8 @@ class ChainCache:
             "p_first": value.p_first,
             "tokens": value.tokens,
             "seconds": value.seconds,
+            "signals": value.signals,
+            "label": value.label,
         }
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
