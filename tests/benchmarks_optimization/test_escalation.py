@@ -19,6 +19,7 @@ from benchmarks.optimization.escalation import (
     run_check,
 )
 from benchmarks.optimization.flips import Chain, confidence
+from benchmarks.optimization.steps import sentences
 from benchmarks.optimization.tasks import generate
 from benchmarks.optimization.workflows import PROMPTS
 
@@ -72,10 +73,13 @@ def test_a_cascade_keeps_the_baselines_answer_where_it_escalates_and_pays_for_ev
     )
     assert unsure == {"escalated": 1 / 3, "lost": 0, "cost": (20 + 120 + 20) / 3, "p50": 2.0}
     disagree = cascade(
-        cheap, base, tasks, lambda t: check[t.id].label != cheap[t.id].label, prices, check
+        cheap, base, tasks, lambda t: check[t.id].label != cheap[t.id].label, prices, [check]
     )
     # Every task pays for the check (5) and its time (1); only b is escalated.
     assert disagree == {"escalated": 1 / 3, "lost": 0, "cost": (25 + 125 + 25) / 3, "p50": 3.0}
+    # Two checks: both paid for on every task.
+    two = cascade(cheap, base, tasks, lambda t: False, prices, [check, check])
+    assert two == {"escalated": 0.0, "lost": 1, "cost": 30.0, "p50": 4.0}
     # A lost task without the signal escalates at any threshold.
     assert catch_all({b: _chain(0, 1, 1, "w")}, [t for t in tasks if t.id == b], "x") == math.inf
     assert catch_all(cheap, [], "solve_label_p") is None
@@ -83,7 +87,8 @@ def test_a_cascade_keeps_the_baselines_answer_where_it_escalates_and_pays_for_ev
 
 async def test_the_check_sends_the_familys_one_call_prompt(fake_llm) -> None:
     task = generate("classification", "train", 1, seed=99)[0]
-    step = CHECKS["direct answer, Qwen 1.5B"]
+    step, reverse = CHECKS["direct answer, Qwen 1.5B"]
+    assert not reverse
     async with httpx.AsyncClient() as client:
         got = await run_check(client, fake_llm.base_url, step, task)
     (sent,) = fake_llm.requests
@@ -102,3 +107,17 @@ def test_a_fixed_threshold_names_what_is_wrong_with_it() -> None:
         _threshold("plan_confidence=-0.5")
     with pytest.raises(argparse.ArgumentTypeError, match="'low' is not a number"):
         _threshold("plan_mean_lp=low")
+
+
+async def test_the_reversed_check_reads_the_sentences_last_first(fake_llm) -> None:
+    task = next(t for t in generate("classification", "train", 30, seed=99) if t.difficulty == 3)
+    step, reverse = CHECKS["direct answer, sentences reversed, Qwen 1.5B"]
+    assert reverse
+    async with httpx.AsyncClient() as client:
+        await run_check(client, fake_llm.base_url, step, task, reverse)
+    (sent,) = fake_llm.requests
+    first, second, third = sentences(task.input["text"])
+    reordered = {**task.input, "text": f"{third} {second} {first}"}
+    assert sent["messages"][-1]["content"] == PROMPTS["classification"]["answer"].format(
+        **reordered
+    )
