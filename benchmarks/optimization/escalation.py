@@ -110,7 +110,6 @@ async def run_check(
     ``reverse``, on the input's sentences in reverse order."""
     tokens: dict[str, list[int]] = {}
     t0 = time.monotonic()
-    labels = [x.strip() for x in task.input["labels"].split(",")]
     inp = task.input
     if reverse:
         inp = {**inp, "text": " ".join(reversed(sentences(inp["text"])))}
@@ -118,7 +117,8 @@ async def run_check(
         client, url, PROMPTS["classification"]["answer"].format(**inp), step, tokens
     )
     reward = classification_reward(task.input, out, task.expected)
-    return Chain(reward, _p_first(lp), tokens, time.monotonic() - t0, {}, first_label(out, labels))
+    label = first_label(out, task.input["labels"])
+    return Chain(reward, _p_first(lp), tokens, time.monotonic() - t0, {}, label)
 
 
 async def run_checks(
