@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import statistics
 import sys
@@ -54,6 +53,7 @@ from benchmarks.optimization.flips import (
     _ask,
     _p_first,
     lost_and_gained,
+    model_servers,
     run_arms,
 )
 from benchmarks.optimization.prices import cpu_price_table, measured_prices
@@ -65,7 +65,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lightspan.engine import PriceTable
-from lightspan.localllm.server import LocalModelServer
+from lightspan.trainer.data import TaskFileError, load_tasks
 
 ARMS: dict[str, dict[str, Step]] = {
     "winner (all three changes)": VARIANTS["winner (all three changes)"],
@@ -122,25 +122,20 @@ async def run_check(
 
 
 async def run_checks(
-    tasks: list[Task], cache: ChainCache, console: Console
+    tasks: list[Task], cache: ChainCache, console: Console, urls: dict[str, str]
 ) -> dict[str, dict[str, Chain]]:
-    """Every check on every task (cached like the chains: a check is a one-step configuration)."""
-    servers = [LocalModelServer(m, parallel=1, repeatable=True).start() for m in (SMALL, LARGE)]
-    urls = {s.model: s.base_url for s in servers}
+    """Every check on every task (cached like the chains: a check is a one-step configuration),
+    on the servers at ``urls`` (:func:`flips.model_servers`)."""
     out: dict[str, dict[str, Chain]] = {c: {} for c in CHECKS}
-    try:
-        async with httpx.AsyncClient() as client:
-            for name, (step, reverse) in CHECKS.items():
-                for task in tasks:
-                    key = cache.key({"check_reversed" if reverse else "check": step}, task)
-                    if key not in cache.rows:
-                        got = await run_check(client, urls[step[0]], step, task, reverse)
-                        cache.put(key, got)
-                    out[name][task.id] = cache.rows[key]
-                console.print(f"{name}: {len(tasks)} tasks")
-    finally:
-        for s in servers:
-            s.stop()
+    async with httpx.AsyncClient() as client:
+        for name, (step, reverse) in CHECKS.items():
+            for task in tasks:
+                key = cache.key({"check_reversed" if reverse else "check": step}, task)
+                if key not in cache.rows:
+                    got = await run_check(client, urls[step[0]], step, task, reverse)
+                    cache.put(key, got)
+                out[name][task.id] = cache.rows[key]
+            console.print(f"{name}: {len(tasks)} tasks")
     return out
 
 
@@ -186,10 +181,9 @@ def catch_all(cheap: dict[str, Chain], lost: list[Task], signal: str) -> float |
 
 
 def read_tasks(path: Path) -> list[Task]:
-    """A trainer's task file (``{"id", "input", "expected"}`` rows) as classification tasks
-    (difficulty unknown: 0)."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [Task(r["id"], "classification", 0, r["input"], r["expected"]) for r in rows]
+    """A trainer's task file, read and checked as the trainer reads it (``load_tasks``: errors
+    name the file and line), as classification tasks (difficulty unknown: 0)."""
+    return [Task(t.id, "classification", 0, t.input, t.expected) for t in load_tasks(path)]
 
 
 def arm_table(
@@ -253,20 +247,23 @@ async def main_async(args: argparse.Namespace) -> int:
         for seed in args.seeds
     }
     if args.tasks_file:
-        task_sets = {str(args.tasks_file): read_tasks(args.tasks_file)}
-    for where, tasks in task_sets.items():
-        results = await run_arms(arms, tasks, cache, console)
-        checks = await run_checks(tasks, cache, console)
-        for name, got in checks.items():
-            right = sum(c.reward for c in got.values())
-            console.print(f"{where}: {name} right on {right:.0f}/{len(tasks)}")
-        for arm in args.arms:
-            title = f"{where}, {len(tasks)} tasks: {arm}"
-            console.print(
-                arm_table(
-                    title, results[arm], results["baseline"], checks, tasks, prices, args.apply
-                )
-            )
+        try:
+            task_sets = {str(args.tasks_file): read_tasks(args.tasks_file)}
+        except TaskFileError as e:
+            console.print(f"[red]--tasks-file: {e}[/red]")
+            return 2
+    with model_servers() as urls:  # once for every task set
+        for where, tasks in task_sets.items():
+            results = await run_arms(arms, tasks, cache, console, urls)
+            checks = await run_checks(tasks, cache, console, urls)
+            for name, got in checks.items():
+                right = sum(c.reward for c in got.values())
+                console.print(f"{where}: {name} right on {right:.0f}/{len(tasks)}")
+            for arm in args.arms:
+                title = f"{where}, {len(tasks)} tasks: {arm}"
+                base = results["baseline"]
+                table = arm_table(title, results[arm], base, checks, tasks, prices, args.apply)
+                console.print(table)
     return 0
 
 

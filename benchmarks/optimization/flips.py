@@ -28,6 +28,8 @@ import math
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,36 +212,49 @@ class ChainCache:
             f.write(json.dumps(row) + "\n")
 
 
+@contextmanager
+def model_servers() -> Iterator[dict[str, str]]:
+    """Both models' servers, repeatable (one slot, no prompt cache): ``{model: base URL}``."""
+    servers = [LocalModelServer(m, parallel=1, repeatable=True).start() for m in (SMALL, LARGE)]
+    try:
+        yield {s.model: s.base_url for s in servers}
+    finally:
+        for s in servers:
+            s.stop()
+
+
 async def run_arms(
-    arms: dict[str, dict[str, Step]], tasks: list[Task], cache: ChainCache, console: Console
+    arms: dict[str, dict[str, Step]],
+    tasks: list[Task],
+    cache: ChainCache,
+    console: Console,
+    urls: dict[str, str] | None = None,
 ) -> dict[str, dict[str, Chain]]:
     """Every arm on every task, two chains in flight (one per model server), cached runs
-    reused; progress on the console."""
-    servers = [LocalModelServer(m, parallel=1, repeatable=True).start() for m in (SMALL, LARGE)]
-    urls = {s.model: s.base_url for s in servers}
+    reused; progress on the console. ``urls``: servers already up (:func:`model_servers`);
+    without them the call starts its own."""
+    if urls is None:
+        with model_servers() as started:
+            return await run_arms(arms, tasks, cache, console, started)
     results: dict[str, dict[str, Chain]] = {a: {} for a in arms}
     sem = asyncio.Semaphore(2)  # two chains in flight: the two servers, one core each
     t0 = time.monotonic()
     done = 0
-    try:
-        async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient() as client:
 
-            async def one(arm: str, task: Task) -> None:
-                nonlocal done
-                key = cache.key(arms[arm], task)
-                if key in cache.rows:
-                    results[arm][task.id] = cache.rows[key]
-                else:
-                    async with sem:
-                        results[arm][task.id] = await run_chain(client, urls, arms[arm], task)
-                    cache.put(key, results[arm][task.id])
-                done += 1
-                console.print(f"[{time.monotonic() - t0:5.0f} s] {done}/{len(arms) * len(tasks)}")
+        async def one(arm: str, task: Task) -> None:
+            nonlocal done
+            key = cache.key(arms[arm], task)
+            if key in cache.rows:
+                results[arm][task.id] = cache.rows[key]
+            else:
+                async with sem:
+                    results[arm][task.id] = await run_chain(client, urls, arms[arm], task)
+                cache.put(key, results[arm][task.id])
+            done += 1
+            console.print(f"[{time.monotonic() - t0:5.0f} s] {done}/{len(arms) * len(tasks)}")
 
-            await asyncio.gather(*(one(a, t) for t in tasks for a in arms))
-    finally:
-        for s in servers:
-            s.stop()
+        await asyncio.gather(*(one(a, t) for t in tasks for a in arms))
     return results
 
 

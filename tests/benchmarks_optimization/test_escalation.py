@@ -7,6 +7,7 @@ send that work the wrong way."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 
 import httpx
@@ -16,6 +17,7 @@ from benchmarks.optimization.escalation import (
     _threshold,
     cascade,
     catch_all,
+    read_tasks,
     run_check,
 )
 from benchmarks.optimization.flips import Chain, confidence
@@ -24,6 +26,7 @@ from benchmarks.optimization.tasks import generate
 from benchmarks.optimization.workflows import PROMPTS
 
 from lightspan.engine import PriceTable
+from lightspan.trainer.data import TaskFileError
 
 LABELS = ["sports", "weather", "finance", "food"]
 
@@ -121,3 +124,15 @@ async def test_the_reversed_check_reads_the_sentences_last_first(fake_llm) -> No
     assert sent["messages"][-1]["content"] == PROMPTS["classification"]["answer"].format(
         **reordered
     )
+
+
+def test_a_task_file_is_read_as_the_trainer_reads_it(tmp_path) -> None:
+    good = tmp_path / "tasks.jsonl"
+    row = {"id": "t1", "input": {"text": "Rain.", "labels": "weather, food"}, "expected": "weather"}
+    good.write_text(json.dumps(row) + "\n")
+    (task,) = read_tasks(good)
+    assert (task.id, task.input, task.expected) == ("t1", row["input"], "weather")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": "t1", "input": {"text": "x"}}) + "\n")
+    with pytest.raises(TaskFileError, match=r"bad.jsonl:1: task is unlabeled"):
+        read_tasks(bad)
