@@ -458,6 +458,7 @@ def goal_lines(
         lb = paired_bootstrap_lower(
             [r.reward for r in runs["optimized"]], [r.reward for r in runs[PAIRED_BASELINE]]
         )
+        lower, higher = paired_changes(runs[PAIRED_BASELINE], runs["optimized"])
         checks = {
             "cost cut >= 30%": cut(b.cost_per_run, o.cost_per_run) >= 30,
             "p50 cut >= 15%": cut(b.latency_p50_s, o.latency_p50_s) >= 15,
@@ -470,10 +471,39 @@ def goal_lines(
             f"p50 cut {cut(b.latency_p50_s, o.latency_p50_s):+.0f}%, "
             f"p95 cut {cut(b.latency_p95_s, o.latency_p95_s):+.0f}%, reward "
             f"{o.reward_mean:.2f} vs {b.reward_mean:.2f} (lower bound of the difference "
-            f"{lb:+.3f}), optimized cost / oracle cost {o.cost_per_run / orc.cost_per_run:.2f}; "
+            f"{lb:+.3f}; lower on {lower} and higher on {higher} of {len(runs['optimized'])} "
+            f"tasks), optimized cost / oracle cost {o.cost_per_run / orc.cost_per_run:.2f}; "
             + "; ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in checks.items())
         )
     return lines
+
+
+def paired_changes(
+    baseline: Sequence[RunRecord], optimized: Sequence[RunRecord]
+) -> tuple[int, int]:
+    """On how many tasks the optimized run scored lower and higher than its paired baseline run.
+
+    The lower bound alone hides whether a pass is a tie everywhere or gains that outweigh a
+    loss; the counts say which (the trainer's test gate reports the same two numbers)."""
+    pairs = list(zip(baseline, optimized, strict=True))
+    for b, o in pairs:
+        if b.task_id != o.task_id:
+            raise ValueError(f"unpaired runs: baseline {b.task_id} against optimized {o.task_id}")
+    return sum(o.reward < b.reward for b, o in pairs), sum(o.reward > b.reward for b, o in pairs)
+
+
+def paired_rewards(
+    paired: dict[tuple[str, str], dict[str, list[RunRecord]]],
+) -> dict[str, list[dict[str, Any]]]:
+    """Per trained pair, each test task's baseline and optimized reward (results.json), so a
+    reader can see which answers a winner changed without the run cache."""
+    return {
+        f"{family}x{shape}": [
+            {"task_id": b.task_id, "baseline": b.reward, "optimized": o.reward}
+            for b, o in zip(runs[PAIRED_BASELINE], runs["optimized"], strict=True)
+        ]
+        for (family, shape), runs in paired.items()
+    }
 
 
 def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
@@ -627,6 +657,7 @@ def write_report(
                 "cells": [asdict(c) for c in cells],
                 "prices": {m: asdict(x) for m, x in measured.items()},
                 "trainer": trainer_reports or why_no_trainer,
+                "paired_test_rewards": paired_rewards(paired),
                 "date": started.isoformat(),
             },
             indent=1,

@@ -121,6 +121,15 @@ def test_quick_run_reports_baseline_optimized_and_oracle(tmp_path: Path) -> None
                 statistics.fmean(r["reward"] for r in opt_runs)
             )
             assert opt["tokens_per_run"] > 0
+            # Each test task's paired rewards are the runs' own, and the goal line counts them.
+            pairs = results["paired_test_rewards"][f"{t_family}x{t_shape}"]
+            assert {p["task_id"]: (p["baseline"], p["optimized"]) for p in pairs} == {
+                t: (base_cfg_runs["reward"], by_config["optimized"][t]["reward"])
+                for t, base_cfg_runs in by_config["paired-baseline"].items()
+            }
+            lower = sum(p["optimized"] < p["baseline"] for p in pairs)
+            higher = sum(p["optimized"] > p["baseline"] for p in pairs)
+            assert f"lower on {lower} and higher on {higher} of 2 tasks" in report
         else:
             assert "optimized" not in arms
 
