@@ -447,7 +447,7 @@ def goal_lines(
     """Per trained pair, issue 11's goal checked on the interleaved test runs: cost cut >= 30 %,
     p50 cut >= 15 %, one-sided 95 % paired-bootstrap lower bound of the reward difference
     >= -0.02 (the trainer's own rule), optimized cost within 10 % of the oracle's."""
-    from lightspan.trainer.evaluation.stats import paired_bootstrap_lower
+    from lightspan.trainer.evaluation.stats import paired_bootstrap_lower, paired_changes
 
     lines = []
     for c in cells:
@@ -458,7 +458,8 @@ def goal_lines(
         lb = paired_bootstrap_lower(
             [r.reward for r in runs["optimized"]], [r.reward for r in runs[PAIRED_BASELINE]]
         )
-        lower, higher = paired_changes(runs[PAIRED_BASELINE], runs["optimized"])
+        pairs = paired_runs(runs[PAIRED_BASELINE], runs["optimized"])
+        lower, higher = paired_changes([o.reward for _, o in pairs], [b.reward for b, _ in pairs])
         checks = {
             "cost cut >= 30%": cut(b.cost_per_run, o.cost_per_run) >= 30,
             "p50 cut >= 15%": cut(b.latency_p50_s, o.latency_p50_s) >= 15,
@@ -478,18 +479,16 @@ def goal_lines(
     return lines
 
 
-def paired_changes(
+def paired_runs(
     baseline: Sequence[RunRecord], optimized: Sequence[RunRecord]
-) -> tuple[int, int]:
-    """On how many tasks the optimized run scored lower and higher than its paired baseline run.
-
-    The lower bound alone hides whether a pass is a tie everywhere or gains that outweigh a
-    loss; the counts say which (the trainer's test gate reports the same two numbers)."""
+) -> list[tuple[RunRecord, RunRecord]]:
+    """The test runs as (baseline, optimized) pairs, refusing a pair of two different tasks
+    (counts and rewards of unpaired runs would be read as the winner's effect)."""
     pairs = list(zip(baseline, optimized, strict=True))
     for b, o in pairs:
         if b.task_id != o.task_id:
             raise ValueError(f"unpaired runs: baseline {b.task_id} against optimized {o.task_id}")
-    return sum(o.reward < b.reward for b, o in pairs), sum(o.reward > b.reward for b, o in pairs)
+    return pairs
 
 
 def paired_rewards(
@@ -500,7 +499,7 @@ def paired_rewards(
     return {
         f"{family}x{shape}": [
             {"task_id": b.task_id, "baseline": b.reward, "optimized": o.reward}
-            for b, o in zip(runs[PAIRED_BASELINE], runs["optimized"], strict=True)
+            for b, o in paired_runs(runs[PAIRED_BASELINE], runs["optimized"])
         ]
         for (family, shape), runs in paired.items()
     }

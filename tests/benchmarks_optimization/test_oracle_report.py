@@ -13,7 +13,7 @@ from benchmarks.optimization.oracle import (
     spec_digest,
 )
 from benchmarks.optimization.report import bootstrap_ci, cut, percentile
-from benchmarks.optimization.run import paired_changes
+from benchmarks.optimization.run import paired_runs
 from benchmarks.optimization.tasks import Task, generate
 from benchmarks.optimization.trainer_seam import resources_to_spec_section
 from benchmarks.optimization.workflows import StepChoice, config_key, workflow_spec
@@ -170,13 +170,18 @@ def test_model_servers_are_repeatable_by_default_only_with_one_slot() -> None:
         assert (s.slots, s.repeatable) == expected, argv
 
 
-def test_paired_changes_count_lower_and_higher_tasks_and_refuse_unpaired_runs() -> None:
+def test_paired_changes_count_lower_and_higher_tasks_and_runs_pair_by_task() -> None:
+    from lightspan.trainer.evaluation.stats import paired_changes
+
+    assert paired_changes([0.0, 1.0, 0.0, 1.0], [1.0, 0.5, 0.0, 1.0]) == (1, 1)
+    assert paired_changes([1.0, 0.5], [1.0, 0.5]) == (0, 0)
+    with pytest.raises(ValueError, match="differ in size: 1 vs 2"):
+        paired_changes([1.0], [1.0, 0.0])
+
     def run(task: str, reward: float) -> RunRecord:
         return RunRecord(task, "c", reward, "succeeded", 1.0)
 
-    base = [run("a", 1.0), run("b", 0.5), run("c", 0.0), run("d", 1.0)]
-    opt = [run("a", 0.0), run("b", 1.0), run("c", 0.0), run("d", 1.0)]
-    assert paired_changes(base, opt) == (1, 1)
-    assert paired_changes(base, base) == (0, 0)
-    with pytest.raises(ValueError, match="unpaired runs: baseline b against optimized c"):
-        paired_changes(base[:2], [opt[0], opt[2]])
+    base, opt = [run("a", 1.0), run("b", 0.5)], [run("a", 0.0), run("b", 1.0)]
+    assert [(b.task_id, o.reward) for b, o in paired_runs(base, opt)] == [("a", 0.0), ("b", 1.0)]
+    with pytest.raises(ValueError, match="unpaired runs: baseline a against optimized b"):
+        paired_runs(base, [opt[1], opt[0]])

@@ -25,7 +25,7 @@ from typing import Any
 from lightspan.trainer.data import Task, split_tasks
 from lightspan.trainer.evaluation.evaluate import Evaluator, Result
 from lightspan.trainer.evaluation.route import Route, compose, fit_route, routed_resources
-from lightspan.trainer.evaluation.stats import paired_bootstrap_lower
+from lightspan.trainer.evaluation.stats import paired_bootstrap_lower, paired_changes
 from lightspan.trainer.report import step_table, summarize, write_markdown, write_plots
 from lightspan.trainer.resmap import ResourcesMap, digest, llm_steps
 from lightspan.trainer.search.cost import Candidate, CostSearch, ModelOption, SearchOutcome
@@ -134,11 +134,9 @@ def _decide(
 def _tally(base: list[Result], opt: list[Result], name: str = "the winner") -> str:
     """Where the winner's test reward differs from the baseline's, task by task.
 
-    Why in the refusal: with 0/1 rewards on a dozen tasks one lost task puts the bound far
-    below -delta (1 of 11: -0.27), so a reader needs the count, not the bound alone, to tell
-    a change that is worse from one that lost a single task (docs/performance.md 1c)."""
-    lower = sum(o.reward < b.reward for b, o in zip(base, opt, strict=True))
-    higher = sum(o.reward > b.reward for b, o in zip(base, opt, strict=True))
+    Why in the refusal: one lost task of 11 0/1 rewards puts the bound at -0.27, far below
+    -delta (docs/performance.md 1c); the counts tell that from a change that is worse."""
+    lower, higher = paired_changes([r.reward for r in opt], [r.reward for r in base])
     return f"{name} scored lower on {lower} and higher on {higher} of {len(base)} test tasks"
 
 

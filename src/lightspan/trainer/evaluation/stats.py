@@ -40,6 +40,18 @@ def bootstrap_mean_ci(
     return means[int(alpha * (n - 1))], means[int((1 - alpha) * (n - 1))]
 
 
+def paired_changes(candidate: Sequence[float], baseline: Sequence[float]) -> tuple[int, int]:
+    """On how many paired tasks the candidate scored lower and higher than the baseline.
+
+    Why beside the bound: with 0/1 rewards on a dozen tasks one lost task puts the bound far
+    below the gate, so a reader needs the counts to tell a change that is worse from one that
+    lost a single task, or a tie everywhere from gains that outweigh a loss."""
+    if len(candidate) != len(baseline):
+        raise ValueError(f"paired samples differ in size: {len(candidate)} vs {len(baseline)}")
+    pairs = list(zip(candidate, baseline, strict=True))
+    return sum(c < b for c, b in pairs), sum(c > b for c, b in pairs)
+
+
 def paired_bootstrap_lower(
     candidate: Sequence[float],
     baseline: Sequence[float],
