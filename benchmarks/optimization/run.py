@@ -27,7 +27,7 @@ import os
 import platform
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,8 @@ class Settings:
     trainer_min_tasks: int = 4
     trainer_models: list[str] | None = None
     """The models the trainer's catalog offers (``--trainer-models``; ``None``: all)."""
+    trainer_apo: dict[str, int] = field(default_factory=dict)
+    """APO's beam options given (``--trainer-beam-rounds``, ``--trainer-branch-factor``)."""
     slots: int = 1
     """Request slots per model server (see ``--slots``)."""
     repeatable: bool = True
@@ -176,6 +178,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     p.add_argument(
         "--trainer-min-tasks", type=int, help="trainer's first halving rung (default 2 quick, 4)"
     )
+    for name in ("beam-rounds", "branch-factor"):
+        p.add_argument(
+            f"--trainer-{name}",
+            type=int,
+            help=f"apo and both: the trainer's --{name} (default: the trainer's, 2). APO edits "
+            "the workflow's prompts in turn, one per branch, so with one round and three "
+            "prompts a branch factor of 3 edits each once",
+        )
     p.add_argument(
         "--trainer-timeout",
         type=float,
@@ -224,6 +234,19 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     for m in trainer_models:
         if m not in models:
             p.error(f"--trainer-models: {m!r} is not one of --models ({', '.join(models)})")
+    trainer_apo = {
+        name: value
+        for name in ("beam-rounds", "branch-factor")
+        if (value := getattr(args, "trainer_" + name.replace("-", "_"))) is not None
+    }
+    if trainer_apo and args.algorithm == "cost":
+        p.error(
+            f"--trainer-{next(iter(trainer_apo))} is an APO option: it needs --algorithm apo "
+            "or both"
+        )
+    for name, value in trainer_apo.items():
+        if value < 1:
+            p.error(f"--trainer-{name} must be at least 1, got {value}")
     if args.quick and not (args.families or args.shapes):
         pairs = list(QUICK_PAIRS)
     else:
@@ -240,6 +263,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         trainer_runners=args.trainer_runners or (4 if args.quick else 2),
         trainer_min_tasks=args.trainer_min_tasks or (2 if args.quick else 4),
         trainer_models=trainer_models,
+        trainer_apo=trainer_apo,
     )
     settings.slots = args.slots or (8 if settings.keep_servers else 1)
     settings.repeatable = settings.slots == 1 if args.repeatable is None else args.repeatable
@@ -336,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     repeats=args.trainer_repeats,
                     keep_model_first=args.trainer_keep_model_first,
                     catalog_models=s.trainer_models,
+                    apo=s.trainer_apo,
                 )
             except Exception as e:  # reported, the other arms still stand
                 trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}
@@ -605,7 +630,9 @@ def write_report(
         + (
             f"NOT RUN: {why_no_trainer}"
             if why_no_trainer
-            else f"`lightspan train run --algorithm {args.algorithm}` on train+val tasks, "
+            else f"`lightspan train run --algorithm {args.algorithm}"
+            + "".join(f" --{k} {v}" for k, v in s.trainer_apo.items())
+            + "` on train+val tasks, "
             "its winner measured here on the test split"
         ),
         "",

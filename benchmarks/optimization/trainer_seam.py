@@ -94,11 +94,13 @@ def start_trainer(
     optimizer_model: str | None = None,
     keep_model_first: bool = False,
     catalog_models: Sequence[str] | None = None,
+    apo: Mapping[str, int] | None = None,
 ) -> TrainerJob:
     """Start ``lightspan train run`` on ``tasks`` in the background. ``optimizer_model``: the
     model (one of ``endpoints``) that writes APO's critiques and edits (``apo`` and ``both``;
     the strongest benchmarked model by default). ``catalog_models``: the models its catalog
-    offers (:func:`trainer_catalog`)."""
+    offers (:func:`trainer_catalog`). ``apo``: APO's beam options by their ``train run``
+    names without dashes (``beam-rounds``, ``branch-factor``; the CLI's defaults otherwise)."""
     out.mkdir(parents=True, exist_ok=True)
     wf = write_workflow_file(out / "workflow.yaml", family, shape, baseline, endpoints)
     task_file = out / "tasks.jsonl"
@@ -111,12 +113,53 @@ def start_trainer(
         "lightspan",
         "train",
         "run",
+        *trainer_arguments(
+            wf,
+            task_file,
+            out / "report",
+            catalog,
+            algorithm=algorithm,
+            seed=seed,
+            runners=runners,
+            min_tasks=min_tasks,
+            optimizer=(endpoints, optimizer_model or list(endpoints)[-1]),
+            max_rollouts=max_rollouts,
+            repeats=repeats,
+            keep_model_first=keep_model_first,
+            apo=apo,
+        ),
+    ]
+    with (out / "trainer.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    return TrainerJob(cmd, out, proc, timeout_s)
+
+
+def trainer_arguments(
+    workflow: Path,
+    task_file: Path,
+    report_dir: Path,
+    catalog: Path,
+    *,
+    algorithm: str,
+    seed: int,
+    runners: int,
+    min_tasks: int,
+    optimizer: tuple[Mapping[str, str], str],
+    max_rollouts: int | None = None,
+    repeats: int = 1,
+    keep_model_first: bool = False,
+    apo: Mapping[str, int] | None = None,
+) -> list[str]:
+    """The arguments of ``lightspan train run`` for one family x shape (:func:`start_trainer`).
+    ``optimizer``: the served endpoints and the model among them that writes APO's critiques
+    and edits (passed for ``apo`` and ``both`` only)."""
+    args = [
         "--workflow",
-        str(wf),
+        str(workflow),
         "--tasks",
         str(task_file),
         "--out",
-        str(out / "report"),
+        str(report_dir),
         "--catalog",
         str(catalog),
         "--algorithm",
@@ -130,17 +173,17 @@ def start_trainer(
         str(min_tasks),
     ]
     if algorithm in ("apo", "both"):
-        model = optimizer_model or list(endpoints)[-1]
-        cmd += ["--optimizer-endpoint", endpoints[model], "--optimizer-model", model]
+        endpoints, model = optimizer
+        args += ["--optimizer-endpoint", endpoints[model], "--optimizer-model", model]
+        for name, value in (apo or {}).items():
+            args += [f"--{name}", str(value)]
     if max_rollouts:
-        cmd += ["--max-rollouts", str(max_rollouts)]
+        args += ["--max-rollouts", str(max_rollouts)]
     if repeats > 1:
-        cmd += ["--repeats", str(repeats)]
+        args += ["--repeats", str(repeats)]
     if keep_model_first:
-        cmd.append("--keep-model-first")
-    with (out / "trainer.log").open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    return TrainerJob(cmd, out, proc, timeout_s)
+        args.append("--keep-model-first")
+    return args
 
 
 def trainer_catalog(
