@@ -94,6 +94,10 @@ PAIRED_BASELINE = "paired-baseline"
 DEFAULT_CACHE = Path.home() / ".cache" / "lightspan" / "optbench"
 
 
+APO_OPTIONS = ("beam-rounds", "branch-factor")
+"""The trainer's APO options the benchmark passes on, as ``--trainer-<name>``."""
+
+
 @dataclass(slots=True)
 class Settings:
     seed: int
@@ -178,7 +182,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     p.add_argument(
         "--trainer-min-tasks", type=int, help="trainer's first halving rung (default 2 quick, 4)"
     )
-    for name in ("beam-rounds", "branch-factor"):
+    for name in APO_OPTIONS:
         p.add_argument(
             f"--trainer-{name}",
             type=int,
@@ -236,7 +240,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
             p.error(f"--trainer-models: {m!r} is not one of --models ({', '.join(models)})")
     trainer_apo = {
         name: value
-        for name in ("beam-rounds", "branch-factor")
+        for name in APO_OPTIONS
         if (value := getattr(args, "trainer_" + name.replace("-", "_"))) is not None
     }
     if trainer_apo and args.algorithm == "cost":
