@@ -484,11 +484,11 @@ def goal_lines(
         if not runs or "optimized" not in c.arms:
             continue
         b, o, orc = c.arms["baseline"], c.arms["optimized"], c.arms["oracle"]
-        lb = paired_bootstrap_lower(
-            [r.reward for r in runs["optimized"]], [r.reward for r in runs[PAIRED_BASELINE]]
-        )
         pairs = paired_runs(runs[PAIRED_BASELINE], runs["optimized"])
-        lower, higher = paired_changes([o.reward for _, o in pairs], [b.reward for b, _ in pairs])
+        opt_rewards = [run_o.reward for _, run_o in pairs]
+        base_rewards = [run_b.reward for run_b, _ in pairs]
+        lb = paired_bootstrap_lower(opt_rewards, base_rewards)
+        lower, higher = paired_changes(opt_rewards, base_rewards)
         checks = {
             "cost cut >= 30%": cut(b.cost_per_run, o.cost_per_run) >= 30,
             "p50 cut >= 15%": cut(b.latency_p50_s, o.latency_p50_s) >= 15,
