@@ -500,3 +500,63 @@ async def test_a_refused_cap_retires_larger_caps_of_its_prompt_only_if_it_cut_th
     assert f"solve: model=lucky max_tokens={cap}" in after  # the other prompt stays either way
     assert step_resource(out.best, "llm", "solve")["model"] == "lucky"
     assert not step_resource(out.best, "p", "solve")["template"].endswith(CONCISE_SUFFIX)
+
+
+class _CutCosts(Evaluator):
+    """One step writing 80 tokens, 30 with the concise prompt; a cap below that cuts the text
+    (``finish_reason=length``): the original text cut is a wrong answer, the concise one cut
+    is still right. Cost: ``input_cost`` + 0.1 per output token."""
+
+    def __init__(self, input_cost: float) -> None:
+        super().__init__("cut-costs")
+        self.input_cost = input_cost
+
+    async def _run(self, resources, tasks, progress):  # type: ignore[no-untyped-def]
+        cap = step_resource(resources, "llm", "solve")["sampling_parameters"]["max_tokens"]
+        concise = step_resource(resources, "p", "solve")["template"].endswith(CONCISE_SUFFIX)
+        wants = 30 if concise else 80
+        cut = cap < wants
+        return [
+            Result(
+                task_id=t.id,
+                reward=0.0 if cut and not concise else 1.0,
+                status="succeeded",
+                cost=self.input_cost + 0.1 * min(wants, cap),
+                latency_s=1.0,
+                calls=[
+                    CallRecord(
+                        "solve",
+                        "big",
+                        output_tokens=min(wants, cap),
+                        finish_reason="length" if cut else "stop",
+                    )
+                ],
+            )
+            for t in tasks
+        ]
+
+
+@pytest.mark.parametrize(("input_cost", "cut_wins"), [(2.0, True), (20.0, False)])
+async def test_a_cap_that_cuts_the_text_must_save_more_than_the_premium(input_cost, cut_wins):
+    """Extraction x sequence, seeds 1 and 2: the concise plan cut at ~60 tokens cost 0.3-0.4 %
+    less than the concise plan at 256 and was chosen; on test its cut lost a task's fields.
+    Here the concise prompt cut below its 30 tokens saves ~10 % (input 2) or ~2 % (input 20)
+    over the concise prompt uncut: chosen only in the first case."""
+    seen: list = []
+    search = CostSearch(
+        _CutCosts(input_cost),
+        [LLMStep(name="solve", prompt="p", llm="llm")],
+        catalog=[],
+        price=lambda m: None,
+        min_tasks=4,
+        on_candidate=seen.append,
+    )
+    out = await search.run(_SCRIPTED_BASE, _SCRIPTED_VAL, _LONG_TEXTS)
+    assert step_resource(out.best, "p", "solve")["template"].endswith(CONCISE_SUFFIX)
+    cap = step_resource(out.best, "llm", "solve")["sampling_parameters"]["max_tokens"]
+    assert (cap < 30) is cut_wins, [(c.label, c.cost, c.truncated) for c in seen]
+    concise = [c for c in seen if c.label.endswith(" prompt=concise")]
+    cut = [c for c in concise if c.truncated]
+    uncut = [c for c in concise if not c.truncated]
+    assert cut and uncut and all(c.truncated == c.tasks for c in cut)
+    assert max(c.cost for c in cut) < min(c.cost for c in uncut)  # the cut does save
