@@ -382,6 +382,45 @@ class CostSearch:
             return 0.0
         return sum(c.input_tokens * p[0] + c.output_tokens * p[1] for c in calls) / 1e6
 
+    def _same_texts_at_a_larger_cap(
+        self, keep: list[tuple[Candidate, list[Result]]], step: str
+    ) -> list[tuple[Candidate, list[Result]]]:
+        """``keep`` without the candidates that wrote the same texts as one of the same model
+        and prompt at a larger cap: neither cut a text and both cost the same. Such a lower
+        cap saved nothing on these tasks and can only cut texts on others; ranked by latency,
+        the tie went to it on noise (extraction x sequence, seed 3: the concise plan at 64
+        and at 256 tokens cost the same on 8 val tasks, the 64 was kept, then cut 2 of 11 val
+        texts, too late for :data:`TRUNCATION_PREMIUM`; docs/performance.md 1j)."""
+        llm_step = next((s for s in self.steps if s.name == step), None)
+        if llm_step is None:
+            return keep
+
+        def same_texts(a: Candidate, b: Candidate) -> bool:
+            va, vb = _variant(a.resources, llm_step), _variant(b.resources, llm_step)
+            return (
+                va[:2] == vb[:2]
+                and not a.truncated
+                and not b.truncated
+                and math.isclose(a.cost, b.cost, rel_tol=1e-9, abs_tol=0.0)
+            )
+
+        out = []
+        for c, r in keep:
+            cap = _variant(c.resources, llm_step)[2]
+            larger = next(
+                (
+                    o
+                    for o, _ in keep
+                    if _variant(o.resources, llm_step)[2] > cap and same_texts(c, o)
+                ),
+                None,
+            )
+            if larger is None:
+                out.append((c, r))
+            else:
+                c.rejected_because = f"halving: the same texts and cost as {larger.label}"
+        return out
+
     def _rank(self, c: Candidate) -> tuple[int, float, float, float]:
         """Order of a rung's survivors: first those whose lower bound already meets the final
         rule (cheapest first: the final rung picks the cheapest of them), then the others,
@@ -499,6 +538,7 @@ class CostSearch:
                         f"halving: reward {c.reward:.2f} vs {ref_mean:.2f} (baseline or "
                         f"current set) on {n} val tasks"
                     )
+            keep = self._same_texts_at_a_larger_cap(keep, step)
             keep.sort(key=lambda cr: self._rank(cr[0]))
             if n < len(val) and len(keep) > 1:
                 for c, _ in keep[max(1, len(keep) // 2) :]:
