@@ -134,9 +134,7 @@ def _model_of(resources: ResourcesMap, step: LLMStep) -> tuple[str, str]:
     return llm["endpoint"], llm["model"]
 
 
-def _retires(
-    refused: Candidate, results: list[Result], step: LLMStep
-) -> Callable[[ResourcesMap], bool]:
+def _retires(refused: Candidate, step: LLMStep) -> Callable[[ResourcesMap], bool]:
     """Which other candidates of a step a winner refused on val and train takes with it: those
     with its model and prompt whose cap is no larger, and when none of its calls of the step
     was cut at its cap (the cap changed no text), every cap of that model and prompt, as they
@@ -146,7 +144,7 @@ def _retires(
     prompt, and retiring Qwen 0.5B dropped, unconfirmed, the same cap with the original
     prompt, which had held on val at 41 % of the baseline's cost."""
     model, prompt, cap = _variant(refused.resources, step)
-    cut = any(c.finish_reason == "length" for r in results for c in r.calls if c.step == step.name)
+    cut = refused.truncated > 0
 
     def retired(resources: ResourcesMap) -> bool:
         m, p, k = _variant(resources, step)
@@ -395,10 +393,13 @@ class CostSearch:
         if llm_step is None:
             return keep
 
-        def same_texts(a: Candidate, b: Candidate) -> bool:
-            va, vb = _variant(a.resources, llm_step), _variant(b.resources, llm_step)
+        variant = {id(c): _variant(c.resources, llm_step) for c, _ in keep}
+
+        def same_texts_larger_cap(a: Candidate, b: Candidate) -> bool:
+            (ma, pa, ka), (mb, pb, kb) = variant[id(a)], variant[id(b)]
             return (
-                va[:2] == vb[:2]
+                (ma, pa) == (mb, pb)
+                and kb > ka
                 and not a.truncated
                 and not b.truncated
                 and math.isclose(a.cost, b.cost, rel_tol=1e-9, abs_tol=0.0)
@@ -406,15 +407,7 @@ class CostSearch:
 
         out = []
         for c, r in keep:
-            cap = _variant(c.resources, llm_step)[2]
-            larger = next(
-                (
-                    o
-                    for o, _ in keep
-                    if _variant(o.resources, llm_step)[2] > cap and same_texts(c, o)
-                ),
-                None,
-            )
+            larger = next((o for o, _ in keep if same_texts_larger_cap(c, o)), None)
             if larger is None:
                 out.append((c, r))
             else:
@@ -625,7 +618,7 @@ class CostSearch:
                 if not pooled.accepted:
                     # What cannot do better is retired for this step (see _retires); the next
                     # halving reuses cached runs.
-                    retired = _retires(c, results, step)
+                    retired = _retires(c, step)
                     pool = [(lbl, res) for lbl, res in pool if lbl != c.label and not retired(res)]
                     for rest, _ in scored:
                         if rest is not c and not rest.advanced and rest.rejected_because is None:
