@@ -200,9 +200,13 @@ async def evaluate(
     *,
     concurrency: int = 2,
     on_done: Callable[[], None] | None = None,
+    vote_join: str = "all",
 ) -> dict[tuple[str, str], RunRecord]:
     """Every (configuration key, task) result of the grid ``configs`` on the real models."""
-    specs = {config_key(c): workflow_spec(family, shape, c, endpoints) for c in configs}
+    specs = {
+        config_key(c): workflow_spec(family, shape, c, endpoints, vote_join=vote_join)
+        for c in configs
+    }
     return await evaluate_specs(specs, tasks, cache, concurrency=concurrency, on_done=on_done)
 
 

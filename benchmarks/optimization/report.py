@@ -183,7 +183,8 @@ def write_plots(cells: Sequence[Cell], out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arms = sorted({a for c in cells for a in c.arms}, key=["baseline", "optimized", "oracle"].index)
+    order = ["baseline", "majority join", "optimized", "oracle"]
+    arms = sorted({a for c in cells for a in c.arms}, key=order.index)
     labels = [f"{c.family}\n{c.shape}" for c in cells]
     width = 0.8 / max(len(arms), 1)
     paths = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import datetime as dt
 import json
 import os
@@ -39,6 +40,7 @@ from benchmarks.optimization.oracle import (
     RunRecord,
     evaluate,
     evaluate_paired,
+    evaluate_specs,
     models_of,
     oracle_choice,
     search_grid,
@@ -71,6 +73,7 @@ from benchmarks.optimization.trainer_seam import (
 )
 from benchmarks.optimization.workflows import (
     SHAPES,
+    VOTE_JOINS,
     Config,
     StepChoice,
     config_key,
@@ -90,6 +93,9 @@ QUICK_PAIRS = [
 # the one-LLM-step organizer-worker, so the search has one round (a 3-step sequence has three).
 QUICK_TRAINER_PAIRS = [("extraction", "organizer_worker")]
 PAIRED_BASELINE = "paired-baseline"
+MAJORITY_ARM = "majority join"
+"""With ``--vote-join majority``: the baseline's resources on the lazy vote (the workflow edit
+alone, without the trainer)."""
 """Config label of the baseline's runs interleaved with the optimized arm's on the test split."""
 DEFAULT_CACHE = Path.home() / ".cache" / "lightspan" / "optbench"
 
@@ -123,6 +129,9 @@ class Settings:
     """Request slots per model server (see ``--slots``)."""
     repeatable: bool = True
     """Model servers without a prompt cache (see ``--repeatable``)."""
+    vote_join: str = "all"
+    """The vote's join in the grid, the trainer's workflow and the optimized arm (the baseline
+    always runs ``join: all``, the first draft); see ``--vote-join``."""
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
@@ -214,6 +223,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         "with another arm, can get another answer; runs of either kind are cached apart",
     )
     p.add_argument(
+        "--vote-join",
+        choices=VOTE_JOINS,
+        default="all",
+        help="the vote's join for the grid (oracle), the workflow the trainer optimizes and the "
+        "optimized arm; the baseline keeps join all. majority: the third branch starts only "
+        "when the first two disagree (default all)",
+    )
+    p.add_argument(
         "--keep-servers",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -268,6 +285,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         trainer_min_tasks=args.trainer_min_tasks or (2 if args.quick else 4),
         trainer_models=trainer_models,
         trainer_apo=trainer_apo,
+        vote_join=args.vote_join,
     )
     settings.slots = args.slots or (8 if settings.keep_servers else 1)
     settings.repeatable = settings.slots == 1 if args.repeatable is None else args.repeatable
@@ -365,6 +383,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     keep_model_first=args.trainer_keep_model_first,
                     catalog_models=s.trainer_models,
                     apo=s.trainer_apo,
+                    vote_join=s.vote_join,
                 )
             except Exception as e:  # reported, the other arms still stand
                 trainer_reports[name] = {"error": f"{type(e).__name__}: {e}"}
@@ -403,7 +422,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                             cache,
                             concurrency=s.concurrency,
                             on_done=lambda: progress.advance(bar),
+                            vote_join=s.vote_join,
                         )
+                    )
+                )
+        # The baseline is the first draft (join all) whatever the grid's vote join is.
+        first_draft: dict[tuple[str, str], dict[tuple[str, str], RunRecord]] = {}
+        for family, shape in s.pairs:
+            if shape == "vote" and s.vote_join != "all":
+                progress.update(bar, description=f"baseline with join all: {family}-{shape}")
+                base = baseline_config(shape, s)
+                first_draft[(family, shape)] = asyncio.run(
+                    evaluate_specs(
+                        {
+                            config_key(base): workflow_spec(
+                                family, shape, base, pool.ensure(s.models)
+                            )
+                        },
+                        test[family],
+                        cache,
+                        concurrency=s.concurrency,
                     )
                 )
         if train_pairs:
@@ -422,7 +460,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if rep.get("resources"):
                     base_spec = workflow_spec(family, shape, baseline_config(shape, s), endpoints)
                     base_spec["resources"]["id"] = f"{name}:{PAIRED_BASELINE}"
-                    spec = workflow_spec(family, shape, baseline_config(shape, s), endpoints)
+                    spec = workflow_spec(
+                        family, shape, baseline_config(shape, s), endpoints, vote_join=s.vote_join
+                    )
+                    specs = {PAIRED_BASELINE: base_spec, "optimized": spec}
+                    if shape == "vote" and s.vote_join != "all":
+                        specs[MAJORITY_ARM] = copy.deepcopy(spec)
+                        specs[MAJORITY_ARM]["resources"]["id"] = f"{name}:{MAJORITY_ARM}"
                     spec["resources"] = resources_to_spec_section(
                         rep["resources"], f"{name}:optimized"
                     )
@@ -431,15 +475,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     runs = asyncio.run(
                         evaluate_paired(
-                            {PAIRED_BASELINE: base_spec, "optimized": spec},
+                            specs,
                             test[family],
                             cache,
                             stamp=started.strftime("%Y%m%dT%H%M%SZ"),
                         )
                     )
                     paired[(family, shape)] = {
-                        label: [runs[(label, t.id)] for t in test[family]]
-                        for label in (PAIRED_BASELINE, "optimized")
+                        label: [runs[(label, t.id)] for t in test[family]] for label in specs
                     }
 
     cells: list[Cell] = []
@@ -447,15 +490,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         res = results[(family, shape)]
         tasks = test[family]
         base_key = config_key(baseline_config(shape, s))
-        base_runs = [res[(base_key, t.id)] for t in tasks]
+        base_runs = [first_draft.get((family, shape), res)[(base_key, t.id)] for t in tasks]
         arms = {"baseline": ArmFigures.of("baseline", base_runs, cpu, public, s.seed)}
+        if (family, shape) in first_draft:  # the grid's baseline resources on the lazy vote
+            lazy = [res[(base_key, t.id)] for t in tasks]
+            arms[MAJORITY_ARM] = ArmFigures.of(MAJORITY_ARM, lazy, cpu, public, s.seed)
         if (family, shape) in paired:
             # Baseline and optimized from the same interleaved test runs (same load).
             runs = paired[(family, shape)]
             arms = {
-                "baseline": ArmFigures.of("baseline", runs[PAIRED_BASELINE], cpu, public, s.seed),
-                "optimized": ArmFigures.of("optimized", runs["optimized"], cpu, public, s.seed),
+                "baseline": ArmFigures.of("baseline", runs[PAIRED_BASELINE], cpu, public, s.seed)
             }
+            if MAJORITY_ARM in runs:
+                lazy = runs[MAJORITY_ARM]
+                arms[MAJORITY_ARM] = ArmFigures.of(MAJORITY_ARM, lazy, cpu, public, s.seed)
+            arms["optimized"] = ArmFigures.of("optimized", runs["optimized"], cpu, public, s.seed)
         chosen = oracle_choice(res, grids[(family, shape)], tasks, cpu)
         oracle_runs = [chosen[t.id] for t in tasks if t.id in chosen]
         arms["oracle"] = ArmFigures.of("oracle", oracle_runs, cpu, public, s.seed)

@@ -73,6 +73,29 @@ def vote_json(results: Mapping[str, Any]) -> str:
     return json.dumps(merged)
 
 
+# --- what a lazy vote (``join: majority``) compares: the reducers' notion of one answer ----
+
+
+def agree_number(text: Any) -> float | None:
+    return last_number(text)
+
+
+def agree_label(text: Any) -> str | None:
+    return first_label(text, list(LABELS))
+
+
+def agree_json(text: Any) -> str | None:
+    """The object with keys and values as the reward compares them (case, spaces, a final dot).
+
+    Two branches that agree here agree on every field they wrote; a field only a later branch
+    writes is what ``vote_json`` (field by field) would still have taken from it."""
+    obj = parse_json_object(text)
+    if not obj:
+        return None
+    norm = {str(k).strip().casefold(): str(v).strip().strip(".").casefold() for k, v in obj.items()}
+    return json.dumps(norm, sort_keys=True)
+
+
 # --- organizer-worker: split -> per item -> merge ------------------------------------------
 
 

@@ -95,14 +95,18 @@ def start_trainer(
     keep_model_first: bool = False,
     catalog_models: Sequence[str] | None = None,
     apo: Mapping[str, int] | None = None,
+    vote_join: str = "all",
 ) -> TrainerJob:
     """Start ``lightspan train run`` on ``tasks`` in the background. ``optimizer_model``: the
     model (one of ``endpoints``) that writes APO's critiques and edits (``apo`` and ``both``;
     the strongest benchmarked model by default). ``catalog_models``: the models its catalog
     offers (:func:`trainer_catalog`). ``apo``: APO's beam options by their ``train run``
-    names without dashes (``beam-rounds``, ``branch-factor``; the CLI's defaults otherwise)."""
+    names without dashes (``beam-rounds``, ``branch-factor``; the CLI's defaults otherwise).
+    ``vote_join``: the join of the vote's workflow file the trainer optimizes."""
     out.mkdir(parents=True, exist_ok=True)
-    wf = write_workflow_file(out / "workflow.yaml", family, shape, baseline, endpoints)
+    wf = write_workflow_file(
+        out / "workflow.yaml", family, shape, baseline, endpoints, vote_join=vote_join
+    )
     task_file = out / "tasks.jsonl"
     task_file.write_text("".join(json.dumps(t.to_row()) + "\n" for t in tasks))
     catalog = out / "catalog.yaml"

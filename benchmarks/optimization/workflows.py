@@ -3,7 +3,9 @@
 Shapes:
 
 - ``sequence``: plan -> solve -> format (three LLM steps, glue tasks carry the run input).
-- ``vote``: a fork of three sampled branches on the same prompt, joined by a majority vote.
+- ``vote``: a fork of three sampled branches on the same prompt, joined by a majority vote
+  (``join: all``, the first draft; ``vote_join="majority"``: the third branch starts only when
+  the first two disagree, see the engine's ``join: majority``).
 - ``organizer_worker``: split the task into items -> one LLM call per item -> merge.
 
 Why workflow files rather than Python objects: ``lightspan run`` and ``lightspan train run``
@@ -60,6 +62,12 @@ _VOTE_REDUCER = {
     "extraction": "vote_json",
     "classification": "vote_label",
 }
+_VOTE_AGREE = {
+    "arithmetic": "agree_number",
+    "extraction": "agree_json",
+    "classification": "agree_label",
+}
+VOTE_JOINS: tuple[str, ...] = ("all", "majority")
 _OW = {
     "arithmetic": ("split_arithmetic", "merge_arithmetic"),
     "extraction": ("split_fields", "merge_fields"),
@@ -119,7 +127,7 @@ def llm_resource(step: str) -> str:
     return f"{step}_llm"
 
 
-def _root(family: str, shape: str) -> dict[str, Any]:
+def _root(family: str, shape: str, vote_join: str = "all") -> dict[str, Any]:
     if shape == "sequence":
         return {
             "sequence": {
@@ -134,14 +142,17 @@ def _root(family: str, shape: str) -> dict[str, Any]:
             }
         }
     if shape == "vote":
-        return {
-            "fork": {
-                "name": "vote",
-                "join": "all",
-                "reducer": f"{M}:{_VOTE_REDUCER[family]}",
-                "branches": [_llm(b, "answer") for b in VOTE_BRANCHES],
-            }
+        if vote_join not in VOTE_JOINS:
+            raise ValueError(f"unknown vote join {vote_join!r}; known: {', '.join(VOTE_JOINS)}")
+        fork: dict[str, Any] = {
+            "name": "vote",
+            "join": vote_join,
+            "reducer": f"{M}:{_VOTE_REDUCER[family]}",
+            "branches": [_llm(b, "answer") for b in VOTE_BRANCHES],
         }
+        if vote_join == "majority":
+            fork["agree"] = f"{M}:{_VOTE_AGREE[family]}"
+        return {"fork": fork}
     if shape == "organizer_worker":
         split, merge = _OW[family]
         return {
@@ -164,11 +175,17 @@ def _root(family: str, shape: str) -> dict[str, Any]:
 
 
 def workflow_spec(
-    family: str, shape: str, config: Config, endpoints: Mapping[str, str]
+    family: str,
+    shape: str,
+    config: Config,
+    endpoints: Mapping[str, str],
+    *,
+    vote_join: str = "all",
 ) -> dict[str, Any]:
     """The workflow file's structure for ``family`` x ``shape`` under ``config``.
 
-    ``endpoints`` maps a model name to its OpenAI-compatible base URL.
+    ``endpoints`` maps a model name to its OpenAI-compatible base URL; ``vote_join`` is the
+    vote's join (other shapes ignore it).
     """
     if family not in PROMPTS:
         raise ValueError(f"unknown task family {family!r}; known: {', '.join(PROMPTS)}")
@@ -197,23 +214,35 @@ def workflow_spec(
             "prompts": {name: prompts[name] for name in used},
             "llms": llms,
         },
-        "root": _root(family, shape),
+        "root": _root(family, shape, vote_join),
     }
 
 
 def build_workflow(
-    family: str, shape: str, config: Config, endpoints: Mapping[str, str], **kw: Any
+    family: str,
+    shape: str,
+    config: Config,
+    endpoints: Mapping[str, str],
+    *,
+    vote_join: str = "all",
+    **kw: Any,
 ) -> Workflow:
     """The engine workflow for ``workflow_spec(...)`` (validated by the YAML loader)."""
-    spec = workflow_spec(family, shape, config, endpoints)
+    spec = workflow_spec(family, shape, config, endpoints, vote_join=vote_join)
     return workflow_from_dict(spec, source=f"<{spec['workflow']}>", **kw)
 
 
 def write_workflow_file(
-    path: Path, family: str, shape: str, config: Config, endpoints: Mapping[str, str]
+    path: Path,
+    family: str,
+    shape: str,
+    config: Config,
+    endpoints: Mapping[str, str],
+    *,
+    vote_join: str = "all",
 ) -> Path:
     """Write the workflow as YAML (what ``lightspan run`` / ``lightspan train run`` load)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    spec = workflow_spec(family, shape, config, endpoints)
+    spec = workflow_spec(family, shape, config, endpoints, vote_join=vote_join)
     path.write_text(yaml.safe_dump(spec, sort_keys=False, width=100))
     return path

@@ -72,3 +72,36 @@ def test_bad_configs_are_named() -> None:
         )
     with pytest.raises(ValueError, match="unknown workflow shape"):
         workflow_spec("arithmetic", "loop", {}, ENDPOINTS)
+
+
+# Per family: two texts the vote counts as one answer, a third it does not, its reducer.
+SAME_ANSWER = {
+    "arithmetic": ("so 12 apples\n12", "12.0", "13", "vote_number"),
+    "extraction": (
+        '```json\n{"Name": "Ann Lee", "age": 3}\n```',
+        '{"name": "ann lee.", "age": "3"}',
+        '{"name": "Bo"}',
+        "vote_json",
+    ),
+    "classification": ("Topic: sports", "sports.", "food", "vote_label"),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_majority_vote_file_compares_answers_as_the_reducer_does(
+    family: str, tmp_path: Path
+) -> None:
+    from benchmarks.optimization import steps
+
+    config = uniform_config("vote", StepChoice("big", 64))
+    path = write_workflow_file(
+        tmp_path / "wf.yaml", family, "vote", config, ENDPOINTS, vote_join="majority"
+    )
+    fork = load_workflow(path).root
+    first, same, other, reducer = SAME_ANSWER[family]
+    assert str(fork.join) == "majority" and fork.reducer is getattr(steps, reducer)
+    assert fork.agree(first) is not None and fork.agree(first) == fork.agree(same)
+    assert fork.agree(other) != fork.agree(first)
+    assert workflow_spec(family, "vote", config, ENDPOINTS)["root"]["fork"]["join"] == "all"
+    with pytest.raises(ValueError, match="unknown vote join 'most'"):
+        workflow_spec(family, "vote", config, ENDPOINTS, vote_join="most")

@@ -22,3 +22,7 @@ def exact(inp, out, expected):
 
 
 NOT_CALLABLE = 3
+
+
+def parity(x):
+    return x % 2

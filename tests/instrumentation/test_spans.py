@@ -78,6 +78,19 @@ async def test_fork_has_one_span_per_branch_and_records_the_join(traced: Traced)
     assert "lightspan.branch.name" not in by_name(spans)["task y"].attributes
 
 
+async def test_fork_majority_records_the_branches_it_never_started(traced: Traced):
+    wf = Workflow(
+        "wf", fork("f", [task("a", ident), task("b", ident), task("c", ident)], join="majority")
+    )
+    assert (await wf.run(1)).output == {"a": 1, "b": 1}
+    spans = by_name(traced.spans())
+    assert "task c" not in spans  # never started: no span, no cost
+    f = spans["fork f"]
+    assert f.attributes["lightspan.join.policy"] == "majority"
+    assert f.attributes["lightspan.join.winners"] == ("a", "b")
+    assert f.attributes["lightspan.join.skipped"] == ("c",)
+
+
 async def test_fork_first_marks_the_losers_cancelled_not_failed(traced: Traced):
     async def fast(x):
         return "fast"

@@ -53,9 +53,10 @@ def fork(
     join: JoinPolicy | str | int = "all",
     **kw: Any,
 ) -> Fork:
-    """``join``: ``"all"``, ``"first"``, an int k for a quorum, or a JoinPolicy."""
+    """``join``: ``"all"``, ``"first"``, ``"majority"``, an int k for a quorum, or a JoinPolicy."""
     if isinstance(join, str):
-        policy = {"all": JoinPolicy.all, "first": JoinPolicy.first}[join]()
+        kinds = {"all": JoinPolicy.all, "first": JoinPolicy.first, "majority": JoinPolicy.majority}
+        policy = kinds[join]()
     elif isinstance(join, int):
         policy = JoinPolicy.quorum(join)
     else:

@@ -19,7 +19,7 @@ File shape::
       - task: {name: prepare, call: qa_steps:prepare, timeout: 5, retry: {max_attempts: 3}}
       - fork:
           name: answers
-          join: all                           # all | first | {quorum: 2}
+          join: all                           # all | first | majority | {quorum: 2}
           on_error: fail_fast                 # or collect
           reducer: qa_steps:pick
           branches:
@@ -63,7 +63,7 @@ _COMMON = {"name", "timeout", "retry"}
 _KEYS: dict[str, set[str]] = {
     "task": _COMMON | {"call"},
     "sequence": _COMMON | {"steps"},
-    "fork": _COMMON | {"branches", "join", "reducer", "on_error"},
+    "fork": _COMMON | {"branches", "join", "reducer", "on_error", "agree"},
     "organizer_worker": _COMMON | {"organizer", "worker", "concurrency", "reducer", "on_error"},
     "llm": _COMMON | {"prompt", "llm", "system", "parse"},
 }
@@ -175,20 +175,23 @@ class _Loader:
             return JoinPolicy.all()
         if raw == "first":
             return JoinPolicy.first()
+        if raw == "majority":
+            return JoinPolicy.majority()
         if isinstance(raw, Mapping) and set(raw) == {"quorum"} and isinstance(raw["quorum"], int):
             return JoinPolicy.quorum(raw["quorum"])
         raise WorkflowDefinitionError(
-            f"{label}.join: expected all, first or {{quorum: k}}, got {raw!r}"
+            f"{label}.join: expected all, first, majority or {{quorum: k}}, got {raw!r}"
         )
 
     def build_fork(self, spec: Mapping[str, Any], label: str, common: dict[str, Any]) -> Step:
-        reducer = spec.get("reducer")
+        reducer, agree = spec.get("reducer"), spec.get("agree")
         return Fork(
             spec["name"],
             self.steps(spec["branches"], f"{label} > branches"),
             join=self.join(spec.get("join"), label),
             reducer=import_callable(reducer, f"{label}.reducer") if reducer else None,
             on_error=spec.get("on_error", "fail_fast"),
+            agree=import_callable(agree, f"{label}.agree") if agree else None,
             **common,
         )
 

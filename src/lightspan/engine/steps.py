@@ -175,12 +175,14 @@ class SequenceStep(Step):
         return value
 
 
-JoinKind = Literal["all", "first", "quorum"]
+JoinKind = Literal["all", "first", "quorum", "majority"]
 
 
 @dataclass(frozen=True, slots=True)
 class JoinPolicy:
-    """When a fork is done: ``all`` branches, the ``first`` successful one, or a ``quorum`` of k."""
+    """When a fork is done: ``all`` branches, the ``first`` successful one, a ``quorum`` of k,
+    or a ``majority``: branches start in order, only as many as could still form a majority,
+    and the fork stops once more than half of all its branches agree (see :class:`Fork`)."""
 
     kind: JoinKind = "all"
     k: int | None = None
@@ -194,14 +196,21 @@ class JoinPolicy:
         return cls("first", 1)
 
     @classmethod
+    def majority(cls) -> JoinPolicy:
+        return cls("majority")
+
+    @classmethod
     def quorum(cls, k: int) -> JoinPolicy:
         if k < 1:
             raise WorkflowDefinitionError(f"quorum must be >= 1, got {k}")
         return cls("quorum", k)
 
     def needed(self, n: int) -> int:
+        """Branches that must succeed (for ``majority``: that must agree, more than half)."""
         if self.kind == "all":
             return n
+        if self.kind == "majority":
+            return n // 2 + 1
         if self.kind == "first":
             return 1
         assert self.k is not None
@@ -213,6 +222,19 @@ class JoinPolicy:
 
 ErrorMode = Literal["fail_fast", "collect"]
 Reducer = Callable[[Any], Any]
+AgreeKey = Callable[[Any], Any]
+"""What a ``majority`` join compares: a branch result -> a hashable vote (``None``: no vote)."""
+
+
+def default_agree_key(result: Any) -> Any:
+    """A result votes as itself (stripped if text); unhashable results vote by their repr."""
+    if isinstance(result, str):
+        return result.strip() or None
+    try:
+        hash(result)
+    except TypeError:
+        return repr(result)
+    return result
 
 
 class Fork(Step):
@@ -222,6 +244,14 @@ class Fork(Step):
     met; ``"collect"`` lets every branch finish and reports all failures together. The reducer
     gets ``{branch: result}`` of the branches that count (for ``first``: that branch's result).
     Branches that a policy no longer needs are cancelled.
+
+    ``join=majority`` is self-consistency that pays only for the votes it needs: the first
+    ``n // 2 + 1`` branches start; when their results (compared through ``agree``, a result ->
+    vote key) agree, the fork is decided and the other branches never start; otherwise the
+    next branches start, as few as could still complete a majority, and when no value can reach
+    one any more, all the rest, so the reducer sees every result as with ``all``. A majority
+    reducer therefore returns what it would have returned with ``all`` (when the branches give
+    the same answers run alone as together), at the cost of the branches the decision needed.
     """
 
     kind: StepKind = "fork"
@@ -234,6 +264,7 @@ class Fork(Step):
         join: JoinPolicy | None = None,
         reducer: Reducer | None = None,
         on_error: ErrorMode = "fail_fast",
+        agree: AgreeKey | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(name, **kw)
@@ -256,6 +287,11 @@ class Fork(Step):
             raise WorkflowDefinitionError(
                 f"fork {name!r}: on_error must be 'fail_fast' or 'collect', got {on_error!r}"
             )
+        if agree is not None and self.join.kind != "majority":
+            raise WorkflowDefinitionError(
+                f"fork {name!r}: agree is used by join majority only, not by {self.join}"
+            )
+        self.agree: AgreeKey = agree or default_agree_key
         self.reducer = reducer
         self.on_error: ErrorMode = on_error
 
@@ -281,6 +317,8 @@ class Fork(Step):
             return binfo.output
 
     async def _body(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
+        if self.join.kind == "majority":
+            return await self._majority(value, run, info)
         names = list(self.branches)
         n = len(names)
         needed = self.join.needed(n)
@@ -327,6 +365,63 @@ class Fork(Step):
                 dict(list(ordered.items())[:needed]) if self.join.kind == "quorum" else ordered
             )
         return await _maybe_await(self.reducer(value_out)) if self.reducer else value_out
+
+    def _to_start(self, results: Mapping[str, Any], waiting: int) -> int:
+        """How many more branches a majority join starts now (``waiting``: not yet started)."""
+        needed = self.join.needed(len(self.branches))
+        votes: dict[Any, int] = {}
+        for result in results.values():
+            key = self.agree(result)
+            if key is not None:
+                votes[key] = votes.get(key, 0) + 1
+        # 0: decided. More than are waiting: no value can reach a majority, all the rest start.
+        return min(max(needed - max(votes.values(), default=0), 0), waiting)
+
+    async def _majority(self, value: Any, run: RunState, info: StepInfo | None) -> Any:
+        names = list(self.branches)
+        waiting = names[self.join.needed(len(names)) :]
+        tasks: dict[asyncio.Task[Any], str] = {}
+
+        def start(bnames: Iterable[str]) -> None:
+            for b in bnames:
+                coro = self._branch(b, self.branches[b], value, run, info)
+                tasks[asyncio.create_task(coro, name=f"{self.name}/{b}")] = b
+
+        start(names[: len(names) - len(waiting)])
+        results: dict[str, Any] = {}
+        errors: dict[str, BaseException] = {}
+        pending = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    if t.cancelled():
+                        errors[tasks[t]] = asyncio.CancelledError()
+                    elif t.exception() is not None:
+                        errors[tasks[t]] = t.exception()  # type: ignore[assignment]
+                    else:
+                        results[tasks[t]] = t.result()
+                if errors and self.on_error == "fail_fast":
+                    break
+                if not pending:
+                    more = self._to_start(results, len(waiting))
+                    start(waiting[:more])
+                    pending = {t for t in tasks if not t.done()}
+                    del waiting[:more]
+        finally:
+            cancelled = await _cancel_and_wait(pending)
+        ordered = {b: results[b] for b in names if b in results}
+        if info is not None:
+            info.attrs["join.policy"] = str(self.join)
+            info.attrs["join.winners"] = list(ordered)
+            info.attrs["join.failed"] = [b for b in names if b in errors]
+            info.attrs["join.cancelled"] = sorted((tasks[t] for t in cancelled), key=names.index)
+            info.attrs["join.skipped"] = [b for b in names if b not in tasks.values()]
+        if errors and (self.on_error == "fail_fast" or not ordered):
+            if len(errors) == 1 and self.on_error == "fail_fast":
+                raise next(iter(errors.values()))
+            raise JoinFailed(self.name, str(self.join), results, errors)
+        return await _maybe_await(self.reducer(ordered)) if self.reducer else ordered
 
 
 class OrganizerWorker(Step):
