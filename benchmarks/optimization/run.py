@@ -599,7 +599,14 @@ def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
             f"{spend.get('rollouts')} rollouts in {float(rep.get('elapsed_s') or 0):.0f} s "
             "(priced with the CPU table, given to it as its catalog)"
         )
-        if rep.get("held_on_test") is False:
+        cell = by_name.get(name)
+        if rep.get("held_on_test") is False and cell and MAJORITY_ARM in cell.arms:
+            line += (
+                "; the resources it returned are the baseline's: the optimized arm is the "
+                f"baseline's resources on the lazy vote, as the {MAJORITY_ARM!r} arm (the gap "
+                "between those two rows is run-to-run noise)"
+            )
+        elif rep.get("held_on_test") is False:
             line += (
                 "; the resources it returned (and the optimized arm) are the baseline's, "
                 "re-run: the gap between those two rows is run-to-run noise"
@@ -607,7 +614,6 @@ def trainer_lines(cells: list[Cell], reports: dict[str, Any]) -> list[str]:
         chosen = next((f for f in rep.get("fallbacks") or [] if f.get("chosen")), None)
         if chosen is not None:
             line += f"; adopted in the winner's place: {chosen['label']}"
-        cell = by_name.get(name)
         if rep.get("held_on_test") is False:
             pass  # nothing adopted: a "saving" between two runs of one set is noise
         elif cell and "optimized" in cell.arms:

@@ -185,3 +185,19 @@ def test_paired_changes_count_lower_and_higher_tasks_and_runs_pair_by_task() -> 
     assert [(b.task_id, o.reward) for b, o in paired_runs(base, opt)] == [("a", 0.0), ("b", 1.0)]
     with pytest.raises(ValueError, match="unpaired runs: baseline a against optimized b"):
         paired_runs(base, [opt[1], opt[0]])
+
+
+def test_a_kept_baseline_on_the_lazy_vote_is_reported_as_the_majority_arm() -> None:
+    from benchmarks.optimization.report import ArmFigures, Cell
+    from benchmarks.optimization.run import MAJORITY_ARM, trainer_lines
+
+    prices = PriceTable({"b": {"input": 1.0, "output": 1.0}})
+    runs = [_run(f"t{i}", "c", 1.0, "b", 100) for i in range(3)]
+    arms = {a: ArmFigures.of(a, runs, prices, prices, 0) for a in ("baseline", "optimized")}
+    report = {"status": "completed", "held_on_test": False, "trainer_spend": {"total_cost": 1}}
+    plain = trainer_lines([Cell("extraction", "vote", dict(arms))], {"extraction-vote": report})
+    assert "are the baseline's, re-run" in plain[0]
+    arms[MAJORITY_ARM] = ArmFigures.of(MAJORITY_ARM, runs, prices, prices, 0)
+    lazy = trainer_lines([Cell("extraction", "vote", arms)], {"extraction-vote": report})
+    assert "the baseline's resources on the lazy vote" in lazy[0]
+    assert "re-run" not in lazy[0]
