@@ -334,13 +334,7 @@ class Fork(Step):
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for t in sorted(done, key=lambda t: names.index(tasks[t])):
-                    if t.cancelled():
-                        errors[tasks[t]] = asyncio.CancelledError()
-                    elif t.exception() is not None:
-                        errors[tasks[t]] = t.exception()  # type: ignore[assignment]
-                    else:
-                        results[tasks[t]] = t.result()
+                _sort_out(sorted(done, key=lambda t: names.index(tasks[t])), tasks, results, errors)
                 if len(results) >= needed and self.join.kind != "all":
                     break
                 if len(results) + len(pending) < needed and self.on_error == "fail_fast":
@@ -394,13 +388,7 @@ class Fork(Step):
         try:
             while pending:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for t in done:
-                    if t.cancelled():
-                        errors[tasks[t]] = asyncio.CancelledError()
-                    elif t.exception() is not None:
-                        errors[tasks[t]] = t.exception()  # type: ignore[assignment]
-                    else:
-                        results[tasks[t]] = t.result()
+                _sort_out(done, tasks, results, errors)
                 if errors and self.on_error == "fail_fast":
                     break
                 if not pending:
@@ -422,6 +410,22 @@ class Fork(Step):
                 raise next(iter(errors.values()))
             raise JoinFailed(self.name, str(self.join), results, errors)
         return await _maybe_await(self.reducer(ordered)) if self.reducer else ordered
+
+
+def _sort_out(
+    done: Iterable[asyncio.Task[Any]],
+    names: Mapping[asyncio.Task[Any], str],
+    results: dict[str, Any],
+    errors: dict[str, BaseException],
+) -> None:
+    """File each finished branch task under its name, as a result or as an error."""
+    for t in done:
+        if t.cancelled():
+            errors[names[t]] = asyncio.CancelledError()
+        elif t.exception() is not None:
+            errors[names[t]] = t.exception()  # type: ignore[assignment]
+        else:
+            results[names[t]] = t.result()
 
 
 class OrganizerWorker(Step):
