@@ -322,12 +322,8 @@ class Fork(Step):
         names = list(self.branches)
         n = len(names)
         needed = self.join.needed(n)
-        tasks: dict[asyncio.Task[Any], str] = {
-            asyncio.create_task(
-                self._branch(b, self.branches[b], value, run, info), name=f"{self.name}/{b}"
-            ): b
-            for b in names
-        }
+        tasks: dict[asyncio.Task[Any], str] = {}
+        self._start(names, tasks, value, run, info)
         results: dict[str, Any] = {}
         errors: dict[str, BaseException] = {}
         pending = set(tasks)
@@ -341,12 +337,9 @@ class Fork(Step):
                     break
         finally:
             cancelled = await _cancel_and_wait(pending)
-        cancelled_names = sorted((tasks[t] for t in cancelled), key=names.index)
         if info is not None:
-            info.attrs["join.policy"] = str(self.join)
-            info.attrs["join.winners"] = [b for b in names if b in results][:needed]
-            info.attrs["join.failed"] = [b for b in names if b in errors]
-            info.attrs["join.cancelled"] = cancelled_names
+            winners = [b for b in names if b in results][:needed]
+            self._record_join(info, winners, errors, [tasks[t] for t in cancelled])
         if len(results) < needed:
             if self.join.kind == "all" and len(errors) == 1 and self.on_error == "fail_fast":
                 raise next(iter(errors.values()))
@@ -359,6 +352,33 @@ class Fork(Step):
                 dict(list(ordered.items())[:needed]) if self.join.kind == "quorum" else ordered
             )
         return await _maybe_await(self.reducer(value_out)) if self.reducer else value_out
+
+    def _start(
+        self,
+        bnames: Iterable[str],
+        tasks: dict[asyncio.Task[Any], str],
+        value: Any,
+        run: RunState,
+        info: StepInfo | None,
+    ) -> None:
+        """Start the named branches, each an asyncio task filed under its name in ``tasks``."""
+        for b in bnames:
+            coro = self._branch(b, self.branches[b], value, run, info)
+            tasks[asyncio.create_task(coro, name=f"{self.name}/{b}")] = b
+
+    def _record_join(
+        self,
+        info: StepInfo,
+        winners: list[str],
+        errors: Mapping[str, BaseException],
+        cancelled: Iterable[str],
+    ) -> None:
+        """The join's outcome on the fork's step info (span attributes), in branch order."""
+        names = list(self.branches)
+        info.attrs["join.policy"] = str(self.join)
+        info.attrs["join.winners"] = winners
+        info.attrs["join.failed"] = [b for b in names if b in errors]
+        info.attrs["join.cancelled"] = sorted(cancelled, key=names.index)
 
     def _to_start(self, results: Mapping[str, Any], waiting: int) -> int:
         """How many more branches a majority join starts now (``waiting``: not yet started)."""
@@ -375,13 +395,7 @@ class Fork(Step):
         names = list(self.branches)
         waiting = names[self.join.needed(len(names)) :]
         tasks: dict[asyncio.Task[Any], str] = {}
-
-        def start(bnames: Iterable[str]) -> None:
-            for b in bnames:
-                coro = self._branch(b, self.branches[b], value, run, info)
-                tasks[asyncio.create_task(coro, name=f"{self.name}/{b}")] = b
-
-        start(names[: len(names) - len(waiting)])
+        self._start(names[: len(names) - len(waiting)], tasks, value, run, info)
         results: dict[str, Any] = {}
         errors: dict[str, BaseException] = {}
         pending = set(tasks)
@@ -393,17 +407,14 @@ class Fork(Step):
                     break
                 if not pending:
                     more = self._to_start(results, len(waiting))
-                    start(waiting[:more])
+                    self._start(waiting[:more], tasks, value, run, info)
                     pending = {t for t in tasks if not t.done()}
                     del waiting[:more]
         finally:
             cancelled = await _cancel_and_wait(pending)
         ordered = {b: results[b] for b in names if b in results}
         if info is not None:
-            info.attrs["join.policy"] = str(self.join)
-            info.attrs["join.winners"] = list(ordered)
-            info.attrs["join.failed"] = [b for b in names if b in errors]
-            info.attrs["join.cancelled"] = sorted((tasks[t] for t in cancelled), key=names.index)
+            self._record_join(info, list(ordered), errors, [tasks[t] for t in cancelled])
             info.attrs["join.skipped"] = [b for b in names if b not in tasks.values()]
         if errors and (self.on_error == "fail_fast" or not ordered):
             if len(errors) == 1 and self.on_error == "fail_fast":
