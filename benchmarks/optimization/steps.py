@@ -126,6 +126,17 @@ def _clean_value(text: Any) -> Any:
     return s
 
 
+def value_in_text(answer: Any, item: Mapping[str, Any]) -> bool:
+    """Whether the worker's value (as ``merge_fields`` reads it) is copied from the text.
+
+    The check a user of an extraction worker writes without a gold answer: an extracted value
+    appears in its text, so one that does not (a sentence about it, a field name, an empty
+    reply) is wrong. A value that is in the text can still be the wrong one (a distractor)."""
+    value = str(_clean_value(answer))
+    text = " ".join(str(item["text"]).split()).casefold()
+    return bool(value) and " ".join(value.split()).casefold() in text
+
+
 def merge_fields(results: list[Any], ctx: Any) -> str:
     """``{field: value}`` in the order the run input lists the fields."""
     fields = [f.strip() for f in ctx.input["fields"].split(",") if f.strip()]
