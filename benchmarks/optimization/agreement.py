@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import httpx
 from benchmarks.optimization import evaluators, steps
-from benchmarks.optimization.flips import LARGE, SMALL, model_servers
+from benchmarks.optimization.answers import Answer, AnswerCache, ask, collect
+from benchmarks.optimization.flips import LARGE, SMALL
 from benchmarks.optimization.prices import cpu_price_table, measured_prices
 from benchmarks.optimization.run import DEFAULT_CACHE
 from benchmarks.optimization.tasks import Task, generate
@@ -43,8 +42,8 @@ from rich.table import Table
 
 from lightspan.engine import PriceTable
 
-Branch = dict[str, Any]
-"""One branch's answer: ``text``, ``in`` / ``out`` tokens, ``s`` wall seconds."""
+Branch = Answer
+"""One branch's answer."""
 ASSIGNMENTS: dict[str, tuple[str, str, str]] = {
     "a, b, c on 1.5B (the baseline)": (LARGE, LARGE, LARGE),
     "a on 0.5B": (SMALL, LARGE, LARGE),
@@ -69,26 +68,12 @@ def vote_request(model: str, family: str, task: Task, branch: int) -> dict[str, 
     }
 
 
-async def ask_branches(client: httpx.AsyncClient, url: str, model: str, family: str, task: Task):
+async def ask_branches(client: httpx.AsyncClient, url: str, model: str, task: Task) -> list[Branch]:
     """The three branches' answers, one request after the other."""
-    out: list[Branch] = []
-    for i in range(len(VOTE_BRANCHES)):
-        t0 = time.monotonic()
-        r = await client.post(
-            f"{url}/chat/completions", json=vote_request(model, family, task, i), timeout=900
-        )
-        r.raise_for_status()
-        data = r.json()
-        usage = data.get("usage") or {}
-        out.append(
-            {
-                "text": data["choices"][0]["message"]["content"],
-                "in": int(usage.get("prompt_tokens") or 0),
-                "out": int(usage.get("completion_tokens") or 0),
-                "s": time.monotonic() - t0,
-            }
-        )
-    return out
+    return [
+        await ask(client, url, vote_request(model, task.family, task, i))
+        for i in range(len(VOTE_BRANCHES))
+    ]
 
 
 def vote_figures(
@@ -127,41 +112,6 @@ def vote_figures(
     }
 
 
-class AnswerCache:
-    """Branch answers per (family, task, model), one JSON line each, appended as they come."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.rows: dict[tuple[str, str], list[Branch]] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                row = json.loads(line)
-                self.rows[(row["task"], row["model"])] = row["branches"]
-
-    def put(self, task: Task, model: str, branches: list[Branch]) -> None:
-        self.rows[(task.id, model)] = branches
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            row = {"task": task.id, "family": task.family, "model": model, "branches": branches}
-            f.write(json.dumps(row) + "\n")
-
-
-async def collect(tasks: Sequence[Task], cache: AnswerCache, console: Console) -> None:
-    """Every missing (task, model) answer: one request stream per model server, in parallel."""
-    todo = {m: [t for t in tasks if (t.id, m) not in cache.rows] for m in (SMALL, LARGE)}
-    if not any(todo.values()):
-        return
-    with model_servers() as urls:
-        async with httpx.AsyncClient() as client:
-
-            async def per_model(model: str) -> None:
-                for i, t in enumerate(todo[model]):
-                    cache.put(t, model, await ask_branches(client, urls[model], model, t.family, t))
-                    console.print(f"{model}: {i + 1}/{len(todo[model])}")
-
-            await asyncio.gather(*(per_model(m) for m in (SMALL, LARGE)))
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--families", default="extraction,classification")
@@ -172,8 +122,8 @@ def main() -> int:
     console = Console(width=max(Console().width, 150))
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     tasks = {f: generate(f, "train", args.tasks, seed=args.seed) for f in families}
-    cache = AnswerCache(args.cache)
-    asyncio.run(collect([t for ts in tasks.values() for t in ts], cache, console))
+    cache = AnswerCache(args.cache, field="branches")
+    asyncio.run(collect([t for ts in tasks.values() for t in ts], cache, ask_branches, console))
     prices = cpu_price_table(measured_prices([SMALL, LARGE], DEFAULT_CACHE / "prices.json"))
     table = Table(title=f"vote, lazy (join: majority) vs full: seed {args.seed}, train split")
     for col in (

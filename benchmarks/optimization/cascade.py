@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,8 +30,9 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import httpx
 from benchmarks.optimization import steps
+from benchmarks.optimization.answers import Answer, AnswerCache, ask, collect
 from benchmarks.optimization.evaluators import extraction_reward
-from benchmarks.optimization.flips import LARGE, SMALL, model_servers
+from benchmarks.optimization.flips import LARGE, SMALL
 from benchmarks.optimization.prices import cpu_price_table, measured_prices
 from benchmarks.optimization.run import DEFAULT_CACHE
 from benchmarks.optimization.tasks import Task, generate
@@ -42,9 +41,6 @@ from rich.console import Console
 from rich.table import Table
 
 from lightspan.engine import PriceTable
-
-Answer = dict[str, Any]
-"""One worker answer: ``text``, ``in`` / ``out`` tokens, ``s`` wall seconds."""
 
 
 def item_request(model: str, item: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,58 +54,10 @@ def item_request(model: str, item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def ask_items(client: httpx.AsyncClient, url: str, model: str, task: Task) -> list[Answer]:
-    out: list[Answer] = []
-    for item in steps.split_fields(task.input):
-        t0 = time.monotonic()
-        r = await client.post(
-            f"{url}/chat/completions", json=item_request(model, item), timeout=900
-        )
-        r.raise_for_status()
-        data = r.json()
-        usage = data.get("usage") or {}
-        out.append(
-            {
-                "text": data["choices"][0]["message"]["content"],
-                "in": int(usage.get("prompt_tokens") or 0),
-                "out": int(usage.get("completion_tokens") or 0),
-                "s": time.monotonic() - t0,
-            }
-        )
-    return out
-
-
-class AnswerCache:
-    """Worker answers per (task, model), one JSON line each, appended as they come."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.rows: dict[tuple[str, str], list[Answer]] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                row = json.loads(line)
-                self.rows[(row["task"], row["model"])] = row["answers"]
-
-    def put(self, task: Task, model: str, answers: list[Answer]) -> None:
-        self.rows[(task.id, model)] = answers
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps({"task": task.id, "model": model, "answers": answers}) + "\n")
-
-
-async def collect(tasks: Sequence[Task], cache: AnswerCache, console: Console) -> None:
-    """Every missing (task, model) answer: one request stream per model server, in parallel."""
-    todo = {m: [t for t in tasks if (t.id, m) not in cache.rows] for m in (SMALL, LARGE)}
-    if not any(todo.values()):
-        return
-    with model_servers() as urls:
-        async with httpx.AsyncClient() as client:
-
-            async def per_model(model: str) -> None:
-                for i, t in enumerate(todo[model]):
-                    cache.put(t, model, await ask_items(client, urls[model], model, t))
-                    console.print(f"{model}: {i + 1}/{len(todo[model])}")
-
-            await asyncio.gather(*(per_model(m) for m in (SMALL, LARGE)))
+    """The worker's answer for each field of the task, one request after the other."""
+    return [
+        await ask(client, url, item_request(model, it)) for it in steps.split_fields(task.input)
+    ]
 
 
 def figures(
@@ -159,7 +107,7 @@ def main() -> int:
     console = Console(width=max(Console().width, 150))
     tasks = generate("extraction", "train", args.tasks, seed=args.seed)
     cache = AnswerCache(args.cache)
-    asyncio.run(collect(tasks, cache, console))
+    asyncio.run(collect(tasks, cache, ask_items, console))
     prices = cpu_price_table(measured_prices([SMALL, LARGE], DEFAULT_CACHE / "prices.json"))
     per_task = [
         figures(t, cache.rows[(t.id, SMALL)], cache.rows[(t.id, LARGE)], prices) for t in tasks

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from benchmarks.optimization.agreement import AnswerCache, vote_figures, vote_request
+from benchmarks.optimization.agreement import vote_figures, vote_request
+from benchmarks.optimization.answers import AnswerCache
 from benchmarks.optimization.tasks import generate
 from benchmarks.optimization.workflows import StepChoice, uniform_config, workflow_spec
 
