@@ -23,6 +23,7 @@ import asyncio
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -67,8 +68,7 @@ def figures(
     items = steps.split_fields(task.input)
     passed = [steps.value_in_text(a["text"], it) for a, it in zip(small, items, strict=True)]
 
-    class _Ctx:
-        input = task.input
+    ctx = SimpleNamespace(input=task.input)  # what merge_fields reads of the run
 
     def arm(
         answers: Sequence[Sequence[Answer]], models: Sequence[Sequence[str]]
@@ -80,9 +80,7 @@ def figures(
             for m, a in zip(ms, aa, strict=True)
         ]
         return {
-            "reward": extraction_reward(
-                task.input, steps.merge_fields(texts, _Ctx()), task.expected
-            ),
+            "reward": extraction_reward(task.input, steps.merge_fields(texts, ctx), task.expected),
             "calls": float(len(calls)),
             "cost": sum(prices.cost(m, a["in"], a["out"])[0] for m, a in calls),
             "s": sum(a["s"] for _, a in calls),
