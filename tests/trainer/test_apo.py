@@ -55,6 +55,8 @@ async def test_apo_keeps_placeholders_and_uses_the_cost_term(arith_llm, tmp_path
     assert apo.rejected_edits == 2
     assert any("drops placeholder(s) ['question']" in n for n in out.notes)
     assert any("adds placeholder(s) ['user']" in n for n in out.notes)
+    # The report quotes what the editor said, so a reader can tell why an edit went nowhere.
+    assert any("(the editor answered 'Compute the sum.')" in n for n in out.notes)
     critic = opt.prompts[0]
     assert "Compute {question}." in critic and "reward=" in critic  # traces reach the critic
     if lam:
@@ -69,6 +71,24 @@ def test_clean_edit_strips_wrappers():
     assert clean_edit("```text\nHi {x}\n```") == "Hi {x}"
     assert clean_edit('New template: "Hi {x}"') == "Hi {x}"
     assert clean_edit("<<<Hi {x}>>>") == "Hi {x}"
+    assert clean_edit("```\n<<<Hi {x}>>>\n```") == "Hi {x}"
+
+
+def test_clean_edit_takes_the_rewrite_not_the_quoted_original():
+    """Small editors quote the template before rewriting it; the rewrite is the edit."""
+    original = "What is the {field}? Reply with only the value."
+    answer = (
+        f"The template <<<{original}>>> gives first names. Improved:\n"
+        "<<<What is the {field}? Give it exactly as written, e.g. a full name.>>>"
+    )
+    assert clean_edit(answer, original).endswith("e.g. a full name.")
+    fenced = f"Original:\n```\n{original}\n```\nNew:\n```text\nName the {{field}}.\n```"
+    assert clean_edit(fenced, original) == "Name the {field}."
+    # A draft, then the final rewrite: the last block that changes the template is the edit.
+    drafts = "Draft: <<<Name the {field}.>>> Final: <<<Name the {field} exactly as written.>>>"
+    assert clean_edit(drafts, original) == "Name the {field} exactly as written."
+    # Every block repeats the original (or is empty): unchanged, so APO does not try it.
+    assert clean_edit(f"<<<{original}>>> <<<>>>", original) == original
 
 
 async def test_unreachable_optimizer_is_a_clear_error(unused_port):

@@ -167,7 +167,7 @@ def test_apo_with_the_local_model_as_critic_and_editor(llm_server, tmp_path):
     assert rep["trainer_spend"]["optimizer_tokens"] > 0
     # Each of the 2 proposals is accounted for: rejected, unchanged, or scored as a child.
     rejected = [n for n in rep["notes"] if n.startswith("rejected edit of ask")]
-    unchanged = [n for n in rep["notes"] if n == "edit of ask left it unchanged"]
+    unchanged = [n for n in rep["notes"] if n.startswith("edit of ask left it unchanged")]
     scored = [c for c in rep["candidates"] if c["label"] == "apo r1: edit of ask"]
     assert len(rejected) + len(unchanged) + len(scored) == 2
     assert "{question}" in rep["resources"]["ask"]["template"]

@@ -146,7 +146,7 @@ class LocalModelServer:
             # llama.cpp reuses a slot's cached prompt prefix (and a RAM cache of earlier
             # prompts): the rest of the prompt is then evaluated in a differently sized batch,
             # whose numerics differ, so at temperature 0 a request's answer depends on the
-            # requests served before it (benchmarks/optimization/determinism.py: 3 of 4
+            # requests served before it (benchmarks/optimization/probes/determinism.py: 3 of 4
             # 256-token plans changed between passes of the same prompts, one slot). Without
             # the cache every request is computed from scratch: the same answer in any order,
             # at the price of the cache's savings (determinism.py: 98-100 s per pass instead

@@ -43,15 +43,40 @@ EDIT_TEMPLATES = [
 ]
 
 
-def clean_edit(text: str) -> str:
-    """Strip what small editors wrap around a template (code fences, <<< >>>, quotes)."""
+def clean_edit(text: str, original: str | None = None) -> str:
+    """The edited template in an editor's answer, without what small editors wrap around it
+    (code fences, <<< >>>, "New template:", quotes).
+
+    Small editors often quote the original template before their rewrite ("The template
+    <<<...>>> can be improved: <<<...>>>"), so with ``original`` given the answer's last block
+    that differs from it is the edit; only when every block repeats the original is the edit
+    the original (reported as unchanged, not tried)."""
     t = text.strip()
-    m = re.search(r"```(?:[a-zA-Z]*)\n(.*?)```", t, re.S)
-    if m:
-        t = m.group(1).strip()
-    m = re.search(r"<<<(.*?)>>>", t, re.S)
-    if m:
-        t = m.group(1).strip()
+    blocks = [_inner(m.group(1) or m.group(2) or "") for m in _BLOCK.finditer(t)]
+    cleaned = [_unwrap(b) for b in blocks] or [_unwrap(t)]
+    if original is not None:
+        changed = [b for b in cleaned if b and b != original.strip()]
+        if changed:
+            return changed[-1]
+    return cleaned[0]
+
+
+_BLOCK = re.compile(r"```(?:[a-zA-Z]*)\n(.*?)```|<<<(.*?)>>>", re.S)
+"""A code fence or a <<< >>> block, in the order they appear."""
+
+
+def _inner(block: str) -> str:
+    """A fenced block that itself wraps the template in <<< >>> gives what is inside."""
+    m = re.search(r"<<<(.*?)>>>", block, re.S)
+    return (m.group(1) if m else block).strip()
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    one_line = " ".join(text.split())
+    return repr(one_line if len(one_line) <= limit else one_line[: limit - 3] + "...")
+
+
+def _unwrap(t: str) -> str:
     for prefix in ("New template:", "Improved template:", "Template:"):
         if t.startswith(prefix):
             t = t[len(prefix) :].strip()
@@ -121,20 +146,21 @@ class APOSearch:
             ph = ", ".join("{" + p + "}" for p in sorted(placeholders(original))) or "none"
         except ValueError:
             ph = "none"
-        edited = clean_edit(
-            await self.optimizer.chat(
-                self.rng.choice(EDIT_TEMPLATES).format(
-                    template=original, critique=critique[:800], placeholders=ph
-                )
+        answer = await self.optimizer.chat(
+            self.rng.choice(EDIT_TEMPLATES).format(
+                template=original, critique=critique[:800], placeholders=ph
             )
         )
+        edited = clean_edit(answer, original)
+        # The editor's own words in the report: why APO found nothing is otherwise invisible.
+        said = f"(the editor answered {_excerpt(answer)})"
         why = check_template_edit(original, edited, parent[name].get("engine", "f-string"))
         if why is not None:
             self.rejected_edits += 1
-            self.outcome.notes.append(f"rejected edit of {name}: {why}")
+            self.outcome.notes.append(f"rejected edit of {name}: {why} {said}")
             return None
         if edited == original:
-            self.outcome.notes.append(f"edit of {name} left it unchanged")
+            self.outcome.notes.append(f"edit of {name} left it unchanged {said}")
             return None
         child = copy.deepcopy(parent)
         child[name] = {**parent[name], "template": edited}

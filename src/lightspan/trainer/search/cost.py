@@ -365,7 +365,8 @@ class CostSearch:
         own model (caps, prompt variants) first and the other models only when none of those
         held and saved. Why: with 0/1 rewards a change passes the test gate only if it loses
         no task, and moving a step to a weaker model changes more answers than shortening
-        what the same model writes (benchmarks/optimization/flips.py, docs/performance.md 1c)."""
+        what the same model writes (benchmarks/optimization/probes/flips.py,
+        docs/performance.md 1c)."""
         if not self.keep_model_first:
             return [options]
         here = _model_of(current, step)

@@ -11,7 +11,7 @@ candidate against that resource set too).
 
 Usage::
 
-    .venv/bin/python benchmarks/optimization/confirm.py OUT/trainer/classification-sequence \\
+    .venv/bin/python benchmarks/optimization/probes/confirm.py OUT/trainer/classification-sequence \\
         --candidate "plan: model=qwen2.5-coder-0.5b max_tokens=46"
 
 ``OUT`` is a ``run.py --out`` folder; the candidate is named by the label the trainer's report
@@ -34,7 +34,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from benchmarks.optimization.models import ModelPool
 

@@ -1,6 +1,6 @@
 """Does speculative decoding make the strongest local model cheaper without changing its answers?
 
-    .venv/bin/python benchmarks/optimization/speculative.py [--tasks 8] [--modes plain,draft,ngram]
+    .venv/bin/python benchmarks/optimization/probes/speculative.py [--tasks 8] [--modes plain,draft,ngram]
 
 Why: the goal of issue 11 asks for equal quality, and with 0/1 rewards on ten test tasks a
 change passes only if it loses no task (docs/performance.md 1c). Speculative decoding is the
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 import httpx
 from benchmarks.optimization.tasks import generate

@@ -1,10 +1,10 @@
-"""benchmarks/optimization/routing.py: the routed arm takes the cheaper set's run for short
+"""benchmarks/optimization/probes/routing.py: the routed arm takes the cheaper set's run for short
 inputs and the baseline's for long ones, and counts lost tasks against the baseline."""
 
 from __future__ import annotations
 
-from benchmarks.optimization.flips import Chain
-from benchmarks.optimization.routing import _row, input_chars, routed
+from benchmarks.optimization.probes.flips import Chain
+from benchmarks.optimization.probes.routing import _row, input_chars, routed
 from benchmarks.optimization.tasks import generate
 
 from lightspan.engine import PriceTable

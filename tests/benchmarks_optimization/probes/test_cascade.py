@@ -1,11 +1,11 @@
-"""benchmarks/optimization/cascade.py: the worker's requests, the value check and the cascade."""
+"""benchmarks/optimization/probes/cascade.py: the worker's requests, the value check and the cascade."""
 
 from __future__ import annotations
 
 import pytest
 from benchmarks.optimization import steps
-from benchmarks.optimization.cascade import figures, item_request
-from benchmarks.optimization.flips import LARGE, SMALL
+from benchmarks.optimization.probes.cascade import figures, item_request
+from benchmarks.optimization.probes.flips import LARGE, SMALL
 from benchmarks.optimization.tasks import generate
 from benchmarks.optimization.workflows import StepChoice, uniform_config, workflow_spec
 

@@ -1,6 +1,6 @@
 """Would routing long inputs to the baseline keep every answer and still save? (issue 11)
 
-    .venv/bin/python benchmarks/optimization/routing.py [--seed 98] [--tasks 30] [--max-chars 144]
+    .venv/bin/python benchmarks/optimization/probes/routing.py [--seed 98] [--tasks 30] [--max-chars 144]
 
 Why: on the development tasks of docs/performance.md 1c' (seed 99) every answer the trainer's
 cheaper resource sets changed was on the hardest tasks, and those are the longest inputs; the
@@ -25,9 +25,14 @@ import sys
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from benchmarks.optimization.flips import (
+from benchmarks.optimization.prices import (
+    cpu_price_table,
+    measured_prices,
+    public_price_table,
+)
+from benchmarks.optimization.probes.flips import (
     BASELINE,
     LARGE,
     SMALL,
@@ -36,11 +41,6 @@ from benchmarks.optimization.flips import (
     ChainCache,
     lost_and_gained,
     run_arms,
-)
-from benchmarks.optimization.prices import (
-    cpu_price_table,
-    measured_prices,
-    public_price_table,
 )
 from benchmarks.optimization.run import DEFAULT_CACHE
 from benchmarks.optimization.tasks import Task, generate

@@ -1,6 +1,6 @@
 """Would a checked cascade keep extraction x organizer_worker's answers on the cheaper worker? (issue 11)
 
-    .venv/bin/python benchmarks/optimization/cascade.py [--tasks 30] [--seed 99]
+    .venv/bin/python benchmarks/optimization/probes/cascade.py [--tasks 30] [--seed 99]
 
 Why: on extraction x organizer_worker the one lever, the worker on Qwen 0.5B, wins some tasks
 and loses others, so no single configuration held (docs/performance.md 1a), while the oracle,
@@ -27,14 +27,14 @@ from types import SimpleNamespace
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 import httpx
 from benchmarks.optimization import steps
-from benchmarks.optimization.answers import Answer, AnswerCache, ask, collect
 from benchmarks.optimization.evaluators import extraction_reward
-from benchmarks.optimization.flips import LARGE, SMALL
 from benchmarks.optimization.prices import cpu_price_table, measured_prices
+from benchmarks.optimization.probes.answers import Answer, AnswerCache, ask, collect
+from benchmarks.optimization.probes.flips import LARGE, SMALL
 from benchmarks.optimization.run import DEFAULT_CACHE
 from benchmarks.optimization.tasks import Task, generate
 from benchmarks.optimization.workflows import PROMPTS

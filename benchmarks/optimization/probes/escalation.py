@@ -1,6 +1,6 @@
 """Which per-task signal would flag the answers a cheaper set loses? (issue 11)
 
-    .venv/bin/python benchmarks/optimization/escalation.py [--seeds 99,98] [--tasks 30]
+    .venv/bin/python benchmarks/optimization/probes/escalation.py [--seeds 99,98] [--tasks 30]
 
 Why: the trainer's cheaper sets on classification x sequence save 60-75 % and lose about one
 answer in 30 to the baseline (docs/performance.md 1c', 1c''), and the goal's reward rule passes
@@ -38,11 +38,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 import httpx
 from benchmarks.optimization.evaluators import classification_reward, first_label
-from benchmarks.optimization.flips import (
+from benchmarks.optimization.prices import cpu_price_table, measured_prices
+from benchmarks.optimization.probes.flips import (
     BASELINE,
     LARGE,
     SMALL,
@@ -56,7 +57,6 @@ from benchmarks.optimization.flips import (
     model_servers,
     run_arms,
 )
-from benchmarks.optimization.prices import cpu_price_table, measured_prices
 from benchmarks.optimization.run import DEFAULT_CACHE
 from benchmarks.optimization.steps import sentences
 from benchmarks.optimization.tasks import Task, generate

@@ -1,6 +1,6 @@
 """Are temperature-0 answers of a local model server repeatable? Per server setting.
 
-    .venv/bin/python benchmarks/optimization/determinism.py [--model M]
+    .venv/bin/python benchmarks/optimization/probes/determinism.py [--model M]
         [--servers 4,1,1-repeatable]
 
 Why: a benchmark (and the trainer) that scores each (configuration, task) once assumes the
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 import httpx
 from benchmarks.optimization.tasks import generate

@@ -1,4 +1,4 @@
-"""benchmarks/optimization/escalation.py: the signals it reads and the cascades it prices.
+"""benchmarks/optimization/probes/escalation.py: the signals it reads and the cascades it prices.
 
 Why: its table decides which escalation signal the trainer is given next (issue 11); a signal
 read from the wrong token, or a cascade that forgets the check's or the baseline's cost, would
@@ -12,7 +12,7 @@ import math
 
 import httpx
 import pytest
-from benchmarks.optimization.escalation import (
+from benchmarks.optimization.probes.escalation import (
     CHECKS,
     _threshold,
     cascade,
@@ -20,7 +20,7 @@ from benchmarks.optimization.escalation import (
     read_tasks,
     run_check,
 )
-from benchmarks.optimization.flips import Chain, confidence
+from benchmarks.optimization.probes.flips import Chain, confidence
 from benchmarks.optimization.steps import sentences
 from benchmarks.optimization.tasks import generate
 from benchmarks.optimization.workflows import PROMPTS

@@ -1,6 +1,6 @@
 """How often do a vote's first two branches agree, and what would a lazy vote save? (issue 11)
 
-    .venv/bin/python benchmarks/optimization/agreement.py [--families extraction,classification]
+    .venv/bin/python benchmarks/optimization/probes/agreement.py [--families extraction,classification]
         [--tasks 30] [--seed 99]
 
 Why: the vote shape runs three sampled branches of one prompt and keeps the majority answer;
@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 import httpx
 from benchmarks.optimization import evaluators, steps
-from benchmarks.optimization.answers import Answer, AnswerCache, ask, collect
-from benchmarks.optimization.flips import LARGE, SMALL
 from benchmarks.optimization.prices import cpu_price_table, measured_prices
+from benchmarks.optimization.probes.answers import Answer, AnswerCache, ask, collect
+from benchmarks.optimization.probes.flips import LARGE, SMALL
 from benchmarks.optimization.run import DEFAULT_CACHE
 from benchmarks.optimization.tasks import Task, generate
 from benchmarks.optimization.workflows import PROMPTS, VOTE_BRANCHES, VOTE_TEMPERATURE

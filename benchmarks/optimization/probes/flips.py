@@ -1,6 +1,6 @@
 """Which of the trainer's levers change the baseline's answers, and does a confidence flag them?
 
-    .venv/bin/python benchmarks/optimization/flips.py [--tasks 30] [--seed 99]
+    .venv/bin/python benchmarks/optimization/probes/flips.py [--tasks 30] [--seed 99]
 
 Why: the goal of issue 11 asks for equal quality with a one-sided 95 % paired-bootstrap lower
 bound of the reward difference >= -0.02; with 0/1 rewards on ten or eleven test tasks that
@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 import httpx
 from benchmarks.optimization.evaluators import classification_reward, first_label

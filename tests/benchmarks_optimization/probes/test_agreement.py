@@ -1,12 +1,12 @@
-"""benchmarks/optimization/agreement.py: the vote's requests, and the lazy vote's figures."""
+"""benchmarks/optimization/probes/agreement.py: the vote's requests, and the lazy vote's figures."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from benchmarks.optimization.agreement import vote_figures, vote_request
-from benchmarks.optimization.answers import AnswerCache
+from benchmarks.optimization.probes.agreement import vote_figures, vote_request
+from benchmarks.optimization.probes.answers import AnswerCache
 from benchmarks.optimization.tasks import generate
 from benchmarks.optimization.workflows import StepChoice, uniform_config, workflow_spec
 

@@ -1,4 +1,4 @@
-"""benchmarks/optimization/flips.py sends the requests the benchmark's workflow file sends.
+"""benchmarks/optimization/probes/flips.py sends the requests the benchmark's workflow file sends.
 
 Why: flips.py calls the model servers directly (it needs the answer's token probability and
 one chain per variant), and its counts stand for what the trainer's winner does in the
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import httpx
-from benchmarks.optimization.flips import BASELINE, VARIANTS, Chain, ChainCache, run_chain
+from benchmarks.optimization.probes.flips import BASELINE, VARIANTS, Chain, ChainCache, run_chain
 from benchmarks.optimization.tasks import generate
 from benchmarks.optimization.workflows import StepChoice, workflow_spec
 

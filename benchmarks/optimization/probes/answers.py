@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from benchmarks.optimization.flips import LARGE, SMALL, model_servers
+from benchmarks.optimization.probes.flips import LARGE, SMALL, model_servers
 from benchmarks.optimization.tasks import Task
 from rich.console import Console
 
