@@ -75,7 +75,7 @@ def test_clean_edit_strips_wrappers():
 
 
 def test_clean_edit_takes_the_rewrite_not_the_quoted_original():
-    """Small editors quote the template before rewriting it; the rewrite is the edit."""
+    """An editor may quote the template before its rewrite; the rewrite is the edit."""
     original = "What is the {field}? Reply with only the value."
     answer = (
         f"The template <<<{original}>>> gives first names. Improved:\n"

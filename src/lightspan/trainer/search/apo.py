@@ -47,7 +47,7 @@ def clean_edit(text: str, original: str | None = None) -> str:
     """The edited template in an editor's answer, without what small editors wrap around it
     (code fences, <<< >>>, "New template:", quotes).
 
-    Small editors often quote the original template before their rewrite ("The template
+    An editor may quote the original template before its rewrite ("The template
     <<<...>>> can be improved: <<<...>>>"), so with ``original`` given the answer's last block
     that differs from it is the edit; only when every block repeats the original is the edit
     the original (reported as unchanged, not tried)."""
