@@ -44,17 +44,16 @@ from lightspan.trainer.search.optimizer_llm import OptimizerLLM
 
 
 class RecordingOptimizer:
-    """The trainer's optimizer LLM, keeping every answer of the editor (the second call)."""
+    """The trainer's optimizer LLM, keeping every raw answer of the editor (the second call)."""
 
     def __init__(self, inner: OptimizerLLM) -> None:
         self.inner = inner
-        self.edits: list[tuple[str, str]] = []
-        """(editor prompt, raw answer), in order."""
+        self.edits: list[str] = []
 
     async def chat(self, prompt: str, *, temperature: float = 0.7) -> str:
         answer = await self.inner.chat(prompt, temperature=temperature)
         if "Feedback:" in prompt:
-            self.edits.append((prompt, answer))
+            self.edits.append(answer)
         return answer
 
 
@@ -90,7 +89,7 @@ async def probe(args: argparse.Namespace, endpoint: str, console: Console) -> li
             name = names[k % len(names)]
             batch = [tasks[(k * 4 + i) % len(tasks)] for i in range(4)]
             await apo.propose(base, name, batch)
-            _, answer = opt.edits[-1]
+            answer = opt.edits[-1]
             original = base[name]["template"]
             now = reading(answer, original, with_original=True)
             before = reading(answer, original, with_original=False)
