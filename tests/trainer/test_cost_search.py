@@ -101,6 +101,38 @@ async def test_keep_model_first_takes_the_steps_own_model_when_a_change_on_it_ho
     assert big and mini and max(big) < min(mini), "the step's own model is tried first"
 
 
+async def test_keep_model_first_tries_other_models_when_the_own_model_winner_saved_little(
+    arith_llm, tmp_path
+):
+    """The concise prompt on ``big`` saves about 80 % of the val cost. Below
+    ``model_swap_below`` (0.9 here) the other models are tried too and the cheaper winner
+    is taken: ``mini``, as good and cheaper still; ``small``, wrong half the time, fails and
+    the concise prompt stays. At or above it (0.5) they are not tried."""
+    ev, wf, base, split, train_results = await _thirty_tasks(arith_llm, tmp_path)
+
+    async def search(model: str, below: float):
+        s, seen = _search(ev, wf, arith_llm, model, keep_model_first=True, model_swap_below=below)
+        return await s.run(base, split.val, train_results, split.train), seen
+
+    swapped, seen = await search("mini", 0.9)
+    assert swapped.best["default@solve"]["model"] == "mini"
+    concise = [c for c in seen if "model=big" in c.label and "prompt=concise" in c.label]
+    superseded = [c for c in concise if c.rejected_because and "saved more" in c.rejected_because]
+    assert superseded and not any(c.accepted for c in superseded)
+    assert any("other models tried too" in n for n in swapped.notes)
+    assert [c for c in seen if c.accepted and "model=mini" in c.label]
+
+    kept, seen = await search("small", 0.9)
+    assert kept.best["default@solve"]["model"] == "big"
+    assert kept.best["solve@solve"]["template"].endswith(CONCISE_SUFFIX)
+    assert [c for c in seen if "model=small" in c.label], "small was tried"
+    assert not [c for c in seen if c.accepted and "model=small" in c.label]
+
+    enough, seen = await search("mini", 0.5)
+    assert enough.best["default@solve"]["model"] == "big"
+    assert not [c for c in seen if "model=mini" in c.label]
+
+
 async def test_cache_means_no_second_run(arith_llm, tmp_path):
     ev = InProcessEvaluator(write_workflow(tmp_path, arith_llm.base_url), prices=PRICES)
     _, base = await _baseline(ev)

@@ -67,6 +67,17 @@ def _parse_since(value: str | None) -> float | None:
         ) from None
 
 
+def _fraction(value: str) -> float:
+    """A number from 0 to 1 (``--model-swap-below``); argparse names the option on error."""
+    try:
+        f = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0.0 <= f <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return f
+
+
 def _err(message: object) -> None:
     """Errors go to stderr unwrapped (rich would wrap long paths)."""
     print(f"error: {message}", file=sys.stderr)
@@ -316,6 +327,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         min_tasks=args.min_tasks,
         confirm_on_train=not args.no_train_confirmation,
         keep_model_first=args.keep_model_first,
+        model_swap_below=args.model_swap_below,
         route=not args.no_route,
         cost_lambda=args.cost_lambda,
         apo={
@@ -587,7 +599,15 @@ def _train_run_args(p: argparse.ArgumentParser) -> None:
         "--keep-model-first",
         action="store_true",
         help="cost: per step, try shorter caps and prompts on the step's own model first, "
-        "other models only when none of those held and saved (fewer answers change)",
+        "other models only when none of those held and saved enough (fewer answers change)",
+    )
+    p.add_argument(
+        "--model-swap-below",
+        type=_fraction,
+        default=0.10,
+        metavar="FRACTION",
+        help="with --keep-model-first: try the other models too when the step's own-model "
+        "winner saved less than this fraction of the val cost (default 0.10; 0: never)",
     )
     p.add_argument(
         "--no-route",

@@ -49,6 +49,9 @@ class TrainOptions:
     """cost: a step's winner must hold on val and train pooled (``cost.py``), not val alone."""
     keep_model_first: bool = False
     """cost: try a step's own model (caps, prompt variants) before the catalog's other models."""
+    model_swap_below: float = 0.10
+    """cost, with ``keep_model_first``: the other models are tried too when the winner on the
+    step's own model saved less than this fraction of the val cost."""
     apo: dict[str, Any] = field(default_factory=dict)
     cost_lambda: float = 0.0
     route: bool = True
@@ -278,6 +281,7 @@ async def train(
                 seed=options.seed,
                 prompt_variants=options.prompt_variants,
                 keep_model_first=options.keep_model_first,
+                model_swap_below=options.model_swap_below,
                 on_candidate=on_cand,
             )
             res = await search.run(

@@ -161,6 +161,11 @@ def _variant(resources: ResourcesMap, step: LLMStep) -> tuple[tuple[str, str], s
     return _model_of(resources, step), prompt, math.inf if cap is None else float(cap)
 
 
+def _confirmations(log: list[Candidate], c: Candidate) -> list[Candidate]:
+    """The ``[val+train]`` entries of ``c`` in the search's log (``CostSearch._confirm``)."""
+    return [e for e in log if e.label == f"{c.label} [val+train]" and e.round == c.round]
+
+
 def figures(results: list[Result]) -> tuple[float, float, float]:
     """(mean reward, mean cost, mean latency) of results."""
     n = len(results) or 1
@@ -292,6 +297,7 @@ class CostSearch:
         prompt_variants: bool = True,
         max_confirmations: int = 3,
         keep_model_first: bool = False,
+        model_swap_below: float = 0.10,
         on_candidate: Callable[[Candidate], None] | None = None,
     ) -> None:
         self.evaluator = evaluator
@@ -304,6 +310,7 @@ class CostSearch:
         self.prompt_variants = prompt_variants
         self.max_confirmations = max(1, max_confirmations)
         self.keep_model_first = keep_model_first
+        self.model_swap_below = model_swap_below
         self.on_candidate = on_candidate or (lambda c: None)
 
     def options(
@@ -362,17 +369,30 @@ class CostSearch:
     ) -> list[list[tuple[str, ResourcesMap]]]:
         """The pools a step's search goes through, one after the other until one yields a
         winner: all options at once, or with ``keep_model_first`` the changes on the step's
-        own model (caps, prompt variants) first and the other models only when none of those
-        held and saved. Why: with 0/1 rewards a change passes the test gate only if it loses
-        no task, and moving a step to a weaker model changes more answers than shortening
-        what the same model writes (benchmarks/optimization/probes/flips.py,
-        docs/performance.md 1c)."""
+        own model (caps, prompt variants) first and the other models after them (``run``
+        tries the second pool only when the first gave no winner, or one that saved less than
+        ``model_swap_below``: :meth:`_saved_enough`). Why: with 0/1 rewards a change passes
+        the test gate only if it loses no task, and moving a step to a weaker model changes
+        more answers than shortening what the same model writes
+        (benchmarks/optimization/probes/flips.py, docs/performance.md 1c)."""
         if not self.keep_model_first:
             return [options]
         here = _model_of(current, step)
         same = [(lbl, res) for lbl, res in options if _model_of(res, step) == here]
         other = [(lbl, res) for lbl, res in options if _model_of(res, step) != here]
         return [pool for pool in (same, other) if pool]
+
+    def _saved_enough(self, winner: Candidate, cur_cost: float) -> bool:
+        """Whether a step's winner on its own model saved enough for the other models to be
+        left untried: at least ``model_swap_below`` of the current set's val cost.
+
+        Why not any saving: extraction x organizer_worker, seed 2 (docs/performance.md 1o):
+        after APO's better worker prompt, a cap of 8 tokens on the 1.5B worker saved 2 % on
+        val, and the 0.5B worker, the one change that could cut the bill by a third, was
+        never tried."""
+        if cur_cost <= 0:
+            return True
+        return (cur_cost - winner.cost) / cur_cost >= self.model_swap_below
 
     def expected_cost(self, llm_model: str, calls: list[CallRecord]) -> float:
         """Price-based guess of a model's cost on this step's calls (for ordering only)."""
@@ -699,9 +719,24 @@ class CostSearch:
             winner_results: list[Result] = []
             winner_train: dict[str, float] = {}
             for pool in self._tiers(options, cur, step):
-                winner, winner_results, winner_train = await self._pool_winner(pool, state)
                 if winner is not None:
-                    break
+                    if self._saved_enough(winner, state.cur_cost):
+                        break
+                    out.notes.append(
+                        f"{winner.label} saved {1 - winner.cost / state.cur_cost:.0%} of the"
+                        f" val cost (< {self.model_swap_below:.0%}): other models tried too"
+                    )
+                found, found_results, found_train = await self._pool_winner(pool, state)
+                if found is None:
+                    continue
+                if winner is not None and winner.cost <= found.cost:
+                    found.rejected_because = f"not cheaper than {winner.label}"
+                    continue
+                if winner is not None:
+                    for entry in (winner, *_confirmations(out.candidates, winner)):
+                        entry.accepted = False
+                        entry.rejected_because = f"{found.label} saved more"
+                winner, winner_results, winner_train = found, found_results, found_train
             if winner is not None:
                 winner.accepted = True
                 cur, cur_fig = winner.resources, (winner.reward, winner.cost, winner.latency_s)
