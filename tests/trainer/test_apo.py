@@ -8,7 +8,7 @@ import pytest
 
 from lightspan.trainer.data import load_tasks, split_tasks
 from lightspan.trainer.evaluation.evaluate import InProcessEvaluator
-from lightspan.trainer.search.apo import APOSearch, clean_edit
+from lightspan.trainer.search.apo import APOSearch, clean_edit, copied_markup
 from lightspan.trainer.search.optimizer_llm import OptimizerLLM, OptimizerUnavailable
 
 from .conftest import PRICES, write_tasks, write_workflow
@@ -89,6 +89,25 @@ def test_clean_edit_takes_the_rewrite_not_the_quoted_original():
     assert clean_edit(drafts, original) == "Name the {field} exactly as written."
     # Every block repeats the original (or is empty): unchanged, so APO does not try it.
     assert clean_edit(f"<<<{original}>>> <<<>>>", original) == original
+
+
+async def test_an_edit_copying_the_editor_prompts_markup_is_rejected(arith_llm, tmp_path):
+    """The APO probe's garbage answer: an unclosed <<< and a train run's transcript, with the
+    placeholders kept. It is rejected before any rollout, and the note says why."""
+    path = write_workflow(tmp_path, arith_llm.base_url)
+    tasks = load_tasks(write_tasks(tmp_path, 4))
+    ev = InProcessEvaluator(path, prices=PRICES)
+    base = (await ev.load().resources.get_resources()).to_dict()
+    garbage = "<<<Compute {question}. \n---\n[solve] prompt: Compute 3 + 4.\n[solve] answer: 7"
+    apo = APOSearch(ev, ScriptedOptimizer([garbage]))
+    assert await apo.propose(base, "solve", tasks) is None
+    assert apo.rejected_edits == 1
+    assert any(
+        "copies the editor prompt's markup ('<<<', '] prompt: '" in n for n in apo.outcome.notes
+    )
+    assert copied_markup("Compute {question}. Reply with the number only.") is None
+    assert copied_markup("Compute {question} >>> now") is not None
+    assert copied_markup("Run >>> {code} and say what it prints", "Run >>> {code}") is None
 
 
 async def test_unreachable_optimizer_is_a_clear_error(unused_port):

@@ -2,11 +2,11 @@
 
 In the spirit of Agent Lightning 0.3's APO (critique from low-reward rollouts, apply the
 critique with an editor, keep a beam scored on val batches), with what that version lacks:
-every prompt template is optimized (round-robin), an edit that drops or adds a placeholder or
-no longer formats is rejected before any rollout is spent, candidate ids never collide
-(content hashes), the best set (not the last one evaluated) is returned, and the score can
-include a cost term (``reward - cost_lambda * cost``). The critic's and editor's prompts are
-short, so a small local model fits.
+every prompt template is optimized (round-robin), an edit that drops or adds a placeholder, no
+longer formats or copies the editor prompt's markup is rejected before any rollout is spent,
+candidate ids never collide (content hashes), the best set (not the last one evaluated) is
+returned, and the score can include a cost term (``reward - cost_lambda * cost``). The
+critic's and editor's prompts are short, so a small local model fits.
 """
 
 from __future__ import annotations
@@ -59,6 +59,23 @@ def clean_edit(text: str, original: str | None = None) -> str:
         if changed:
             return changed[-1]
     return cleaned[0]
+
+
+_MARKUP = ("<<<", ">>>", "] prompt: ", "] answer: ", "status=")
+"""What the critic's and editor's prompts wrap around templates and runs (``trace_text``)."""
+
+
+def copied_markup(edited: str, original: str = "") -> str | None:
+    """Why an edit that carries the editor prompt's own markup is rejected (``None``: it does
+    not): a ``<<<`` or ``>>>`` left over, or a run transcript copied in. A small editor
+    answered an unclosed ``<<<`` followed by a train task's prompt and answer (the APO probe,
+    docs/performance.md 1o); it kept the placeholders, so the placeholder check let a
+    template with a train task's text in it through to rollouts. Markup the original
+    template itself holds (a doctest's ``>>>``) is allowed."""
+    found = [m for m in _MARKUP if m in edited and m not in original]
+    if not found:
+        return None
+    return f"the edit copies the editor prompt's markup ({', '.join(repr(m) for m in found)})"
 
 
 _BLOCK = re.compile(r"```(?:[a-zA-Z]*)\n(.*?)```|<<<(.*?)>>>", re.S)
@@ -154,7 +171,9 @@ class APOSearch:
         edited = clean_edit(answer, original)
         # The editor's own words in the report: why APO found nothing is otherwise invisible.
         said = f"(the editor answered {_excerpt(answer)})"
-        why = check_template_edit(original, edited, parent[name].get("engine", "f-string"))
+        why = copied_markup(edited, original) or check_template_edit(
+            original, edited, parent[name].get("engine", "f-string")
+        )
         if why is not None:
             self.rejected_edits += 1
             self.outcome.notes.append(f"rejected edit of {name}: {why} {said}")
