@@ -157,9 +157,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     p.add_argument(
         "--algorithm",
         default="cost",
-        choices=["cost", "apo", "both"],
-        help="trainer algorithm (default cost); apo and both: the strongest model writes APO's "
-        "critiques and edits",
+        choices=["cost", "apo", "both", "downshift"],
+        help="trainer algorithm (default cost); apo, both and downshift: the strongest model "
+        "writes APO's critiques and edits",
     )
     p.add_argument(
         "--train-tasks", type=int, help="train+val tasks per family (default 6 quick, 24)"
@@ -262,8 +262,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     }
     if trainer_apo and args.algorithm == "cost":
         p.error(
-            f"--trainer-{next(iter(trainer_apo))} is an APO option: it needs --algorithm apo "
-            "or both"
+            f"--trainer-{next(iter(trainer_apo))} is an APO option: it needs --algorithm apo, "
+            "both or downshift"
         )
     for name, value in trainer_apo.items():
         if value < 1:

@@ -176,7 +176,7 @@ def trainer_arguments(
         "--min-tasks",
         str(min_tasks),
     ]
-    if algorithm in ("apo", "both"):
+    if algorithm in ("apo", "both", "downshift"):
         endpoints, model = optimizer
         args += ["--optimizer-endpoint", endpoints[model], "--optimizer-model", model]
         for name, value in (apo or {}).items():

@@ -2,7 +2,8 @@
 
 Its behaviour makes the search's choices matter without a real model: model ``big`` always
 sums correctly but rambles (20 filler words after the answer) unless the prompt asks for
-brevity; model ``small`` answers in 3 words and is right only when the sum is even; model
+brevity; model ``small`` answers in 3 words and is right only when the sum is even or the
+prompt asks it to work carefully (a cheap model a prompt edit repairs); model
 ``mini`` answers in 3 words and is always right (a cheaper model that is as good);
 ``max_tokens`` truncates the answer word by word with ``finish_reason=length``. Usage counts
 words. Claims about real cost or quality are never made against it.
@@ -37,7 +38,8 @@ def answer(model: str, prompt: str) -> str:
     total = int(m.group(1)) + int(m.group(2)) if m else 0
     brief = "briefly" in prompt.lower()
     if model == "small":
-        return f"it is {total if total % 2 == 0 else total + 1}"
+        careful = "carefully" in prompt.lower()
+        return f"it is {total if total % 2 == 0 or careful else total + 1}"
     if model == "mini":
         return f"it is {total}"
     return f"the answer is {total}" + ("" if brief else " " + FILLER)

@@ -308,7 +308,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     catalog, prices = _catalog(args.catalog, cfg)
     optimizer = None
-    if algorithm in ("apo", "both"):
+    if algorithm in ("apo", "both", "downshift"):
         from lightspan.trainer.search.optimizer_llm import OptimizerLLM
 
         opt_model = args.optimizer_model or cfg.llm.model
@@ -580,7 +580,7 @@ def _train_run_args(p: argparse.ArgumentParser) -> None:
     _run_args(p)
     p.add_argument(
         "--algorithm",
-        choices=["apo", "cost", "both", "verl"],
+        choices=["apo", "cost", "both", "downshift", "verl"],
         help="default: optimization.algorithm",
     )
     p.add_argument("--out", required=True, help="report directory")

@@ -249,7 +249,17 @@ async def train(
                 f"every baseline run failed on the train split; first error: {base_train[0].error}"
             )
         best = baseline
-        if options.algorithm in ("apo", "both"):
+        apo_seed = baseline
+        if options.algorithm == "downshift":
+            from lightspan.trainer.search.downshift import downshift
+
+            moved = downshift(baseline, llm_steps(workflow), base_train, catalog, price)
+            if moved is None:
+                outcome.notes.append("downshift: no step has a cheaper model in the catalog")
+            else:
+                outcome.notes.append(f"downshift: {moved[0]}, then apo on its prompts")
+                apo_seed = moved[1]
+        if options.algorithm in ("apo", "both") or apo_seed is not baseline:
             from lightspan.trainer.search.apo import APOSearch
 
             if optimizer is None:
@@ -265,11 +275,19 @@ async def train(
                 **options.apo,
             )
             try:
-                apo_out = await apo.run(best, split.train, split.val)
+                apo_out = await apo.run(apo_seed, split.train, split.val)
             finally:
                 outcome.notes.extend(apo.outcome.notes)
                 outcome.best_per_round.extend(apo.outcome.best_per_round)
             best = apo_out.best
+        if apo_seed is not baseline:
+            from lightspan.trainer.search.downshift import holds_on_val
+
+            held, said = await holds_on_val(
+                ev, baseline, best, split.val, delta=options.delta, seed=options.seed
+            )
+            outcome.notes.append(f"downshift: {said}" + ("" if held else "; baseline kept"))
+            best = best if held else baseline
         if options.algorithm in ("cost", "both"):
             search = CostSearch(
                 ev,
