@@ -42,17 +42,18 @@ def test_the_flag_reaches_the_settings_and_an_unknown_model_is_named(capsys) -> 
     assert "--trainer-models: 'smollm2-135m' is not one of --models" in capsys.readouterr().err
 
 
-def test_apo_options_reach_the_trainer_under_its_own_option_names(tmp_path) -> None:
+@pytest.mark.parametrize("algorithm", ["both", "downshift"])
+def test_apo_options_reach_the_trainer_under_its_own_option_names(tmp_path, algorithm) -> None:
     models = "qwen2.5-coder-0.5b,qwen2.5-coder-1.5b"
     apo = ["--trainer-beam-rounds", "1", "--trainer-branch-factor", "3"]
-    _, s = parse_args(["--models", models, "--algorithm", "both", *apo])
+    _, s = parse_args(["--models", models, "--algorithm", algorithm, *apo])
     assert s.trainer_apo == {"beam-rounds": 1, "branch-factor": 3}
     argv = trainer_arguments(
         tmp_path / "wf.yaml",
         tmp_path / "tasks.jsonl",
         tmp_path / "report",
         tmp_path / "catalog.yaml",
-        algorithm="both",
+        algorithm=algorithm,
         seed=2,
         runners=2,
         min_tasks=4,
@@ -62,7 +63,7 @@ def test_apo_options_reach_the_trainer_under_its_own_option_names(tmp_path) -> N
     parsed = parse_run_args(argv)  # the trainer's own parser
     assert (parsed.beam_rounds, parsed.branch_factor, parsed.beam_width) == (1, 3, 2)
     assert (parsed.optimizer_model, parsed.optimizer_endpoint) == ("big", ENDPOINTS["big"])
-    assert parsed.algorithm == "both" and parsed.seed == 2
+    assert parsed.algorithm == algorithm and parsed.seed == 2
 
 
 def test_apo_options_need_an_apo_algorithm(capsys) -> None:
