@@ -599,3 +599,23 @@ async def test_a_cap_that_cuts_the_text_must_save_more_than_the_premium(input_co
     uncut = [c for c in concise if not c.truncated]
     assert cut and uncut and all(c.truncated == c.tasks for c in cut)
     assert max(c.cost for c in cut) < min(c.cost for c in uncut)  # the cut does save
+
+
+async def test_a_reference_lets_the_search_spend_what_the_start_gained(arith_llm, tmp_path):
+    """Started from ``big`` (always right) with ``small`` (right half the time) as the
+    reference, as ``both`` starts from APO's prompts with the workflow's baseline as the
+    reference: ``small`` keeps the reference's reward and is the cheapest, so it is taken.
+    Compared with the start itself, it loses half the tasks and the concise prompt wins."""
+    ev, wf, base, split, train_results = await _thirty_tasks(arith_llm, tmp_path)
+    reference = {**base, "default": {**base["default"], "model": "small"}}
+
+    async def search(**kw):
+        s, _ = _search(ev, wf, arith_llm, "small")
+        return await s.run(base, split.val, train_results, split.train, **kw)
+
+    spent = await search(reference=reference)
+    assert spent.best["default@solve"]["model"] == "small"
+    assert spent.candidates[0].lower_bound > 0  # the start beat the reference on val
+    kept = await search()
+    assert kept.best["default@solve"]["model"] == "big"
+    assert kept.best["solve@solve"]["template"].endswith(CONCISE_SUFFIX)

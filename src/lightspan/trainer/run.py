@@ -307,6 +307,7 @@ async def train(
                 split.val,
                 base_train + list(history or []),
                 train=split.train if options.confirm_on_train else None,
+                reference=baseline,
             )
             outcome.notes.extend(res.notes)
             offset = len(outcome.best_per_round)
