@@ -75,6 +75,8 @@ def test_clean_edit_strips_wrappers():
     # Half a wrapper (the editor forgot the other half) is a wrapper too.
     assert clean_edit("<<<Hi {x}, exactly as written?") == "Hi {x}, exactly as written?"
     assert clean_edit("Hi {x} >>>") == "Hi {x}"
+    # A block closed with two brackets, followed by the editor's comments.
+    assert clean_edit("<<<Hi {x} of the text?>> Feedback: 1. Add context.") == "Hi {x} of the text?"
 
 
 def test_clean_edit_takes_the_rewrite_not_the_quoted_original():

@@ -80,8 +80,10 @@ def copied_markup(edited: str, original: str = "") -> str | None:
     return f"the edit copies the editor prompt's markup ({', '.join(repr(m) for m in found)})"
 
 
-_BLOCK = re.compile(r"```(?:[a-zA-Z]*)\n(.*?)```|<<<(.*?)>>>", re.S)
-"""A code fence or a <<< >>> block, in the order they appear."""
+_BLOCK = re.compile(r"```(?:[a-zA-Z]*)\n(.*?)```|<<<(.*?)>>>?", re.S)
+"""A code fence or a <<< >>> block, in the order they appear. A block may close with ``>>``:
+a small editor answered "<<<Text: {text} What is the {field} of the text?>> Feedback: ..."
+(extraction x organizer_worker, ``both`` seed 5, docs/performance.md 1p)."""
 
 
 def _inner(block: str) -> str:
