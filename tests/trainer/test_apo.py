@@ -72,6 +72,11 @@ def test_clean_edit_strips_wrappers():
     assert clean_edit('New template: "Hi {x}"') == "Hi {x}"
     assert clean_edit("<<<Hi {x}>>>") == "Hi {x}"
     assert clean_edit("```\n<<<Hi {x}>>>\n```") == "Hi {x}"
+    # Half a wrapper (the editor forgot the other half) is a wrapper too.
+    assert clean_edit("<<<Hi {x}, exactly as written?") == "Hi {x}, exactly as written?"
+    assert clean_edit("Hi {x} >>>") == "Hi {x}"
+    # A block closed with two brackets, followed by the editor's comments.
+    assert clean_edit("<<<Hi {x} of the text?>> Feedback: 1. Add context.") == "Hi {x} of the text?"
 
 
 def test_clean_edit_takes_the_rewrite_not_the_quoted_original():
@@ -98,13 +103,16 @@ async def test_an_edit_copying_the_editor_prompts_markup_is_rejected(arith_llm, 
     tasks = load_tasks(write_tasks(tmp_path, 4))
     ev = InProcessEvaluator(path, prices=PRICES)
     base = (await ev.load().resources.get_resources()).to_dict()
-    garbage = "<<<Compute {question}. \n---\n[solve] prompt: Compute 3 + 4.\n[solve] answer: 7"
+    # The probe's answer: the runs' "---" separator and a run's text after an unclosed <<<.
+    garbage = "<<<Compute {question}. \n---\n\n prompt: Compute 3 + 4.\n answer: 7"
     apo = APOSearch(ev, ScriptedOptimizer([garbage]))
     assert await apo.propose(base, "solve", tasks) is None
     assert apo.rejected_edits == 1
-    assert any(
-        "copies the editor prompt's markup ('<<<', '] prompt: '" in n for n in apo.outcome.notes
+    assert any("copies the editor prompt's markup ('\\n---\\n')" in n for n in apo.outcome.notes), (
+        apo.outcome.notes
     )
+    transcript = "Compute {question}.\n[solve] prompt: Compute 3 + 4.\n[solve] answer: 7"
+    assert "'] prompt: ', '] answer: '" in (copied_markup(transcript) or "")
     assert copied_markup("Compute {question}. Reply with the number only.") is None
     assert copied_markup("Compute {question} >>> now") is not None
     assert copied_markup("Run >>> {code} and say what it prints", "Run >>> {code}") is None

@@ -61,14 +61,16 @@ def clean_edit(text: str, original: str | None = None) -> str:
     return cleaned[0]
 
 
-_MARKUP = ("<<<", ">>>", "] prompt: ", "] answer: ", "status=")
-"""What the critic's and editor's prompts wrap around templates and runs (``trace_text``)."""
+_MARKUP = ("<<<", ">>>", "\n---\n", "] prompt: ", "] answer: ", "status=", "reward=")
+"""What the critic's and editor's prompts wrap around templates and runs (``trace_text``, the
+runs joined by ``---`` lines)."""
 
 
 def copied_markup(edited: str, original: str = "") -> str | None:
     """Why an edit that carries the editor prompt's own markup is rejected (``None``: it does
-    not): a ``<<<`` or ``>>>`` left over, or a run transcript copied in. A small editor
-    answered an unclosed ``<<<`` followed by a train task's prompt and answer (the APO probe,
+    not): a ``<<<`` or ``>>>`` left inside it (a lone one at either end is stripped first,
+    ``_unwrap``), or a run transcript copied in. A small editor answered an unclosed ``<<<``,
+    the template, a ``---`` line and a train task's prompt and answer (the APO probe,
     docs/performance.md 1o); it kept the placeholders, so the placeholder check let a
     template with a train task's text in it through to rollouts. Markup the original
     template itself holds (a doctest's ``>>>``) is allowed."""
@@ -78,8 +80,10 @@ def copied_markup(edited: str, original: str = "") -> str | None:
     return f"the edit copies the editor prompt's markup ({', '.join(repr(m) for m in found)})"
 
 
-_BLOCK = re.compile(r"```(?:[a-zA-Z]*)\n(.*?)```|<<<(.*?)>>>", re.S)
-"""A code fence or a <<< >>> block, in the order they appear."""
+_BLOCK = re.compile(r"```(?:[a-zA-Z]*)\n(.*?)```|<<<(.*?)>>>?", re.S)
+"""A code fence or a <<< >>> block, in the order they appear. A block may close with ``>>``:
+a small editor answered "<<<Text: {text} What is the {field} of the text?>> Feedback: ..."
+(extraction x organizer_worker, ``both`` seed 5, docs/performance.md 1p)."""
 
 
 def _inner(block: str) -> str:
@@ -97,6 +101,12 @@ def _unwrap(t: str) -> str:
     for prefix in ("New template:", "Improved template:", "Template:"):
         if t.startswith(prefix):
             t = t[len(prefix) :].strip()
+    # An unpaired <<< or >>> around the whole answer is the editor's half of the wrapper
+    # (extraction x organizer_worker, downshift seed 3: '<<<Text: {text} ... address?').
+    if t.startswith("<<<") and ">>>" not in t:
+        t = t[3:].strip()
+    if t.endswith(">>>") and "<<<" not in t:
+        t = t[:-3].strip()
     if len(t) >= 2 and t[0] == t[-1] and t[0] in "\"'":
         t = t[1:-1]
     return t
