@@ -166,6 +166,14 @@ def _confirmations(log: list[Candidate], c: Candidate) -> list[Candidate]:
     return [e for e in log if e.label == f"{c.label} [val+train]" and e.round == c.round]
 
 
+def calls_cost(calls: list[CallRecord], price: tuple[float, float] | None) -> float | None:
+    """What ``calls`` would cost at a model's (input, output) USD per 1M tokens; ``None``
+    when the model has no price."""
+    if price is None:
+        return None
+    return sum(c.input_tokens * price[0] + c.output_tokens * price[1] for c in calls) / 1e6
+
+
 def figures(results: list[Result]) -> tuple[float, float, float]:
     """(mean reward, mean cost, mean latency) of results."""
     n = len(results) or 1
@@ -394,13 +402,6 @@ class CostSearch:
         if cur_cost <= 0:
             return True
         return (cur_cost - winner.cost) / cur_cost >= self.model_swap_below
-
-    def expected_cost(self, llm_model: str, calls: list[CallRecord]) -> float:
-        """Price-based guess of a model's cost on this step's calls (for ordering only)."""
-        p = self.price(llm_model)
-        if p is None:
-            return 0.0
-        return sum(c.input_tokens * p[0] + c.output_tokens * p[1] for c in calls) / 1e6
 
     def _same_texts_at_a_larger_cap(
         self, keep: list[tuple[Candidate, list[Result]]], step: str

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from lightspan.trainer.data import Task
-from lightspan.trainer.evaluation.evaluate import CallRecord, Evaluator, Result
+from lightspan.trainer.evaluation.evaluate import Evaluator, Result
 from lightspan.trainer.evaluation.stats import paired_bootstrap_lower
 from lightspan.trainer.resmap import LLMStep, ResourcesMap, step_resource, with_step_resource
-from lightspan.trainer.search.cost import ModelOption, figures, step_order
+from lightspan.trainer.search.cost import ModelOption, calls_cost, figures, step_order
 
 
 def downshift(
@@ -33,8 +33,8 @@ def downshift(
     for step in step_order(steps, results):
         calls = [c for r in results for c in r.calls if c.step == step.name]
         llm = step_resource(baseline, step.llm, step.name)
-        here = _priced(calls, price(llm["model"]))
-        priced = [(_priced(calls, price(m.model)), m) for m in catalog]
+        here = calls_cost(calls, price(llm["model"]))
+        priced = [(calls_cost(calls, price(m.model)), m) for m in catalog]
         cheaper = [(c, m) for c, m in priced if c is not None and (here is None or c < here)]
         if not cheaper:
             continue
@@ -45,13 +45,6 @@ def downshift(
         moved = with_step_resource(baseline, step.llm, step.name, new_llm)
         return f"{step.name}: model={m.model}", moved
     return None
-
-
-def _priced(calls: list[CallRecord], p: tuple[float, float] | None) -> float | None:
-    """The calls' tokens at a model's (input, output) prices; ``None`` when it has none."""
-    if p is None:
-        return None
-    return sum(c.input_tokens * p[0] + c.output_tokens * p[1] for c in calls)
 
 
 async def holds_on_val(
