@@ -50,6 +50,14 @@ class ModelOption:
     api_key: str | None = None
 
 
+def on_model(llm: dict[str, Any], m: ModelOption) -> dict[str, Any]:
+    """An LLM resource moved to the catalog entry ``m`` (its endpoint, model and key)."""
+    moved = {**llm, "endpoint": m.endpoint, "model": m.model}
+    if m.api_key is not None:
+        moved["api_key"] = m.api_key
+    return moved
+
+
 @dataclass(slots=True)
 class Candidate:
     """A resource set the search evaluated, with its figures on the tasks it saw."""
@@ -359,14 +367,7 @@ class CostSearch:
                         sp.pop("max_tokens", None)
                     else:
                         sp["max_tokens"] = cap
-                    new_llm = {
-                        **llm,
-                        "endpoint": m.endpoint,
-                        "model": m.model,
-                        "sampling_parameters": sp,
-                    }
-                    if m.api_key is not None:
-                        new_llm["api_key"] = m.api_key
+                    new_llm = {**on_model(llm, m), "sampling_parameters": sp}
                     res = with_step_resource(current, step.llm, step.name, new_llm)
                     if p is not None:
                         res = with_step_resource(res, step.prompt, step.name, p)

@@ -17,7 +17,14 @@ from lightspan.trainer.data import Task
 from lightspan.trainer.evaluation.evaluate import Evaluator, Result
 from lightspan.trainer.evaluation.stats import paired_bootstrap_lower
 from lightspan.trainer.resmap import LLMStep, ResourcesMap, step_resource, with_step_resource
-from lightspan.trainer.search.cost import ModelOption, calls_cost, figures, step_order
+from lightspan.trainer.search.cost import (
+    ModelOption,
+    calls_cost,
+    figures,
+    on_model,
+    step_calls,
+    step_order,
+)
 
 
 def downshift(
@@ -31,7 +38,7 @@ def downshift(
     cheaper catalog model moved to the cheapest one, priced on that step's calls, and a
     label saying so; ``None`` when no step has a cheaper model in the catalog."""
     for step in step_order(steps, results):
-        calls = [c for r in results for c in r.calls if c.step == step.name]
+        calls, _ = step_calls(step, results, [])
         llm = step_resource(baseline, step.llm, step.name)
         here = calls_cost(calls, price(llm["model"]))
         priced = [(calls_cost(calls, price(m.model)), m) for m in catalog]
@@ -39,10 +46,7 @@ def downshift(
         if not cheaper:
             continue
         _, m = min(cheaper, key=lambda cm: cm[0])
-        new_llm = {**llm, "endpoint": m.endpoint, "model": m.model}
-        if m.api_key is not None:
-            new_llm["api_key"] = m.api_key
-        moved = with_step_resource(baseline, step.llm, step.name, new_llm)
+        moved = with_step_resource(baseline, step.llm, step.name, on_model(llm, m))
         return f"{step.name}: model={m.model}", moved
     return None
 
